@@ -1,0 +1,226 @@
+"""All configuration in one place: environment variables with documented defaults.
+
+Every component (CLI, DAGs, Spark jobs, tests, docker-compose) reads its configuration through
+`load()`. With nothing set, everything runs on one machine: a private PostgreSQL cluster on
+loopback, `file://` landing zone, lake and model store under the state directory, Spark `local[*]`.
+The distributed stack sets the same names to `hdfs://`, `s3://` and `spark://` values.
+
+`cryptoflow config` prints the table below with the values in force.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+# The ten coins of the original system, quoted in USDT. MATIC became POL on 2024-09-13
+# (see cryptoflow.symbols): the configured name is the current one.
+DEFAULT_SYMBOLS = (
+    "BTCUSDT", "ETHUSDT", "XRPUSDT", "BNBUSDT", "DOGEUSDT",
+    "ADAUSDT", "POLUSDT", "DOTUSDT", "SOLUSDT", "USDCUSDT",
+)
+
+LIVE_WS_URL = "wss://data-stream.binance.vision"
+LIVE_REST_URL = "https://api.binance.com"
+
+
+def _project_home() -> Path:
+    """The checkout this package lives in (include/cryptoflow/ -> project root), else the cwd."""
+    here = Path(__file__).resolve().parent
+    root = here.parent.parent
+    if (root / "dags").is_dir() and (root / "include").is_dir():
+        return root
+    return Path.cwd()
+
+
+@dataclass(frozen=True)
+class Setting:
+    env: str
+    default: str  # textual default; "{state}" and "{home}" are expanded
+    doc: str
+
+
+# The single table of configuration: README's table is generated from it (`cryptoflow config --markdown`).
+SETTINGS: tuple[Setting, ...] = (
+    Setting("CRYPTOFLOW_HOME", "<checkout>", "Project root: dags/, plugins/, spark_jobs/ are found here."),
+    Setting("CRYPTOFLOW_STATE_DIR", "{home}/.state", "Local state: PostgreSQL cluster, logs, credentials, file:// stores."),
+    Setting("CRYPTOFLOW_BIND_HOST", "127.0.0.1", "Address every local service listens on (loopback by default)."),
+    Setting("CRYPTOFLOW_PG_PORT", "5433", "Port of the private PostgreSQL cluster."),
+    Setting("CRYPTOFLOW_WAREHOUSE_DSN", "postgresql://cf_writer:<generated>@127.0.0.1:{pg_port}/cryptoflow",
+            "Warehouse DSN of the pipelines (writer role)."),
+    Setting("CRYPTOFLOW_WAREHOUSE_READER_DSN", "postgresql://cf_reader:<generated>@127.0.0.1:{pg_port}/cryptoflow",
+            "Warehouse DSN of the dashboards (read-only role)."),
+    Setting("CRYPTOFLOW_LANDING_URI", "file://{state}/landing", "Where ingest seals its snapshots (file://, hdfs://, s3://)."),
+    Setting("CRYPTOFLOW_LAKE_URI", "file://{state}/lake", "Parquet lake root (file:// locally, hdfs://namenode:8020/... in compose)."),
+    Setting("CRYPTOFLOW_MODEL_STORE_URI", "file://{state}/models", "Model registry root (file:// or s3://bucket/prefix)."),
+    Setting("CRYPTOFLOW_S3_ENDPOINT_URL", "", "S3-compatible endpoint (MinIO, moto); empty means AWS."),
+    Setting("CRYPTOFLOW_SPARK_MASTER", "local[*]", "Spark master URL (local[*], spark://host:7077)."),
+    Setting("CRYPTOFLOW_SYMBOLS", ",".join(DEFAULT_SYMBOLS), "Comma-separated Binance symbols to collect and forecast."),
+    Setting("CRYPTOFLOW_INTERVAL", "1m", "Kline interval collected from Binance."),
+    Setting("CRYPTOFLOW_BINANCE_MODE", "live", "live: talk to Binance; replay: the local replay server."),
+    Setting("CRYPTOFLOW_BINANCE_WS_URL", "", "Websocket base URL; empty picks Binance (live) or the replay server."),
+    Setting("CRYPTOFLOW_BINANCE_REST_URL", "", "REST base URL; empty picks Binance (live) or the replay server."),
+    Setting("CRYPTOFLOW_REPLAY_PORT", "9444", "Port of the local Binance replay server."),
+    Setting("CRYPTOFLOW_AIRFLOW_PORT", "8080", "Airflow UI / API port."),
+    Setting("CRYPTOFLOW_SUPERSET_PORT", "8088", "Superset port."),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    state_dir: Path
+    bind_host: str
+    pg_port: int
+    warehouse_dsn: str
+    warehouse_reader_dsn: str
+    landing_uri: str
+    lake_uri: str
+    model_store_uri: str
+    s3_endpoint_url: str
+    spark_master: str
+    symbols: tuple[str, ...]
+    interval: str
+    binance_mode: str
+    binance_ws_url: str
+    binance_rest_url: str
+    replay_port: int
+    airflow_port: int
+    superset_port: int
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    @property
+    def credentials_file(self) -> Path:
+        return self.state_dir / "credentials.env"
+
+    def as_env(self) -> dict[str, str]:
+        """The settings as CRYPTOFLOW_* variables, to hand to child processes (Airflow, Spark)."""
+        values = {
+            "CRYPTOFLOW_HOME": str(self.home),
+            "CRYPTOFLOW_STATE_DIR": str(self.state_dir),
+            "CRYPTOFLOW_BIND_HOST": self.bind_host,
+            "CRYPTOFLOW_PG_PORT": str(self.pg_port),
+            "CRYPTOFLOW_WAREHOUSE_DSN": self.warehouse_dsn,
+            "CRYPTOFLOW_WAREHOUSE_READER_DSN": self.warehouse_reader_dsn,
+            "CRYPTOFLOW_LANDING_URI": self.landing_uri,
+            "CRYPTOFLOW_LAKE_URI": self.lake_uri,
+            "CRYPTOFLOW_MODEL_STORE_URI": self.model_store_uri,
+            "CRYPTOFLOW_S3_ENDPOINT_URL": self.s3_endpoint_url,
+            "CRYPTOFLOW_SPARK_MASTER": self.spark_master,
+            "CRYPTOFLOW_SYMBOLS": ",".join(self.symbols),
+            "CRYPTOFLOW_INTERVAL": self.interval,
+            "CRYPTOFLOW_BINANCE_MODE": self.binance_mode,
+            "CRYPTOFLOW_BINANCE_WS_URL": self.binance_ws_url,
+            "CRYPTOFLOW_BINANCE_REST_URL": self.binance_rest_url,
+            "CRYPTOFLOW_REPLAY_PORT": str(self.replay_port),
+            "CRYPTOFLOW_AIRFLOW_PORT": str(self.airflow_port),
+            "CRYPTOFLOW_SUPERSET_PORT": str(self.superset_port),
+        }
+        return values
+
+
+class ConfigError(ValueError):
+    """A configuration value that can't be used; the message names the variable."""
+
+
+def _int(env: dict, name: str, default: str) -> int:
+    raw = env.get(name) or default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer") from None
+    if not 0 < value < 65536:
+        raise ConfigError(f"{name}={value} is not a TCP port")
+    return value
+
+
+def load(environ: dict | None = None) -> Settings:
+    """Read the settings from `environ` (default os.environ), filling documented defaults.
+
+    Passwords of the local cluster come from the generated credentials file when the DSNs are
+    not set explicitly; a DSN can't be built before `cryptoflow setup` has written that file.
+    """
+    env = dict(os.environ if environ is None else environ)
+    home = Path(env.get("CRYPTOFLOW_HOME") or _project_home()).resolve()
+    state = Path(env.get("CRYPTOFLOW_STATE_DIR") or home / ".state").resolve()
+    bind = env.get("CRYPTOFLOW_BIND_HOST") or "127.0.0.1"
+    pg_port = _int(env, "CRYPTOFLOW_PG_PORT", "5433")
+
+    mode = (env.get("CRYPTOFLOW_BINANCE_MODE") or "live").strip().lower()
+    if mode not in ("live", "replay"):
+        raise ConfigError(f"CRYPTOFLOW_BINANCE_MODE={mode!r}: expected live or replay")
+    replay_port = _int(env, "CRYPTOFLOW_REPLAY_PORT", "9444")
+    replay_base = f"127.0.0.1:{replay_port}"
+    ws_url = env.get("CRYPTOFLOW_BINANCE_WS_URL") or (LIVE_WS_URL if mode == "live" else f"ws://{replay_base}")
+    rest_url = env.get("CRYPTOFLOW_BINANCE_REST_URL") or (LIVE_REST_URL if mode == "live" else f"http://{replay_base}")
+
+    symbols = tuple(s.strip().upper() for s in (env.get("CRYPTOFLOW_SYMBOLS") or ",".join(DEFAULT_SYMBOLS)).split(",") if s.strip())
+    if not symbols:
+        raise ConfigError("CRYPTOFLOW_SYMBOLS is empty")
+    bad = [s for s in symbols if not s.isalnum()]
+    if bad:
+        raise ConfigError(f"CRYPTOFLOW_SYMBOLS has invalid symbols: {bad}")
+
+    creds = read_credentials(state / "credentials.env")
+    writer_dsn = env.get("CRYPTOFLOW_WAREHOUSE_DSN") or _local_dsn("cf_writer", creds.get("CF_WRITER_PASSWORD"), pg_port)
+    reader_dsn = env.get("CRYPTOFLOW_WAREHOUSE_READER_DSN") or _local_dsn("cf_reader", creds.get("CF_READER_PASSWORD"), pg_port)
+
+    return Settings(
+        home=home,
+        state_dir=state,
+        bind_host=bind,
+        pg_port=pg_port,
+        warehouse_dsn=writer_dsn,
+        warehouse_reader_dsn=reader_dsn,
+        landing_uri=env.get("CRYPTOFLOW_LANDING_URI") or f"file://{state}/landing",
+        lake_uri=env.get("CRYPTOFLOW_LAKE_URI") or f"file://{state}/lake",
+        model_store_uri=env.get("CRYPTOFLOW_MODEL_STORE_URI") or f"file://{state}/models",
+        s3_endpoint_url=env.get("CRYPTOFLOW_S3_ENDPOINT_URL") or "",
+        spark_master=env.get("CRYPTOFLOW_SPARK_MASTER") or "local[*]",
+        symbols=symbols,
+        interval=env.get("CRYPTOFLOW_INTERVAL") or "1m",
+        binance_mode=mode,
+        binance_ws_url=ws_url.rstrip("/"),
+        binance_rest_url=rest_url.rstrip("/"),
+        replay_port=replay_port,
+        airflow_port=_int(env, "CRYPTOFLOW_AIRFLOW_PORT", "8080"),
+        superset_port=_int(env, "CRYPTOFLOW_SUPERSET_PORT", "8088"),
+    )
+
+
+def _local_dsn(role: str, password: str | None, port: int) -> str:
+    if password is None:
+        # Not set up yet: a DSN without password, which fails to authenticate with a clear message.
+        return f"postgresql://{role}@127.0.0.1:{port}/cryptoflow"
+    return f"postgresql://{role}:{password}@127.0.0.1:{port}/cryptoflow"
+
+
+def read_credentials(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines of the generated credentials file (missing file: empty)."""
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        return {}
+    out = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, _, value = line.partition("=")
+            out[key.strip()] = value.strip()
+    return out
+
+
+def markdown_table() -> str:
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for s in SETTINGS:
+        default = s.default.replace("{home}", "<checkout>").replace("{state}", "<state>").replace("{pg_port}", "5433")
+        default = default.replace("|", "\\|")
+        rows.append(f"| `{s.env}` | `{default}` | {s.doc} |" if default else f"| `{s.env}` | (empty) | {s.doc} |")
+    return "\n".join(rows)
+
+
+__all__ = ["Settings", "SETTINGS", "load", "ConfigError", "read_credentials", "markdown_table", "DEFAULT_SYMBOLS"]
