@@ -20,6 +20,21 @@ from cryptoflow.warehouse.migrate import migrate
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("CRYPTOFLOW_SHARED_DATA", PROJECT_ROOT.parent / "shared" / "data"))
 
+# Airflow reads its configuration when first imported, so the test Airflow home is set before any
+# test module can import it: metadata in SQLite under a throwaway directory, the project's DAGs.
+_AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="cryptoflow-airflow-test-"))
+TEST_AIRFLOW_ENV = {
+    "AIRFLOW_HOME": str(_AIRFLOW_HOME),
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_AIRFLOW_HOME}/airflow.db",
+    "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
+    "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
+    "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+    # The test run must never touch a developer's own local stack.
+    "CRYPTOFLOW_STATE_DIR": str(_AIRFLOW_HOME / "state"),
+}
+os.environ.update(TEST_AIRFLOW_ENV)
+
 
 @dataclass(frozen=True)
 class Warehouse:
@@ -91,8 +106,32 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(scope="session")
+def airflow_db():
+    """Airflow's metadata DB migrated once per session (dag.test() needs it)."""
+    import subprocess
+    import sys
+
+    airflow = Path(sys.executable).parent / "airflow"
+    res = subprocess.run([str(airflow), "db", "migrate"], env=dict(os.environ), capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    yield _AIRFLOW_HOME
+
+
+@pytest.fixture
+def use_warehouse(warehouse, monkeypatch):
+    """Point the settings (and so DAG tasks run by dag.test()) at a fresh throwaway warehouse."""
+    monkeypatch.setenv("CRYPTOFLOW_WAREHOUSE_DSN", warehouse.writer_dsn)
+    monkeypatch.setenv("CRYPTOFLOW_WAREHOUSE_READER_DSN", warehouse.reader_dsn)
+    return warehouse
+
+
 @pytest.fixture
 def scratch_dir():
     d = Path(tempfile.mkdtemp(prefix="cryptoflow-test-"))
     yield d
     shutil.rmtree(d, ignore_errors=True)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(_AIRFLOW_HOME, ignore_errors=True)

@@ -46,3 +46,4 @@ def ensure(path: Path) -> tuple[dict[str, str], list[str]]:
         os.replace(tmp, path)
     os.chmod(path, 0o600)
     return creds, new
+

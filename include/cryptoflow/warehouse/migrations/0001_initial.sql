@@ -170,3 +170,5 @@ BEGIN
 END
 $$;
 REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+-- Health checks compare the applied migrations with the code.
+GRANT SELECT ON public.schema_migrations TO cf_writer, cf_reader;

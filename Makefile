@@ -1,0 +1,33 @@
+# The two commands of the README:   make run   (platform + demo)    make test   (the whole suite)
+SHELL := /bin/bash
+PY := .venv/airflow/bin/python
+CF := .venv/airflow/bin/cryptoflow
+
+.PHONY: setup run up down status test test-quick bench lock
+
+setup:            ## install system packages (if missing) and both virtualenvs
+	@bash scripts/bootstrap.sh
+
+run: setup        ## start PostgreSQL, Airflow and Superset on loopback
+	@$(CF) up
+
+up: run
+
+down:             ## stop every local service
+	@$(CF) down
+
+status:
+	@$(CF) status
+
+test: setup       ## the full suite, services started for real (what CI runs)
+	@$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-quick:       ## the pure-Python subset, in seconds
+	@$(PY) -m pytest -q -m quick $(PYTEST_ARGS)
+
+bench: setup      ## benchmarks -> bench-results/bench.json and bench.md
+	@$(CF) bench --output bench-results
+
+lock:             ## recompile the pins after editing requirements*.in
+	.venv/tools/bin/uv pip compile -q --python-version 3.11 requirements.in -o requirements.txt
+	.venv/tools/bin/uv pip compile -q --python-version 3.11 requirements-superset.in -o requirements-superset.txt

@@ -1,0 +1,74 @@
+"""Benchmarks: `cryptoflow bench` (or `make bench`) runs them and writes JSON plus a readable table.
+
+Each benchmark is a function returning a flat dict of figures; a figure with a target also reports
+`<name>_target` and whether it was met, so the table says plainly what passed. Speed and memory
+targets are checked here, never by timed tests.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import platform
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+# name -> "module:function"; modules are imported only when their benchmark runs
+# (TensorFlow and Spark are slow to import).
+REGISTRY: dict[str, str] = {
+    "warehouse_copy": "cryptoflow.bench.warehouse:bench_copy_ceiling",
+}
+
+
+def register(name: str, target: str) -> None:
+    REGISTRY[name] = target
+
+
+def _resolve(target: str) -> Callable[[], dict]:
+    module, _, func = target.partition(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def run(names: list[str] | None, output_dir: Path, log=print) -> dict:
+    names = names or list(REGISTRY)
+    unknown = [n for n in names if n not in REGISTRY]
+    if unknown:
+        raise SystemExit(f"unknown benchmark(s) {unknown}; known: {sorted(REGISTRY)}")
+    results = {
+        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"python": platform.python_version(), "cpus": _cpus(), "platform": platform.platform()},
+        "benchmarks": {},
+    }
+    for name in names:
+        log(f"running benchmark {name} ...")
+        t0 = time.perf_counter()
+        try:
+            figures = _resolve(REGISTRY[name])()
+            figures["wall_seconds"] = round(time.perf_counter() - t0, 2)
+        except Exception as exc:  # a broken benchmark is reported, the others still run
+            figures = {"error": f"{type(exc).__name__}: {exc}"}
+        results["benchmarks"][name] = figures
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "bench.json").write_text(json.dumps(results, indent=2, default=str))
+    table = format_table(results)
+    (output_dir / "bench.md").write_text(table + "\n")
+    log(table)
+    return results
+
+
+def format_table(results: dict) -> str:
+    lines = ["| benchmark | figure | value |", "|---|---|---|"]
+    for name, figures in results["benchmarks"].items():
+        for key, value in figures.items():
+            if isinstance(value, float):
+                value = f"{value:,.3f}" if abs(value) < 100 else f"{value:,.0f}"
+            lines.append(f"| {name} | {key} | {value} |")
+    return "\n".join(lines)
+
+
+def _cpus() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0))

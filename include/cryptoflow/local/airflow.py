@@ -1,0 +1,125 @@
+"""Airflow 3.3 of the local stack: its configuration (from cryptoflow settings), init, start and stop.
+
+The four Airflow services run as separate processes (api-server, scheduler, dag-processor,
+triggerer) with the LocalExecutor, metadata in the private PostgreSQL cluster (database
+`airflow`), and the DAGs of this checkout. Connections are given as AIRFLOW_CONN_* variables built
+from the same settings the rest of the platform reads, so there is one place to configure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import quote
+
+from cryptoflow.local import process
+from cryptoflow.settings import Settings
+
+SERVICES = ("scheduler", "dag-processor", "triggerer", "api-server")
+
+
+def venv_bin(settings: Settings) -> Path:
+    """bin/ of the Airflow virtualenv: the one running this code."""
+    return Path(sys.executable).parent
+
+
+def connections_env(settings: Settings) -> dict[str, str]:
+    """Airflow connections the DAGs use, derived from the settings."""
+    env = {
+        # A missing spark connection silently falls back to yarn: always define it.
+        "AIRFLOW_CONN_SPARK_DEFAULT": json.dumps({"conn_type": "spark", "host": settings.spark_master}),
+        "AIRFLOW_CONN_CRYPTOFLOW_WAREHOUSE": settings.warehouse_dsn,
+    }
+    models = {"conn_type": "aws", "extra": {"region_name": os.environ.get("AWS_DEFAULT_REGION", "us-east-1")}}
+    if settings.s3_endpoint_url:
+        models["extra"]["endpoint_url"] = settings.s3_endpoint_url
+    if os.environ.get("AWS_ACCESS_KEY_ID"):
+        models["login"] = os.environ["AWS_ACCESS_KEY_ID"]
+        models["password"] = os.environ.get("AWS_SECRET_ACCESS_KEY", "")
+    env["AIRFLOW_CONN_CRYPTOFLOW_MODELS"] = json.dumps(models)
+    return env
+
+
+def airflow_env(settings: Settings, creds: dict[str, str], airflow_home: Path | None = None,
+                metadata_dsn: str | None = None) -> dict[str, str]:
+    """The full environment of an Airflow process of the local stack."""
+    home = airflow_home or settings.state_dir / "airflow"
+    if metadata_dsn is None:
+        pw = quote(creds["AIRFLOW_DB_PASSWORD"], safe="")
+        metadata_dsn = f"postgresql+psycopg2://airflow:{pw}@127.0.0.1:{settings.pg_port}/airflow"
+    base_url = f"http://{settings.bind_host}:{settings.airflow_port}"
+    env = dict(os.environ)
+    env.update(settings.as_env())
+    env.update(connections_env(settings))
+    env.update({
+        "AIRFLOW_HOME": str(home),
+        "PATH": f"{venv_bin(settings)}:{env.get('PATH', '')}",  # standalone/LocalExecutor re-exec `airflow`
+        "AIRFLOW__CORE__DAGS_FOLDER": str(settings.home / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(settings.home / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        # LocalExecutor forks `parallelism` workers up front: 32 by default is too many for 2 cores.
+        "AIRFLOW__CORE__PARALLELISM": os.environ.get("AIRFLOW__CORE__PARALLELISM", "4"),
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        "AIRFLOW__CORE__FERNET_KEY": creds["AIRFLOW_FERNET_KEY"],
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",  # user "admin" with role Admin
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{base_url}/execution/",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_dsn,
+        "AIRFLOW__API__HOST": settings.bind_host,
+        "AIRFLOW__API__PORT": str(settings.airflow_port),
+        "AIRFLOW__API__BASE_URL": base_url,
+        "AIRFLOW__API__WORKERS": "1",
+        "AIRFLOW__API__SECRET_KEY": creds["AIRFLOW_SECRET_KEY"],
+        "AIRFLOW__API_AUTH__JWT_SECRET": creds["AIRFLOW_JWT_SECRET"],
+        # New DAG files show up within 30 s instead of the default 5 minutes.
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
+        "PYTHONUNBUFFERED": "1",
+    })
+    return env
+
+
+def write_passwords_file(home: Path, password: str) -> Path:
+    """Pre-seed SimpleAuthManager's password file so the generated password is the one in force."""
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / "passwords.json"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump({"admin": password}, fh)
+    return path
+
+
+def run_cli(args: list[str], env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess:
+    res = subprocess.run([str(Path(sys.executable).parent / "airflow"), *args], env=env,
+                         capture_output=True, text=True)
+    if check and res.returncode != 0:
+        raise RuntimeError(f"airflow {' '.join(args)} failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
+    return res
+
+
+def init(settings: Settings, creds: dict[str, str], env: dict[str, str]) -> None:
+    """Migrate the metadata DB and seed the admin password; idempotent."""
+    home = Path(env["AIRFLOW_HOME"])
+    write_passwords_file(home, creds["AIRFLOW_ADMIN_PASSWORD"])
+    run_cli(["db", "migrate"], env)
+
+
+def start(settings: Settings, env: dict[str, str]) -> None:
+    run_dir = settings.state_dir / "run"
+    for name in SERVICES:
+        process.start(f"airflow-{name}", [str(venv_bin(settings) / "airflow"), name], env, run_dir,
+                      settings.logs_dir, cwd=settings.home)
+    process.wait_http(
+        f"http://{settings.bind_host}:{settings.airflow_port}/api/v2/monitor/health", 180, "Airflow api-server",
+        settings.logs_dir / "airflow-api-server.log",
+        pid_alive=lambda: process.read_pid(run_dir, "airflow-api-server") is not None,
+    )
+
+
+def stop(settings: Settings) -> None:
+    for name in reversed(SERVICES):
+        process.stop(f"airflow-{name}", settings.state_dir / "run")
