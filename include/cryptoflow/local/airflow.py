@@ -19,6 +19,9 @@ from cryptoflow.local import process
 from cryptoflow.settings import Settings
 
 SERVICES = ("scheduler", "dag-processor", "triggerer", "api-server")
+# The log server that scheduler and triggerer start binds every interface; on one machine the
+# api-server reads task logs from disk, so it is not started at all (nothing listens beyond loopback).
+_SERVICE_ARGS = {"scheduler": ["--skip-serve-logs"], "triggerer": ["--skip-serve-logs"]}
 
 
 def venv_bin(settings: Settings) -> Path:
@@ -111,7 +114,7 @@ def init(settings: Settings, creds: dict[str, str], env: dict[str, str]) -> None
 def start(settings: Settings, env: dict[str, str]) -> None:
     run_dir = settings.state_dir / "run"
     for name in SERVICES:
-        process.start(f"airflow-{name}", [str(venv_bin(settings) / "airflow"), name], env, run_dir,
+        process.start(f"airflow-{name}", [str(venv_bin(settings) / "airflow"), name, *_SERVICE_ARGS.get(name, [])], env, run_dir,
                       settings.logs_dir, cwd=settings.home)
     process.wait_http(
         f"http://{settings.bind_host}:{settings.airflow_port}/api/v2/monitor/health", 180, "Airflow api-server",

@@ -1,0 +1,82 @@
+"""Configuration defaults and validation, and the CLI's --help on every command."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cryptoflow import cli, settings
+from cryptoflow.local import credentials
+
+pytestmark = pytest.mark.quick
+
+
+def test_defaults_run_everything_on_one_machine(tmp_path):
+    s = settings.load({"CRYPTOFLOW_STATE_DIR": str(tmp_path)})
+    assert s.lake_uri == f"file://{tmp_path}/lake"
+    assert s.model_store_uri.startswith("file://")
+    assert s.spark_master == "local[*]"
+    assert s.bind_host == "127.0.0.1"
+    assert len(s.symbols) == 10 and "POLUSDT" in s.symbols
+    assert s.binance_rest_url == "https://api.binance.com"
+
+
+def test_replay_mode_points_clients_at_the_local_server(tmp_path):
+    s = settings.load({"CRYPTOFLOW_STATE_DIR": str(tmp_path), "CRYPTOFLOW_BINANCE_MODE": "replay",
+                       "CRYPTOFLOW_REPLAY_PORT": "9555"})
+    assert s.binance_ws_url == "ws://127.0.0.1:9555"
+    assert s.binance_rest_url == "http://127.0.0.1:9555"
+
+
+def test_distributed_values_pass_through(tmp_path):
+    s = settings.load({"CRYPTOFLOW_STATE_DIR": str(tmp_path), "CRYPTOFLOW_LAKE_URI": "hdfs://namenode:8020/lake",
+                       "CRYPTOFLOW_MODEL_STORE_URI": "s3://models/cryptoflow",
+                       "CRYPTOFLOW_SPARK_MASTER": "spark://spark-master:7077"})
+    assert (s.lake_uri, s.model_store_uri, s.spark_master) == (
+        "hdfs://namenode:8020/lake", "s3://models/cryptoflow", "spark://spark-master:7077")
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"CRYPTOFLOW_BINANCE_MODE": "paper"}, "CRYPTOFLOW_BINANCE_MODE"),
+    ({"CRYPTOFLOW_PG_PORT": "abc"}, "CRYPTOFLOW_PG_PORT"),
+    ({"CRYPTOFLOW_AIRFLOW_PORT": "70000"}, "CRYPTOFLOW_AIRFLOW_PORT"),
+    ({"CRYPTOFLOW_SYMBOLS": "BTC/USDT"}, "CRYPTOFLOW_SYMBOLS"),
+])
+def test_bad_configuration_names_the_variable(tmp_path, env, message):
+    with pytest.raises(settings.ConfigError, match=message):
+        settings.load({"CRYPTOFLOW_STATE_DIR": str(tmp_path), **env})
+
+
+def test_every_setting_is_documented_and_read(tmp_path):
+    documented = {s.env for s in settings.SETTINGS}
+    exported = set(settings.load({"CRYPTOFLOW_STATE_DIR": str(tmp_path)}).as_env())
+    assert documented == exported
+
+
+def test_credentials_are_generated_once_with_mode_600(tmp_path):
+    path = tmp_path / "credentials.env"
+    first, new = credentials.ensure(path)
+    assert new and oct(path.stat().st_mode & 0o777) == "0o600"
+    again, new_again = credentials.ensure(path)
+    assert again == first and new_again == []
+    assert "admin" not in first.values()
+    s = settings.load({"CRYPTOFLOW_STATE_DIR": str(tmp_path)})
+    assert first["CF_WRITER_PASSWORD"] in s.warehouse_dsn
+
+
+def _commands(parser, prefix=()):
+    for action in parser._actions:
+        if action.__class__.__name__ == "_SubParsersAction":
+            for name, sub in action.choices.items():
+                yield (*prefix, name)
+                yield from _commands(sub, (*prefix, name))
+
+
+def test_every_command_has_help():
+    commands = list(_commands(cli.build_parser()))
+    assert ("up",) in commands and ("db", "migrate") in commands and ("bench",) in commands
+    exe = str(Path(sys.executable).parent / "cryptoflow")
+    for command in commands:
+        res = subprocess.run([exe, *command, "--help"], capture_output=True, text=True)
+        assert res.returncode == 0 and "usage: cryptoflow" in res.stdout, command
