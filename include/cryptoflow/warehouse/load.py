@@ -1,0 +1,141 @@
+"""Loading candles into market.candles: stage, then merge in one transaction.
+
+No reader ever sees a half-loaded batch: rows are first copied into a staging table, then merged
+into market.candles by one INSERT ... ON CONFLICT in the same transaction as the bookkeeping.
+The merge is the single place that decides what happens to a key that already exists:
+
+- the same values again (a snapshot delivered twice, a rerun): nothing changes;
+- different values for a source candle (a "late update of a closed candle"): the stored candle is
+  kept and the new row goes to quarantine as `late_update_conflict` (a closed candle never changes
+  on Binance; a difference means one of the two copies is wrong, so a person decides);
+- different values for a derived candle (1h rolled up from minutes, `derived=True`): replaced,
+  since a rollup is recomputed whenever its minutes change (e.g. a healed gap completes the hour).
+
+Both the Python path (COPY from Candle objects) and the Spark job (JDBC/COPY into a staging table it
+names) end in `merge_staged`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Iterable
+
+import psycopg
+from psycopg import sql
+
+from cryptoflow.candles import Candle
+
+CANDLE_COLUMNS = (
+    "symbol", "interval", "open_time", "close_time", "open", "high", "low", "close",
+    "base_volume", "quote_volume", "taker_buy_base_volume", "taker_buy_quote_volume", "trades",
+    "minute_count", "is_complete", "source",
+)
+# Columns whose difference makes a row "different" (ingested_at and source don't).
+_VALUE_COLUMNS = (
+    "close_time", "open", "high", "low", "close", "base_volume", "quote_volume",
+    "taker_buy_base_volume", "taker_buy_quote_volume", "trades", "minute_count", "is_complete",
+)
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    staged: int
+    inserted: int
+    updated: int
+    unchanged: int
+    conflicts: int  # quarantined as late_update_conflict
+
+    def as_dict(self) -> dict:
+        return self.__dict__.copy()
+
+
+def ms_to_ts(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, timezone.utc)
+
+
+def create_staging(conn: psycopg.Connection, name: str = "candles_stage") -> sql.Identifier:
+    """A temporary staging table shaped like market.candles, dropped at commit."""
+    ident = sql.Identifier(name)
+    conn.execute(sql.SQL(
+        "CREATE TEMP TABLE {} (LIKE market.candles INCLUDING DEFAULTS) ON COMMIT DROP"
+    ).format(ident))
+    return ident
+
+
+def copy_candles(conn: psycopg.Connection, table: sql.Composable, candles: Iterable[Candle],
+                 minute_counts: dict | None = None) -> int:
+    n = 0
+    cols = sql.SQL(", ").join(map(sql.Identifier, CANDLE_COLUMNS))
+    with conn.cursor().copy(sql.SQL("COPY {} ({}) FROM STDIN").format(table, cols)) as copy:
+        for c in candles:
+            mc = None if minute_counts is None else minute_counts.get(c.key)
+            copy.write_row((
+                c.symbol, c.interval, ms_to_ts(c.open_time), ms_to_ts(c.close_time),
+                c.open, c.high, c.low, c.close, c.base_volume, c.quote_volume,
+                c.taker_buy_base_volume, c.taker_buy_quote_volume, c.trades,
+                mc, True if mc is None else mc == 60, c.source,
+            ))
+            n += 1
+    return n
+
+
+def merge_staged(conn: psycopg.Connection, staging: sql.Composable, *, derived: bool = False,
+                 run_id: str | None = None) -> MergeResult:
+    """Merge a staging table into market.candles inside the caller's transaction.
+
+    Duplicate keys inside the staging table itself must have been resolved by the caller (the
+    landing writer quarantines conflicting duplicates); a duplicate here is an error, not a choice.
+    """
+    dup = conn.execute(sql.SQL(
+        "SELECT symbol, interval, open_time FROM {} GROUP BY 1, 2, 3 HAVING count(*) > 1 LIMIT 1"
+    ).format(staging)).fetchone()
+    if dup:
+        raise ValueError(f"staging table holds duplicate key {dup}; resolve duplicates before merging")
+
+    staged = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(staging)).fetchone()[0]
+    differs = sql.SQL(" OR ").join(
+        sql.SQL("t.{c} IS DISTINCT FROM s.{c}").format(c=sql.Identifier(c)) for c in _VALUE_COLUMNS
+    )
+    conflicts = 0
+    if not derived:
+        # Late updates of closed candles: quarantine the newcomer with both versions, keep the stored one.
+        conflicts = conn.execute(sql.SQL(
+            "INSERT INTO ops.quarantine (source, reason, detail, raw_record, symbol, interval, open_time, run_id)"
+            " SELECT s.source, 'late_update_conflict',"
+            "  'stored candle differs: ' || row_to_json(t)::text, row_to_json(s)::text,"
+            "  s.symbol, s.interval, s.open_time, %s"
+            " FROM {} s JOIN market.candles t USING (symbol, interval, open_time) WHERE {}"
+        ).format(staging, differs), (run_id,)).rowcount
+        conn.execute(sql.SQL(
+            "DELETE FROM {} s USING market.candles t"
+            " WHERE t.symbol = s.symbol AND t.interval = s.interval AND t.open_time = s.open_time AND ({})"
+        ).format(staging, differs))
+
+    cols = sql.SQL(", ").join(map(sql.Identifier, CANDLE_COLUMNS))
+    updates = sql.SQL(", ").join(
+        sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in (*_VALUE_COLUMNS, "source")
+    )
+    excluded_differs = sql.SQL(" OR ").join(
+        sql.SQL("t.{c} IS DISTINCT FROM EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in _VALUE_COLUMNS
+    )
+    # xmax = 0 tells a fresh insert from an update in RETURNING.
+    rows = conn.execute(sql.SQL(
+        "INSERT INTO market.candles AS t ({cols}) SELECT {cols} FROM {staging}"
+        " ON CONFLICT (symbol, interval, open_time) DO UPDATE SET {updates}, ingested_at = now()"
+        " WHERE {excluded_differs}"
+        " RETURNING (xmax = 0)"
+    ).format(cols=cols, staging=staging, updates=updates, excluded_differs=excluded_differs)).fetchall()
+    inserted = sum(1 for (fresh,) in rows if fresh)
+    updated = len(rows) - inserted
+    return MergeResult(staged=staged, inserted=inserted, updated=updated,
+                       unchanged=staged - conflicts - inserted - updated, conflicts=conflicts)
+
+
+def upsert_candles(conn: psycopg.Connection, candles: Iterable[Candle], *, derived: bool = False,
+                   run_id: str | None = None, minute_counts: dict | None = None) -> MergeResult:
+    """Stage `candles` with COPY and merge them, committing once: all or nothing."""
+    with conn.transaction():
+        staging = create_staging(conn)
+        copy_candles(conn, staging, candles, minute_counts)
+        return merge_staged(conn, staging, derived=derived, run_id=run_id)
