@@ -30,7 +30,17 @@ def read_pid(run_dir: Path, name: str) -> int | None:
         return None
     except PermissionError:
         return pid
+    if _is_zombie(pid):  # exited, but its parent (a `cryptoflow up` still waiting) has not reaped it
+        return None
     return pid
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] == "Z"
 
 
 def start(name: str, argv: list[str], env: dict[str, str], run_dir: Path, log_dir: Path, cwd: Path | None = None) -> int:
