@@ -1,0 +1,74 @@
+"""What every importer shares: the result type and the duplicate/validation pass."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from cryptoflow.candles import Candle, Rejection, check, reject
+
+
+@dataclass
+class ImportResult:
+    candles: list[Candle]                      # valid, deduplicated, oldest first
+    rejections: list[Rejection]                # one per quarantined input row
+    counts: dict[str, int] = field(default_factory=dict)  # read, loaded, quarantined, duplicates_collapsed
+
+    @property
+    def by_reason(self) -> dict[str, int]:
+        return dict(sorted(Counter(r.reason for r in self.rejections).items()))
+
+    @property
+    def balanced(self) -> bool:
+        c = self.counts
+        return c["read"] == c["loaded"] + c["quarantined"] + c["duplicates_collapsed"]
+
+
+def finish(read: int, parsed: Iterable[tuple[Candle, str]], rejections: list[Rejection],
+           symbols=None, allow_missing_trades: bool = True) -> ImportResult:
+    """From parsed rows (candle, raw line) and row-level rejections to an ImportResult.
+
+    Duplicates first, because which copy is "the" candle must be settled before judging it:
+    - copies of one key with equal values (numerically: "18060" == "18060.00000000") collapse to
+      the first copy, counted in duplicates_collapsed;
+    - copies with different values are ALL quarantined as conflicting_duplicate: the source
+      contradicts itself about that hour and picking one would be a guess.
+    Then each remaining candle goes through the one set of RULES (cryptoflow.candles.check).
+    `allow_missing_trades=False` quarantines candles without a trade count (missing_trade_count).
+    """
+    groups: dict[tuple, list[tuple[Candle, str]]] = {}
+    for candle, raw in parsed:
+        groups.setdefault(candle.key, []).append((candle, raw))
+
+    rejections = list(rejections)
+    loaded: list[Candle] = []
+    collapsed = 0
+    for key, copies in groups.items():
+        first, raw = copies[0]
+        if len(copies) > 1:
+            variants = {c.values() for c, _ in copies}
+            if len(variants) > 1:
+                for c, r in copies:
+                    rejections.append(reject(
+                        "conflicting_duplicate",
+                        f"{len(copies)} rows for {c.symbol} {c.interval} open_time={c.open_time} "
+                        f"with {len(variants)} different sets of values",
+                        r, c.source, c.symbol, c.interval, c.open_time))
+                continue
+            collapsed += len(copies) - 1
+        if first.trades is None and not allow_missing_trades:
+            rejections.append(reject("missing_trade_count", "trade count is NULL", raw, first.source,
+                                     first.symbol, first.interval, first.open_time))
+            continue
+        rejection = check(first, raw, symbols)
+        if rejection is not None:
+            rejections.append(rejection)
+        else:
+            loaded.append(first)
+
+    loaded.sort(key=lambda c: c.key)
+    counts = {"read": read, "loaded": len(loaded), "quarantined": len(rejections), "duplicates_collapsed": collapsed}
+    result = ImportResult(loaded, rejections, counts)
+    assert result.balanced, counts  # every row is accounted for, or this is a bug
+    return result
