@@ -7,6 +7,7 @@ Heavy imports (Airflow, Spark, TensorFlow) happen inside the commands that need 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -82,6 +83,80 @@ def cmd_bench(args) -> int:
     return 1 if failed else 0
 
 
+def cmd_replay_server(args) -> int:
+    """Serve real historical candles over Binance's websocket and REST protocol on loopback."""
+    import logging
+
+    from cryptoflow.binance import replay
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    replay.serve(settings_mod.load(), data_dirs=args.data or None, speed=args.speed,
+                 shift_to_present=not args.original_times, play_hours=args.play_hours, port=args.port,
+                 host=args.host)
+    return 0
+
+
+def cmd_collect(args) -> int:
+    """Hold the kline stream and append every message durably to collector segments (until SIGTERM)."""
+    import logging
+
+    from cryptoflow.binance.collector import run_collector
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run_collector(settings_mod.load(), root=args.root)
+    return 0
+
+
+def cmd_seal(args) -> int:
+    """Seal one window of collected messages into a landing snapshot, healing gaps over REST."""
+    from datetime import datetime, timezone
+
+    from cryptoflow import ingest
+    from cryptoflow.warehouse import db
+
+    def ms(text):
+        return int(datetime.fromisoformat(text).replace(tzinfo=timezone.utc).timestamp() * 1000)
+
+    cfg = settings_mod.load()
+    start = ms(args.start)
+    end = ms(args.end) if args.end else start + 10 * 60_000
+    result = ingest.seal_window(cfg, start, end)
+    if not args.no_quarantine:
+        with db.connect() as conn:
+            ingest.record(conn, result, ingest.window_run_id(cfg.interval, start), cfg.interval)
+    print(json.dumps(result.summary(), indent=2))
+    return 0
+
+
+def cmd_import(args) -> int:
+    """Import history files into the landing zone; rejected rows go to quarantine with reasons."""
+    from cryptoflow import quarantine, symbols
+    from cryptoflow.importers import import_binance_vision, import_cdd_csv
+    from cryptoflow.importers.land import import_name, land
+    from cryptoflow.warehouse import db
+
+    cfg = settings_mod.load()
+    accepted = symbols.exchange_symbols(cfg.symbols) if args.configured_only else None
+    total = {"read": 0, "loaded": 0, "quarantined": 0, "duplicates_collapsed": 0, "snapshots": 0}
+    for path in args.files:
+        if args.format == "cdd":
+            result = import_cdd_csv(path, symbols=accepted, allow_missing_trades=args.allow_missing_trades)
+        else:
+            result = import_binance_vision(path, symbols=accepted)
+        uris = land(result, cfg.landing_uri, import_name(path))
+        if not args.no_quarantine:
+            run_id = f"import:{import_name(path)}"
+            with db.connect() as conn, conn.transaction():
+                conn.execute("DELETE FROM ops.quarantine WHERE run_id = %s", (run_id,))
+                quarantine.write_rejections(conn, result.rejections, run_id)
+        for key in ("read", "loaded", "quarantined", "duplicates_collapsed"):
+            total[key] += result.counts[key]
+        total["snapshots"] += len(uris)
+        print(f"{path}: {result.counts} -> {len(uris)} snapshots; quarantined by reason: {result.by_reason}")
+    print(f"total: {total}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cryptoflow", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -104,6 +179,32 @@ def build_parser() -> argparse.ArgumentParser:
     p = dbsub.add_parser("migrate", help=cmd_db_migrate.__doc__, description=cmd_db_migrate.__doc__)
     p.add_argument("--dsn", help="owner DSN (default: the local cluster's admin)")
     p.set_defaults(func=cmd_db_migrate)
+
+    p = add("replay-server", cmd_replay_server)
+    p.add_argument("--data", action="append", metavar="DIR",
+                   help="directory of candle files (default: CRYPTOFLOW_REPLAY_DATA or ../shared/data/cryptodatadownload)")
+    p.add_argument("--speed", type=float, default=1.0, help="replay speed factor (1 = real time)")
+    p.add_argument("--play-hours", type=float, default=24.0, help="hours of history played before reaching now")
+    p.add_argument("--original-times", action="store_true", help="serve the original timestamps (no shift to now)")
+    p.add_argument("--port", type=int, help="port (default CRYPTOFLOW_REPLAY_PORT)")
+    p.add_argument("--host", help="bind address (default CRYPTOFLOW_BIND_HOST, loopback)")
+
+    p = add("collect", cmd_collect)
+    p.add_argument("--root", help="segment directory (default <state>/collector)")
+
+    p = add("seal", cmd_seal)
+    p.add_argument("--start", required=True, help="window start, UTC ISO time (e.g. 2021-08-01T00:00)")
+    p.add_argument("--end", help="window end (default start + 10 minutes)")
+    p.add_argument("--no-quarantine", action="store_true", help="don't write rejections to the warehouse")
+
+    p = add("import", cmd_import)
+    p.add_argument("format", choices=["cdd", "binance-vision"],
+                   help="cdd: CryptoDataDownload CSV; binance-vision: data.binance.vision kline CSV/ZIP")
+    p.add_argument("files", nargs="+", help="files to import")
+    p.add_argument("--allow-missing-trades", action="store_true",
+                   help="load CDD rows whose trade count is NULL (else quarantined as missing_trade_count)")
+    p.add_argument("--configured-only", action="store_true", help="quarantine symbols not in CRYPTOFLOW_SYMBOLS")
+    p.add_argument("--no-quarantine", action="store_true", help="don't write rejections to the warehouse")
 
     p = add("bench", cmd_bench)
     p.add_argument("--only", action="append", metavar="NAME", help="run only this benchmark (repeatable)")

@@ -19,6 +19,7 @@ from typing import Callable
 # (TensorFlow and Spark are slow to import).
 REGISTRY: dict[str, str] = {
     "warehouse_copy": "cryptoflow.bench.warehouse:bench_copy_ceiling",
+    "ingest_parse": "cryptoflow.bench.ingest_parse:bench_parse_and_land",
 }
 
 
