@@ -8,10 +8,11 @@ CF := .venv/airflow/bin/cryptoflow
 setup:            ## install system packages (if missing) and both virtualenvs
 	@bash scripts/bootstrap.sh
 
-run: setup        ## start PostgreSQL, Airflow and Superset on loopback
-	@$(CF) up
+run: setup        ## start PostgreSQL, Airflow and Superset on loopback, and the demo (main job)
+	@$(CF) up --demo
 
-up: run
+up: setup         ## the services only, no demo
+	@$(CF) up
 
 down:             ## stop every local service
 	@$(CF) down

@@ -31,9 +31,23 @@ def cmd_config(args) -> int:
 
 def cmd_up(args) -> int:
     """Start PostgreSQL, Airflow and Superset on loopback (set-up on first run)."""
+    import os
+
     from cryptoflow.local import stack
 
-    stack.up(settings_mod.load(), with_superset=not args.no_superset)
+    cfg = settings_mod.load()
+    if args.demo:
+        from cryptoflow.local import demo
+
+        mode = demo.choose_mode()
+        cfg = settings_mod.load({**os.environ, "CRYPTOFLOW_BINANCE_MODE": mode})
+    endpoints = stack.up(cfg, with_superset=not args.no_superset)
+    if args.demo:
+        from cryptoflow.local.airflow import AirflowApi
+
+        api = AirflowApi(endpoints.airflow, settings_mod.read_credentials(cfg.credentials_file)["AIRFLOW_ADMIN_PASSWORD"])
+        api.wait_for_dags({"binance_ingest"})
+        demo.run(cfg, api, hours=args.history_hours)
     return 0
 
 
@@ -109,22 +123,49 @@ def cmd_collect(args) -> int:
 
 def cmd_seal(args) -> int:
     """Seal one window of collected messages into a landing snapshot, healing gaps over REST."""
-    from datetime import datetime, timezone
-
     from cryptoflow import ingest
     from cryptoflow.warehouse import db
 
-    def ms(text):
-        return int(datetime.fromisoformat(text).replace(tzinfo=timezone.utc).timestamp() * 1000)
-
     cfg = settings_mod.load()
-    start = ms(args.start)
-    end = ms(args.end) if args.end else start + 10 * 60_000
+    start = _utc_ms(args.start)
+    end = _utc_ms(args.end) if args.end else start + 10 * 60_000
     result = ingest.seal_window(cfg, start, end)
     if not args.no_quarantine:
         with db.connect() as conn:
             ingest.record(conn, result, ingest.window_run_id(cfg.interval, start), cfg.interval)
     print(json.dumps(result.summary(), indent=2))
+    return 0
+
+
+def _utc_ms(text: str) -> int:
+    from datetime import datetime, timezone
+
+    return int(datetime.fromisoformat(text).replace(tzinfo=timezone.utc).timestamp() * 1000)
+
+
+def cmd_backfill(args) -> int:
+    """Fetch history for every configured symbol from Binance REST into the landing zone."""
+    import time as _time
+
+    from cryptoflow import ingest, quarantine
+    from cryptoflow.importers.land import land
+    from cryptoflow.warehouse import db
+
+    cfg = settings_mod.load()
+    step = 60_000
+    if args.start:
+        start, end = _utc_ms(args.start), _utc_ms(args.end) if args.end else int(_time.time() * 1000)
+    else:
+        end = int(_time.time() * 1000)
+        start = end - int(args.hours * 3_600_000)
+    start, end = start - start % step, end - end % step
+    result = ingest.backfill_from_rest(cfg, start, end)
+    name = f"rest_{cfg.interval}_{start}_{end}"
+    uris = land(result, cfg.landing_uri, name)
+    if result.rejections and not args.no_quarantine:
+        with db.connect() as conn, conn.transaction():
+            quarantine.write_rejections(conn, result.rejections, f"backfill:{name}")
+    print(json.dumps({"counts": result.counts, "by_reason": result.by_reason, "snapshots": uris}, indent=2))
     return 0
 
 
@@ -171,6 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("up", cmd_up)
     p.add_argument("--no-superset", action="store_true", help="start PostgreSQL and Airflow only")
+    p.add_argument("--demo", action="store_true",
+                   help="also run the main job: Binance feed (replay where Binance is out of reach), "
+                        "collector, seeded history and the DAG chain")
+    p.add_argument("--history-hours", type=float, default=480.0, help="hours of history the demo seeds (default 480)")
     add("down", cmd_down)
     add("status", cmd_status)
 
@@ -195,6 +240,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("seal", cmd_seal)
     p.add_argument("--start", required=True, help="window start, UTC ISO time (e.g. 2021-08-01T00:00)")
     p.add_argument("--end", help="window end (default start + 10 minutes)")
+    p.add_argument("--no-quarantine", action="store_true", help="don't write rejections to the warehouse")
+
+    p = add("backfill", cmd_backfill)
+    p.add_argument("--hours", type=float, default=24.0, help="hours of history up to now (default 24)")
+    p.add_argument("--start", help="UTC ISO start instead of --hours")
+    p.add_argument("--end", help="UTC ISO end (default now)")
     p.add_argument("--no-quarantine", action="store_true", help="don't write rejections to the warehouse")
 
     p = add("import", cmd_import)

@@ -185,3 +185,26 @@ def window_run_id(interval: str, start_ms: int) -> str:
     from cryptoflow.warehouse.load import ms_to_ts
 
     return f"binance_ingest:{interval}:{ms_to_ts(start_ms).strftime('%Y-%m-%dT%H:%MZ')}"
+
+
+def backfill_from_rest(settings: Settings, start_ms: int, end_ms: int, rest_client=None):
+    """Bulk history of [start, end) for every configured symbol straight from REST, as an ImportResult.
+
+    For seeding a new platform (the demo, a first deployment) without thousands of 10-minute DAG
+    runs; the candles land through `importers.land` like any other imported history. Candles REST
+    does not have are simply absent (holes), never filled in.
+    """
+    from cryptoflow.importers.common import finish
+
+    if rest_client is None:
+        from cryptoflow.binance.rest import BinanceRestClient
+
+        rest_client = BinanceRestClient(settings.binance_rest_url)
+    configured = tuple(settings.symbols)
+    parsed, read = [], 0
+    for name in configured:
+        for seg in symbols_mod.segments_between(name, start_ms, end_ms):
+            for c in rest_client.fetch_klines(seg.symbol, settings.interval, seg.start_ms, seg.end_ms - 1):
+                read += 1
+                parsed.append((_as_configured(c, configured), ",".join(c.landing_row())))
+    return finish(read, parsed, [], symbols=configured)

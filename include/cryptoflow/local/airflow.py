@@ -126,3 +126,49 @@ def start(settings: Settings, env: dict[str, str]) -> None:
 def stop(settings: Settings) -> None:
     for name in reversed(SERVICES):
         process.stop(f"airflow-{name}", settings.state_dir / "run")
+
+
+# --- the REST API of the running api-server (used by the demo and the stack test) ------------------
+
+class AirflowApi:
+    """A small client of Airflow's /api/v2 with the generated admin credentials."""
+
+    def __init__(self, base_url: str, password: str, username: str = "admin"):
+        self.base_url = base_url.rstrip("/")
+        self._auth = {"username": username, "password": password}
+        self._token = None
+
+    def _request(self, method: str, path: str, body: dict | None = None) -> dict:
+        import urllib.request
+
+        if self._token is None and path != "/auth/token":
+            self._token = self._request("POST", "/auth/token", self._auth)["access_token"]
+        headers = {"Content-Type": "application/json"}
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.base_url + path, data=data, method=method, headers=headers)
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return json.load(resp)
+
+    def dag_ids(self) -> set[str]:
+        return {d["dag_id"] for d in self._request("GET", "/api/v2/dags?limit=1000")["dags"]}
+
+    def import_errors(self) -> list[dict]:
+        return self._request("GET", "/api/v2/importErrors")["import_errors"]
+
+    def wait_for_dags(self, dag_ids: set[str], timeout: float = 180) -> None:
+        import time
+
+        deadline = time.monotonic() + timeout
+        while not dag_ids <= self.dag_ids():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"DAGs {sorted(dag_ids - self.dag_ids())} not parsed after {timeout} s; "
+                                   f"import errors: {self.import_errors()}")
+            time.sleep(3)
+
+    def trigger(self, dag_id: str, conf: dict | None = None) -> dict:
+        from datetime import datetime, timezone
+
+        return self._request("POST", f"/api/v2/dags/{dag_id}/dagRuns",
+                             {"logical_date": datetime.now(timezone.utc).isoformat(), "conf": conf or {}})

@@ -1,0 +1,94 @@
+"""The platform's main job on one machine: `cryptoflow up --demo` (what `make run` does).
+
+1. Binance live if reachable, else the replay server on loopback, serving the real shared candles
+   shifted to the present, in real time (so the 10-minute ingest sees fresh windows as if live).
+2. The collector holds the kline stream for the configured coins and writes its segments.
+3. History is seeded from REST (`cryptoflow backfill`) so the forecasts have something to learn
+   from at once, and spark_etl is triggered on those snapshots; from then on the Assets chain the
+   DAGs: binance_ingest every 10 minutes -> spark_etl -> forecast_hourly.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+from cryptoflow.local import process
+from cryptoflow.settings import LIVE_REST_URL, Settings
+
+# 20 days of minutes: enough hourly candles for the LSTM's lookback and a validation window.
+DEFAULT_HISTORY_HOURS = 20 * 24
+
+
+def binance_reachable(timeout: float = 2.0) -> bool:
+    """One TCP connect to Binance's REST host (no request is sent)."""
+    host = urlparse(LIVE_REST_URL).hostname
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def choose_mode(environ=os.environ, log=print) -> str:
+    """An explicit CRYPTOFLOW_BINANCE_MODE wins; otherwise live where Binance answers, else replay."""
+    if environ.get("CRYPTOFLOW_BINANCE_MODE"):
+        return environ["CRYPTOFLOW_BINANCE_MODE"]
+    if binance_reachable():
+        log("Binance is reachable: live mode")
+        return "live"
+    log("Binance is out of reach: the demo replays the shared historical candles (replay mode)")
+    return "replay"
+
+
+def _cli() -> str:
+    return str(Path(sys.executable).parent / "cryptoflow")
+
+
+def start_feed(settings: Settings, log=print, play_hours: float = DEFAULT_HISTORY_HOURS + 24) -> None:
+    """Replay server (in replay mode) and the collector, as background services of the stack."""
+    env = {**os.environ, **settings.as_env()}
+    run_dir, logs = settings.state_dir / "run", settings.logs_dir
+    if settings.binance_mode == "replay":
+        process.start("replay-server", [_cli(), "replay-server", "--speed", "1", "--play-hours", str(play_hours)],
+                      env, run_dir, logs, cwd=settings.home)
+        process.wait_http(f"{settings.binance_rest_url}/api/v3/ping", 60, "replay server",
+                          logs / "replay-server.log",
+                          pid_alive=lambda: process.read_pid(run_dir, "replay-server") is not None)
+        log(f"Replay       {settings.binance_rest_url} (REST) and {settings.binance_ws_url} (websocket)")
+    process.start("collector", [_cli(), "collect"], env, run_dir, logs, cwd=settings.home)
+    log(f"Collector    segments in {settings.state_dir / 'collector'}, log {logs / 'collector.log'}")
+
+
+def seed_history(settings: Settings, hours: float, log=print) -> list[str]:
+    """Backfill `hours` of history from REST into landing snapshots; returns their URIs."""
+    from cryptoflow import ingest
+    from cryptoflow.importers.land import land
+
+    end = int(time.time() * 1000)
+    end -= end % 3_600_000  # whole hours: the ingest DAG takes over from here
+    start = end - int(hours * 3_600_000)
+    result = ingest.backfill_from_rest(settings, start, end)
+    uris = land(result, settings.landing_uri, f"rest_{settings.interval}_{start}_{end}")
+    log(f"History      {result.counts['loaded']} candles of {len(settings.symbols)} coins from REST "
+        f"({result.counts['quarantined']} quarantined) in {len(uris)} snapshots")
+    return uris
+
+
+def run(settings: Settings, airflow_api, log=print, hours: float = DEFAULT_HISTORY_HOURS) -> None:
+    start_feed(settings, log)
+    uris = seed_history(settings, hours, log)
+    dags = airflow_api.dag_ids()
+    if "spark_etl" in dags:
+        airflow_api.trigger("spark_etl", {"uris": uris})
+        log("Triggered    spark_etl on the seeded history; forecast_hourly follows on the candles Asset")
+    else:
+        log("spark_etl is not deployed: history stays in the landing zone")
+    log("The 10-minute binance_ingest runs from now on; watch it in the Airflow UI.")
+
+
+__all__ = ["run", "choose_mode", "start_feed", "seed_history", "binance_reachable"]
