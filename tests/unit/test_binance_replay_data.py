@@ -98,3 +98,13 @@ def test_shift_to_present_keeps_spacing_and_never_runs_ahead_of_the_wall_clock(b
     assert len(minutes) == 60 and minutes[0].open_time % 60_000 == 0
     fives = tl.candles("BTCUSDT", "5m", tl.end_ms - HOUR_MS, tl.end_ms - 1)
     assert len(fives) == 12 and aggregate(fives, "1h").values()[:7] == last.values()[:7]
+
+
+def test_real_time_replay_clock_is_the_wall_clock(btc):
+    """At 1x the demo's feed must look live: the 10-minute ingest asks for the window that just ended."""
+    wall = time.time()
+    tl = Timeline(btc, speed=1, shift_to_present=True, play_hours=48, wall_start=wall)
+    assert abs(tl.now_ms() - time.time() * 1000) < 1000
+    # the minutes of the last 10 wall-clock minutes exist on the replay timeline
+    end = int(wall * 1000) // 600_000 * 600_000
+    assert len(tl.candles("BTCUSDT", "1m", end - 600_000, end - 1)) == 10

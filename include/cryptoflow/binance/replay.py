@@ -313,7 +313,9 @@ class Timeline:
         if shift_to_present:
             end = (wall_ms + int(span / self.speed)) // HOUR_MS * HOUR_MS
             self.shift = {s: end - ends[s] for s in self.symbols}
-            start = end - span
+            # At 1x the feed must look live: replay time IS the wall clock (a clock floored to the
+            # hour would lag by up to an hour, and the 10-minute ingest would find every window empty).
+            start = wall_ms if self.speed == 1.0 else end - span
         else:
             self.shift = {s: 0 for s in self.symbols}
             start = start_ms if start_ms is not None else max(ends.values()) - span
