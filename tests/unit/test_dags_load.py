@@ -4,7 +4,7 @@ import pytest
 
 from tests.conftest import PROJECT_ROOT
 
-EXPECTED_DAGS = {"warehouse_health"}
+EXPECTED_DAGS = {"warehouse_health", "binance_ingest", "spark_etl", "forecast_hourly"}
 
 
 @pytest.mark.quick

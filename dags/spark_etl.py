@@ -1,0 +1,169 @@
+"""spark_etl: landing snapshots -> validated candles in PostgreSQL and the Parquet lake, then data quality.
+
+    (Asset: landing_snapshots) ─► plan ─► etl_candles (spark-submit) ─► dq checks ─► publish
+                                                                        (Asset: warehouse_candles) ─► forecast_hourly
+
+- plan: the snapshots this run processes: those its Asset events name (extra `uris`), or for a
+  manual run the params `start`/`end` (ISO times) over the landing store. Written to a manifest.
+- etl_candles: spark_jobs/etl_candles.py through the apache-spark provider's SparkSubmitOperator,
+  master from the `spark_default` connection (the CRYPTOFLOW_SPARK_MASTER setting: local[*] on one
+  machine, spark://spark-master:7077 in docker-compose), the cryptoflow package shipped to the
+  executors with --py-files and Debian's PostgreSQL JDBC jar with --jars. Validation, quarantine,
+  1h rollups, analytics, one-transaction merge and the lake partitions: cryptoflow.etl.job.
+- dq_*: row counts, freshness per symbol, duplicate keys, unexplained gaps (cryptoflow.etl.dq);
+  each records its results in ops.data_quality_results and fails the run visibly when violated.
+- publish: emits warehouse_candles with the symbols and time ranges loaded.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from airflow.sdk.exceptions import AirflowFailException
+from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+from airflow.sdk import Param, dag, get_current_context, task
+
+from cryptoflow import settings
+from cryptoflow.assets import LANDING_SNAPSHOTS, WAREHOUSE_CANDLES
+from cryptoflow.spark import POSTGRES_JDBC_JAR
+
+
+class CandleEtlSubmitOperator(SparkSubmitOperator):
+    """SparkSubmitOperator that ships the cryptoflow package it runs and refuses a silent yarn.
+
+    The package zip is built here, on the worker that runs spark-submit (a plan task on another
+    Celery worker could not hand it a local file). spark-submit is looked up next to this
+    interpreter first: the venv's bin/ need not be on the worker's PATH.
+    """
+
+    def execute(self, context):
+        from airflow.sdk import BaseHook
+
+        cfg = settings.load()
+        try:
+            BaseHook.get_connection(self._conn_id)
+        except Exception as exc:
+            # The provider would fall back to master=yarn without a word.
+            raise AirflowFailException(
+                f"Spark connection {self._conn_id!r} is not defined (set AIRFLOW_CONN_SPARK_DEFAULT, "
+                f"e.g. {{\"conn_type\": \"spark\", \"host\": \"{cfg.spark_master}\"}})") from exc
+        from cryptoflow.etl.plan import package_zip
+
+        self.py_files = package_zip(cfg.state_dir / "spark")
+        venv_bin = str(Path(sys.executable).parent)
+        # No settings here: env_vars is a templated field shown in the UI, and the DSN has a password.
+        # spark-submit inherits the worker's environment, the job reads the settings itself.
+        self.env_vars = {**(self.env_vars or {}),
+                         "PATH": venv_bin + os.pathsep + os.environ.get("PATH", ""),
+                         "PYSPARK_PYTHON": os.environ.get("PYSPARK_PYTHON", sys.executable)}
+        return super().execute(context)
+
+
+@dag(
+    schedule=[LANDING_SNAPSHOTS],
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    # One load at a time: the merge predicts late-update conflicts from what is stored.
+    max_active_runs=1,
+    default_args={"retries": 2, "retry_delay": timedelta(minutes=1)},
+    params={
+        "start": Param(None, type=["null", "string"], description="manual runs: window start (ISO, UTC)"),
+        "end": Param(None, type=["null", "string"], description="manual runs: window end (ISO, UTC), exclusive"),
+        "intervals": Param(["1m"], type="array", description="manual runs: landing intervals to read"),
+    },
+    tags=["etl", "spark"],
+    doc_md=__doc__,
+)
+def spark_etl():
+    @task.short_circuit
+    def plan(params=None, run_id=None, triggering_asset_events=None) -> dict | bool:
+        from cryptoflow.etl import plan as planning
+
+        cfg = settings.load()
+        events = [ev for evs in (triggering_asset_events or {}).values() for ev in evs]
+        uris = planning.snapshots_from_events(events)
+        if not events:
+            start, end = planning.parse_time(params.get("start")), planning.parse_time(params.get("end"))
+            if start is None or end is None:
+                raise AirflowFailException("a manual run needs params start and end (ISO times)")
+            uris = planning.snapshots_for_range(cfg.landing_uri, params.get("intervals") or [cfg.interval], start, end)
+        if not uris:
+            print("no snapshots to process")
+            return False  # skips the job and the checks: nothing new, no Asset event
+        return {"manifest": planning.write_manifest(cfg.landing_uri, run_id, uris), "snapshots": len(uris)}
+
+    planned = plan()
+    job = CandleEtlSubmitOperator(
+        task_id="etl_candles",
+        application=str(settings.load().home / "spark_jobs" / "etl_candles.py"),
+        name="cryptoflow-etl-candles",
+        conn_id="spark_default",
+        jars=POSTGRES_JDBC_JAR,
+        application_args=["--manifest", "{{ ti.xcom_pull(task_ids='plan')['manifest'] }}", "--run-id", "{{ run_id }}"],
+        conf={"spark.sql.session.timeZone": "UTC", "spark.ui.enabled": "false"},
+    )
+
+    def _fail_on(failures, what):
+        if failures:
+            listed = "; ".join(f"{c.name}{'/' + c.symbol if c.symbol else ''}: observed {c.observed}, expected {c.expected}"
+                               for c in failures[:20])
+            raise AirflowFailException(f"{what}: {len(failures)} failed: {listed}")
+        return "ok"
+
+    @task
+    def dq_row_counts(run_id=None):
+        from cryptoflow.etl import dq
+        from cryptoflow.warehouse import db
+
+        with db.connect() as conn:
+            return _fail_on(dq.row_counts(conn, run_id), "row counts")
+
+    @task
+    def dq_freshness(run_id=None):
+        from cryptoflow.etl import dq
+        from cryptoflow.warehouse import db
+
+        cfg = settings.load()
+        with db.connect() as conn:
+            return _fail_on(dq.freshness(conn, run_id, cfg.symbols, cfg.interval), "freshness")
+
+    @task
+    def dq_duplicate_keys(run_id=None):
+        from cryptoflow.etl import dq
+        from cryptoflow.warehouse import db
+
+        with db.connect() as conn:
+            return _fail_on(dq.duplicate_keys(conn, run_id), "duplicate keys")
+
+    @task
+    def dq_gaps(run_id=None):
+        from cryptoflow.etl import dq
+        from cryptoflow.warehouse import db
+
+        with db.connect() as conn:
+            return _fail_on(dq.gaps(conn, run_id, settings.load().interval), "gaps")
+
+    @task(outlets=[WAREHOUSE_CANDLES])
+    def publish(run_id=None):
+        from cryptoflow.etl import dq
+        from cryptoflow.warehouse import db
+
+        with db.connect() as conn:
+            run = dq._run(conn, run_id)
+        ranges = run.get("ranges", {})
+        extra = {"run_id": run_id, "symbols": sorted({k.split("/")[0] for k in ranges}),
+                 "ranges": {k: [datetime.fromtimestamp(a / 1000, timezone.utc).isoformat(),
+                                datetime.fromtimestamp(b / 1000, timezone.utc).isoformat()]
+                            for k, (a, b) in ranges.items()},
+                 "rows": run.get("counts", {}).get("kept", 0)}
+        get_current_context()["outlet_events"][WAREHOUSE_CANDLES].extra = extra
+        return extra
+
+    checks = [dq_row_counts(), dq_freshness(), dq_duplicate_keys(), dq_gaps()]
+    planned >> job >> checks >> publish()
+
+
+spark_etl()

@@ -1,0 +1,10 @@
+"""The Spark ETL: landing snapshots -> validated candles (PostgreSQL + Parquet lake) -> analytics.
+
+- `frames`: pure DataFrame transformations of candles (typing, duplicates, validation with the one
+  set of RULES from cryptoflow.candles, stored-vs-new resolution, the 1h rollup).
+- `analytics`: hourly returns, rolling volatility, moving averages, volume profile, correlation.
+- `io`: the edges: reading landing files, JDBC context reads, COPY into staging, the lake.
+- `job`: one run end to end (used by spark_jobs/etl_candles.py and by the tests in-process).
+- `dq`: the data-quality checks the DAG runs after a load.
+- `plan`: which snapshots a run processes (Asset events or a time range) and the run manifest.
+"""

@@ -1,0 +1,225 @@
+"""Pure DataFrame transformations of candles: DataFrame in, DataFrame out, no I/O.
+
+A "candle frame" has the columns of CANDLE_FRAME below: times as int milliseconds UTC (the unit of
+cryptoflow.candles), prices and volumes as decimal(38,18) (exact, compared like PostgreSQL numeric),
+`minute_count` null for candles Binance delivered and set for hours rolled up from minutes.
+
+Validation never restates a rule: row rules come from cryptoflow.candles.spark_violations (the
+RULES the ingester and importers apply), and duplicates follow the importers' policy (equal copies
+collapse, differing copies are all quarantined as conflicting_duplicate, see importers/common.py).
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+from pyspark.sql.types import DecimalType
+
+from cryptoflow.candles import DECIMAL_FIELDS, LANDING_COLUMNS, spark_violations
+
+HOUR_MS = 3_600_000
+MINUTE_MS = 60_000
+DAY_MS = 86_400_000
+DEC = DecimalType(38, 18)
+KEY = ("symbol", "interval", "open_time")
+# What makes two copies of a key "the same candle" (Candle.values() plus the rollup's fields);
+# mirrors warehouse.load._VALUE_COLUMNS so a predicted conflict is the one merge_staged will find.
+VALUE_COLUMNS = ("close_time", "open", "high", "low", "close", "base_volume", "quote_volume",
+                 "taker_buy_base_volume", "taker_buy_quote_volume", "trades", "minute_count", "is_complete")
+CANDLE_FRAME = ("symbol", "interval", "open_time", "close_time", "open", "high", "low", "close",
+                "base_volume", "quote_volume", "taker_buy_base_volume", "taker_buy_quote_volume", "trades",
+                "minute_count", "is_complete", "source")
+ROLLUP_SOURCE = "rollup:1m"
+# Quarantine frame columns (ops.quarantine minus id/timestamps; open_time in ms).
+QUARANTINE_FRAME = ("source", "reason", "detail", "raw_record", "symbol", "interval", "open_time")
+
+_INT_FIELDS = ("open_time", "close_time", "trades")
+
+
+def typed_landing(raw: DataFrame) -> DataFrame:
+    """Landing rows read as strings -> typed candle columns, `raw_record` and `format_reason`/`format_detail`.
+
+    A value that is present but does not parse is bad_number (decimals) or bad_type (integers), as
+    the Python parsers say; a row with the wrong number of fields (Spark's `_corrupt_record`) is
+    malformed_row. Empty fields stay null: spark_violations reports them as missing_field.
+    """
+    cols = raw.columns
+    raw_line = F.concat_ws(",", *[F.coalesce(F.col(c), F.lit("")) for c in LANDING_COLUMNS])
+    if "_corrupt_record" in cols:
+        raw_line = F.coalesce(F.col("_corrupt_record"), raw_line)
+    parsed = [("bad_number", c) for c in DECIMAL_FIELDS] + [("bad_type", c) for c in _INT_FIELDS]
+    # Rebuild with the raw values alongside, so "present but unparseable" can be told from "empty".
+    df = raw.withColumn("raw_record", raw_line).select(
+        *[F.col(c) for c in cols if c not in DECIMAL_FIELDS + _INT_FIELDS], "raw_record",
+        *[F.col(c).alias(f"_raw_{c}") for c in DECIMAL_FIELDS + _INT_FIELDS],
+    )
+    for c in DECIMAL_FIELDS:
+        df = df.withColumn(c, F.col(f"_raw_{c}").try_cast(DEC))
+    for c in _INT_FIELDS:
+        df = df.withColumn(c, F.col(f"_raw_{c}").try_cast("bigint"))
+    conditions = []
+    if "_corrupt_record" in cols:
+        conditions.append((F.col("_corrupt_record").isNotNull(), F.lit("malformed_row"),
+                           F.lit(f"expected {len(LANDING_COLUMNS)} columns")))
+    for reason, c in parsed:
+        present = F.col(f"_raw_{c}").isNotNull() & (F.length(F.trim(F.col(f"_raw_{c}"))) > 0)
+        conditions.append((present & F.col(c).isNull(), F.lit(reason),
+                           F.concat(F.lit(f"{c}="), F.substring(F.col(f"_raw_{c}"), 1, 40),
+                                    F.lit(" does not parse"))))
+    reason = F.lit(None).cast("string")
+    detail = F.lit(None).cast("string")
+    for cond, r, d in reversed(conditions):  # the first failing check wins
+        reason = F.when(cond, r).otherwise(reason)
+        detail = F.when(cond, d).otherwise(detail)
+    df = df.withColumn("format_reason", reason).withColumn("format_detail", detail)
+    return df.drop(*[f"_raw_{c}" for c in DECIMAL_FIELDS + _INT_FIELDS])
+
+
+def resolve_duplicates(df: DataFrame) -> DataFrame:
+    """Adds `dup_status`: 'kept', 'collapsed' (an equal copy of a kept row) or 'conflict'.
+
+    Same policy as the importers and the landing writer: copies of a key with equal values collapse
+    (the kept copy is chosen by content, not arrival order); copies that differ are all conflicts.
+    Rows whose key didn't parse are left 'kept' (they fail validation anyway).
+    """
+    key = [F.col(k) for k in KEY]
+    values = F.struct(*[F.col(c) for c in VALUE_COLUMNS if c in df.columns])
+    w = Window.partitionBy(*key)
+    ordered = Window.partitionBy(*key).orderBy(F.col("source").asc_nulls_first(), F.col("raw_record"))
+    df = (df.withColumn("_variants", F.size(F.collect_set(values).over(w)))
+            .withColumn("_copies", F.count(F.lit(1)).over(w))
+            .withColumn("_nth", F.row_number().over(ordered)))
+    status = (F.when(F.col("_variants") > 1, F.lit("conflict"))
+               .when(F.col("_nth") > 1, F.lit("collapsed"))
+               .otherwise(F.lit("kept")))
+    detail = F.concat(F.col("_copies").cast("string"), F.lit(" copies of "), F.col("symbol"), F.lit(" "),
+                      F.col("interval"), F.lit(" open_time="), F.col("open_time").cast("string"),
+                      F.lit(" with "), F.col("_variants").cast("string"), F.lit(" different sets of values"))
+    return (df.withColumn("dup_status", status)
+              .withColumn("dup_detail", F.when(F.col("_variants") > 1, detail))
+              .drop("_variants", "_copies", "_nth"))
+
+
+def validate(typed: DataFrame, symbols) -> DataFrame:
+    """typed_landing output -> one verdict per row: `status` in kept/collapsed/rejected, `reason`, `detail`.
+
+    Order as in the importers: unreadable rows first, then duplicates, then the RULES.
+    """
+    readable = typed.where(F.col("format_reason").isNull())
+    unreadable = (typed.where(F.col("format_reason").isNotNull())
+                  .withColumn("dup_status", F.lit("kept")).withColumn("dup_detail", F.lit(None).cast("string")))
+    deduped = resolve_duplicates(readable).unionByName(unreadable)
+    checked = spark_violations(deduped, symbols)
+    reason = F.coalesce(F.col("format_reason"),
+                        F.when(F.col("dup_status") == "conflict", F.lit("conflicting_duplicate")),
+                        F.when(F.col("dup_status") == "kept", F.col("reason")))
+    detail = F.coalesce(F.col("format_detail"), F.col("dup_detail"), F.col("detail"))
+    status = (F.when(reason.isNotNull(), F.lit("rejected"))
+               .when(F.col("dup_status") == "collapsed", F.lit("collapsed"))
+               .otherwise(F.lit("kept")))
+    return (checked.withColumn("_reason", reason).withColumn("_detail", detail).withColumn("status", status)
+                   .drop("reason", "detail", "reasons", "format_reason", "format_detail", "dup_status", "dup_detail")
+                   .withColumnRenamed("_reason", "reason").withColumnRenamed("_detail", "detail"))
+
+
+def source_candles(verdicts: DataFrame) -> DataFrame:
+    """The rows that passed, as a candle frame (Binance's own candles: no minute_count, complete)."""
+    return (verdicts.where(F.col("status") == "kept")
+            .withColumn("minute_count", F.lit(None).cast("int"))
+            .withColumn("is_complete", F.lit(True))
+            .select(*CANDLE_FRAME))
+
+
+def quarantine_rows(verdicts: DataFrame) -> DataFrame:
+    return verdicts.where(F.col("status") == "rejected").select(*QUARANTINE_FRAME)
+
+
+def _same_values(a: str, b: str) -> Column:
+    cond = F.lit(True)
+    for c in VALUE_COLUMNS:
+        cond = cond & F.col(f"{a}.{c}").eqNullSafe(F.col(f"{b}.{c}"))
+    return cond
+
+
+def resolve_against_stored(new: DataFrame, stored: DataFrame, *, derived: bool) -> tuple[DataFrame, DataFrame]:
+    """What the warehouse will hold for these keys after merge_staged, and the predicted conflicts.
+
+    The policy is merge_staged's (warehouse/load.py), predicted here so the lake, the rollups and
+    the analytics are computed from exactly what the merge leaves: a source candle that differs
+    from the stored one is a late-update conflict and the stored copy stays; a derived candle
+    replaces. Returns (effective rows for the keys of `new` or `stored`, conflicting new rows).
+    The job checks the prediction against the merge's own count and fails the run if they differ.
+    """
+    n, s = new.alias("n"), stored.alias("s")
+    cond = [F.col(f"n.{k}") == F.col(f"s.{k}") for k in KEY]
+    joined = n.join(s, cond, "full_outer")
+    both = F.col("n.symbol").isNotNull() & F.col("s.symbol").isNotNull()
+    conflict = both & ~_same_values("n", "s")
+    take_new = F.col("s.symbol").isNull() | (F.lit(derived) & F.col("n.symbol").isNotNull())
+    effective = joined.select(*[F.when(take_new, F.col(f"n.{c}")).otherwise(F.col(f"s.{c}")).alias(c)
+                                for c in CANDLE_FRAME])
+    conflicts = joined.where(conflict).select(*[F.col(f"n.{c}").alias(c) for c in CANDLE_FRAME]) \
+        if not derived else new.limit(0)
+    return effective, conflicts
+
+
+def rollup_hours(minutes: DataFrame) -> DataFrame:
+    """1m candles -> 1h candles, one per (symbol, hour) that has at least one minute.
+
+    `minute_count` says how many of the 60 minutes were there; `is_complete` is true only with all
+    60, so an hour built from incomplete minutes never passes for a complete one. Trades and taker
+    volumes are summed only when every minute has them (a partial sum would understate them).
+    """
+    m = minutes.where(F.col("interval") == "1m").withColumn("_hour", F.col("open_time") - F.col("open_time") % HOUR_MS)
+
+    def full_sum(c: str) -> Column:
+        return F.when(F.count(F.col(c)) == F.count(F.lit(1)), F.sum(F.col(c)))
+
+    agg = m.groupBy("symbol", "_hour").agg(
+        F.min_by("open", "open_time").alias("open"),
+        F.max("high").alias("high"),
+        F.min("low").alias("low"),
+        F.max_by("close", "open_time").alias("close"),
+        F.sum("base_volume").alias("base_volume"),
+        F.sum("quote_volume").alias("quote_volume"),
+        full_sum("taker_buy_base_volume").alias("taker_buy_base_volume"),
+        full_sum("taker_buy_quote_volume").alias("taker_buy_quote_volume"),
+        full_sum("trades").alias("trades"),
+        F.count(F.lit(1)).cast("int").alias("minute_count"),
+    )
+    return agg.select(
+        "symbol", F.lit("1h").alias("interval"), F.col("_hour").alias("open_time"),
+        (F.col("_hour") + HOUR_MS - 1).alias("close_time"),
+        *[F.col(c).cast(DEC).alias(c) for c in ("open", "high", "low", "close", "base_volume", "quote_volume",
+                                                 "taker_buy_base_volume", "taker_buy_quote_volume")],
+        F.col("trades").cast("bigint").alias("trades"),
+        "minute_count", (F.col("minute_count") == 60).alias("is_complete"),
+        F.lit(ROLLUP_SOURCE).alias("source"),
+    )
+
+
+def day_of(col: Column) -> Column:
+    """The UTC date of a ms timestamp (the lake's `date` partition)."""
+    return F.to_date(F.timestamp_millis(col))
+
+
+def with_partition(df: DataFrame) -> DataFrame:
+    return df.withColumn("date", day_of(F.col("open_time")))
+
+
+def to_lake(df: DataFrame) -> DataFrame:
+    """A candle frame as the lake stores it: timestamps as timestamps, partition column `date`."""
+    return (df.withColumn("date", day_of(F.col("open_time")))
+              .withColumn("open_time", F.timestamp_millis("open_time"))
+              .withColumn("close_time", F.timestamp_millis("close_time")))
+
+
+def to_warehouse(df: DataFrame, columns=CANDLE_FRAME) -> DataFrame:
+    """A candle frame with ms times as timestamps, in market.candles' column order (for COPY)."""
+    return df.select(*[F.timestamp_millis(c).alias(c) if c in ("open_time", "close_time") else F.col(c)
+                       for c in columns])
+
+
+__all__ = ["typed_landing", "resolve_duplicates", "validate", "source_candles", "quarantine_rows",
+           "resolve_against_stored", "rollup_hours", "to_lake", "to_warehouse", "with_partition", "day_of",
+           "CANDLE_FRAME", "VALUE_COLUMNS", "KEY", "HOUR_MS", "DAY_MS", "MINUTE_MS", "ROLLUP_SOURCE"]
