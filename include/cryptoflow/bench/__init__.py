@@ -20,6 +20,9 @@ from typing import Callable
 REGISTRY: dict[str, str] = {
     "warehouse_copy": "cryptoflow.bench.warehouse:bench_copy_ceiling",
     "ingest_parse": "cryptoflow.bench.ingest_parse:bench_parse_and_land",
+    "etl_load": "cryptoflow.bench.etl:bench_etl_load",
+    "etl_incremental": "cryptoflow.bench.etl:bench_etl_incremental",
+    "forecast": "cryptoflow.bench.forecast:bench_forecast",
 }
 
 
