@@ -1,0 +1,126 @@
+"""Forecast benchmark on the shared Binance data (no warehouse needed: the CSVs are read directly).
+
+Figures:
+- train_predict_all_seconds: train (default configuration) and predict the next hour for every
+  configured coin that has data, one after the other in this process (target: < 300 s on 2 cores);
+- inference_ms_p50 / _p95: one coin's forecast from a model in memory: window, scaling, model call
+  (target: < 100 ms); load_and_predict_ms: the same including loading the model from a file:// registry;
+- mase_<COIN> (served forecasts, promotion rule applied) and mase_raw_<COIN> (latest trained model,
+  promoted or not) from a walk-forward backtest over the last CRYPTOFLOW_BENCH_FORECAST_DAYS days of
+  each coin's data, retraining every CRYPTOFLOW_BENCH_FORECAST_RETRAIN_HOURS hours; drift/EWMA
+  MASE beside them. MASE < 1 beats persistence (next close = last close).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from cryptoflow import settings
+from cryptoflow.forecast import backtest, config
+from cryptoflow.forecast.data import HOUR, frame_from_candles
+from cryptoflow.forecast.registry import Decision, ObjectRegistry
+from cryptoflow.forecast.train import NotEnoughData, train
+
+
+def _shared_dir() -> Path:
+    env = os.environ.get("CRYPTOFLOW_SHARED_DATA")
+    return Path(env) if env else settings.load().home.parent / "shared" / "data"
+
+
+def _frames(symbols) -> dict:
+    from cryptoflow.importers.cryptodatadownload import import_cdd_csv
+
+    out = {}
+    for s in symbols:
+        path = _shared_dir() / "cryptodatadownload" / f"Binance_{s}_1h.csv"
+        if path.exists():
+            out[s] = frame_from_candles(import_cdd_csv(path, allow_missing_trades=True).candles)
+    return out
+
+
+def _progress(msg: str) -> None:
+    import sys
+
+    print(f"[bench_forecast] {msg}", file=sys.stderr, flush=True)
+
+
+def bench_forecast(days: int | None = None, retrain_hours: int | None = None, log=_progress) -> dict:
+    days = days or int(os.environ.get("CRYPTOFLOW_BENCH_FORECAST_DAYS", "30"))
+    retrain_hours = retrain_hours or int(os.environ.get("CRYPTOFLOW_BENCH_FORECAST_RETRAIN_HOURS", "168"))
+    cfg = config.load()
+    symbols = settings.load().symbols
+    frames = _frames(symbols)
+    fig: dict = {"coins_with_data": len(frames), "coins_without_data": ",".join(s for s in symbols if s not in frames),
+                 "architecture": cfg.architecture, "train_hours": cfg.train_hours, "lookback": cfg.lookback,
+                 "tf_threads": int(os.environ.get("CRYPTOFLOW_FORECAST_TF_THREADS", "1"))}
+
+    # 1. train + predict every coin, as the hourly DAG does when all models are due.
+    models = {}
+    t0 = time.perf_counter()
+    for s, f in frames.items():
+        cut = (f.index[-1] + HOUR).to_pydatetime()
+        try:
+            m = train(s, f, cut, cfg)
+        except NotEnoughData:
+            continue
+        m.forecast(f, cut)
+        models[s] = m
+        log(f"trained {s} in {m.metadata['train_seconds']} s ({m.metadata['epochs_run']} epochs)")
+    fig["train_predict_all_seconds"] = round(time.perf_counter() - t0, 1)
+    fig["train_predict_all_seconds_target"] = 300
+    fig["train_predict_all_met"] = fig["train_predict_all_seconds"] < 300
+
+    # 2. one-coin inference latency.
+    sym = "BTCUSDT" if "BTCUSDT" in models else next(iter(models))
+    m, f = models[sym], frames[sym]
+    cut = (f.index[-1] + HOUR).to_pydatetime()
+    m.forecast(f, cut)
+    times = []
+    for _ in range(200):
+        t = time.perf_counter()
+        m.forecast(f, cut)
+        times.append((time.perf_counter() - t) * 1000)
+    times.sort()
+    fig["inference_ms_p50"] = round(statistics.median(times), 2)
+    fig["inference_ms_p95"] = round(times[int(0.95 * len(times)) - 1], 2)
+    fig["inference_ms_target"] = 100
+    fig["inference_met"] = fig["inference_ms_p95"] < 100
+    with tempfile.TemporaryDirectory(prefix="cf-bench-models-") as tmp:
+        reg = ObjectRegistry(f"file://{tmp}")
+        reg.record(m, Decision("promote", "benchmark"))
+        loads = []
+        for _ in range(5):
+            t = time.perf_counter()
+            ObjectRegistry(f"file://{tmp}").current(sym).forecast(f, cut)
+            loads.append((time.perf_counter() - t) * 1000)
+        fig["load_and_predict_ms_p50"] = round(statistics.median(loads), 1)
+
+    # 3. walk-forward MASE per coin over the last `days` days of its data.
+    fig["backtest_days"], fig["backtest_retrain_every_hours"] = days, retrain_hours
+    for s, f in frames.items():
+        end = (f.index[-1] + HOUR).to_pydatetime()
+        # Coins with a short history (XRP: 45 days) keep enough hours before the range to train on.
+        start = max(end - timedelta(days=days), (f.index[0] + HOUR * min(cfg.train_hours, len(f) // 2)).to_pydatetime())
+        rep = backtest.backtest(s, start, end, retrain_hours, cfg=cfg, frame=f, store=False)
+        ms = rep["metrics"]
+        log(f"backtest {s}: {rep['hours_scored']} h in {rep['seconds']} s, MASE served {ms['served']['mase']:.4f}")
+        short = s.removesuffix("USDT")
+        fig[f"mase_{short}"] = round(ms["served"]["mase"], 4)
+        if "model_raw" in ms:
+            fig[f"mase_raw_{short}"] = round(ms["model_raw"]["mase"] / ms["persistence_on_raw_hours"]["mase"], 4)
+        fig[f"mase_drift_{short}"] = round(ms["drift"]["mase"], 4)
+        fig[f"mase_ewma_{short}"] = round(ms["ewma"]["mase"], 4)
+        fig[f"served_by_model_share_{short}"] = round(rep["served_by_model"] / max(rep["hours_predicted"], 1), 3)
+        fig[f"backtest_hours_{short}"] = rep["hours_scored"]
+    return fig
+
+
+if __name__ == "__main__":  # python -m cryptoflow.bench.forecast
+    import json
+
+    print(json.dumps(bench_forecast(), indent=1))

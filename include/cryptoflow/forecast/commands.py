@@ -1,0 +1,49 @@
+"""Plain functions behind `cryptoflow backtest` and `cryptoflow train` (the CLI only parses arguments)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from cryptoflow import settings
+from cryptoflow.forecast import backtest as backtest_mod, config, data, hourly
+from cryptoflow.forecast.registry import ObjectRegistry
+
+
+def backtest(symbols, start: datetime, end: datetime, retrain_every_hours: int | None = None,
+             dsn: str | None = None, store: bool = True, log=print) -> list[dict]:
+    """Walk-forward backtest of each symbol over [start, end) on warehouse data; prints each report."""
+    from cryptoflow.warehouse import db
+
+    reports = []
+    with db.connect(dsn) as conn:
+        for symbol in symbols:
+            rep = backtest_mod.backtest(symbol, start, end, retrain_every_hours, conn=conn, store=store, log=log)
+            log(backtest_mod.format_report(rep))
+            reports.append(rep)
+    return reports
+
+
+def train(symbols=None, at: datetime | None = None, dsn: str | None = None, log=print) -> list[dict]:
+    """Train now (whatever the cadence) for each symbol on the hours before `at` (default: after the
+    latest complete hour), apply the promotion rule and register the model."""
+    from cryptoflow.warehouse import db
+
+    cfg = config.load()
+    out = []
+    with db.connect(dsn) as conn:
+        registry = ObjectRegistry(settings.load().model_store_uri, conn=conn)
+        for symbol in symbols or settings.load().symbols:
+            target = at or (lambda t: t and t + data.HOUR)(data.latest_complete_hour(conn, symbol))
+            if target is None:
+                log(f"{symbol}: no complete 1h candles in the warehouse; nothing trained")
+                continue
+            frame = data.load_hourly(conn, symbol, before=target, hours=cfg.train_hours + cfg.lookback + 2)
+            res = hourly.ensure_model(symbol, frame, target, registry, cfg, force=True)
+            if res["trained"]:
+                m, p = res["metrics"], res["baseline_metrics"]["persistence"]
+                log(f"{symbol}: {res['version']} {res['decision']} ({res['decision_reason']}); validation "
+                    f"MAE {m['mae']:.6g} vs persistence {p['mae']:.6g}, MASE {m['mase']:.4f}")
+            else:
+                log(f"{symbol}: {res['reason']}")
+            out.append(res)
+    return out

@@ -1,0 +1,216 @@
+"""What `forecast_hourly` does for one coin at hour T, as plain functions the backtest replays.
+
+The run at T predicts the close of the hour that opens at T (closing at T+1h), from complete
+candles that opened before T only. Steps:
+
+1. `readiness`: the latest complete candle must be the previous hour (tolerance configurable) and
+   the lookback hours all present; otherwise no prediction (stale data must not pose as a forecast).
+2. `ensure_model`: retrain on the cadence, when the configuration changed, or when the served model
+   is missing or stale; apply the promotion rule (registry.decide).
+3. `predict`: the promoted model if it is fresh enough, else persistence, labelled "persistence".
+4. `write_predictions` and, later, `score` once the target hour has closed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pandas as pd
+
+from cryptoflow.forecast import data, train as train_mod
+from cryptoflow.forecast.config import ForecastConfig
+from cryptoflow.forecast.data import HOUR, floor_hour, to_utc
+from cryptoflow.forecast.registry import BaseRegistry, decide
+from cryptoflow.forecast.train import Forecast, NotEnoughData
+
+PIPELINE = "forecast_hourly"
+PERSISTENCE = "persistence"
+
+
+@dataclass
+class Readiness:
+    ok: bool
+    reason: str
+    target_time: datetime | None
+    latest: datetime | None
+
+    def as_dict(self) -> dict:
+        return {"ok": self.ok, "reason": self.reason,
+                "target_time": None if self.target_time is None else to_utc(self.target_time).isoformat(),
+                "latest": None if self.latest is None else to_utc(self.latest).isoformat()}
+
+
+def readiness(frame: pd.DataFrame, now: datetime, cfg: ForecastConfig) -> Readiness:
+    """Is there fresh, complete data to predict from at `now`? `frame`: complete 1h candles."""
+    expected = floor_hour(now) - HOUR  # the hour that closed last
+    frame = data.before(frame, expected + HOUR)
+    if frame.empty:
+        return Readiness(False, "no complete 1h candles", None, None)
+    latest = to_utc(frame.index[-1])
+    lag = int((expected - latest) / HOUR)
+    if lag > cfg.freshness_tolerance_hours:
+        return Readiness(False, f"stale: latest complete hour {latest:%Y-%m-%d %H:%M}Z, expected "
+                                f"{expected:%Y-%m-%d %H:%M}Z ({lag} h behind, tolerance "
+                                f"{cfg.freshness_tolerance_hours} h)", None, latest)
+    target = latest + HOUR
+    need = pd.date_range(target - HOUR * (cfg.lookback + 1), target - HOUR, freq="h", tz="UTC")
+    missing = need.difference(frame.index)
+    if len(missing):
+        shown = ", ".join(f"{t:%m-%d %H}h" for t in missing[:5])
+        return Readiness(False, f"incomplete: {len(missing)} of the {len(need)} hours before "
+                                f"{target:%Y-%m-%d %H:%M}Z missing or incomplete ({shown})", None, latest)
+    return Readiness(True, "fresh and complete", target, latest)
+
+
+def training_reason(registry: BaseRegistry, symbol: str, target: datetime, cfg: ForecastConfig) -> str | None:
+    """Why a model must be trained before predicting `target`, or None. Time is data time (the cut)."""
+    attempt = registry.last_attempt(symbol)
+    if attempt is None:
+        return "no model trained yet"
+    since_attempt = (to_utc(target) - to_utc(pd.Timestamp(attempt["cut"]))) / HOUR
+    if since_attempt >= cfg.retrain_every_hours:
+        return f"cadence: last training {since_attempt:.0f} h ago (every {cfg.retrain_every_hours} h)"
+    if since_attempt < cfg.retry_hours:
+        return None  # a model was just attempted; don't retrain every hour after a rejection
+    current = registry.current_pointer(symbol)
+    if current is None:
+        return f"no promoted model; last attempt {since_attempt:.0f} h ago was {attempt['status']}"
+    if attempt.get("fingerprint") != cfg.model_fingerprint():
+        return "configuration changed since the last training"
+    if _age_hours(current, target) >= cfg.max_model_age_hours:
+        return f"stale: promoted model is {_age_hours(current, target):.0f} h old"
+    return None
+
+
+def _age_hours(pointer: dict, target: datetime) -> float:
+    return (to_utc(target) - to_utc(pd.Timestamp(pointer["cut"]))) / HOUR
+
+
+def ensure_model(symbol: str, frame: pd.DataFrame, target: datetime, registry: BaseRegistry,
+                 cfg: ForecastConfig, version: str | None = None, force: bool = False) -> dict:
+    """Train if needed (or `force`) and apply the promotion rule. Returns what happened (for logs and XCom)."""
+    reason = "requested" if force else training_reason(registry, symbol, target, cfg)
+    current = registry.current_pointer(symbol)
+    out = {"symbol": symbol, "trained": False, "reason": reason or "model up to date",
+           "current_version": current and current["version"]}
+    if reason is None:
+        return out
+    history = data.before(frame, target)
+    try:
+        new = train_mod.train(symbol, history, target, cfg, version=version)
+    except NotEnoughData as exc:
+        out["reason"] = f"{reason}; not trained: {exc}"
+        return out
+    current_model = registry.current(symbol) if current else None
+    decision = decide(new, current_model, history)
+    registry.record(new, decision)
+    now_current = registry.current_pointer(symbol)
+    out.update({
+        "trained": True, "version": new.version, "decision": decision.action,
+        "decision_reason": decision.reason, "comparison": decision.comparison,
+        "current_version": now_current and now_current["version"],
+        "metrics": new.metadata["metrics"], "baseline_metrics": new.metadata["baseline_metrics"],
+        "train_seconds": new.metadata["train_seconds"], "epochs_run": new.metadata["epochs_run"],
+    })
+    return out
+
+
+def served_model(registry: BaseRegistry, symbol: str, target: datetime, cfg: ForecastConfig):
+    """(model or None, why): a promoted model younger than max_model_age_hours, else None."""
+    ptr = registry.current_pointer(symbol)
+    if ptr is None:
+        return None, "no promoted model"
+    age = _age_hours(ptr, target)
+    if age >= cfg.max_model_age_hours:
+        return None, f"promoted model {ptr['version']} is stale ({age:.0f} h old)"
+    return registry.load(symbol, ptr["version"]), f"promoted model {ptr['version']}"
+
+
+def predict(symbol: str, frame: pd.DataFrame, target: datetime, registry: BaseRegistry,
+            cfg: ForecastConfig) -> tuple[Forecast, str]:
+    """The served forecast for `target` from rows before it; persistence (labelled) when no model serves."""
+    history = data.before(frame, target)
+    model, why = served_model(registry, symbol, target, cfg)
+    if model is not None:
+        f = model.forecast(history, target)
+        if f is not None:
+            return f, why
+        why = f"{why} could not build its window"
+    last = float(history["close"].iloc[-1])
+    return Forecast(symbol, to_utc(target), last, None, None, last, PERSISTENCE), f"persistence: {why}"
+
+
+def write_predictions(conn, forecasts: list[Forecast], kind: str = "live", actuals: dict | None = None) -> int:
+    """Upsert predictions (one row per symbol, hour, kind, model version); commit."""
+    rows = []
+    for f in forecasts:
+        actual = None if actuals is None else actuals.get(pd.Timestamp(f.target_time))
+        rows.append((f.symbol, to_utc(f.target_time), kind, f.model_version, f.predicted_close, f.lower_close,
+                     f.upper_close, f.last_close, actual, None if actual is None else datetime.now(timezone.utc)))
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO forecast.predictions (symbol, interval, target_open_time, kind, model_version, predicted_close,"
+            " lower_close, upper_close, persistence_close, actual_close, scored_at)"
+            " VALUES (%s, '1h', %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (symbol, interval, target_open_time, kind, model_version) DO UPDATE SET"
+            " predicted_close = EXCLUDED.predicted_close, lower_close = EXCLUDED.lower_close,"
+            " upper_close = EXCLUDED.upper_close, persistence_close = EXCLUDED.persistence_close,"
+            " created_at = now(), actual_close = EXCLUDED.actual_close, scored_at = EXCLUDED.scored_at",
+            rows,
+        )
+    conn.commit()
+    return len(rows)
+
+
+def score(conn, symbol: str, window_hours: int = 168) -> dict:
+    """Fill actual_close of predictions whose hour has closed; summarise recent live accuracy.
+
+    The summary always puts the model's MAE beside persistence's on the same hours (MASE).
+    """
+    n = conn.execute(
+        "UPDATE forecast.predictions p SET actual_close = c.close, scored_at = now()"
+        " FROM market.candles c WHERE p.symbol = %s AND p.actual_close IS NULL AND c.symbol = p.symbol"
+        " AND c.interval = p.interval AND c.open_time = p.target_open_time AND c.is_complete",
+        (symbol,),
+    ).rowcount
+    rows = conn.execute(
+        "SELECT predicted_close::float8, persistence_close::float8, actual_close::float8,"
+        " lower_close::float8, upper_close::float8, model_version FROM forecast.predictions"
+        " WHERE symbol = %s AND kind = 'live' AND actual_close IS NOT NULL"
+        " AND target_open_time >= (SELECT max(target_open_time) FROM forecast.predictions"
+        "   WHERE symbol = %s AND kind = 'live' AND actual_close IS NOT NULL) - make_interval(hours => %s)",
+        (symbol, symbol, window_hours),
+    ).fetchall()
+    conn.commit()
+    out = {"symbol": symbol, "newly_scored": n, "window_hours": window_hours, "n": len(rows)}
+    if rows:
+        from cryptoflow.forecast import metrics
+
+        pred, last, actual, lo, hi, versions = (np.array(c, dtype=object) for c in zip(*rows))
+        pred, last, actual = (a.astype("float64") for a in (pred, last, actual))
+        has_iv = np.array([x is not None for x in lo]) & np.array([x is not None for x in hi])
+        out["served"] = metrics.evaluate(actual, pred, last)
+        out["persistence"] = metrics.evaluate(actual, last, last)
+        out["share_served_by_persistence"] = float(np.mean(versions == PERSISTENCE))
+        if has_iv.any():
+            out["coverage"] = float(np.mean((actual[has_iv] >= lo[has_iv].astype(float))
+                                            & (actual[has_iv] <= hi[has_iv].astype(float))))
+    return out
+
+
+def summary_json(obj) -> str:
+    return json.dumps(obj, default=str)
+
+
+def hours(start: datetime, end: datetime):
+    """Hour starts in [start, end)."""
+    t = floor_hour(start)
+    if t < to_utc(start):
+        t += timedelta(hours=1)
+    end = to_utc(end)
+    while t < end:
+        yield t
+        t += timedelta(hours=1)

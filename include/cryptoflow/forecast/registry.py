@@ -1,0 +1,280 @@
+"""The model registry: model files and metadata in object storage, an index row in the warehouse.
+
+Layout under the store root (CRYPTOFLOW_MODEL_STORE_URI, file:// or s3://bucket/prefix):
+
+    <symbol>/<version>/model.keras      the Keras model
+    <symbol>/<version>/metadata.json    data window, hyperparameters, scaler, metrics with the
+                                        baselines' on the same hours, interval, code version
+    <symbol>/current.json               pointer to the promoted version (absent: none is served)
+    <symbol>/last_attempt.json          the latest training attempt (drives the retrain cadence)
+
+Files of a version are written before any pointer names it, so a reader never follows a pointer
+to a half-written model. Paths go through Airflow's ObjectStoragePath: s3:// uses the Airflow
+connection `cryptoflow_models` (an aws connection whose extra may carry endpoint_url for MinIO).
+The warehouse table forecast.model_versions mirrors every version with its status.
+
+Promotion (`decide`): the new model is promoted only if, on its own validation window, its MAE is
+at most persistence's AND at most the current model's (re-evaluated on the same hours). A current
+model that now loses to persistence is retired even when the new one loses too: then nothing is
+promoted and the DAG serves persistence, labelled as such, rather than a model known to be worse.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import numpy as np
+import pandas as pd
+
+from cryptoflow.forecast.train import TrainedModel
+from cryptoflow.forecast.windows import Scaler
+
+CONN_ID = "cryptoflow_models"
+
+
+@dataclass
+class Decision:
+    action: str                # promote | keep_current | none_served
+    reason: str
+    comparison: dict = field(default_factory=dict)
+
+    @property
+    def promote(self) -> bool:
+        return self.action == "promote"
+
+
+def decide(new: TrainedModel, current: TrainedModel | None, frame: pd.DataFrame) -> Decision:
+    """Compare new, current and persistence by MAE on the new model's validation hours.
+
+    `frame` must hold the hours the new model was trained on (nothing after its cut is needed).
+    """
+    dw = new.metadata["data_window"]
+    hours = pd.date_range(dw["validation_start"], dw["validation_end"], freq="h", inclusive="left")
+    new_f = new.forecast_hours(frame, hours)
+    idx = new_f.index
+    cur_f = None
+    if current is not None:
+        cur_f = current.forecast_hours(frame, hours)
+        idx = idx.intersection(cur_f.index)  # the same hours for everyone
+    if len(idx) == 0:
+        return Decision("none_served" if current is None else "keep_current",
+                        "no validation hours to compare on", {})
+    actual = new_f.loc[idx, "actual_close"].to_numpy()
+    last = new_f.loc[idx, "last_close"].to_numpy()
+    mae = lambda p: float(np.mean(np.abs(np.asarray(p) - actual)))  # noqa: E731
+    comp = {"n": len(idx), "window": [str(idx[0]), str(idx[-1])],
+            "mae_new": mae(new_f.loc[idx, "predicted_close"]), "mae_persistence": mae(last)}
+    new_ok = comp["mae_new"] <= comp["mae_persistence"]
+    if current is None:
+        if new_ok:
+            return Decision("promote", "no current model; new model at least as good as persistence", comp)
+        return Decision("none_served", "new model worse than persistence; no current model", comp)
+    comp["mae_current"] = mae(cur_f.loc[idx, "predicted_close"])
+    comp["current_version"] = current.version
+    cur_ok = comp["mae_current"] <= comp["mae_persistence"]
+    if new_ok and comp["mae_new"] <= comp["mae_current"]:
+        return Decision("promote", "new model at least as good as the current one and persistence", comp)
+    if cur_ok:
+        why = "worse than persistence" if not new_ok else "worse than the current model"
+        return Decision("keep_current", f"new model {why}; current model kept", comp)
+    return Decision("none_served", "both new and current models worse than persistence; current retired", comp)
+
+
+class BaseRegistry:
+    """What the hourly steps need from a registry (object store or in memory, for the backtest)."""
+
+    def current_pointer(self, symbol: str) -> dict | None: ...
+    def last_attempt(self, symbol: str) -> dict | None: ...
+    def load(self, symbol: str, version: str) -> TrainedModel: ...
+    def save(self, trained: TrainedModel, status: str, reason: str) -> str: ...
+    def set_current(self, trained: TrainedModel, reason: str) -> None: ...
+    def clear_current(self, symbol: str, reason: str) -> None: ...
+
+    def current(self, symbol: str) -> TrainedModel | None:
+        ptr = self.current_pointer(symbol)
+        return None if ptr is None else self.load(symbol, ptr["version"])
+
+    def record(self, trained: TrainedModel, decision: Decision) -> None:
+        """Store the new model with its decision applied (status, pointer)."""
+        status = "promoted" if decision.promote else "rejected"
+        trained.metadata["promotion"] = {"action": decision.action, "reason": decision.reason, **decision.comparison}
+        self.save(trained, status, decision.reason)
+        if decision.promote:
+            self.set_current(trained, decision.reason)
+        elif decision.action == "none_served" and self.current_pointer(trained.symbol):
+            self.clear_current(trained.symbol, decision.reason)
+
+
+def _pointer(trained: TrainedModel, reason: str) -> dict:
+    return {"version": trained.version, "cut": trained.metadata["data_window"]["cut"],
+            "fingerprint": trained.metadata.get("fingerprint"), "reason": reason,
+            "promoted_at": datetime.now(timezone.utc).isoformat()}
+
+
+def _attempt(trained: TrainedModel, status: str, reason: str) -> dict:
+    return {"version": trained.version, "cut": trained.metadata["data_window"]["cut"], "status": status,
+            "reason": reason, "fingerprint": trained.metadata.get("fingerprint"),
+            "at": datetime.now(timezone.utc).isoformat()}
+
+
+class MemoryRegistry(BaseRegistry):
+    """Same behaviour, nothing persisted: the walk-forward backtest replays decisions with it."""
+
+    def __init__(self):
+        self.models: dict[tuple[str, str], TrainedModel] = {}
+        self.pointers: dict[str, dict] = {}
+        self.attempts: dict[str, dict] = {}
+        self.history: list[dict] = []
+
+    def current_pointer(self, symbol):
+        return self.pointers.get(symbol)
+
+    def last_attempt(self, symbol):
+        return self.attempts.get(symbol)
+
+    def load(self, symbol, version):
+        return self.models[(symbol, version)]
+
+    def save(self, trained, status, reason):
+        self.models[(trained.symbol, trained.version)] = trained
+        self.attempts[trained.symbol] = _attempt(trained, status, reason)
+        self.history.append(self.attempts[trained.symbol])
+        return f"memory://{trained.symbol}/{trained.version}"
+
+    def set_current(self, trained, reason):
+        self.pointers[trained.symbol] = _pointer(trained, reason)
+
+    def clear_current(self, symbol, reason):
+        self.pointers.pop(symbol, None)
+
+
+class ObjectRegistry(BaseRegistry):
+    """The registry in object storage (file://, s3://), indexed in forecast.model_versions when `conn` is given."""
+
+    def __init__(self, root: str, conn=None, conn_id: str | None = CONN_ID):
+        from airflow.sdk import ObjectStoragePath
+
+        self.uri = root.rstrip("/")
+        local = self.uri.startswith("file://") or "://" not in self.uri
+        if "://" not in self.uri:
+            self.uri = "file://" + os.path.abspath(self.uri)
+        # file:// needs no connection; asking for one would fail where none is defined.
+        self.root = ObjectStoragePath(self.uri) if local else ObjectStoragePath(self.uri, conn_id=conn_id)
+        self.conn = conn
+        self._loaded: dict[str, TrainedModel] = {}
+
+    @classmethod
+    def from_settings(cls, conn=None) -> "ObjectRegistry":
+        from cryptoflow import settings
+
+        return cls(settings.load().model_store_uri, conn=conn)
+
+    def _dir(self, symbol: str, version: str | None = None):
+        d = self.root / symbol
+        return d / version if version else d
+
+    def _read_json(self, path) -> dict | None:
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+
+    def _write_json(self, path, obj) -> None:
+        if path.protocol == "file":
+            path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(obj, indent=2, default=str))
+
+    def current_pointer(self, symbol):
+        return self._read_json(self._dir(symbol) / "current.json")
+
+    def last_attempt(self, symbol):
+        return self._read_json(self._dir(symbol) / "last_attempt.json")
+
+    def metadata(self, symbol, version) -> dict:
+        meta = self._read_json(self._dir(symbol, version) / "metadata.json")
+        if meta is None:
+            raise FileNotFoundError(f"no model {version} for {symbol} in {self.uri}")
+        return meta
+
+    def versions(self, symbol) -> list[str]:
+        d = self._dir(symbol)
+        try:
+            return sorted(p.name for p in d.iterdir() if p.is_dir())
+        except FileNotFoundError:
+            return []
+
+    def load(self, symbol, version):
+        import keras
+
+        if version in self._loaded:
+            return self._loaded[version]
+        meta = self.metadata(symbol, version)
+        data = (self._dir(symbol, version) / "model.keras").read_bytes()
+        with tempfile.TemporaryDirectory(prefix="cf-model-") as tmp:
+            path = os.path.join(tmp, "model.keras")
+            with open(path, "wb") as fh:
+                fh.write(data)
+            model = keras.models.load_model(path, compile=False)
+        trained = TrainedModel(model, Scaler.from_dict(meta["scaler"]), meta)
+        self._loaded[version] = trained
+        return trained
+
+    def save(self, trained, status, reason):
+        d = self._dir(trained.symbol, trained.version)
+        if d.protocol == "file":
+            d.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="cf-model-") as tmp:
+            path = os.path.join(tmp, "model.keras")
+            trained.model.save(path)
+            with open(path, "rb") as fh:
+                (d / "model.keras").write_bytes(fh.read())
+        # The store's own URI, not str(path): that would carry the connection id as s3://conn@bucket.
+        artifact = f"{self.uri}/{trained.symbol}/{trained.version}/model.keras"
+        trained.metadata["artifact_uri"] = artifact
+        trained.metadata["status"] = status
+        self._write_json(d / "metadata.json", trained.metadata)
+        self._write_json(self._dir(trained.symbol) / "last_attempt.json", _attempt(trained, status, reason))
+        self._loaded[trained.version] = trained
+        if self.conn is not None:
+            self._index(trained, status, reason, artifact)
+        return artifact
+
+    def set_current(self, trained, reason):
+        previous = self.current_pointer(trained.symbol)
+        self._write_json(self._dir(trained.symbol) / "current.json", _pointer(trained, reason))
+        if self.conn is not None:
+            if previous and previous["version"] != trained.version:
+                self._status(previous["version"], "retired", f"replaced by {trained.version}")
+            self.conn.execute("UPDATE forecast.model_versions SET status = 'promoted', status_reason = %s,"
+                              " promoted_at = now() WHERE version = %s", (reason, trained.version))
+            self.conn.commit()
+
+    def clear_current(self, symbol, reason):
+        previous = self.current_pointer(symbol)
+        (self._dir(symbol) / "current.json").unlink(missing_ok=True)
+        if self.conn is not None and previous:
+            self._status(previous["version"], "retired", reason)
+            self.conn.commit()
+
+    def _status(self, version, status, reason):
+        self.conn.execute("UPDATE forecast.model_versions SET status = %s, status_reason = %s WHERE version = %s",
+                          (status, reason, version))
+
+    def _index(self, trained, status, reason, artifact):
+        m = trained.metadata
+        dw = m["data_window"]
+        self.conn.execute(
+            "INSERT INTO forecast.model_versions (version, symbol, architecture, artifact_uri, trained_at,"
+            " train_start, train_end, hyperparameters, metrics, baseline_metrics, code_version, status, status_reason)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (version) DO UPDATE SET artifact_uri = EXCLUDED.artifact_uri, metrics = EXCLUDED.metrics,"
+            " baseline_metrics = EXCLUDED.baseline_metrics, status = EXCLUDED.status, status_reason = EXCLUDED.status_reason",
+            (m["version"], m["symbol"], m["architecture"], artifact, m["trained_at"], dw["train_start"], dw["cut"],
+             json.dumps(m["hyperparameters"]), json.dumps(m["metrics"]), json.dumps(m["baseline_metrics"]),
+             m.get("code_version"), "candidate" if status == "promoted" else status, reason),
+        )
+        self.conn.commit()

@@ -1,0 +1,89 @@
+"""Training and the walk-forward backtest end to end on the shared Binance data (small settings for CI)."""
+
+from datetime import timedelta
+
+import numpy as np
+import psycopg
+import pytest
+
+from cryptoflow.forecast import backtest, config
+from cryptoflow.forecast.data import before, frame_from_candles
+from cryptoflow.forecast.train import train
+
+pytestmark = pytest.mark.integration
+# Sized for 2 busy cores: about 3 s per training. The benchmark uses the real defaults.
+SMALL = config.load({}, train_hours=600, epochs=4, patience=2)
+
+
+def shared_candles(shared_data, symbol):
+    from cryptoflow.importers.cryptodatadownload import import_cdd_csv
+
+    res = import_cdd_csv(shared_data / "cryptodatadownload" / f"Binance_{symbol}_1h.csv", allow_missing_trades=True)
+    return res.candles  # oldest first
+
+
+def load_into_warehouse(dsn, candles):
+    from cryptoflow.warehouse.load import upsert_candles
+
+    with psycopg.connect(dsn) as conn:
+        return upsert_candles(conn, candles)
+
+
+@pytest.fixture(scope="module")
+def btc(shared_data):
+    candles = shared_candles(shared_data, "BTCUSDT")
+    return candles, frame_from_candles(candles)
+
+
+def test_training_is_deterministic_and_never_looks_past_the_cut(btc):
+    _, frame = btc
+    cut = frame.index[-150].to_pydatetime()
+    full = train("BTCUSDT", frame, cut, SMALL, version="a")      # handed data after the cut too
+    cut_only = train("BTCUSDT", before(frame, cut), cut, SMALL, version="b")
+    target = frame.index[-150]
+    # Same seeds, same data before the cut: the same model. Anything after the cut leaking into
+    # training (windows, scaler, early stopping) would make these differ.
+    a, b = full.forecast(frame, target), cut_only.forecast(frame, target)
+    assert a.predicted_close == pytest.approx(b.predicted_close, rel=1e-9)
+    assert full.metadata["scaler"] == cut_only.metadata["scaler"]
+
+    m = full.metadata
+    dw = m["data_window"]
+    assert dw["validation_end"] <= dw["cut"] == cut.isoformat()
+    assert dw["n_validation"] >= 0.19 * (dw["n_train"] + dw["n_validation"])
+    assert m["hyperparameters"]["lookback"] == 24 and m["architecture"] == "lstm"
+    # every model metric has the baselines' figures on the same hours beside it
+    assert set(m["baseline_metrics"]) == {"persistence", "drift", "ewma"}
+    assert m["metrics"]["n"] == m["baseline_metrics"]["persistence"]["n"] == dw["n_validation"]
+    assert m["baseline_metrics"]["persistence"]["mase"] == 1.0
+    assert 0.5 < m["metrics"]["mase"] < 1.5 and 0.7 < m["metrics"]["coverage"] <= 1.0
+    assert m["code_version"] and m["epochs_run"] >= 1
+    assert a.lower_close < a.predicted_close < a.upper_close
+    assert abs(np.log(a.predicted_close / a.last_close)) < 0.05  # a return-sized move, not a price jump
+
+
+def test_gru_architecture_is_picked_by_name(btc):
+    _, frame = btc
+    m = train("BTCUSDT", frame, frame.index[-10].to_pydatetime(), SMALL.with_(architecture="gru", epochs=1))
+    assert m.model.name == "gru" and m.metadata["architecture"] == "gru"
+
+
+def test_walk_forward_backtest_stores_scored_backtest_predictions(btc, use_warehouse):
+    candles, frame = btc
+    load_into_warehouse(use_warehouse.writer_dsn, candles[-900:])
+    start = frame.index[-30].to_pydatetime()
+    end = start + timedelta(hours=30)
+    with psycopg.connect(use_warehouse.writer_dsn) as conn:
+        report = backtest.backtest("BTCUSDT", start, end, retrain_every_hours=24, cfg=SMALL, conn=conn)
+        rows = conn.execute(
+            "SELECT count(*), count(actual_close), min(target_open_time), max(target_open_time),"
+            " bool_and(persistence_close IS NOT NULL) FROM forecast.predictions WHERE kind = 'backtest'").fetchone()
+    assert report["hours_predicted"] == 30 and report["stored"] == 30
+    assert [t["version"] for t in report["trainings"]] == [
+        f"bt-BTCUSDT-lstm-{start:%Y%m%dT%H}Z", f"bt-BTCUSDT-lstm-{start + timedelta(hours=24):%Y%m%dT%H}Z"]
+    assert rows == (30, 30, start, end - timedelta(hours=1), True)
+    ms = report["metrics"]
+    assert ms["persistence"]["mase"] == 1.0 and ms["served"]["n"] == ms["persistence"]["n"] == 30
+    assert {"rmse", "mae", "mape", "mase", "directional_accuracy"} <= set(ms["served"])
+    assert "model_raw" in ms and "drift" in ms and "ewma" in ms
+    assert "MASE" in backtest.format_report(report)

@@ -1,0 +1,185 @@
+"""The hourly steps without TensorFlow: look-ahead, readiness, retrain cadence, promotion rule.
+
+Models here are TrainedModel objects around a numpy stand-in for Keras, so the very code paths of
+the DAG and the backtest run (windows, scaler, forecast, registry decisions) in milliseconds.
+"""
+
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cryptoflow.forecast import hourly
+from cryptoflow.forecast.config import ForecastConfig
+from cryptoflow.forecast.data import before
+from cryptoflow.forecast.registry import MemoryRegistry, decide
+from cryptoflow.forecast.train import TrainedModel
+from cryptoflow.forecast.windows import Scaler
+
+pytestmark = pytest.mark.quick
+T0 = datetime(2021, 3, 1, tzinfo=timezone.utc)
+H = timedelta(hours=1)
+CFG = ForecastConfig(lookback=4, retrain_every_hours=24, retry_hours=6, max_model_age_hours=72)
+
+
+class WindowSum:
+    """Predicts 0.3 x the sum of its (scaled) window: any input change moves the forecast."""
+
+    def predict_on_batch(self, x):
+        return 0.3 * np.asarray(x).sum(axis=(1, 2))[:, None]
+
+
+class Constant:
+    def __init__(self, r):
+        self.r = r
+
+    def predict_on_batch(self, x):
+        return np.full((len(x), 1), self.r)
+
+
+def model(keras_like, version="m1", cut=T0 + 100 * H, val=(T0 + 60 * H, T0 + 100 * H), lookback=4):
+    return TrainedModel(keras_like, Scaler(np.array([0.0]), np.array([1.0])), {
+        "version": version, "symbol": "BTCUSDT", "fingerprint": CFG.model_fingerprint(),
+        "hyperparameters": {"features": ["log_return"], "lookback": lookback},
+        "data_window": {"cut": cut.isoformat(), "validation_start": val[0].isoformat(),
+                        "validation_end": val[1].isoformat()},
+        "interval": {"q_low": -0.01, "q_high": 0.01},
+    })
+
+
+def series(n=200, r=0.01, noise=0.0, seed=0):
+    rng = np.random.default_rng(seed)
+    closes = 100 * np.exp(np.cumsum(r + rng.normal(0, noise, n) if noise else np.full(n, r)))
+    idx = pd.date_range(T0, periods=n, freq="h", tz="UTC", name="open_time")
+    return pd.DataFrame({"close": closes, "quote_volume": 1.0}, index=idx)
+
+
+# --- look-ahead -------------------------------------------------------------------------------
+
+def test_forecast_ignores_the_target_hour_and_everything_after():
+    f = series(120, noise=0.01)
+    m = model(WindowSum())
+    target = T0 + 80 * H
+    honest = m.forecast(before(f, target), target)
+    tampered = f.copy()
+    tampered.loc[tampered.index >= target, "close"] *= 10  # the hour being predicted, and later
+    assert m.forecast(tampered, target).predicted_close == honest.predicted_close
+    assert m.forecast(f, target).predicted_close == honest.predicted_close
+    # the test has teeth: the last hour before the target does move the forecast
+    moved = f.copy()
+    moved.loc[target - H, "close"] *= 1.05
+    assert m.forecast(moved, target).predicted_close != honest.predicted_close
+
+
+def test_batch_evaluation_uses_the_same_windows_and_no_target_data():
+    f = series(120, noise=0.01)
+    m = model(WindowSum())
+    targets = pd.date_range(T0 + 50 * H, T0 + 60 * H, freq="h", inclusive="left")
+    batch = m.forecast_hours(f, targets)
+    for t in targets:
+        assert batch.loc[t, "predicted_close"] == pytest.approx(m.forecast(before(f, t), t).predicted_close, rel=1e-12)
+    tampered = f.copy()
+    tampered.loc[targets[3], "close"] *= 3  # only the target hour of one sample (and input of later ones)
+    again = m.forecast_hours(tampered, targets[:4])
+    assert again.loc[targets[3], "predicted_close"] == batch.loc[targets[3], "predicted_close"]
+    assert again.loc[targets[3], "actual_close"] != batch.loc[targets[3], "actual_close"]
+
+
+def test_hourly_predict_serves_from_data_before_the_target_only():
+    f = series(150, noise=0.01)
+    reg = MemoryRegistry()
+    m = model(WindowSum(), cut=T0 + 100 * H)
+    reg.models[("BTCUSDT", "m1")] = m
+    reg.set_current(m, "test")
+    target = T0 + 120 * H
+    tampered = f.copy()
+    tampered.loc[tampered.index >= target, "close"] = 1.0
+    a, why = hourly.predict("BTCUSDT", f, target, reg, CFG)
+    b, _ = hourly.predict("BTCUSDT", tampered, target, reg, CFG)
+    assert a == b and a.model_version == "m1" and "promoted" in why
+    assert a.last_close == f["close"].iloc[119] and a.lower_close < a.predicted_close < a.upper_close
+
+
+def test_no_promoted_model_means_labelled_persistence():
+    f = series(50)
+    fc, why = hourly.predict("BTCUSDT", f, T0 + 50 * H, MemoryRegistry(), CFG)
+    assert fc.model_version == hourly.PERSISTENCE and fc.predicted_close == f["close"].iloc[-1]
+    assert "no promoted model" in why
+
+
+def test_stale_promoted_model_is_not_served():
+    reg = MemoryRegistry()
+    m = model(Constant(0.0), cut=T0 + 10 * H)
+    reg.models[("BTCUSDT", "m1")] = m
+    reg.set_current(m, "test")
+    fc, why = hourly.predict("BTCUSDT", series(100), T0 + 90 * H, reg, CFG)
+    assert fc.model_version == hourly.PERSISTENCE and "stale" in why
+
+
+# --- readiness --------------------------------------------------------------------------------
+
+def test_readiness_fresh_stale_and_gappy():
+    f = series(48)  # hours 0..47
+    now = T0 + 48 * H + timedelta(minutes=5)
+    ok = hourly.readiness(f, now, CFG)
+    assert ok.ok and ok.target_time == T0 + 48 * H
+    stale = hourly.readiness(f.iloc[:-2], now, CFG)
+    assert not stale.ok and stale.reason.startswith("stale") and "2 h behind" in stale.reason
+    assert hourly.readiness(f.iloc[:-2], now, CFG.with_(freshness_tolerance_hours=2)).ok
+    gappy = hourly.readiness(f.drop(index=f.index[-3]), now, CFG)
+    assert not gappy.ok and gappy.reason.startswith("incomplete")
+    assert not hourly.readiness(f.iloc[:0], now, CFG).ok
+    # candles of the running hour (or later) are ignored, not taken as fresh
+    assert hourly.readiness(series(60), now, CFG).target_time == T0 + 48 * H
+
+
+# --- retrain cadence --------------------------------------------------------------------------
+
+def test_training_reasons_follow_data_time():
+    reg = MemoryRegistry()
+    assert hourly.training_reason(reg, "BTCUSDT", T0, CFG) == "no model trained yet"
+    m = model(Constant(0.0), cut=T0)
+    reg.save(m, "promoted", "test")
+    reg.set_current(m, "test")
+    assert hourly.training_reason(reg, "BTCUSDT", T0 + 5 * H, CFG) is None
+    assert hourly.training_reason(reg, "BTCUSDT", T0 + 24 * H, CFG).startswith("cadence")
+    reg.clear_current("BTCUSDT", "test")
+    assert hourly.training_reason(reg, "BTCUSDT", T0 + 5 * H, CFG) is None  # just attempted: wait retry_hours
+    assert hourly.training_reason(reg, "BTCUSDT", T0 + 6 * H, CFG).startswith("no promoted model")
+    reg.set_current(m, "test")
+    assert hourly.training_reason(reg, "BTCUSDT", T0 + 8 * H, CFG.with_(lookback=8)) == \
+        "configuration changed since the last training"
+    assert hourly.training_reason(reg, "BTCUSDT", T0 + 8 * H, CFG.with_(max_model_age_hours=8,
+                                                                        retrain_every_hours=99)).startswith("stale")
+
+
+# --- promotion --------------------------------------------------------------------------------
+
+TREND = series(120, r=0.01)  # a steady 1 %/h rise: predicting +1 % is perfect, 0 is persistence
+
+
+@pytest.mark.parametrize("new_r, cur_r, action", [
+    (0.01, None, "promote"),           # better than persistence, nothing to beat
+    (-0.01, None, "none_served"),      # worse than persistence: never served
+    (0.005, 0.01, "keep_current"),     # better than persistence but worse than current
+    (0.01, 0.005, "promote"),          # better than both
+    (-0.01, 0.005, "keep_current"),    # worse than persistence, current still fine
+    (-0.01, -0.02, "none_served"),     # both worse than persistence: current retired
+])
+def test_promotion_rule(new_r, cur_r, action):
+    new = model(Constant(new_r), version="new")
+    cur = None if cur_r is None else model(Constant(cur_r), version="cur")
+    d = decide(new, cur, before(TREND, T0 + 100 * H))
+    assert d.action == action, d
+    assert d.comparison["n"] == 40 and d.comparison["mae_persistence"] > 0
+
+    reg = MemoryRegistry()
+    if cur is not None:
+        reg.save(cur, "promoted", "earlier")
+        reg.set_current(cur, "earlier")
+    reg.record(new, d)
+    served = reg.current_pointer("BTCUSDT")
+    expected = {"promote": "new", "keep_current": "cur", "none_served": None}[action]
+    assert (served and served["version"]) == expected
+    assert reg.last_attempt("BTCUSDT")["status"] == ("promoted" if action == "promote" else "rejected")
