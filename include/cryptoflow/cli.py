@@ -137,10 +137,15 @@ def cmd_seal(args) -> int:
     return 0
 
 
-def _utc_ms(text: str) -> int:
+def _utc(text: str):
+    """An ISO time given on the command line, read as UTC."""
     from datetime import datetime, timezone
 
-    return int(datetime.fromisoformat(text).replace(tzinfo=timezone.utc).timestamp() * 1000)
+    return datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
+
+
+def _utc_ms(text: str) -> int:
+    return int(_utc(text).timestamp() * 1000)
 
 
 def cmd_backfill(args) -> int:
@@ -195,6 +200,23 @@ def cmd_import(args) -> int:
         total["snapshots"] += len(uris)
         print(f"{path}: {result.counts} -> {len(uris)} snapshots; quarantined by reason: {result.by_reason}")
     print(f"total: {total}")
+    return 0
+
+
+def cmd_backtest(args) -> int:
+    """Walk-forward backtest: the hourly forecasts the DAG would have made, scored against persistence."""
+    from cryptoflow.forecast import commands
+
+    symbols = args.symbol or list(settings_mod.load().symbols)
+    commands.backtest(symbols, _utc(args.start), _utc(args.end), args.retrain_every_hours, store=not args.no_store)
+    return 0
+
+
+def cmd_train(args) -> int:
+    """Train now (whatever the cadence), apply the promotion rule and register the model."""
+    from cryptoflow.forecast import commands
+
+    commands.train(args.symbol or None, at=_utc(args.at) if args.at else None)
     return 0
 
 
@@ -256,6 +278,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="load CDD rows whose trade count is NULL (else quarantined as missing_trade_count)")
     p.add_argument("--configured-only", action="store_true", help="quarantine symbols not in CRYPTOFLOW_SYMBOLS")
     p.add_argument("--no-quarantine", action="store_true", help="don't write rejections to the warehouse")
+
+    p = add("backtest", cmd_backtest)
+    p.add_argument("--start", required=True, help="first predicted hour, UTC ISO (e.g. 2021-08-01T00:00)")
+    p.add_argument("--end", required=True, help="end of the range (exclusive), UTC ISO")
+    p.add_argument("--symbol", action="append", help="coin to backtest (repeatable; default all configured)")
+    p.add_argument("--retrain-every-hours", type=int, help="retraining cadence (default: the DAG's)")
+    p.add_argument("--no-store", action="store_true", help="report only; don't store backtest predictions")
+
+    p = add("train", cmd_train)
+    p.add_argument("--symbol", action="append", help="coin to train (repeatable; default all configured)")
+    p.add_argument("--at", help="train on the hours before this UTC ISO time (default: now)")
 
     p = add("bench", cmd_bench)
     p.add_argument("--only", action="append", metavar="NAME", help="run only this benchmark (repeatable)")
