@@ -4,7 +4,7 @@
                                                                         (Asset: warehouse_candles) ─► forecast_hourly
 
 - plan: the snapshots this run processes: those its Asset events name (extra `uris`), or for a
-  manual run the params `start`/`end` (ISO times) over the landing store. Written to a manifest.
+  manual run the params `start`/`end` (ISO times) over the landing store, or `uris` (snapshot URIs). Written to a manifest.
 - etl_candles: spark_jobs/etl_candles.py through the apache-spark provider's SparkSubmitOperator,
   master from the `spark_default` connection (the CRYPTOFLOW_SPARK_MASTER setting: local[*] on one
   machine, spark://spark-master:7077 in docker-compose), the cryptoflow package shipped to the
@@ -72,6 +72,7 @@ class CandleEtlSubmitOperator(SparkSubmitOperator):
     params={
         "start": Param(None, type=["null", "string"], description="manual runs: window start (ISO, UTC)"),
         "end": Param(None, type=["null", "string"], description="manual runs: window end (ISO, UTC), exclusive"),
+        "uris": Param(None, type=["null", "array"], description="manual runs: snapshot URIs to process (instead of start/end)"),
         "intervals": Param(["1m"], type="array", description="manual runs: landing intervals to read"),
     },
     tags=["etl", "spark"],
@@ -85,7 +86,9 @@ def spark_etl():
         cfg = settings.load()
         events = [ev for evs in (triggering_asset_events or {}).values() for ev in evs]
         uris = planning.snapshots_from_events(events)
-        if not events:
+        if not events and params.get("uris"):
+            uris = list(params["uris"])  # explicit snapshots, e.g. history seeded by the demo or an import
+        elif not events:
             start, end = planning.parse_time(params.get("start")), planning.parse_time(params.get("end"))
             if start is None or end is None:
                 raise AirflowFailException("a manual run needs params start and end (ISO times)")

@@ -42,6 +42,7 @@ def cmd_up(args) -> int:
         mode = demo.choose_mode()
         cfg = settings_mod.load({**os.environ, "CRYPTOFLOW_BINANCE_MODE": mode})
     endpoints = stack.up(cfg, with_superset=not args.no_superset)
+    cfg = endpoints.settings
     if args.demo:
         from cryptoflow.local.airflow import AirflowApi
 

@@ -199,6 +199,19 @@ def _local_dsn(role: str, password: str | None, port: int) -> str:
     return f"postgresql://{role}:{password}@127.0.0.1:{port}/cryptoflow"
 
 
+def with_local_credentials(settings: Settings, creds: dict[str, str]) -> Settings:
+    """The settings with the local cluster's generated passwords in the DSNs that were left at their
+    default (settings loaded before `cryptoflow up` generated the credentials have none)."""
+    from dataclasses import replace
+
+    changes = {}
+    if settings.warehouse_dsn == _local_dsn("cf_writer", None, settings.pg_port) and "CF_WRITER_PASSWORD" in creds:
+        changes["warehouse_dsn"] = _local_dsn("cf_writer", creds["CF_WRITER_PASSWORD"], settings.pg_port)
+    if settings.warehouse_reader_dsn == _local_dsn("cf_reader", None, settings.pg_port) and "CF_READER_PASSWORD" in creds:
+        changes["warehouse_reader_dsn"] = _local_dsn("cf_reader", creds["CF_READER_PASSWORD"], settings.pg_port)
+    return replace(settings, **changes) if changes else settings
+
+
 def read_credentials(path: Path) -> dict[str, str]:
     """KEY=VALUE lines of the generated credentials file (missing file: empty)."""
     try:
@@ -223,4 +236,5 @@ def markdown_table() -> str:
     return "\n".join(rows)
 
 
-__all__ = ["Settings", "SETTINGS", "load", "ConfigError", "read_credentials", "markdown_table", "DEFAULT_SYMBOLS"]
+__all__ = ["Settings", "SETTINGS", "load", "ConfigError", "read_credentials", "with_local_credentials", "markdown_table",
+           "DEFAULT_SYMBOLS"]

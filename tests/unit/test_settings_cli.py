@@ -65,6 +65,23 @@ def test_credentials_are_generated_once_with_mode_600(tmp_path):
     assert first["CF_WRITER_PASSWORD"] in s.warehouse_dsn
 
 
+def test_first_run_services_get_the_generated_passwords(tmp_path):
+    """Settings read before `up` generated the credentials must not reach Airflow without passwords."""
+    from cryptoflow.local.airflow import airflow_env
+
+    before = settings.load({"CRYPTOFLOW_STATE_DIR": str(tmp_path)})
+    assert "@" in before.warehouse_dsn and ":" not in before.warehouse_dsn.split("//")[1].split("@")[0]
+    creds, _ = credentials.ensure(before.credentials_file)
+    after = settings.with_local_credentials(before, creds)
+    env = airflow_env(after, creds)
+    assert creds["CF_WRITER_PASSWORD"] in env["CRYPTOFLOW_WAREHOUSE_DSN"]
+    assert creds["CF_WRITER_PASSWORD"] in env["AIRFLOW_CONN_CRYPTOFLOW_WAREHOUSE"]
+    assert creds["CF_READER_PASSWORD"] in env["CRYPTOFLOW_WAREHOUSE_READER_DSN"]
+    # An explicit DSN is never touched.
+    explicit = settings.load({"CRYPTOFLOW_STATE_DIR": str(tmp_path), "CRYPTOFLOW_WAREHOUSE_DSN": "postgresql://u:p@h/db"})
+    assert settings.with_local_credentials(explicit, creds).warehouse_dsn == "postgresql://u:p@h/db"
+
+
 def _commands(parser, prefix=()):
     for action in parser._actions:
         if action.__class__.__name__ == "_SubParsersAction":

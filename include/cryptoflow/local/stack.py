@@ -8,7 +8,7 @@ from pathlib import Path
 from cryptoflow.local import airflow as airflow_svc
 from cryptoflow.local import credentials, process
 from cryptoflow.local.postgres import LocalPostgres
-from cryptoflow.settings import Settings, read_credentials
+from cryptoflow.settings import Settings, read_credentials, with_local_credentials
 from cryptoflow.warehouse.migrate import migrate
 
 
@@ -36,6 +36,7 @@ def start_warehouse(settings: Settings, creds: dict[str, str], log=print) -> Loc
 
 @dataclass
 class Endpoints:
+    settings: Settings  # as the services got them (with the generated passwords)
     postgres: str
     airflow: str
     superset: str | None
@@ -44,6 +45,9 @@ class Endpoints:
 
 def up(settings: Settings, with_superset: bool = True, log=print) -> Endpoints:
     creds, new = credentials.ensure(settings.credentials_file)
+    # On the first run the settings were read before the passwords existed: every process started
+    # below (Airflow tasks, Superset) must get DSNs that carry them.
+    settings = with_local_credentials(settings, creds)
     if new:
         log(f"generated credentials in {settings.credentials_file} (mode 600); shown once:")
         for key in ("AIRFLOW_ADMIN_PASSWORD", "SUPERSET_ADMIN_PASSWORD", "CF_WRITER_PASSWORD", "CF_READER_PASSWORD"):
@@ -69,7 +73,7 @@ def up(settings: Settings, with_superset: bool = True, log=print) -> Endpoints:
         superset_url = f"http://{settings.bind_host}:{settings.superset_port}"
         log(f"Superset     {superset_url}  (user admin)")
     log(f"credentials  {settings.credentials_file}")
-    return Endpoints(f"postgresql://127.0.0.1:{settings.pg_port}/cryptoflow", airflow_url, superset_url,
+    return Endpoints(settings, f"postgresql://127.0.0.1:{settings.pg_port}/cryptoflow", airflow_url, superset_url,
                      settings.credentials_file)
 
 
