@@ -69,7 +69,10 @@ def volume_profile(candles: DataFrame) -> DataFrame:
           .withColumn("_lo", F.min(F.col("low").cast("double")).over(part))
           .withColumn("_hi", F.max(F.col("high").cast("double")).over(part))
           .withColumn("_w", (F.col("_hi") - F.col("_lo")) / PROFILE_BUCKETS))
-    bucket = F.when(F.col("_w") > 0, F.least(F.floor((tp - F.col("_lo")) / F.col("_w")), F.lit(PROFILE_BUCKETS - 1))) \
+    # Clamped both ways: (h + l + c) / 3 in floating point can land a hair outside [lo, hi]
+    # (e.g. h = l = c = the day's low gives 25.879549999999998 < 25.87955).
+    raw_bucket = F.floor((tp - F.col("_lo")) / F.col("_w"))
+    bucket = F.when(F.col("_w") > 0, F.greatest(F.lit(0), F.least(raw_bucket, F.lit(PROFILE_BUCKETS - 1)))) \
               .otherwise(F.lit(0)).cast("int")
     return (df.withColumn("bucket", bucket)
             .groupBy("symbol", "interval", "day", "bucket")
