@@ -75,10 +75,10 @@ def cmd_db_migrate(args) -> int:
 
     dsn = args.dsn
     if not dsn:
-        from cryptoflow.local import credentials, stack
+        from cryptoflow.local import passwords, stack
 
         s = settings_mod.load()
-        creds, _ = credentials.ensure(s.credentials_file)
+        creds, _ = passwords.ensure(s.credentials_file)
         dsn = stack.cluster(s, creds).dsn("cryptoflow")
     applied = migrate(dsn)
     print(f"applied {len(applied)} migration(s)" + "".join(f"\n  {m.path.name}" for m in applied))

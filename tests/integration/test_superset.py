@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from cryptoflow import settings as cf_settings
-from cryptoflow.local import credentials, postgres
+from cryptoflow.local import passwords, postgres
 from cryptoflow.local import superset as superset_svc
 from tests.conftest import make_warehouse
 
@@ -50,7 +50,7 @@ def stack(module_warehouse, tmp_path_factory):
         "CRYPTOFLOW_WAREHOUSE_READER_DSN": module_warehouse.reader_dsn,
         "CRYPTOFLOW_WAREHOUSE_DSN": module_warehouse.writer_dsn,
     })
-    creds, _ = credentials.ensure(settings.credentials_file)
+    creds, _ = passwords.ensure(settings.credentials_file)
     log: list[str] = []
     try:
         began = time.monotonic()

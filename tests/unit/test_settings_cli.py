@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from cryptoflow import cli, settings
-from cryptoflow.local import credentials
+from cryptoflow.local import passwords
 
 pytestmark = pytest.mark.quick
 
@@ -56,9 +56,9 @@ def test_every_setting_is_documented_and_read(tmp_path):
 
 def test_credentials_are_generated_once_with_mode_600(tmp_path):
     path = tmp_path / "credentials.env"
-    first, new = credentials.ensure(path)
+    first, new = passwords.ensure(path)
     assert new and oct(path.stat().st_mode & 0o777) == "0o600"
-    again, new_again = credentials.ensure(path)
+    again, new_again = passwords.ensure(path)
     assert again == first and new_again == []
     assert "admin" not in first.values()
     s = settings.load({"CRYPTOFLOW_STATE_DIR": str(tmp_path)})
@@ -71,7 +71,7 @@ def test_first_run_services_get_the_generated_passwords(tmp_path):
 
     before = settings.load({"CRYPTOFLOW_STATE_DIR": str(tmp_path)})
     assert "@" in before.warehouse_dsn and ":" not in before.warehouse_dsn.split("//")[1].split("@")[0]
-    creds, _ = credentials.ensure(before.credentials_file)
+    creds, _ = passwords.ensure(before.credentials_file)
     after = settings.with_local_credentials(before, creds)
     env = airflow_env(after, creds)
     assert creds["CF_WRITER_PASSWORD"] in env["CRYPTOFLOW_WAREHOUSE_DSN"]

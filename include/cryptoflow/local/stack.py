@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptoflow.local import airflow as airflow_svc
-from cryptoflow.local import credentials, process
+from cryptoflow.local import passwords, process
 from cryptoflow.local.postgres import LocalPostgres
 from cryptoflow.settings import Settings, read_credentials, with_local_credentials
 from cryptoflow.warehouse.migrate import migrate
@@ -44,7 +44,7 @@ class Endpoints:
 
 
 def up(settings: Settings, with_superset: bool = True, log=print) -> Endpoints:
-    creds, new = credentials.ensure(settings.credentials_file)
+    creds, new = passwords.ensure(settings.credentials_file)
     # On the first run the settings were read before the passwords existed: every process started
     # below (Airflow tasks, Superset) must get DSNs that carry them.
     settings = with_local_credentials(settings, creds)
@@ -84,7 +84,7 @@ def down(settings: Settings, log=print) -> None:
     airflow_svc.stop(settings)
     for name in list(extra_services(settings)):
         process.stop(name, settings.state_dir / "run")
-    creds, _ = credentials.ensure(settings.credentials_file)
+    creds, _ = passwords.ensure(settings.credentials_file)
     cluster(settings, creds).stop()
     log("stopped")
 
