@@ -39,8 +39,7 @@ def cmd_up(args) -> int:
     if args.demo:
         from cryptoflow.local import demo
 
-        mode = demo.choose_mode()
-        cfg = settings_mod.load({**os.environ, "CRYPTOFLOW_BINANCE_MODE": mode})
+        cfg = demo.demo_settings(os.environ)
     endpoints = stack.up(cfg, with_superset=not args.no_superset)
     cfg = endpoints.settings
     if args.demo:

@@ -66,7 +66,8 @@ Fault injection (`server.faults`, thread-safe, usable from tests while the serve
 `drop_connections()` (TCP abort, no close frame), `stall(seconds)` (nothing sent, no pings),
 `server_shutdown(grace_s)` (serverShutdown event, close after the grace), `duplicate_closings(n)`,
 `reorder_closings(n)` (a closing update held back and sent after its stream's next one), `malformed(n)`
-(broken frames of several kinds), `rest_fail(status, count, retry_after)` (forced 429/418/5xx).
+(broken frames of several kinds), `rest_fail(status, count, retry_after)` (forced 429/418/5xx),
+`rest_delay(seconds, count)` (answers held back: client timeouts).
 
 Run it with `serve(settings)` (blocks; `cryptoflow replay-server`), or `ReplayServer(...).start()`
 in a background thread (tests).
@@ -108,37 +109,50 @@ _STREAM = re.compile(r"^(?P<symbol>[a-z0-9]+)@kline_(?P<interval>[0-9]+[smhdwM])
 # ---------------------------------------------------------------------------------------------
 # Candles: loading, synthetic minutes, partial candles, wire formats
 
+def history_files(paths: Iterable[str | Path]) -> list[tuple[Path, str, str]]:
+    """(file, SYMBOL, "cdd" | "binance_vision") for every candle file under `paths`.
+
+    Directories are searched (not recursively) for `Binance_<SYMBOL>_<interval>.csv` (CDD) and
+    `<SYMBOL>-<interval>-*.csv|zip` (dumps).
+    """
+    files: list[Path] = []
+    for p in map(Path, paths):
+        files.extend(sorted(p.iterdir()) if p.is_dir() else [p])
+    out = []
+    for f in files:
+        name = f.name
+        if re.fullmatch(r"Binance_[A-Z0-9]+_[0-9a-z]+\.csv", name, re.I):
+            out.append((f, name.split("_")[1].upper(), "cdd"))
+        elif re.fullmatch(r"[A-Z0-9]+-[0-9]+[smhdw]-\d{4}-\d\d(-\d\d)?\.(csv|zip)", name):
+            out.append((f, name.split("-")[0].upper(), "binance_vision"))
+    return out
+
+
+def symbols_with_history(paths: Iterable[str | Path]) -> set[str]:
+    """The symbols a replay of `paths` can serve (from file names; nothing is parsed)."""
+    return {symbol for _, symbol, _ in history_files(paths)}
+
+
 def load_history(paths: Iterable[str | Path], symbols: Iterable[str] | None = None) -> dict[tuple[str, str], list[Candle]]:
     """{(symbol, interval): candles oldest first} from CDD CSVs and data.binance.vision dumps.
 
-    Directories are searched (not recursively) for `Binance_<SYMBOL>_<interval>.csv` (CDD) and
-    `<SYMBOL>-<interval>-*.csv|zip` (dumps). Rows the importers quarantine are left out: the
-    replay must never serve a candle the platform itself would reject.
+    Rows the importers quarantine are left out: the replay must never serve a candle the platform
+    itself would reject.
     """
     from cryptoflow.importers.binance_vision import import_binance_vision
     from cryptoflow.importers.cryptodatadownload import import_cdd_csv
 
+    importers = {"cdd": import_cdd_csv, "binance_vision": import_binance_vision}
     wanted = {s.upper() for s in symbols} if symbols else None
-    files: list[Path] = []
-    for p in map(Path, paths):
-        files.extend(sorted(p.iterdir()) if p.is_dir() else [p])
     out: dict[tuple[str, str], dict[int, Candle]] = {}
-    for f in files:
-        name = f.name
-        if re.fullmatch(r"Binance_[A-Z0-9]+_[0-9a-z]+\.csv", name, re.I):
-            importer = import_cdd_csv
-        elif re.fullmatch(r"[A-Z0-9]+-[0-9]+[smhdw]-\d{4}-\d\d(-\d\d)?\.(csv|zip)", name):
-            importer = import_binance_vision
-        else:
+    for f, symbol, kind in history_files(paths):
+        if wanted is not None and symbol not in wanted:
             continue
-        symbol = name.split("_")[1] if name.startswith("Binance_") else name.split("-")[0]
-        if wanted is not None and symbol.upper() not in wanted:
-            continue
-        result = importer(f)
+        result = importers[kind](f)
         for c in result.candles:
             out.setdefault((c.symbol, c.interval), {})[c.open_time] = c
         if result.rejections:
-            log.info("%s: %d rows quarantined by the importer are holes in the replay", name, len(result.rejections))
+            log.info("%s: %d rows quarantined by the importer are holes in the replay", f.name, len(result.rejections))
     return {key: [by_time[t] for t in sorted(by_time)] for key, by_time in out.items()}
 
 
@@ -391,6 +405,7 @@ class Faults:
         self.stall_until = 0.0
         self._counts = {"duplicate": 0, "reorder": 0, "malformed": 0}
         self._rest: deque[tuple[int, float | None]] = deque()
+        self._delays: deque[float] = deque()
         self._server: ReplayServer | None = None
 
     def _take(self, name: str) -> bool:
@@ -431,6 +446,15 @@ class Faults:
     def take_rest(self) -> tuple[int, float | None] | None:
         with self._lock:
             return self._rest.popleft() if self._rest else None
+
+    def rest_delay(self, seconds: float, count: int = 1) -> None:
+        """The next `count` REST requests are answered only after `seconds` (a client's timeout)."""
+        with self._lock:
+            self._delays.extend([seconds] * count)
+
+    def take_delay(self) -> float:
+        with self._lock:
+            return self._delays.popleft() if self._delays else 0.0
 
     def drop_connections(self) -> int:
         """Abort every websocket connection now (TCP reset, no close frame). Returns how many."""
@@ -607,6 +631,9 @@ class ReplayServer:
     def _process_request(self, conn, request):
         path, _, query = request.path.partition("?")
         if request.headers.get("Upgrade", "").lower() != "websocket":
+            delay = self.faults.take_delay()
+            if delay > 0:
+                return self._delayed_rest(conn, path, parse_qs(query), delay)
             return self._rest(conn, path, parse_qs(query))
         now = time.time()
         while self._connects and self._connects[0] < now - self.connect_window_s:
@@ -624,6 +651,10 @@ class ReplayServer:
         else:
             return self._json(conn, 404, {"code": -1, "msg": "Unknown path."})
         return None
+
+    async def _delayed_rest(self, conn, path: str, params: dict, delay: float):
+        await asyncio.sleep(delay)  # on the loop: other connections are served meanwhile
+        return self._rest(conn, path, params)
 
     def _json(self, conn, status: int, body, headers: dict | None = None):
         resp = conn.respond(status, json.dumps(body, separators=(",", ":")))
@@ -925,12 +956,12 @@ class ReplayServer:
 # ---------------------------------------------------------------------------------------------
 # Entry point
 
-def default_data_dirs(settings) -> list[Path]:
+def default_data_dirs(settings, environ=os.environ) -> list[Path]:
     """Where the history comes from: CRYPTOFLOW_REPLAY_DATA (os.pathsep-separated), else the shared data."""
-    env = os.environ.get("CRYPTOFLOW_REPLAY_DATA")
+    env = environ.get("CRYPTOFLOW_REPLAY_DATA")
     if env:
         return [Path(p) for p in env.split(os.pathsep) if p]
-    shared = Path(os.environ.get("CRYPTOFLOW_SHARED_DATA", settings.home.parent / "shared" / "data"))
+    shared = Path(environ.get("CRYPTOFLOW_SHARED_DATA", settings.home.parent / "shared" / "data"))
     return [shared / "cryptodatadownload"]
 
 

@@ -45,6 +45,30 @@ def choose_mode(environ=os.environ, log=print) -> str:
     return "replay"
 
 
+def demo_settings(environ=os.environ, log=print) -> Settings:
+    """The demo's settings: the chosen mode and, in replay mode, only the coins the replay can serve.
+
+    A coin with no history to replay (POLUSDT has no shared file) would stay silent, and every
+    freshness check would then fail on it, rightly. An explicit CRYPTOFLOW_SYMBOLS is kept as given.
+    """
+    from cryptoflow.binance import replay
+    from cryptoflow.settings import load
+
+    env = {**environ, "CRYPTOFLOW_BINANCE_MODE": choose_mode(environ, log)}
+    settings = load(env)
+    if env["CRYPTOFLOW_BINANCE_MODE"] != "replay" or environ.get("CRYPTOFLOW_SYMBOLS"):
+        return settings
+    served = replay.symbols_with_history(replay.default_data_dirs(settings, environ))
+    kept = [s for s in settings.symbols if s in served]
+    left_out = [s for s in settings.symbols if s not in served]
+    if not kept:
+        raise SystemExit(f"no replay history for any of {', '.join(settings.symbols)}")
+    if left_out:
+        log(f"Replay       no history to replay for {', '.join(left_out)}: left out of the demo "
+            "(set CRYPTOFLOW_SYMBOLS to choose the coins)")
+    return load({**env, "CRYPTOFLOW_SYMBOLS": ",".join(kept)})
+
+
 def _cli() -> str:
     return str(Path(sys.executable).parent / "cryptoflow")
 
@@ -91,4 +115,4 @@ def run(settings: Settings, airflow_api, log=print, hours: float = DEFAULT_HISTO
     log("The 10-minute binance_ingest runs from now on; watch it in the Airflow UI.")
 
 
-__all__ = ["run", "choose_mode", "start_feed", "seed_history", "binance_reachable"]
+__all__ = ["run", "choose_mode", "demo_settings", "start_feed", "seed_history", "binance_reachable"]

@@ -1,0 +1,38 @@
+"""The demo runs only the coins its feed can serve, so its freshness checks test something real."""
+
+from __future__ import annotations
+
+import pytest
+
+from cryptoflow.binance import replay
+from cryptoflow.local import demo
+from cryptoflow.settings import DEFAULT_SYMBOLS
+
+pytestmark = pytest.mark.quick
+
+
+def test_symbols_with_history_reads_file_names(tmp_path):
+    for name in ("Binance_BTCUSDT_1h.csv", "ETHUSDT-1m-2024-01.zip", "notes.txt", "Binance_btcusdt_1h.csv"):
+        (tmp_path / name).write_text("")
+    assert replay.symbols_with_history([tmp_path]) == {"BTCUSDT", "ETHUSDT"}
+
+
+def test_replay_demo_leaves_out_coins_without_history(tmp_path):
+    (tmp_path / "Binance_BTCUSDT_1h.csv").write_text("")
+    (tmp_path / "Binance_SOLUSDT_1h.csv").write_text("")
+    said: list[str] = []
+    settings = demo.demo_settings({"CRYPTOFLOW_BINANCE_MODE": "replay", "CRYPTOFLOW_REPLAY_DATA": str(tmp_path)},
+                                  log=said.append)
+    assert settings.symbols == ("BTCUSDT", "SOLUSDT")
+    assert settings.binance_mode == "replay"
+    assert any("POLUSDT" in line and "left out" in line for line in said)
+
+
+def test_explicit_symbols_and_live_mode_are_kept(tmp_path):
+    (tmp_path / "Binance_BTCUSDT_1h.csv").write_text("")
+    explicit = demo.demo_settings({"CRYPTOFLOW_BINANCE_MODE": "replay", "CRYPTOFLOW_REPLAY_DATA": str(tmp_path),
+                                   "CRYPTOFLOW_SYMBOLS": "BTCUSDT,ETHUSDT"}, log=lambda _: None)
+    assert explicit.symbols == ("BTCUSDT", "ETHUSDT")
+    live = demo.demo_settings({"CRYPTOFLOW_BINANCE_MODE": "live", "CRYPTOFLOW_REPLAY_DATA": str(tmp_path)},
+                              log=lambda _: None)
+    assert live.symbols == tuple(DEFAULT_SYMBOLS)
