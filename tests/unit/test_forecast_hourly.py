@@ -183,3 +183,62 @@ def test_promotion_rule(new_r, cur_r, action):
     expected = {"promote": "new", "keep_current": "cur", "none_served": None}[action]
     assert (served and served["version"]) == expected
     assert reg.last_attempt("BTCUSDT")["status"] == ("promoted" if action == "promote" else "rejected")
+
+
+def test_rejections_in_a_row_back_off_up_to_the_cadence():
+    reg = MemoryRegistry()
+    cfg = CFG.with_(retrain_every_hours=48)
+    cut, waits = T0, []
+    for k in range(5):
+        m = model(Constant(-0.01), version=f"r{k}", cut=cut, val=(cut - 40 * H, cut))
+        reg.record(m, decide(m, None, before(TREND, cut)))
+        assert reg.last_attempt("BTCUSDT")["rejections_in_a_row"] == k + 1
+        wait = next(h for h in range(1, 100) if hourly.training_reason(reg, "BTCUSDT", cut + h * H, cfg))
+        waits.append(wait)
+        cut += wait * H
+    assert waits == [6, 12, 24, 48, 48]
+    good = model(Constant(0.01), version="g", cut=cut, val=(cut - 40 * H, cut))
+    reg.record(good, decide(good, None, before(TREND, cut)))
+    assert reg.last_attempt("BTCUSDT")["rejections_in_a_row"] == 0
+
+
+# --- the backtest replays the DAG's steps -----------------------------------------------------
+
+def fake_train(symbol, history, cut, cfg, version=None, min_samples=0):
+    """Training stand-in: a model good on a rising series at even cut hours, bad at odd ones."""
+    sign = 1.0 if cut.hour % 2 == 0 else -1.0
+    keras_like = WindowSum() if sign > 0 else Constant(-0.02)
+    m = model(keras_like, version=version, cut=cut, val=(cut - 40 * H, cut))
+    m.metadata.update(metrics={}, baseline_metrics={}, train_seconds=0.0, epochs_run=1)
+    return m
+
+
+def test_backtest_batches_exactly_what_the_dag_serves_hour_by_hour(monkeypatch):
+    from cryptoflow.forecast import backtest, train as train_mod
+
+    monkeypatch.setattr(train_mod, "train", fake_train)
+    f = series(400, r=0.002, noise=0.004, seed=3)
+    f = f.drop(index=f.index[[250, 251, 300]])  # gaps: skipped hours, then windows rebuilt after them
+    cfg = CFG.with_(retrain_every_hours=29, retry_hours=5, max_model_age_hours=40)
+    start, end = T0 + 150 * H, T0 + 400 * H
+    served, raw, skipped, trainings = backtest.replay("BTCUSDT", f, start, end, cfg)
+
+    reg, expected, n_skipped = MemoryRegistry(), [], 0
+    for t in hourly.hours(start, end):
+        history = before(f, t)
+        ready = hourly.readiness(history, t, cfg)
+        if not ready.ok or ready.target_time != t:
+            n_skipped += 1
+            continue
+        hourly.ensure_model("BTCUSDT", history, t, reg, cfg, version=f"bt-BTCUSDT-lstm-{t:%Y%m%dT%H}Z")
+        expected.append(hourly.predict("BTCUSDT", history, t, reg, cfg)[0])
+    assert sum(skipped.values()) == n_skipped > 0
+    assert [(x.target_time, x.model_version, x.last_close) for x in served] == \
+        [(x.target_time, x.model_version, x.last_close) for x in expected]
+    for a, b in zip(served, expected):
+        assert a.predicted_close == pytest.approx(b.predicted_close, rel=1e-12)
+        assert (a.lower_close is None) == (b.lower_close is None)
+    versions = {x.model_version for x in served}
+    assert hourly.PERSISTENCE in versions and len(versions) > 2  # both paths exercised
+    assert {t["decision"] for t in trainings} >= {"promote", "none_served"}
+    assert len(raw) >= sum(x.model_version != hourly.PERSISTENCE for x in served)

@@ -9,7 +9,7 @@ import pytest
 
 from cryptoflow.forecast import baselines, metrics
 from cryptoflow.forecast.data import frame_from_candles
-from cryptoflow.forecast.windows import Scaler, feature_frame, latest_window, make_samples
+from cryptoflow.forecast.windows import Scaler, feature_frame, input_windows, latest_window, make_samples
 
 pytestmark = pytest.mark.quick
 T0 = datetime(2021, 1, 1, tzinfo=timezone.utc)
@@ -55,6 +55,20 @@ def test_latest_window_is_the_same_window_as_the_training_samples():
         window, last = latest_window(f, feats_names, 5, s.target_time[i])
         np.testing.assert_allclose(window[0], s.X[i])
         assert last == s.last_close[i]
+
+
+def test_input_windows_are_the_windows_the_dag_builds_at_each_hour():
+    rng = np.random.default_rng(2)
+    f = frame(100 * np.exp(np.cumsum(rng.normal(0, 0.01, 40))), drop=(20, 30))
+    names = ("log_return", "log_volume_change")
+    w = input_windows(f, names, 4)
+    built = {T0 + timedelta(hours=h): latest_window(f, names, 4, T0 + timedelta(hours=h)) for h in range(45)}
+    assert list(w.target_time) == [t for t, got in built.items() if got is not None]
+    assert w.target_time[-1] == T0 + timedelta(hours=40)  # the hour after the data: predictable, not scorable
+    for i, t in enumerate(w.target_time):
+        np.testing.assert_array_equal(w.X[i], built[t][0][0])
+        assert w.last_close[i] == built[t][1]
+    assert np.isnan(w.actual_close[-1]) and w.actual_close[0] == f.loc[w.target_time[0], "close"]
 
 
 def test_horizon_targets_are_consecutive_returns():

@@ -106,7 +106,8 @@ def bench_forecast(days: int | None = None, retrain_hours: int | None = None, lo
         end = (f.index[-1] + HOUR).to_pydatetime()
         # Coins with a short history (XRP: 45 days) keep enough hours before the range to train on.
         start = max(end - timedelta(days=days), (f.index[0] + HOUR * min(cfg.train_hours, len(f) // 2)).to_pydatetime())
-        rep = backtest.backtest(s, start, end, retrain_hours, cfg=cfg, frame=f, store=False)
+        rep = backtest.backtest(s, start, end, retrain_hours, cfg=cfg, frame=f, store=False,
+                                log=lambda msg: log(msg) if os.environ.get("CRYPTOFLOW_BENCH_VERBOSE") else None)
         ms = rep["metrics"]
         log(f"backtest {s}: {rep['hours_scored']} h in {rep['seconds']} s, MASE served {ms['served']['mase']:.4f}")
         short = s.removesuffix("USDT")
@@ -117,6 +118,14 @@ def bench_forecast(days: int | None = None, retrain_hours: int | None = None, lo
         fig[f"mase_ewma_{short}"] = round(ms["ewma"]["mase"], 4)
         fig[f"served_by_model_share_{short}"] = round(rep["served_by_model"] / max(rep["hours_predicted"], 1), 3)
         fig[f"backtest_hours_{short}"] = rep["hours_scored"]
+        fig[f"trainings_{short}"] = len(rep["trainings"])
+        fig[f"backtest_seconds_{short}"] = rep["seconds"]
+        for name in ("served", "model_raw", "drift", "ewma"):
+            m = ms.get(name) or {}
+            if m.get("directional_accuracy") is not None:
+                fig[f"direction_{name}_{short}"] = round(m["directional_accuracy"], 4)
+            if m.get("coverage") is not None:
+                fig[f"coverage_{name}_{short}"] = round(m["coverage"], 4)
     return fig
 
 

@@ -25,13 +25,23 @@ from cryptoflow.forecast import baselines, config as config_mod, data, hourly, m
 from cryptoflow.forecast.config import ForecastConfig
 from cryptoflow.forecast.data import HOUR, to_utc
 from cryptoflow.forecast.registry import MemoryRegistry
-from cryptoflow.forecast.windows import feature_frame
+from cryptoflow.forecast.train import Forecast
+from cryptoflow.forecast.windows import Samples, feature_frame, input_windows
 
 
 def backtest(symbol: str, start: datetime, end: datetime, retrain_every_hours: int | None = None, *,
              cfg: ForecastConfig | None = None, conn=None, frame: pd.DataFrame | None = None,
              store: bool = True, log=None) -> dict:
-    """Replay [start, end) for one symbol; `frame` (all candles) or `conn` (read from the warehouse)."""
+    """Replay [start, end) for one symbol; `frame` (all candles) or `conn` (read from the warehouse).
+
+    Two passes, so the model calls are batched without changing what is served:
+    1. hour by hour, the DAG's decisions: readiness, ensure_model (training and promotion, which are
+       what costs), and which model serves (hourly.served_model) -- all from data before the hour;
+    2. per model, one predict call over all the hours it served (a served model is fixed between
+       trainings), from windows prepared once (windows.input_windows: the very windows the DAG
+       builds at each hour). tests/unit/test_forecast_hourly.py checks both passes against
+       hourly.predict called hour by hour.
+    """
     cfg = cfg or config_mod.load()
     if retrain_every_hours:
         cfg = cfg.with_(retrain_every_hours=retrain_every_hours)
@@ -39,8 +49,26 @@ def backtest(symbol: str, start: datetime, end: datetime, retrain_every_hours: i
     t0 = time.perf_counter()
     if frame is None:
         frame = data.load_range(conn, symbol, start - HOUR * (cfg.train_hours + cfg.lookback + 2), end)
+    served, raw, skipped, trainings = replay(symbol, frame, start, end, cfg, log)
+    actuals = frame["close"]
+    report = _report(symbol, start, end, cfg, served, raw, actuals, frame)
+    report.update({"skipped_hours": dict(skipped), "trainings": trainings,
+                   "seconds": round(time.perf_counter() - t0, 1)})
+    if store and conn is not None:
+        conn.execute("DELETE FROM forecast.predictions WHERE symbol = %s AND kind = 'backtest'"
+                     " AND target_open_time >= %s AND target_open_time < %s", (symbol, start, end))
+        report["stored"] = hourly.write_predictions(conn, served, kind="backtest",
+                                                    actuals={k: v for k, v in actuals.items()})
+    return report
+
+
+def replay(symbol: str, frame: pd.DataFrame, start: datetime, end: datetime, cfg: ForecastConfig, log=None):
+    """(served forecasts, latest-trained-model forecasts, skipped hours by reason, trainings) for the
+    hours in [start, end), as the hourly DAG would have made them."""
     registry = MemoryRegistry()
-    served, raw, skipped, trainings = [], [], Counter(), []
+    skipped, trainings = Counter(), []
+    served_plan: list[tuple[pd.Timestamp, str | None, str]] = []  # (hour, model version or None, why)
+    raw_plan: list[tuple[pd.Timestamp, str]] = []                 # (hour, latest trained version)
     for target in hourly.hours(start, end):
         history = data.before(frame, target)  # the DAG running at `target` sees nothing later
         ready = hourly.readiness(history, target, cfg)
@@ -55,24 +83,39 @@ def backtest(symbol: str, start: datetime, end: datetime, retrain_every_hours: i
             if log:
                 log(f"{symbol} {target:%Y-%m-%d %H}h trained {outcome['version']}: {outcome['decision']} "
                     f"({outcome['decision_reason']})")
-        forecast, _why = hourly.predict(symbol, history, target, registry, cfg)
-        served.append(forecast)
+        model, why = hourly.served_model(registry, symbol, target, cfg)
+        served_plan.append((pd.Timestamp(target), model and model.version, why))
         attempt = registry.last_attempt(symbol)
         if attempt is not None:
-            f = registry.load(symbol, attempt["version"]).forecast(history, target)
-            if f is not None:
-                raw.append(f)
+            raw_plan.append((pd.Timestamp(target), attempt["version"]))
 
-    actuals = frame["close"]
-    report = _report(symbol, start, end, cfg, served, raw, actuals, frame)
-    report.update({"skipped_hours": dict(skipped), "trainings": trainings,
-                   "seconds": round(time.perf_counter() - t0, 1)})
-    if store and conn is not None:
-        conn.execute("DELETE FROM forecast.predictions WHERE symbol = %s AND kind = 'backtest'"
-                     " AND target_open_time >= %s AND target_open_time < %s", (symbol, start, end))
-        report["stored"] = hourly.write_predictions(conn, served, kind="backtest",
-                                                    actuals={k: v for k, v in actuals.items()})
-    return report
+    windows = input_windows(frame, cfg.features, cfg.lookback)
+    served = _forecasts(symbol, served_plan, registry, windows, frame)
+    raw = [f for f in _forecasts(symbol, [(t, v, "") for t, v in raw_plan], registry, windows, frame)
+           if f.model_version != hourly.PERSISTENCE]
+    return served, raw, skipped, trainings
+
+
+def _forecasts(symbol, plan, registry, windows: Samples, frame: pd.DataFrame) -> list[Forecast]:
+    """The forecast of each (hour, version) of `plan`, one model call per version; hours without a
+    version, or whose window is incomplete, get persistence (as hourly.predict serves them)."""
+    pos = {t: i for i, t in enumerate(windows.target_time)}
+    by_version: dict[str, list[int]] = {}
+    for k, (t, version, _why) in enumerate(plan):
+        if version is not None and t in pos:
+            by_version.setdefault(version, []).append(k)
+    out: list[Forecast | None] = [None] * len(plan)
+    for version, ks in by_version.items():
+        rows = [pos[plan[k][0]] for k in ks]
+        fs = registry.load(symbol, version).forecast_windows(windows.X[rows], windows.last_close[rows],
+                                                             windows.target_time[rows])
+        for k, f in zip(ks, fs):
+            out[k] = f
+    for k, (t, _version, _why) in enumerate(plan):
+        if out[k] is None:
+            last = float(data.before(frame, t)["close"].iloc[-1])
+            out[k] = Forecast(symbol, to_utc(t), last, None, None, last, hourly.PERSISTENCE)
+    return out
 
 
 def _report(symbol, start, end, cfg, served, raw, actuals: pd.Series, frame) -> dict:

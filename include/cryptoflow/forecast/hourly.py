@@ -73,16 +73,29 @@ def training_reason(registry: BaseRegistry, symbol: str, target: datetime, cfg: 
     since_attempt = (to_utc(target) - to_utc(pd.Timestamp(attempt["cut"]))) / HOUR
     if since_attempt >= cfg.retrain_every_hours:
         return f"cadence: last training {since_attempt:.0f} h ago (every {cfg.retrain_every_hours} h)"
-    if since_attempt < cfg.retry_hours:
+    wait = retry_wait_hours(attempt, cfg)
+    if since_attempt < wait:
         return None  # a model was just attempted; don't retrain every hour after a rejection
     current = registry.current_pointer(symbol)
     if current is None:
-        return f"no promoted model; last attempt {since_attempt:.0f} h ago was {attempt['status']}"
+        return (f"no promoted model; last attempt {since_attempt:.0f} h ago was {attempt['status']}"
+                f" (retry after {wait} h)")
     if attempt.get("fingerprint") != cfg.model_fingerprint():
         return "configuration changed since the last training"
     if _age_hours(current, target) >= cfg.max_model_age_hours:
         return f"stale: promoted model is {_age_hours(current, target):.0f} h old"
     return None
+
+
+def retry_wait_hours(attempt: dict, cfg: ForecastConfig) -> int:
+    """Hours to wait after `attempt` before training again while no model is served.
+
+    Doubles with each rejection in a row (retry_hours, 2x, 4x ... capped at the cadence): a model that
+    keeps losing to persistence is retried soon once, then less and less often, instead of burning
+    a training every retry_hours (a few new hours barely change a 90-day training window).
+    """
+    rejections = int(attempt.get("rejections_in_a_row", 1 if attempt.get("status") == "rejected" else 0))
+    return min(cfg.retry_hours * 2 ** max(rejections - 1, 0), cfg.retrain_every_hours)
 
 
 def _age_hours(pointer: dict, target: datetime) -> float:

@@ -101,7 +101,11 @@ class BaseRegistry:
     def record(self, trained: TrainedModel, decision: Decision) -> None:
         """Store the new model with its decision applied (status, pointer)."""
         status = "promoted" if decision.promote else "rejected"
-        trained.metadata["promotion"] = {"action": decision.action, "reason": decision.reason, **decision.comparison}
+        previous = self.last_attempt(trained.symbol) or {}
+        # Drives the retry back-off (hourly.retry_wait_hours) while nothing better than persistence is found.
+        in_a_row = 0 if decision.promote else int(previous.get("rejections_in_a_row", 0)) + 1
+        trained.metadata["promotion"] = {"action": decision.action, "reason": decision.reason,
+                                         "rejections_in_a_row": in_a_row, **decision.comparison}
         self.save(trained, status, decision.reason)
         if decision.promote:
             self.set_current(trained, decision.reason)
@@ -118,6 +122,8 @@ def _pointer(trained: TrainedModel, reason: str) -> dict:
 def _attempt(trained: TrainedModel, status: str, reason: str) -> dict:
     return {"version": trained.version, "cut": trained.metadata["data_window"]["cut"], "status": status,
             "reason": reason, "fingerprint": trained.metadata.get("fingerprint"),
+            "rejections_in_a_row": (trained.metadata.get("promotion") or {}).get(
+                "rejections_in_a_row", 0 if status == "promoted" else 1),
             "at": datetime.now(timezone.utc).isoformat()}
 
 

@@ -93,10 +93,19 @@ class TrainedModel:
         if got is None:
             return None
         window, last = got
-        r = float(self.predict_returns(window)[0, 0])
-        lo, hi = self.interval(r, last)
-        return Forecast(self.symbol, to_utc(target_time), float(last * np.exp(r)),
-                        None if lo is None else float(lo), None if hi is None else float(hi), last, self.version)
+        return self.forecast_windows(window, np.array([last]), [target_time])[0]
+
+    def forecast_windows(self, X: np.ndarray, last_close: np.ndarray, target_times) -> list[Forecast]:
+        """Forecasts from ready-made input windows (one model call for all): what `forecast` serves,
+        for many hours at once (the backtest batches the hours one served model predicts)."""
+        if len(X) == 0:
+            return []
+        r = self.predict_returns(X)[:, 0]
+        pred = np.asarray(last_close) * np.exp(r)
+        lo, hi = self.interval(r, last_close)
+        return [Forecast(self.symbol, to_utc(t), float(pred[i]), None if lo is None else float(lo[i]),
+                         None if hi is None else float(hi[i]), float(last_close[i]), self.version)
+                for i, t in enumerate(target_times)]
 
     def forecast_hours(self, frame: pd.DataFrame, target_times) -> pd.DataFrame:
         """Forecasts for many target hours at once (evaluation): each from the hours before it only.

@@ -111,6 +111,34 @@ def latest_window(history: pd.DataFrame, features: tuple[str, ...], lookback: in
     return window[None, :, :], float(last_close)
 
 
+def input_windows(frame: pd.DataFrame, features: tuple[str, ...], lookback: int) -> Samples:
+    """The input window of every hour whose `lookback` previous hours are complete, in one pass.
+
+    The same window `latest_window` builds for that hour (each from earlier hours only), including the
+    hour right after the last row; the target hour itself need not exist (actual_close is then NaN,
+    and y is empty). The walk-forward backtest prepares its windows once with this.
+    """
+    nf = len(features)
+    empty = Samples(np.empty((0, lookback, nf)), np.empty((0, 0)), pd.DatetimeIndex([], tz="UTC"),
+                    np.empty(0), np.empty(0))
+    if frame.empty:
+        return empty
+    feats = feature_frame(frame, features, end=frame.index[-1] + 2 * HOUR)  # one empty row after the data
+    values = feats[list(features)].to_numpy(dtype="float64")
+    close = feats["close"].to_numpy(dtype="float64")
+    n = len(values) - lookback  # window i: rows i .. i+lookback-1, target row i+lookback (< len)
+    if n <= 0:
+        return empty
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    X = sliding_window_view(values, (lookback, nf))[:n, 0]
+    t = np.arange(n) + lookback
+    last = close[t - 1]
+    ok = ~(np.isnan(X).any(axis=(1, 2)) | np.isnan(last))
+    return Samples(np.ascontiguousarray(X[ok]), np.empty((int(ok.sum()), 0)), feats.index[t[ok]], last[ok],
+                   close[t[ok]])
+
+
 @dataclass
 class Scaler:
     mean: np.ndarray  # per feature
