@@ -21,6 +21,7 @@ import dataclasses
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from cryptoflow import landing, quarantine
 from cryptoflow import symbols as symbols_mod
@@ -121,12 +122,18 @@ def heal(rest_client, configured: tuple[str, ...], interval: str, missing: set[t
 
 
 def seal_window(settings: Settings, start_ms: int, end_ms: int, *, rest_client=None, collector_root=None,
-                grace_ms: int = DEFAULT_GRACE_MS) -> SealResult:
-    """Seal [start_ms, end_ms) of settings.interval into one landing snapshot (see module doc)."""
+                grace_ms: int = DEFAULT_GRACE_MS, received_ms: tuple[int, int] | None = None) -> SealResult:
+    """Seal [start_ms, end_ms) of settings.interval into one landing snapshot (see module doc).
+
+    `received_ms`: the receive-time range to read from the collector, by default
+    [start, end + grace). Live, receive time and candle time are one clock; a replay faster than
+    real time runs candle time on its own clock, so its caller maps the window onto the wall clock.
+    """
     interval, configured = settings.interval, tuple(settings.symbols)
-    root = collector_root or settings.state_dir / "collector"
+    root = Path(collector_root or settings.state_dir / "collector")
     stats = ReadStats()
-    messages = read_window(root, start_ms, end_ms + grace_ms, stats) if root.exists() else iter(())
+    r_lo, r_hi = received_ms or (start_ms, end_ms + grace_ms)
+    messages = read_window(root, r_lo, r_hi, stats) if root.exists() else iter(())
     candles, rejections, open_updates = parse_messages(messages, configured, interval, start_ms, end_ms)
 
     # Conflicting duplicates leave their key empty: prepare() tells us which, so REST can settle them.

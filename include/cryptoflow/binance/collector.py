@@ -335,10 +335,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--interval", default=s.interval)
     p.add_argument("--window-s", type=int, default=600)
     p.add_argument("--fsync-interval-s", type=float, default=1.0)
+    p.add_argument("--stall-timeout-s", type=float, default=60.0, help="silence (no data, no ping) that ends a connection")
+    p.add_argument("--backoff-initial-s", type=float, default=1.0)
+    p.add_argument("--backoff-max-s", type=float, default=60.0)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     collector = Collector(args.root, args.ws_url, [x for x in args.symbols.split(",") if x], args.interval,
-                          window_s=args.window_s, fsync_interval_s=args.fsync_interval_s)
+                          window_s=args.window_s, fsync_interval_s=args.fsync_interval_s,
+                          stall_timeout_s=args.stall_timeout_s, backoff_initial_s=args.backoff_initial_s,
+                          backoff_max_s=args.backoff_max_s)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, frame: collector.stop())
     collector.run()

@@ -342,6 +342,10 @@ class Timeline:
         """Replay time (ms since the epoch on the shifted timeline)."""
         return self._anchor_ms + int((time.time() - self._anchor_wall) * 1000 * self.speed)
 
+    def wall_time(self, replay_ms: int) -> float:
+        """The wall-clock time (epoch s) at which the replay clock shows `replay_ms`."""
+        return self._anchor_wall + (replay_ms - self._anchor_ms) / 1000.0 / self.speed
+
     def wall_seconds(self, replay_ms: int) -> float:
         """Wall-clock seconds that `replay_ms` of replay time take."""
         return replay_ms / 1000.0 / self.speed
