@@ -72,7 +72,8 @@ def forecast_hourly():
         target = datetime.fromisoformat(ready["target_time"])
         with db.connect() as conn:
             frame = data.load_hourly(conn, symbol, before=target, hours=cfg.train_hours + cfg.lookback + 2)
-            return hourly.ensure_model(symbol, frame, target, ObjectRegistry.from_settings(conn), cfg)
+            return hourly.ensure_model(symbol, frame, target, ObjectRegistry.from_settings(conn), cfg,
+                                       pool=hourly.load_pool(conn, target, cfg))
 
     @task
     def predict(symbol: str, ready: dict, model: dict) -> dict:

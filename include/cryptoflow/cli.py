@@ -205,10 +205,12 @@ def cmd_import(args) -> int:
 
 def cmd_backtest(args) -> int:
     """Walk-forward backtest: the hourly forecasts the DAG would have made, scored against persistence."""
-    from cryptoflow.forecast import commands
+    from cryptoflow.forecast import commands, config
 
     symbols = args.symbol or list(settings_mod.load().symbols)
-    commands.backtest(symbols, _utc(args.start), _utc(args.end), args.retrain_every_hours, store=not args.no_store)
+    sets = list(args.set or []) + ([f"architecture={args.architecture}"] if args.architecture else [])
+    commands.backtest(symbols, _utc(args.start), _utc(args.end), args.retrain_every_hours, store=not args.no_store,
+                      cfg=config.with_settings(sets))
     return 0
 
 
@@ -285,6 +287,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--symbol", action="append", help="coin to backtest (repeatable; default all configured)")
     p.add_argument("--retrain-every-hours", type=int, help="retraining cadence (default: the DAG's)")
     p.add_argument("--no-store", action="store_true", help="report only; don't store backtest predictions")
+    p.add_argument("--architecture", help="model file in models/ to replay instead of the configured one (e.g. gru)")
+    p.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                   help="forecast setting for this replay, as CRYPTOFLOW_FORECAST_<FIELD> (e.g. lookback=48, "
+                        "features=log_return,log_volume_change, pool=BTCUSDT,ETHUSDT,SOLUSDT)")
 
     p = add("train", cmd_train)
     p.add_argument("--symbol", action="append", help="coin to train (repeatable; default all configured)")

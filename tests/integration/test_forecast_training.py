@@ -87,3 +87,27 @@ def test_walk_forward_backtest_stores_scored_backtest_predictions(btc, use_wareh
     assert {"rmse", "mae", "mape", "mase", "directional_accuracy"} <= set(ms["served"])
     assert "model_raw" in ms and "drift" in ms and "ewma" in ms
     assert "MASE" in backtest.format_report(report)
+
+
+def test_one_model_across_coins_shares_the_network_and_keeps_each_coins_scaler(btc, shared_data):
+    from cryptoflow.forecast import train as train_mod
+
+    _, frame = btc
+    eth = frame_from_candles(shared_candles(shared_data, "ETHUSDT"))
+    cut = frame.index[-100].to_pydatetime()
+    cfg = SMALL.with_(pool=("BTCUSDT", "ETHUSDT"), epochs=1, train_hours=400)
+    train_mod._pooled_fits.clear()
+    b = train("BTCUSDT", frame, cut, cfg, pool={"ETHUSDT": eth, "BTCUSDT": frame})
+    e = train("ETHUSDT", eth, cut, cfg, pool={"ETHUSDT": eth, "BTCUSDT": frame})  # reuses the fit
+    assert b.metadata["pooled_with"] == ["ETHUSDT"] and e.metadata["pooled_with"] == ["BTCUSDT"]
+    assert b.metadata["n_train_pooled"] == e.metadata["n_train_pooled"] > 1.9 * b.metadata["data_window"]["n_train"]
+    for wb, we in zip(b.model.get_weights(), e.model.get_weights()):
+        np.testing.assert_array_equal(wb, we)
+    assert b.metadata["scaler"] != e.metadata["scaler"]
+    assert b.metadata["hyperparameters"]["pool"] == ["BTCUSDT", "ETHUSDT"]
+    assert "pool" not in SMALL.hyperparameters()  # per-coin models keep their fingerprints
+    # the other coins' hours at or after the cut are not used either
+    train_mod._pooled_fits.clear()
+    b2 = train("BTCUSDT", frame, cut, cfg, pool={"ETHUSDT": before(eth, cut)})
+    for w1, w2 in zip(b.model.get_weights(), b2.model.get_weights()):
+        np.testing.assert_allclose(w1, w2, rtol=1e-6)

@@ -23,6 +23,7 @@ REGISTRY: dict[str, str] = {
     "etl_load": "cryptoflow.bench.etl:bench_etl_load",
     "etl_incremental": "cryptoflow.bench.etl:bench_etl_incremental",
     "forecast": "cryptoflow.bench.forecast:bench_forecast",
+    "forecast_compare": "cryptoflow.bench.forecast:bench_forecast_compare",
 }
 
 

@@ -129,7 +129,69 @@ def bench_forecast(days: int | None = None, retrain_hours: int | None = None, lo
     return fig
 
 
+# name -> configuration changes from the default (LSTM 2x50 on log returns, configured lookback).
+# "pooled" is filled in with the compared coins: one network fitted on all of them.
+VARIANTS: dict[str, dict] = {
+    "lstm": {},
+    "gru": {"architecture": "gru"},
+    "lstm_volume": {"features": ("log_return", "log_volume_change")},
+    "lstm_lookback48": {"lookback": 48},
+    "lstm_pooled": {"pool": "compared coins"},
+}
+
+
+def bench_forecast_compare(log=_progress) -> dict:
+    """Walk-forward MASE of each variant (VARIANTS) beside persistence/drift/EWMA on the same hours.
+
+    Env: CRYPTOFLOW_BENCH_COMPARE_SYMBOLS (default BTCUSDT,ETHUSDT,SOLUSDT), _DAYS (14), _VARIANTS
+    (all), CRYPTOFLOW_BENCH_FORECAST_RETRAIN_HOURS (168). Figures per variant and coin: mase (served,
+    promotion rule applied), mase_raw (latest trained model, promoted or not), direction (raw),
+    served share; then each variant's mean over the coins.
+    """
+    symbols = os.environ.get("CRYPTOFLOW_BENCH_COMPARE_SYMBOLS", "BTCUSDT,ETHUSDT,SOLUSDT").split(",")
+    days = int(os.environ.get("CRYPTOFLOW_BENCH_COMPARE_DAYS", "14"))
+    retrain_hours = int(os.environ.get("CRYPTOFLOW_BENCH_FORECAST_RETRAIN_HOURS", "168"))
+    names = [v for v in os.environ.get("CRYPTOFLOW_BENCH_COMPARE_VARIANTS", ",".join(VARIANTS)).split(",") if v]
+    frames = _frames(symbols)
+    base = config.load()
+    end = min(f.index[-1] for f in frames.values()) + HOUR  # the same hours for every coin
+    start = (end - timedelta(days=days)).to_pydatetime()
+    fig: dict = {"symbols": ",".join(frames), "days": days, "start": start.isoformat(),
+                 "retrain_every_hours": retrain_hours, "lookback_default": base.lookback}
+    for name in names:
+        changes = dict(VARIANTS[name])
+        if "pool" in changes:
+            changes["pool"] = tuple(frames)
+        cfg = base.with_(**changes)
+        mase, raw = [], []
+        for s, f in frames.items():
+            rep = backtest.backtest(s, start, end.to_pydatetime(), retrain_hours, cfg=cfg, frame=f, store=False,
+                                    pool=frames if cfg.pool else None)
+            ms, short = rep["metrics"], s.removesuffix("USDT")
+            fig[f"{name}_mase_{short}"] = round(ms["served"]["mase"], 4)
+            mase.append(ms["served"]["mase"])
+            if "model_raw" in ms:
+                r = ms["model_raw"]["mase"] / ms["persistence_on_raw_hours"]["mase"]
+                fig[f"{name}_mase_raw_{short}"] = round(r, 4)
+                raw.append(r)
+                if ms["model_raw"].get("directional_accuracy") is not None:
+                    fig[f"{name}_direction_raw_{short}"] = round(ms["model_raw"]["directional_accuracy"], 4)
+            fig[f"{name}_served_share_{short}"] = round(rep["served_by_model"] / max(rep["hours_predicted"], 1), 3)
+            if name == names[0]:
+                fig[f"drift_mase_{short}"] = round(ms["drift"]["mase"], 4)
+                fig[f"ewma_mase_{short}"] = round(ms["ewma"]["mase"], 4)
+                fig[f"hours_{short}"] = rep["hours_scored"]
+            log(f"{name} {s}: MASE served {ms['served']['mase']:.4f}, raw {fig.get(f'{name}_mase_raw_{short}')}, "
+                f"{len(rep['trainings'])} trainings in {rep['seconds']} s")
+        fig[f"{name}_mase_mean"] = round(statistics.mean(mase), 4)
+        if raw:
+            fig[f"{name}_mase_raw_mean"] = round(statistics.mean(raw), 4)
+    return fig
+
+
 if __name__ == "__main__":  # python -m cryptoflow.bench.forecast
     import json
+    import sys
 
-    print(json.dumps(bench_forecast(), indent=1))
+    run = bench_forecast_compare if sys.argv[1:] == ["compare"] else bench_forecast
+    print(json.dumps(run(), indent=1))

@@ -31,7 +31,7 @@ from cryptoflow.forecast.windows import Samples, feature_frame, input_windows
 
 def backtest(symbol: str, start: datetime, end: datetime, retrain_every_hours: int | None = None, *,
              cfg: ForecastConfig | None = None, conn=None, frame: pd.DataFrame | None = None,
-             store: bool = True, log=None) -> dict:
+             store: bool = True, log=None, pool: dict[str, pd.DataFrame] | None = None) -> dict:
     """Replay [start, end) for one symbol; `frame` (all candles) or `conn` (read from the warehouse).
 
     Two passes, so the model calls are batched without changing what is served:
@@ -49,7 +49,10 @@ def backtest(symbol: str, start: datetime, end: datetime, retrain_every_hours: i
     t0 = time.perf_counter()
     if frame is None:
         frame = data.load_range(conn, symbol, start - HOUR * (cfg.train_hours + cfg.lookback + 2), end)
-    served, raw, skipped, trainings = replay(symbol, frame, start, end, cfg, log)
+    if pool is None and cfg.pool and conn is not None:
+        pool = {s: data.load_range(conn, s, start - HOUR * (cfg.train_hours + cfg.lookback + 2), end)
+                for s in cfg.pool}
+    served, raw, skipped, trainings = replay(symbol, frame, start, end, cfg, log, pool)
     actuals = frame["close"]
     report = _report(symbol, start, end, cfg, served, raw, actuals, frame)
     report.update({"skipped_hours": dict(skipped), "trainings": trainings,
@@ -62,7 +65,8 @@ def backtest(symbol: str, start: datetime, end: datetime, retrain_every_hours: i
     return report
 
 
-def replay(symbol: str, frame: pd.DataFrame, start: datetime, end: datetime, cfg: ForecastConfig, log=None):
+def replay(symbol: str, frame: pd.DataFrame, start: datetime, end: datetime, cfg: ForecastConfig, log=None,
+           pool: dict[str, pd.DataFrame] | None = None):
     """(served forecasts, latest-trained-model forecasts, skipped hours by reason, trainings) for the
     hours in [start, end), as the hourly DAG would have made them."""
     registry = MemoryRegistry()
@@ -77,7 +81,7 @@ def replay(symbol: str, frame: pd.DataFrame, start: datetime, end: datetime, cfg
             continue
         # Backtest versions are named by cut so a report can be tied to its models.
         outcome = hourly.ensure_model(symbol, history, target, registry, cfg,
-                                      version=f"bt-{symbol}-{cfg.architecture}-{target:%Y%m%dT%H}Z")
+                                      version=f"bt-{symbol}-{cfg.architecture}-{target:%Y%m%dT%H}Z", pool=pool)
         if outcome["trained"]:
             trainings.append({k: outcome[k] for k in ("version", "decision", "decision_reason", "train_seconds")})
             if log:

@@ -10,14 +10,17 @@ from cryptoflow.forecast.registry import ObjectRegistry
 
 
 def backtest(symbols, start: datetime, end: datetime, retrain_every_hours: int | None = None,
-             dsn: str | None = None, store: bool = True, log=print) -> list[dict]:
-    """Walk-forward backtest of each symbol over [start, end) on warehouse data; prints each report."""
+             dsn: str | None = None, store: bool = True, log=print, cfg=None) -> list[dict]:
+    """Walk-forward backtest of each symbol over [start, end) on warehouse data; prints each report.
+
+    `cfg`: another configuration to replay (architecture, features, lookback, pool...; default: the DAG's)."""
     from cryptoflow.warehouse import db
 
     reports = []
     with db.connect(dsn) as conn:
         for symbol in symbols:
-            rep = backtest_mod.backtest(symbol, start, end, retrain_every_hours, conn=conn, store=store, log=log)
+            rep = backtest_mod.backtest(symbol, start, end, retrain_every_hours, cfg=cfg, conn=conn, store=store,
+                                        log=log)
             log(backtest_mod.format_report(rep))
             reports.append(rep)
     return reports
@@ -38,7 +41,8 @@ def train(symbols=None, at: datetime | None = None, dsn: str | None = None, log=
                 log(f"{symbol}: no complete 1h candles in the warehouse; nothing trained")
                 continue
             frame = data.load_hourly(conn, symbol, before=target, hours=cfg.train_hours + cfg.lookback + 2)
-            res = hourly.ensure_model(symbol, frame, target, registry, cfg, force=True)
+            res = hourly.ensure_model(symbol, frame, target, registry, cfg, force=True,
+                                      pool=hourly.load_pool(conn, target, cfg))
             if res["trained"]:
                 m, p = res["metrics"], res["baseline_metrics"]["persistence"]
                 log(f"{symbol}: {res['version']} {res['decision']} ({res['decision_reason']}); validation "

@@ -19,6 +19,7 @@ ENV_PREFIX = "CRYPTOFLOW_FORECAST_"
 class ForecastConfig:
     architecture: str = "lstm"        # file name in models/ (models/lstm.py)
     features: tuple[str, ...] = ("log_return",)   # see windows.FEATURES; e.g. ("log_return", "log_volume_change")
+    pool: tuple[str, ...] = ()        # one model across these coins (pooled training); empty: one per coin
     lookback: int = 24                # hours of returns the model sees
     horizon: int = 1                  # returns the model outputs; the first one is served (next hour)
     train_hours: int = 2160           # hours of history per training (90 days), most recent before the cut
@@ -38,16 +39,31 @@ class ForecastConfig:
 
     def hyperparameters(self) -> dict:
         """What shapes a trained model (stored with it; differences make a model stale)."""
-        keys = ("architecture", "features", "lookback", "horizon", "train_hours", "validation_fraction",
+        keys = ("architecture", "features", "pool", "lookback", "horizon", "train_hours", "validation_fraction",
                 "epochs", "batch_size", "patience", "learning_rate", "seed", "interval_level")
         d = asdict(self)
-        return {k: list(d[k]) if isinstance(d[k], tuple) else d[k] for k in keys}
+        # An empty pool (one model per coin) is left out: fingerprints of per-coin models stay as they were.
+        return {k: list(d[k]) if isinstance(d[k], tuple) else d[k] for k in keys if k != "pool" or d[k]}
 
     def model_fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(self.hyperparameters(), sort_keys=True).encode()).hexdigest()[:12]
 
     def with_(self, **changes) -> "ForecastConfig":
         return replace(self, **changes)
+
+
+def with_settings(pairs, environ: dict | None = None) -> ForecastConfig:
+    """The configuration with FIELD=VALUE pairs (CLI `--set lookback=48`) applied over the environment,
+    parsed exactly as CRYPTOFLOW_FORECAST_<FIELD> would be."""
+    env = dict(os.environ if environ is None else environ)
+    names = {f.name for f in fields(ForecastConfig)}
+    for pair in pairs or ():
+        key, sep, value = pair.partition("=")
+        key = key.strip().lower().replace("-", "_")
+        if not sep or key not in names:
+            raise ValueError(f"--set {pair!r}: expected FIELD=VALUE with FIELD one of {sorted(names)}")
+        env[ENV_PREFIX + key.upper()] = value
+    return load(env)
 
 
 def load(environ: dict | None = None, **overrides) -> ForecastConfig:

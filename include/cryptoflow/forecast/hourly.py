@@ -102,9 +102,17 @@ def _age_hours(pointer: dict, target: datetime) -> float:
     return (to_utc(target) - to_utc(pd.Timestamp(pointer["cut"]))) / HOUR
 
 
+def load_pool(conn, target: datetime, cfg: ForecastConfig) -> dict[str, pd.DataFrame]:
+    """Candles of the coins of cfg.pool before `target` (one model across coins); {} without a pool."""
+    return {s: data.load_hourly(conn, s, before=target, hours=cfg.train_hours + cfg.lookback + 2) for s in cfg.pool}
+
+
 def ensure_model(symbol: str, frame: pd.DataFrame, target: datetime, registry: BaseRegistry,
-                 cfg: ForecastConfig, version: str | None = None, force: bool = False) -> dict:
-    """Train if needed (or `force`) and apply the promotion rule. Returns what happened (for logs and XCom)."""
+                 cfg: ForecastConfig, version: str | None = None, force: bool = False,
+                 pool: dict[str, pd.DataFrame] | None = None) -> dict:
+    """Train if needed (or `force`) and apply the promotion rule. Returns what happened (for logs and XCom).
+
+    `pool`: the other coins' candles when cfg.pool asks for one model across coins (see load_pool)."""
     reason = "requested" if force else training_reason(registry, symbol, target, cfg)
     current = registry.current_pointer(symbol)
     out = {"symbol": symbol, "trained": False, "reason": reason or "model up to date",
@@ -113,7 +121,7 @@ def ensure_model(symbol: str, frame: pd.DataFrame, target: datetime, registry: B
         return out
     history = data.before(frame, target)
     try:
-        new = train_mod.train(symbol, history, target, cfg, version=version)
+        new = train_mod.train(symbol, history, target, cfg, version=version, pool=pool)
     except NotEnoughData as exc:
         out["reason"] = f"{reason}; not trained: {exc}"
         return out

@@ -178,29 +178,71 @@ def training_samples(frame: pd.DataFrame, cut: datetime, cfg: ForecastConfig) ->
     return feats, make_samples(feats, cfg.features, cfg.lookback, cfg.horizon)
 
 
+def _split(samples: Samples, cfg: ForecastConfig) -> tuple[Samples, Samples]:
+    """(training, validation): the latest validation_fraction (at least 24 samples) validates."""
+    n_val = max(int(len(samples) * cfg.validation_fraction), 24)
+    # Purge: training targets reaching into the validation hours (horizon > 1) would leak them.
+    return (samples.subset(slice(0, len(samples) - n_val - (cfg.horizon - 1))),
+            samples.subset(slice(len(samples) - n_val, None)))
+
+
+# One model across coins: the weights fitted on the pooled data at a cut, shared by every coin's
+# copy of the model (each coin trains the same data in the same order, so this only saves time).
+_pooled_fits: dict[tuple, tuple[list, dict]] = {}
+
+
 def train(symbol: str, frame: pd.DataFrame, cut: datetime, cfg: ForecastConfig, version: str | None = None,
-          min_samples: int = 200) -> TrainedModel:
+          min_samples: int = 200, pool: dict[str, pd.DataFrame] | None = None) -> TrainedModel:
+    """Fit `symbol`'s model on the hours before `cut`.
+
+    With `cfg.pool` (one model across coins) the network is fitted on the pooled training splits of
+    every coin in the pool that has enough data (`pool`: their candle frames), each coin's windows
+    standardised with its own scaler; early stopping watches the pooled validation splits. The
+    coin's model is that network with the coin's scaler, and everything judged (interval, metrics,
+    promotion) is on the coin's own validation hours.
+    """
     import keras
 
     t0 = time.perf_counter()
     feats, samples = training_samples(frame, cut, cfg)
     if len(samples) < min_samples:
         raise NotEnoughData(f"{symbol}: {len(samples)} complete windows before {to_utc(cut)}; need {min_samples}")
-    n_val = max(int(len(samples) * cfg.validation_fraction), 24)
-    # Purge: training targets reaching into the validation hours (horizon > 1) would leak them.
-    tr = samples.subset(slice(0, len(samples) - n_val - (cfg.horizon - 1)))
-    va = samples.subset(slice(len(samples) - n_val, None))
+    tr, va = _split(samples, cfg)
     scaler = Scaler.fit(tr.X)
+
+    parts = {symbol: (tr, va, scaler)}
+    for other in cfg.pool:
+        if other == symbol or pool is None or other not in pool:
+            continue
+        try:
+            _, o_samples = training_samples(pool[other], cut, cfg)  # other coins: before the cut too
+        except NotEnoughData:
+            continue
+        if len(o_samples) >= min_samples:
+            o_tr, o_va = _split(o_samples, cfg)
+            parts[other] = (o_tr, o_va, Scaler.fit(o_tr.X))
+    order = sorted(parts)  # the same order whichever coin trains: the same network for all
+    Xtr = np.concatenate([parts[k][2].x(parts[k][0].X) for k in order])
+    ytr = np.concatenate([parts[k][2].y(parts[k][0].y) for k in order])
+    Xva = np.concatenate([parts[k][2].x(parts[k][1].X) for k in order])
+    yva = np.concatenate([parts[k][2].y(parts[k][1].y) for k in order])
 
     configure_tensorflow(cfg.seed)
     model = architectures.build(cfg.architecture, cfg.lookback, len(cfg.features), cfg.horizon)
     model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss="mse")
-    history = model.fit(
-        scaler.x(tr.X), scaler.y(tr.y), validation_data=(scaler.x(va.X), scaler.y(va.y)),
-        epochs=cfg.epochs, batch_size=cfg.batch_size, shuffle=True, verbose=0,
-        callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience,
-                                                 restore_best_weights=True)],
-    )
+    key = (tuple(order), to_utc(cut).isoformat(), cfg.model_fingerprint()) if len(order) > 1 else None
+    if key in _pooled_fits:
+        weights, hist = _pooled_fits[key]
+        model.set_weights(weights)
+    else:
+        hist = model.fit(
+            Xtr, ytr, validation_data=(Xva, yva),
+            epochs=cfg.epochs, batch_size=cfg.batch_size, shuffle=True, verbose=0,
+            callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience,
+                                                     restore_best_weights=True)],
+        ).history
+        if key is not None:
+            _pooled_fits[key] = (model.get_weights(), hist)
     cut_utc = to_utc(cut)
     version = version or f"{symbol}-{cfg.architecture}-{cut_utc:%Y%m%dT%H}Z-{uuid.uuid4().hex[:6]}"
     trained = TrainedModel(model, scaler, {
@@ -228,8 +270,9 @@ def train(symbol: str, frame: pd.DataFrame, cut: datetime, cfg: ForecastConfig, 
         },
         "metrics": evaluation["model"],
         "baseline_metrics": {k: v for k, v in evaluation.items() if k != "model"},
-        "epochs_run": len(history.history["loss"]),
-        "best_epoch": int(np.argmin(history.history["val_loss"])) + 1,
+        "epochs_run": len(hist["loss"]),
+        "best_epoch": int(np.argmin(hist["val_loss"])) + 1,
+        "pooled_with": [k for k in order if k != symbol], "n_train_pooled": int(len(ytr)),
         "train_seconds": round(time.perf_counter() - t0, 2),
         "trained_at": datetime.now(timezone.utc).isoformat(),
         "code_version": code_version(),
