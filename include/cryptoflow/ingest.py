@@ -70,10 +70,43 @@ def _as_configured(c: Candle, configured: tuple[str, ...]) -> Candle:
     return c if name is None or name == c.symbol else dataclasses.replace(c, symbol=name)
 
 
+def _control_kind(raw: str) -> str | None:
+    """What a well-formed non-data message is ("event:<e>" or "reply"), None if it is not one.
+
+    Binance sends server events (`{"e": "serverShutdown", ...}`, bare or wrapped) and replies to
+    SUBSCRIBE & co (`{"result": ..., "id": ...}`, `{"error": ..., "id": ...}`): not data, nothing to
+    quarantine. Any other message that isn't a kline (a kline event without its `k`, a JSON array,
+    a bare number) is a broken record and is rejected like one.
+    """
+    import json
+
+    try:
+        msg = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    if isinstance(msg, dict) and "data" in msg and "stream" in msg:
+        msg = msg["data"]
+    if not isinstance(msg, dict):
+        return None
+    for obj in (msg, msg.get("event")):
+        if isinstance(obj, dict) and isinstance(obj.get("e"), str) and obj["e"] != "kline":
+            return f"event:{obj['e'][:40]}"
+    if "id" in msg and ("result" in msg or "error" in msg):
+        return "reply"
+    return None
+
+
 def parse_messages(messages, configured: tuple[str, ...], interval: str, start_ms: int, end_ms: int,
-                   source: str = STREAM_SOURCE) -> tuple[list[Candle], list[Rejection], int]:
-    """Closed, valid candles of the window from raw stream messages; rejections; count of open updates."""
+                   source: str = STREAM_SOURCE, ignored: Counter | None = None
+                   ) -> tuple[list[Candle], list[Rejection], int]:
+    """Closed, valid candles of the window from raw stream messages; rejections; count of open updates.
+
+    Every message ends up in exactly one place: a candle, a rejection (with its reason), an open
+    update, or `ignored` (pass a Counter to see them: server events, replies, closed candles of
+    another interval or window, which that window's run reads).
+    """
     accepted = symbols_mod.exchange_symbols(configured)
+    ignored = ignored if ignored is not None else Counter()
     candles, rejections, open_updates = [], [], 0
     for msg in messages:
         raw = msg.raw
@@ -81,14 +114,21 @@ def parse_messages(messages, configured: tuple[str, ...], interval: str, start_m
             c = from_stream_message(raw, source)
         except CandleFormatError as exc:
             if exc.reason == "not_kline":
-                continue  # subscription replies and server events are not data
+                kind = _control_kind(raw)
+                if kind is not None:
+                    ignored[kind] += 1
+                    continue
             rejections.append(reject(exc.reason, exc.detail, raw, source))
             continue
         if not c.closed:
             open_updates += 1
             continue
-        if c.interval != interval or not start_ms <= c.open_time < end_ms:
-            continue  # another window's candle (read by that window's run)
+        if c.interval != interval:
+            ignored["other_interval"] += 1
+            continue
+        if not start_ms <= c.open_time < end_ms:
+            ignored["other_window"] += 1
+            continue
         bad = check(c, raw, accepted)
         if bad:
             rejections.append(bad)
@@ -134,11 +174,14 @@ def seal_window(settings: Settings, start_ms: int, end_ms: int, *, rest_client=N
     stats = ReadStats()
     r_lo, r_hi = received_ms or (start_ms, end_ms + grace_ms)
     messages = read_window(root, r_lo, r_hi, stats) if root.exists() else iter(())
-    candles, rejections, open_updates = parse_messages(messages, configured, interval, start_ms, end_ms)
+    ignored: Counter = Counter()
+    candles, rejections, open_updates = parse_messages(messages, configured, interval, start_ms, end_ms,
+                                                       ignored=ignored)
 
     # Conflicting duplicates leave their key empty: prepare() tells us which, so REST can settle them.
-    kept, conflicts, _ = landing.prepare(candles)
+    kept, conflicts, collapsed = landing.prepare(candles)
     rejections += conflicts
+    stream_rejected = len(rejections)
     present = {(c.symbol, c.open_time) for c in kept}
     missing = expected_keys(configured, interval, start_ms, end_ms) - present
 
@@ -162,7 +205,10 @@ def seal_window(settings: Settings, start_ms: int, end_ms: int, *, rest_client=N
         uri=snap.uri, window_start_ms=start_ms, window_end_ms=end_ms, rows=snap.rows,
         from_stream=len(kept), healed=healed, holes=holes,
         rejected=dict(Counter(r.reason for r in rejections)), open_updates=open_updates,
-        stream={"messages": stats.messages, "torn": stats.torn, "corrupt": stats.corrupt,
+        # messages == from_stream + duplicates + rejected + open_updates + sum(ignored)
+        stream={"messages": stats.messages, "from_stream": len(kept), "duplicates": collapsed,
+                "rejected": stream_rejected, "open_updates": open_updates, "ignored": dict(ignored),
+                "torn": stats.torn, "corrupt": stats.corrupt,
                 "active_segments": stats.active_segments, "events": len(stats.events)},
         sha256=snap.sha256, rejections=rejections,
     )
