@@ -17,6 +17,7 @@ the wall clock, so each window is read back by the receive-time range the replay
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -210,17 +211,17 @@ def bench_soak(hours: float = 24.0, speed: float = 1440.0, symbols=SOAK_SYMBOLS,
     tmp = Path(tempfile.mkdtemp(prefix="cryptoflow-soak-"))
     figures: dict = {"hours": hours, "speed": speed, "symbols": len(symbols)}
     t_all = time.perf_counter()
-    cluster = LocalPostgres(tmp / "pg", free_port(), superuser_password="soak-admin")
+    cluster = LocalPostgres(tmp / "pg", free_port(), superuser_password=secrets.token_urlsafe(16))
     srv = collector = None
     spark = None
     try:
         cluster.init()
         cluster.start(fsync=False)
-        cluster.ensure_login_role("cf_writer", "soak-writer")
-        cluster.ensure_login_role("cf_reader", "soak-reader")
+        cluster.ensure_login_role("cf_writer", writer_pw := secrets.token_urlsafe(16))
+        cluster.ensure_login_role("cf_reader", secrets.token_urlsafe(16))
         cluster.ensure_database("cryptoflow")
         migrate(cluster.dsn("cryptoflow"))
-        dsn = cluster.dsn("cryptoflow", "cf_writer", "soak-writer")
+        dsn = cluster.dsn("cryptoflow", "cf_writer", writer_pw)
         env = {"CRYPTOFLOW_STATE_DIR": str(tmp / "state"), "CRYPTOFLOW_SYMBOLS": ",".join(symbols),
                "CRYPTOFLOW_BINANCE_MODE": "replay", "CRYPTOFLOW_WAREHOUSE_DSN": dsn,
                "CRYPTOFLOW_LAKE_URI": f"file://{tmp}/lake", "CRYPTOFLOW_LANDING_URI": f"file://{tmp}/landing"}
