@@ -24,6 +24,7 @@ REGISTRY: dict[str, str] = {
     "etl_incremental": "cryptoflow.bench.etl:bench_etl_incremental",
     "forecast": "cryptoflow.bench.forecast:bench_forecast",
     "forecast_compare": "cryptoflow.bench.forecast:bench_forecast_compare",
+    "soak": "cryptoflow.bench.soak:bench_soak",
 }
 
 
