@@ -222,6 +222,14 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_superset_import(args) -> int:
+    """Import the dashboards of include/superset/assets/ into Superset (again: updates, never duplicates)."""
+    from cryptoflow.superset import importer
+
+    importer.run(settings_mod.load())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cryptoflow", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -248,6 +256,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = dbsub.add_parser("migrate", help=cmd_db_migrate.__doc__, description=cmd_db_migrate.__doc__)
     p.add_argument("--dsn", help="owner DSN (default: the local cluster's admin)")
     p.set_defaults(func=cmd_db_migrate)
+
+    ss = sub.add_parser("superset", help="Superset dashboards", description="Superset dashboards.")
+    sssub = ss.add_subparsers(dest="superset_command", required=True, metavar="SUPERSET_COMMAND")
+    p = sssub.add_parser("import", help=cmd_superset_import.__doc__, description=cmd_superset_import.__doc__)
+    p.set_defaults(func=cmd_superset_import)
 
     p = add("replay-server", cmd_replay_server)
     p.add_argument("--data", action="append", metavar="DIR",

@@ -25,6 +25,7 @@ REGISTRY: dict[str, str] = {
     "forecast": "cryptoflow.bench.forecast:bench_forecast",
     "forecast_compare": "cryptoflow.bench.forecast:bench_forecast_compare",
     "soak": "cryptoflow.bench.soak:bench_soak",
+    "superset_queries": "cryptoflow.bench.superset:bench_superset_queries",
 }
 
 

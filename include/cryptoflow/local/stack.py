@@ -70,6 +70,7 @@ def up(settings: Settings, with_superset: bool = True, log=print) -> Endpoints:
 
         superset_svc.init(settings, creds, log=log)
         superset_svc.start(settings, creds)
+        superset_svc.import_dashboards(settings, creds, log=log)
         superset_url = f"http://{settings.bind_host}:{settings.superset_port}"
         log(f"Superset     {superset_url}  (user admin)")
     log(f"credentials  {settings.credentials_file}")

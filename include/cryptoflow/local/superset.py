@@ -247,6 +247,18 @@ def start(settings: Settings, creds: dict[str, str], timeout: float = 120.0) -> 
     return pid
 
 
+def import_dashboards(settings: Settings, creds: dict[str, str], log=print) -> dict[str, int]:
+    """Import the dashboards as code (include/superset/assets/) into the running Superset.
+
+    Every `cryptoflow up` does it: the import overwrites by UUID, so it is idempotent, and edits
+    made in the UI to these dashboards are replaced by the files (save a copy to keep them).
+    """
+    from cryptoflow.superset import bundle, importer
+
+    target = importer.Target(url(settings), ADMIN_USER, creds["SUPERSET_ADMIN_PASSWORD"])
+    return importer.import_bundle(target, settings.warehouse_reader_dsn, settings.home / bundle.ASSETS_DIR, log)
+
+
 def stop(settings: Settings) -> bool:
     """Stop gunicorn and its workers; True if it was running."""
     return process.stop(SERVICE, settings.state_dir / "run")
