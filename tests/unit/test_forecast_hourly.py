@@ -233,8 +233,8 @@ def test_backtest_batches_exactly_what_the_dag_serves_hour_by_hour(monkeypatch):
         hourly.ensure_model("BTCUSDT", history, t, reg, cfg, version=f"bt-BTCUSDT-lstm-{t:%Y%m%dT%H}Z")
         expected.append(hourly.predict("BTCUSDT", history, t, reg, cfg)[0])
     assert sum(skipped.values()) == n_skipped > 0
-    assert [(x.target_time, x.model_version, x.last_close) for x in served] == \
-        [(x.target_time, x.model_version, x.last_close) for x in expected]
+    assert [(x.target_time, x.model_version, x.last_close, x.served_reason) for x in served] == \
+        [(x.target_time, x.model_version, x.last_close, x.served_reason) for x in expected]
     for a, b in zip(served, expected):
         assert a.predicted_close == pytest.approx(b.predicted_close, rel=1e-12)
         assert (a.lower_close is None) == (b.lower_close is None)

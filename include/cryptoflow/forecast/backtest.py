@@ -114,11 +114,11 @@ def _forecasts(symbol, plan, registry, windows: Samples, frame: pd.DataFrame) ->
         fs = registry.load(symbol, version).forecast_windows(windows.X[rows], windows.last_close[rows],
                                                              windows.target_time[rows])
         for k, f in zip(ks, fs):
+            f.served_reason = plan[k][2]
             out[k] = f
-    for k, (t, _version, _why) in enumerate(plan):
+    for k, (t, version, why) in enumerate(plan):
         if out[k] is None:
-            last = float(data.before(frame, t)["close"].iloc[-1])
-            out[k] = Forecast(symbol, to_utc(t), last, None, None, last, hourly.PERSISTENCE)
+            out[k] = hourly.persistence(symbol, frame, t, why if version is None else f"{why} could not build its window")
     return out
 
 

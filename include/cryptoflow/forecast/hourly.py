@@ -23,7 +23,7 @@ import pandas as pd
 from cryptoflow.forecast import data, train as train_mod
 from cryptoflow.forecast.config import ForecastConfig
 from cryptoflow.forecast.data import HOUR, floor_hour, to_utc
-from cryptoflow.forecast.registry import BaseRegistry, decide
+from cryptoflow.forecast.registry import BaseRegistry, ModelUnavailable, decide
 from cryptoflow.forecast.train import Forecast, NotEnoughData
 
 PIPELINE = "forecast_hourly"
@@ -67,16 +67,24 @@ def readiness(frame: pd.DataFrame, now: datetime, cfg: ForecastConfig) -> Readin
 
 def training_reason(registry: BaseRegistry, symbol: str, target: datetime, cfg: ForecastConfig) -> str | None:
     """Why a model must be trained before predicting `target`, or None. Time is data time (the cut)."""
-    attempt = registry.last_attempt(symbol)
+    try:
+        attempt = registry.last_attempt(symbol)
+    except ModelUnavailable as exc:
+        return f"training record unavailable ({exc})"  # retraining rewrites it
     if attempt is None:
         return "no model trained yet"
     since_attempt = (to_utc(target) - to_utc(pd.Timestamp(attempt["cut"]))) / HOUR
     if since_attempt >= cfg.retrain_every_hours:
         return f"cadence: last training {since_attempt:.0f} h ago (every {cfg.retrain_every_hours} h)"
+    try:
+        current = registry.current_pointer(symbol)
+    except ModelUnavailable as exc:
+        return f"promoted model unavailable ({exc})"
+    if current is not None and (why := registry.unavailable(symbol, current["version"])):
+        return f"promoted model unavailable ({why})"  # the fix is a new model, whatever the cadence
     wait = retry_wait_hours(attempt, cfg)
     if since_attempt < wait:
         return None  # a model was just attempted; don't retrain every hour after a rejection
-    current = registry.current_pointer(symbol)
     if current is None:
         return (f"no promoted model; last attempt {since_attempt:.0f} h ago was {attempt['status']}"
                 f" (retry after {wait} h)")
@@ -114,7 +122,11 @@ def ensure_model(symbol: str, frame: pd.DataFrame, target: datetime, registry: B
 
     `pool`: the other coins' candles when cfg.pool asks for one model across coins (see load_pool)."""
     reason = "requested" if force else training_reason(registry, symbol, target, cfg)
-    current = registry.current_pointer(symbol)
+    try:
+        current = registry.current_pointer(symbol)
+    except ModelUnavailable as exc:  # a damaged pointer serves nothing: dropped, the new model decides
+        registry.clear_current(symbol, f"unavailable: {exc}")
+        current = None
     out = {"symbol": symbol, "trained": False, "reason": reason or "model up to date",
            "current_version": current and current["version"]}
     if reason is None:
@@ -125,7 +137,12 @@ def ensure_model(symbol: str, frame: pd.DataFrame, target: datetime, registry: B
     except NotEnoughData as exc:
         out["reason"] = f"{reason}; not trained: {exc}"
         return out
-    current_model = registry.current(symbol) if current else None
+    current_model = None
+    if current:
+        try:
+            current_model = registry.load(symbol, current["version"])
+        except ModelUnavailable as exc:  # can't be compared, so it can't stay: retired with the reason
+            registry.clear_current(symbol, f"unavailable: {exc}")
     decision = decide(new, current_model, history)
     registry.record(new, decision)
     now_current = registry.current_pointer(symbol)
@@ -141,13 +158,19 @@ def ensure_model(symbol: str, frame: pd.DataFrame, target: datetime, registry: B
 
 def served_model(registry: BaseRegistry, symbol: str, target: datetime, cfg: ForecastConfig):
     """(model or None, why): a promoted model younger than max_model_age_hours, else None."""
-    ptr = registry.current_pointer(symbol)
+    try:
+        ptr = registry.current_pointer(symbol)
+    except ModelUnavailable as exc:
+        return None, f"promoted model unavailable: {exc}"
     if ptr is None:
         return None, "no promoted model"
     age = _age_hours(ptr, target)
     if age >= cfg.max_model_age_hours:
         return None, f"promoted model {ptr['version']} is stale ({age:.0f} h old)"
-    return registry.load(symbol, ptr["version"]), f"promoted model {ptr['version']}"
+    try:
+        return registry.load(symbol, ptr["version"]), f"promoted model {ptr['version']}"
+    except ModelUnavailable as exc:
+        return None, f"promoted model unavailable: {exc}"
 
 
 def predict(symbol: str, frame: pd.DataFrame, target: datetime, registry: BaseRegistry,
@@ -158,10 +181,16 @@ def predict(symbol: str, frame: pd.DataFrame, target: datetime, registry: BaseRe
     if model is not None:
         f = model.forecast(history, target)
         if f is not None:
+            f.served_reason = why
             return f, why
         why = f"{why} could not build its window"
-    last = float(history["close"].iloc[-1])
-    return Forecast(symbol, to_utc(target), last, None, None, last, PERSISTENCE), f"persistence: {why}"
+    return persistence(symbol, history, target, why), f"persistence: {why}"
+
+
+def persistence(symbol: str, history: pd.DataFrame, target: datetime, why: str) -> Forecast:
+    """Next close = last close, labelled as persistence with the reason no model served."""
+    last = float(data.before(history, target)["close"].iloc[-1])
+    return Forecast(symbol, to_utc(target), last, None, None, last, PERSISTENCE, f"persistence: {why}")
 
 
 def write_predictions(conn, forecasts: list[Forecast], kind: str = "live", actuals: dict | None = None) -> int:
@@ -170,15 +199,17 @@ def write_predictions(conn, forecasts: list[Forecast], kind: str = "live", actua
     for f in forecasts:
         actual = None if actuals is None else actuals.get(pd.Timestamp(f.target_time))
         rows.append((f.symbol, to_utc(f.target_time), kind, f.model_version, f.predicted_close, f.lower_close,
-                     f.upper_close, f.last_close, actual, None if actual is None else datetime.now(timezone.utc)))
+                     f.upper_close, f.last_close, actual, None if actual is None else datetime.now(timezone.utc),
+                     f.served_reason))
     with conn.cursor() as cur:
         cur.executemany(
             "INSERT INTO forecast.predictions (symbol, interval, target_open_time, kind, model_version, predicted_close,"
-            " lower_close, upper_close, persistence_close, actual_close, scored_at)"
-            " VALUES (%s, '1h', %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " lower_close, upper_close, persistence_close, actual_close, scored_at, served_reason)"
+            " VALUES (%s, '1h', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
             " ON CONFLICT (symbol, interval, target_open_time, kind, model_version) DO UPDATE SET"
             " predicted_close = EXCLUDED.predicted_close, lower_close = EXCLUDED.lower_close,"
             " upper_close = EXCLUDED.upper_close, persistence_close = EXCLUDED.persistence_close,"
+            " served_reason = EXCLUDED.served_reason,"
             " created_at = now(), actual_close = EXCLUDED.actual_close, scored_at = EXCLUDED.scored_at",
             rows,
         )

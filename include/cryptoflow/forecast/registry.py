@@ -21,6 +21,7 @@ promoted and the DAG serves persistence, labelled as such, rather than a model k
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -34,6 +35,10 @@ from cryptoflow.forecast.train import TrainedModel
 from cryptoflow.forecast.windows import Scaler
 
 CONN_ID = "cryptoflow_models"
+
+
+class ModelUnavailable(Exception):
+    """A registered model can't be loaded (files missing, corrupt, unreadable metadata)."""
 
 
 @dataclass
@@ -98,10 +103,18 @@ class BaseRegistry:
         ptr = self.current_pointer(symbol)
         return None if ptr is None else self.load(symbol, ptr["version"])
 
+    def unavailable(self, symbol: str, version: str) -> str | None:
+        """Why `version` can't be loaded, or None when it can."""
+        try:
+            self.load(symbol, version)
+        except ModelUnavailable as exc:
+            return str(exc)
+        return None
+
     def record(self, trained: TrainedModel, decision: Decision) -> None:
         """Store the new model with its decision applied (status, pointer)."""
         status = "promoted" if decision.promote else "rejected"
-        previous = self.last_attempt(trained.symbol) or {}
+        previous = _or_none(self.last_attempt, trained.symbol) or {}
         # Drives the retry back-off (hourly.retry_wait_hours) while nothing better than persistence is found.
         in_a_row = 0 if decision.promote else int(previous.get("rejections_in_a_row", 0)) + 1
         trained.metadata["promotion"] = {"action": decision.action, "reason": decision.reason,
@@ -109,8 +122,16 @@ class BaseRegistry:
         self.save(trained, status, decision.reason)
         if decision.promote:
             self.set_current(trained, decision.reason)
-        elif decision.action == "none_served" and self.current_pointer(trained.symbol):
+        elif decision.action == "none_served" and _or_none(self.current_pointer, trained.symbol):
             self.clear_current(trained.symbol, decision.reason)
+
+
+def _or_none(read, symbol):
+    """A pointer document, or None when absent or damaged (for writers about to replace it)."""
+    try:
+        return read(symbol)
+    except ModelUnavailable:
+        return None
 
 
 def _pointer(trained: TrainedModel, reason: str) -> dict:
@@ -143,7 +164,10 @@ class MemoryRegistry(BaseRegistry):
         return self.attempts.get(symbol)
 
     def load(self, symbol, version):
-        return self.models[(symbol, version)]
+        try:
+            return self.models[(symbol, version)]
+        except KeyError:
+            raise ModelUnavailable(f"no model {version} for {symbol} in memory") from None
 
     def save(self, trained, status, reason):
         self.models[(trained.symbol, trained.version)] = trained
@@ -184,15 +208,27 @@ class ObjectRegistry(BaseRegistry):
         return d / version if version else d
 
     def _read_json(self, path) -> dict | None:
+        """The document, None when absent, ModelUnavailable when damaged (never a guess from half a file)."""
         try:
             return json.loads(path.read_text())
         except FileNotFoundError:
             return None
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ModelUnavailable(f"unreadable {path.parent.name}/{path.name} in {self.uri}: {exc}") from exc
 
     def _write_json(self, path, obj) -> None:
+        text = json.dumps(obj, indent=2, default=str)
         if path.protocol == "file":
+            # Temp file + rename: a crash mid-write leaves the old pointer, not half a new one.
+            # (An S3 PUT is all or nothing by itself.)
             path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(obj, indent=2, default=str))
+            local = path.path
+            tmp = f"{local}.tmp-{os.getpid()}"
+            with open(tmp, "w") as fh:
+                fh.write(text)
+            os.replace(tmp, local)
+        else:
+            path.write_text(text)
 
     def current_pointer(self, symbol):
         return self._read_json(self._dir(symbol) / "current.json")
@@ -214,18 +250,30 @@ class ObjectRegistry(BaseRegistry):
             return []
 
     def load(self, symbol, version):
+        """The model, or ModelUnavailable saying why not (a half-deleted or corrupt model is never guessed at)."""
         import keras
 
         if version in self._loaded:
             return self._loaded[version]
-        meta = self.metadata(symbol, version)
-        data = (self._dir(symbol, version) / "model.keras").read_bytes()
-        with tempfile.TemporaryDirectory(prefix="cf-model-") as tmp:
-            path = os.path.join(tmp, "model.keras")
-            with open(path, "wb") as fh:
-                fh.write(data)
-            model = keras.models.load_model(path, compile=False)
-        trained = TrainedModel(model, Scaler.from_dict(meta["scaler"]), meta)
+        where = f"{self.uri}/{symbol}/{version}"
+        try:
+            meta = self.metadata(symbol, version)
+            data = (self._dir(symbol, version) / "model.keras").read_bytes()
+            digest = hashlib.sha256(data).hexdigest()
+            if meta.get("artifact_sha256", digest) != digest:
+                raise ValueError(f"model.keras sha256 {digest[:12]}... differs from its metadata's "
+                                 f"{meta['artifact_sha256'][:12]}... (replaced or damaged)")
+            with tempfile.TemporaryDirectory(prefix="cf-model-") as tmp:
+                path = os.path.join(tmp, "model.keras")
+                with open(path, "wb") as fh:
+                    fh.write(data)
+                model = keras.models.load_model(path, compile=False)
+            scaler = Scaler.from_dict(meta["scaler"])
+        except FileNotFoundError as exc:
+            raise ModelUnavailable(f"model {version} missing from {where}: {exc}") from exc
+        except Exception as exc:  # Keras/zip/JSON errors of a damaged file: all mean "can't serve this"
+            raise ModelUnavailable(f"model {version} unreadable at {where}: {type(exc).__name__}: {exc}") from exc
+        trained = TrainedModel(model, scaler, meta)
         self._loaded[version] = trained
         return trained
 
@@ -237,10 +285,12 @@ class ObjectRegistry(BaseRegistry):
             path = os.path.join(tmp, "model.keras")
             trained.model.save(path)
             with open(path, "rb") as fh:
-                (d / "model.keras").write_bytes(fh.read())
+                blob = fh.read()
+            (d / "model.keras").write_bytes(blob)
         # The store's own URI, not str(path): that would carry the connection id as s3://conn@bucket.
         artifact = f"{self.uri}/{trained.symbol}/{trained.version}/model.keras"
         trained.metadata["artifact_uri"] = artifact
+        trained.metadata["artifact_sha256"] = hashlib.sha256(blob).hexdigest()  # checked on load
         trained.metadata["status"] = status
         self._write_json(d / "metadata.json", trained.metadata)
         self._write_json(self._dir(trained.symbol) / "last_attempt.json", _attempt(trained, status, reason))
@@ -250,7 +300,7 @@ class ObjectRegistry(BaseRegistry):
         return artifact
 
     def set_current(self, trained, reason):
-        previous = self.current_pointer(trained.symbol)
+        previous = _or_none(self.current_pointer, trained.symbol)
         self._write_json(self._dir(trained.symbol) / "current.json", _pointer(trained, reason))
         if self.conn is not None:
             if previous and previous["version"] != trained.version:
@@ -260,7 +310,7 @@ class ObjectRegistry(BaseRegistry):
             self.conn.commit()
 
     def clear_current(self, symbol, reason):
-        previous = self.current_pointer(symbol)
+        previous = _or_none(self.current_pointer, symbol)
         (self._dir(symbol) / "current.json").unlink(missing_ok=True)
         if self.conn is not None and previous:
             self._status(previous["version"], "retired", reason)

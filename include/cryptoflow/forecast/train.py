@@ -39,6 +39,7 @@ class Forecast:
     upper_close: float | None
     last_close: float          # the persistence forecast
     model_version: str
+    served_reason: str | None = None  # why this model (or persistence) served the hour; stored with the row
 
     def as_dict(self) -> dict:
         d = dict(self.__dict__)
