@@ -134,3 +134,17 @@ def test_frame_from_candles_keeps_hourly_only():
 
     f = frame_from_candles([C(3_600_000), C(0), C(60_000, "1m")])
     assert list(f.index.hour) == [0, 1] and f["close"].tolist() == [1.5, 1.5]
+
+
+def test_cli_settings_parse_like_the_environment():
+    from cryptoflow.forecast import config
+
+    cfg = config.with_settings(["architecture=gru", "lookback=48", "features=log_return,log_volume_change",
+                                "pool=BTCUSDT,ETHUSDT"], environ={"CRYPTOFLOW_FORECAST_EPOCHS": "3"})
+    assert (cfg.architecture, cfg.lookback, cfg.epochs) == ("gru", 48, 3)
+    assert cfg.features == ("log_return", "log_volume_change") and cfg.pool == ("BTCUSDT", "ETHUSDT")
+    assert cfg.model_fingerprint() != config.load({}).model_fingerprint()
+    with pytest.raises(ValueError, match="FIELD=VALUE"):
+        config.with_settings(["lookbak=48"], environ={})
+    with pytest.raises(ValueError, match="not a valid int"):
+        config.with_settings(["lookback=many"], environ={})

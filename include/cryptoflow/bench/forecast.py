@@ -53,11 +53,15 @@ def bench_forecast(days: int | None = None, retrain_hours: int | None = None, lo
     days = days or int(os.environ.get("CRYPTOFLOW_BENCH_FORECAST_DAYS", "30"))
     retrain_hours = retrain_hours or int(os.environ.get("CRYPTOFLOW_BENCH_FORECAST_RETRAIN_HOURS", "168"))
     cfg = config.load()
-    symbols = settings.load().symbols
+    symbols = [s for s in os.environ.get("CRYPTOFLOW_BENCH_FORECAST_SYMBOLS", "").split(",") if s] \
+        or settings.load().symbols
     frames = _frames(symbols)
     fig: dict = {"coins_with_data": len(frames), "coins_without_data": ",".join(s for s in symbols if s not in frames),
                  "architecture": cfg.architecture, "train_hours": cfg.train_hours, "lookback": cfg.lookback,
                  "tf_threads": int(os.environ.get("CRYPTOFLOW_FORECAST_TF_THREADS", "1"))}
+
+    if os.environ.get("CRYPTOFLOW_BENCH_FORECAST_MASE_ONLY"):  # split long runs: skip the speed figures
+        return _mase_per_coin(fig, frames, cfg, days, retrain_hours, log)
 
     # 1. train + predict every coin, as the hourly DAG does when all models are due.
     models = {}
@@ -100,9 +104,17 @@ def bench_forecast(days: int | None = None, retrain_hours: int | None = None, lo
             loads.append((time.perf_counter() - t) * 1000)
         fig["load_and_predict_ms_p50"] = round(statistics.median(loads), 1)
 
-    # 3. walk-forward MASE per coin over the last `days` days of its data.
+    return _mase_per_coin(fig, frames, cfg, days, retrain_hours, log)
+
+
+def _mase_per_coin(fig: dict, frames: dict, cfg, days: int, retrain_hours: int, log) -> dict:
+    """3. walk-forward MASE per coin over the last `days` days of its data (each coin's figures are
+    also logged as one JSON line as soon as they are known, so a long run's partial results survive)."""
+    import json
+
     fig["backtest_days"], fig["backtest_retrain_every_hours"] = days, retrain_hours
     for s, f in frames.items():
+        before_keys = set(fig)
         end = (f.index[-1] + HOUR).to_pydatetime()
         # Coins with a short history (XRP: 45 days) keep enough hours before the range to train on.
         start = max(end - timedelta(days=days), (f.index[0] + HOUR * min(cfg.train_hours, len(f) // 2)).to_pydatetime())
@@ -126,6 +138,7 @@ def bench_forecast(days: int | None = None, retrain_hours: int | None = None, lo
                 fig[f"direction_{name}_{short}"] = round(m["directional_accuracy"], 4)
             if m.get("coverage") is not None:
                 fig[f"coverage_{name}_{short}"] = round(m["coverage"], 4)
+        log("figures " + json.dumps({k: fig[k] for k in fig if k not in before_keys}))
     return fig
 
 
