@@ -242,3 +242,28 @@ def test_backtest_batches_exactly_what_the_dag_serves_hour_by_hour(monkeypatch):
     assert hourly.PERSISTENCE in versions and len(versions) > 2  # both paths exercised
     assert {t["decision"] for t in trainings} >= {"promote", "none_served"}
     assert len(raw) >= sum(x.model_version != hourly.PERSISTENCE for x in served)
+
+
+def test_a_stale_model_does_not_block_a_fresh_one_that_beats_persistence(monkeypatch):
+    from cryptoflow.forecast import train as train_mod
+
+    reg = MemoryRegistry()
+    old = model(Constant(0.01), version="old", cut=T0 + 20 * H)  # perfect on TREND, but 80 h old at T0+100h
+    reg.save(old, "promoted", "earlier")
+    reg.set_current(old, "earlier")
+
+    def half_as_good(symbol, history, cut, cfg, version=None, pool=None, **kw):
+        m = model(Constant(0.005), version="new", cut=cut)
+        m.metadata.update(metrics={}, baseline_metrics={}, train_seconds=0.0, epochs_run=1)
+        return m
+
+    monkeypatch.setattr(train_mod, "train", half_as_good)
+    target = T0 + 100 * H
+    assert hourly.training_reason(reg, "BTCUSDT", target, CFG).startswith("cadence")
+    out = hourly.ensure_model("BTCUSDT", TREND, target, reg, CFG)
+    assert out["decision"] == "promote" and reg.current_pointer("BTCUSDT")["version"] == "new"
+    fresh = dict(reg.pointers)
+    reg.pointers = {"BTCUSDT": {**fresh["BTCUSDT"], "version": "old", "cut": (T0 + 90 * H).isoformat()}}
+    reg.models[("BTCUSDT", "old")] = old
+    out = hourly.ensure_model("BTCUSDT", TREND, target, reg, CFG, force=True)  # a fresh current still counts
+    assert out["decision"] == "keep_current"

@@ -138,7 +138,11 @@ def ensure_model(symbol: str, frame: pd.DataFrame, target: datetime, registry: B
         out["reason"] = f"{reason}; not trained: {exc}"
         return out
     current_model = None
-    if current:
+    if current and _age_hours(current, target) >= cfg.max_model_age_hours:
+        # A stale model is not served any more, so it must not block a fresh one that beats
+        # persistence: it is retired, and the new model faces persistence alone.
+        registry.clear_current(symbol, f"stale: {_age_hours(current, target):.0f} h old at the next training")
+    elif current:
         try:
             current_model = registry.load(symbol, current["version"])
         except ModelUnavailable as exc:  # can't be compared, so it can't stay: retired with the reason
