@@ -36,23 +36,24 @@ def test_forecast_hourly_predicts_skips_stale_and_scores(airflow_db, use_warehou
 
     with psycopg.connect(use_warehouse.writer_dsn) as conn:
         preds = conn.execute("SELECT symbol, target_open_time, kind, model_version, predicted_close::float8,"
-                             " persistence_close::float8, lower_close IS NOT NULL, actual_close"
+                             " persistence_close::float8, lower_close IS NOT NULL, actual_close, served_reason"
                              " FROM forecast.predictions").fetchall()
         versions = conn.execute("SELECT symbol, status, metrics ? 'mase', baseline_metrics ? 'persistence'"
                                 " FROM forecast.model_versions").fetchall()
         checks = dict(conn.execute("SELECT symbol, observed FROM ops.data_quality_results"
                                    " WHERE check_name = 'forecast_input_ready' AND NOT passed").fetchall())
     assert len(preds) == 1
-    symbol, target, kind, version, predicted, persistence, has_interval, actual = preds[0]
+    symbol, target, kind, version, predicted, persistence, has_interval, actual, served_reason = preds[0]
     assert (symbol, target, kind, actual) == ("BTCUSDT", datetime(2021, 8, 31, 23, tzinfo=timezone.utc), "live", None)
     assert persistence == float(btc[-2].close)
     assert abs(predicted / persistence - 1) < 0.05
     # promoted and served, or rejected and persistence served in the open: never a silent worse model
     assert len(versions) == 1 and versions[0][2:] == (True, True)
     if versions[0][1] == "promoted":
-        assert version.startswith("BTCUSDT-lstm-") and has_interval
+        assert version.startswith("BTCUSDT-lstm-") and has_interval and served_reason == f"promoted model {version}"
     else:
         assert version == "persistence" and predicted == persistence
+        assert served_reason == "persistence: no promoted model"
     assert set(checks) == {"ETHUSDT"} and checks["ETHUSDT"].startswith("stale")
 
     # The last hour arrives; the next run scores the 23:00 prediction and predicts 00:00 (no retraining).
