@@ -162,18 +162,20 @@ def heal(rest_client, configured: tuple[str, ...], interval: str, missing: set[t
 
 
 def seal_window(settings: Settings, start_ms: int, end_ms: int, *, rest_client=None, collector_root=None,
-                grace_ms: int = DEFAULT_GRACE_MS, received_ms: tuple[int, int] | None = None) -> SealResult:
+                grace_ms: int = DEFAULT_GRACE_MS, received_ms: tuple[int, int] | None = None,
+                clock_slack_ms: int = 600_000) -> SealResult:
     """Seal [start_ms, end_ms) of settings.interval into one landing snapshot (see module doc).
 
     `received_ms`: the receive-time range to read from the collector, by default
     [start, end + grace). Live, receive time and candle time are one clock; a replay faster than
-    real time runs candle time on its own clock, so its caller maps the window onto the wall clock.
+    real time runs candle time on its own clock, so its caller maps the window onto the wall clock
+    (and may narrow `clock_slack_ms`, the allowance for a stepped-back clock, see read_window).
     """
     interval, configured = settings.interval, tuple(settings.symbols)
     root = Path(collector_root or settings.state_dir / "collector")
     stats = ReadStats()
     r_lo, r_hi = received_ms or (start_ms, end_ms + grace_ms)
-    messages = read_window(root, r_lo, r_hi, stats) if root.exists() else iter(())
+    messages = read_window(root, r_lo, r_hi, stats, clock_slack_ms=clock_slack_ms) if root.exists() else iter(())
     ignored: Counter = Counter()
     candles, rejections, open_updates = parse_messages(messages, configured, interval, start_ms, end_ms,
                                                        ignored=ignored)

@@ -217,15 +217,20 @@ class ReadStats:
     pending: int = 0           # unfinished last line of an active segment: not yet readable
 
 
-def read_window(root: str | Path, start_ms: int, end_ms: int, stats: ReadStats | None = None) -> Iterator[RawMessage]:
+def read_window(root: str | Path, start_ms: int, end_ms: int, stats: ReadStats | None = None, *,
+                clock_slack_ms: int = 600_000) -> Iterator[RawMessage]:
     """Messages received in [start_ms, end_ms), in file order (= arrival order), from all segments.
 
     Pass a ReadStats to learn about torn/corrupt lines, active segments and stream events.
+    Segments read: the last one opened at or before start_ms (it runs until the next one opens)
+    and those opened before end_ms + clock_slack_ms (a clock stepped back keeps writing the
+    current, later segment). Lines are then filtered by their own receive time.
     """
     stats = stats if stats is not None else ReadStats()
-    segs = [s for s in list_segments(root)
-            # one window of slack either side: a stepped-back clock writes into the next segment
-            if start_ms - (end_ms - start_ms) - 600_000 <= s.window_ms < end_ms + 600_000]
+    listed = list_segments(root)
+    first = max((s.window_ms for s in listed if s.window_ms <= start_ms - clock_slack_ms), default=None)
+    segs = [s for s in listed
+            if (first is None or s.window_ms >= first) and s.window_ms < end_ms + clock_slack_ms]
     for seg in segs:
         try:
             data = seg.path.read_bytes()
