@@ -27,8 +27,10 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 # What the page tells after rendering: evaluated in the browser.
 PROBE = """
+// Markdown blocks sit in the same holders as charts: keep the holders of a chart.
 const charts = Array.from(document.querySelectorAll('.dashboard-component-chart-holder'))
-  .filter(c => !c.querySelector('.dashboard-markdown'));  // markdown blocks sit in the same holders
+  .filter(c => c.querySelector('[data-test-chart-id]')
+               || !(c.querySelector('.dashboard-markdown') || c.closest('.dashboard-markdown')));
 const rendered = charts.filter(c => c.querySelector('canvas, svg, table'));
 const loading = document.querySelectorAll('.loading, [aria-label="Loading"]').length;
 const errors = Array.from(document.querySelectorAll('.alert-danger, .ant-alert-error, [role="alert"]'))
