@@ -364,5 +364,5 @@ def _forecast_once(dsn: str, symbols, at_ms: int) -> dict:
                 outcomes[sym] = f"skipped: {ready.reason}"
                 continue
             f, why = hourly.predict(sym, frame, ready.target_time, registry, cfg)
-            outcomes[sym] = f"{f.model_version}: {why}"
+            outcomes[sym] = why if f.model_version == hourly.PERSISTENCE else f"{f.model_version}: {why}"
     return {"forecast": outcomes}
