@@ -27,7 +27,7 @@ import pytest
 from cryptoflow.bench.etl import MINUTE_MS, START_MS, minute_row, write_minutes
 from cryptoflow.etl import job, plan
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 HOUR = 3_600_000
 SYMBOLS = ("BTCUSDT", "ETHUSDT")

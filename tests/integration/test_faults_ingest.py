@@ -27,7 +27,7 @@ from cryptoflow.binance.replay import ReplayServer, load_history
 from cryptoflow.binance.rest import BinanceRestClient, BinanceUnavailable
 from cryptoflow.warehouse.load import ms_to_ts
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "ADAUSDT")
 START_MS = 1_627_776_000_000  # 2021-08-01T00:00:00Z
@@ -146,6 +146,11 @@ def test_collector_faults_then_ingest_and_etl_hold_every_candle_once(srv, tmp_pa
     from_stream = sum(r.from_stream for r in results.values())
     assert healed > 0 and from_stream > healed
     assert all(r.holes == [] and r.rejected == {} for r in results.values())
+    for r in results.values():   # every message read is accounted for
+        st = r.stream
+        assert st["messages"] == (st["from_stream"] + st["duplicates"] + st["rejected"] + st["open_updates"]
+                                  + sum(st["ignored"].values())), st
+    assert sum(r.stream["ignored"].get("event:serverShutdown", 0) for r in results.values()) >= 1
 
     # The same windows sealed again (a retried DAG run) give the same bytes.
     w_lo, w_hi = windows[len(windows) // 2]
