@@ -22,7 +22,7 @@ import pytest
 
 from cryptoflow.bench.etl import MINUTE_MS, START_MS, minute_row, write_minutes
 from cryptoflow.candles import LANDING_COLUMNS
-from cryptoflow.etl import dq, job
+from cryptoflow.etl import dq, io, job
 from cryptoflow.landing import snapshot_relpath
 
 pytestmark = pytest.mark.integration
@@ -81,7 +81,7 @@ def shared_landed(shared_data, tmp_path_factory):
     }
 
 
-def test_full_shared_data_set_end_to_end_and_rerun(spark, pg_cluster, shared_landed, tmp_path):
+def test_full_shared_data_set_end_to_end(spark, pg_cluster, shared_landed, tmp_path):
     from tests.conftest import make_warehouse
     from cryptoflow.quarantine import write_rejections
 
@@ -108,14 +108,7 @@ def test_full_shared_data_set_end_to_end_and_rerun(spark, pg_cluster, shared_lan
     assert set(per_symbol) == set(SYMBOLS) and per_symbol["ETHUSDT"] > 9000
     assert metrics[0] == stored and metrics[1] > 0.9 * stored and metrics[2] > 0.9 * stored
     assert corr[0] > 0 and -1 <= corr[2] <= corr[3] <= 1
-    before, lake_before = _fingerprint(wh.writer_dsn), _lake(spark, lake)
-    assert lake_before == (stored, stored)  # one row per key in the lake as well
-
-    # Reprocessing the same snapshots: identical tables, nothing inserted or updated, identical lake.
-    second = job.run(spark, d["uris"], "shared-2", dsn=wh.writer_dsn, lake_uri=lake, symbols=SYMBOLS)
-    assert second.counts["merge"] == {**c["merge"], "inserted": 0, "unchanged": c["merge"]["staged"]}
-    assert _fingerprint(wh.writer_dsn) == before
-    assert _lake(spark, lake) == lake_before
+    assert _lake(spark, lake) == (stored, stored)  # one row per key in the lake as well
 
 
 def _write(landing, interval, start, rows, name_end=None):
@@ -198,16 +191,45 @@ def test_synthetic_minutes_incremental_rollups_quarantine_and_late_updates(spark
         assert dq.gaps(conn, "syn-1", "1m") == []
         assert dq.freshness(conn, "syn-1", syms, "1m") == []
 
-    # A late update of a closed candle: the stored one stays, the newcomer is quarantined.
+    # Run 3: a late update of a closed candle (the stored one stays, the newcomer is quarantined),
+    # and Binance's own 1h candles against rollups: ETH 02:00 replaces the stored rollup; BTC
+    # 03:00 arrives with some of its minutes, whose rollup is refused (a source candle wins).
     changed = minute_row("ETHUSDT", START_MS)
     changed[7] = changed[4]  # close := open (still a valid candle, but not the one stored)
     late = _write(landing, "1m", START_MS, [changed], START_MS + MINUTE_MS)
-    before = _fingerprint(wh.writer_dsn)["market.candles"]
-    r3 = job.run(spark, [late], "syn-3", dsn=wh.writer_dsn, lake_uri=lake, symbols=syms)
-    assert r3.counts["merge"]["conflicts"] == 1 and r3.counts["merge"]["inserted"] == 0
-    assert _fingerprint(wh.writer_dsn)["market.candles"] == before
+    hours_1h = _write(landing, "1h", START_MS, [_hour_row("ETHUSDT", START_MS + 2 * HOUR),
+                                                 _hour_row("BTCUSDT", START_MS + 3 * HOUR)], START_MS + 4 * HOUR)
+    btc3 = write_minutes(landing, ("BTCUSDT",), START_MS + 3 * HOUR, START_MS + 3 * HOUR + 10 * MINUTE_MS, 10 * MINUTE_MS)
+    eth_first = "SELECT close FROM market.candles WHERE symbol = 'ETHUSDT' AND interval = '1m' AND open_time = %s"
     with psycopg.connect(wh.reader_dsn) as conn:
+        before = conn.execute(eth_first, (job._ts(START_MS),)).fetchone()
+    r3 = job.run(spark, [late, hours_1h] + btc3, "syn-3", dsn=wh.writer_dsn, lake_uri=lake, symbols=syms)
+    assert r3.counts["merge"] == {"staged": 13, "inserted": 11, "updated": 1, "unchanged": 0, "conflicts": 1,
+                                  "kept_source": 0}
+    assert r3.counts["merge_rollups"] == {"staged": 2, "inserted": 0, "updated": 0, "unchanged": 1, "conflicts": 0,
+                                          "kept_source": 1}
+    with psycopg.connect(wh.reader_dsn) as conn:
+        assert conn.execute(eth_first, (job._ts(START_MS),)).fetchone() == before
         assert conn.execute("SELECT reason FROM ops.quarantine WHERE run_id = 'syn-3'").fetchall() == [("late_update_conflict",)]
+        got = conn.execute("SELECT symbol, minute_count, source, close FROM market.candles WHERE interval = '1h'"
+                           " AND (symbol, open_time) IN (('BTCUSDT', %s), ('ETHUSDT', %s)) ORDER BY 1",
+                           (job._ts(START_MS + 3 * HOUR), job._ts(START_MS + 2 * HOUR))).fetchall()
+        metric = conn.execute("SELECT close, is_complete FROM market.hourly_metrics WHERE symbol = 'BTCUSDT'"
+                              " AND open_time = %s", (job._ts(START_MS + 3 * HOUR),)).fetchone()
+    assert [(g[0], g[1], g[2]) for g in got] == [("BTCUSDT", None, "synthetic"), ("ETHUSDT", None, "synthetic")]
+    # The analytics and the lake follow what the merge kept: Binance's hour, not the rollup.
+    assert metric == (got[0][3], True)
+    lake_btc3 = spark.read.parquet(lake + "/candles").where(
+        "symbol = 'BTCUSDT' AND interval = '1h' AND open_time = timestamp'2024-01-01 03:00:00'").collect()
+    assert [(r["minute_count"], r["source"]) for r in lake_btc3] == [(None, "synthetic")]
+
+
+def _hour_row(symbol, t):
+    """A valid SYNTHETIC 1h candle as Binance would deliver it (no minute_count: a source candle)."""
+    r = minute_row(symbol, t)
+    r[1], r[3] = "1h", str(t + HOUR - 1)
+    r[4] = r[7]  # open := close (high/low still hold it): values no rollup of the minutes has
+    return r
 
 
 def test_killed_load_leaves_nothing_and_the_rerun_succeeds(spark, pg_cluster, tmp_path):
@@ -232,9 +254,17 @@ def test_killed_load_leaves_nothing_and_the_rerun_succeeds(spark, pg_cluster, tm
         for table in ("market.candles", "ops.quarantine", "market.hourly_metrics", "market.volume_profile"):
             assert conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 0, table
         assert conn.execute("SELECT status FROM ops.pipeline_runs WHERE run_id = 'kill-1'").fetchone() == ("running",)
-    # The rerun (same run id) drops the killed attempt's staging tables and loads everything once.
+    staging = "SELECT tablename FROM pg_tables WHERE schemaname = 'staging' AND tablename LIKE %s"
+    with psycopg.connect(wh.reader_dsn) as conn:
+        left = conn.execute(staging, (io.staging_name("kill-1", "") + "%",)).fetchall()
+    assert len(left) == 6  # candles, rollups, quarantine, and the three analytics tables
+    # Another run (say the next 10 minutes) finds them orphaned (nobody holds their lock) and drops them.
+    other = job.run(spark, uris[:1], "other-1", dsn=wh.writer_dsn, lake_uri=lake, symbols=syms)
+    assert other.counts["orphaned_staging_dropped"] == len(left)
+    # The rerun (same run id) loads everything once.
     r = job.run(spark, plan.read_manifest(manifest), "kill-1", dsn=wh.writer_dsn, lake_uri=lake, symbols=syms)
-    assert r.counts["merge"]["inserted"] == 2 * 60 and r.counts["quarantined"] == 3
+    assert r.counts["merge"]["inserted"] == 2 * 50 and r.counts["merge"]["unchanged"] == 2 * 10
+    assert r.counts["quarantined"] == 3
     with psycopg.connect(wh.reader_dsn) as conn:
         assert conn.execute("SELECT count(*) FROM market.candles WHERE interval = '1m'").fetchone()[0] == 120
         assert conn.execute("SELECT count(*) FROM ops.quarantine").fetchone()[0] == 3

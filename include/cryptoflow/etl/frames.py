@@ -141,26 +141,27 @@ def _same_values(a: str, b: str) -> Column:
     return cond
 
 
-def resolve_against_stored(new: DataFrame, stored: DataFrame, *, derived: bool) -> tuple[DataFrame, DataFrame]:
-    """What the warehouse will hold for these keys after merge_staged, and the predicted conflicts.
+def resolve_against_stored(new: DataFrame, stored: DataFrame, *, derived: bool) -> DataFrame:
+    """What the warehouse will hold for the keys of `new` or `stored` after merge_staged.
 
-    The policy is merge_staged's (warehouse/load.py), predicted here so the lake, the rollups and
-    the analytics are computed from exactly what the merge leaves: a source candle that differs
-    from the stored one is a late-update conflict and the stored copy stays; a derived candle
-    replaces. Returns (effective rows for the keys of `new` or `stored`, conflicting new rows).
-    The job checks the prediction against the merge's own count and fails the run if they differ.
+    merge_staged's policy (warehouse/load.py), predicted here so the lake, the rollups and the
+    analytics are computed from exactly what the merge leaves: a stored source candle (no
+    `minute_count`) stays whatever comes (a differing source candle is a late-update conflict, a
+    rollup is refused); a stored rollup is replaced by whatever comes; a new key is inserted.
+    Returns the candle frame plus `refused_new`: true where a new row was not applied and the
+    merge will count it (conflicts when not `derived`, kept_source when `derived`), so the job
+    can check its prediction against the merge's own counts and fail the run if they differ.
     """
     n, s = new.alias("n"), stored.alias("s")
     cond = [F.col(f"n.{k}") == F.col(f"s.{k}") for k in KEY]
     joined = n.join(s, cond, "full_outer")
-    both = F.col("n.symbol").isNotNull() & F.col("s.symbol").isNotNull()
-    conflict = both & ~_same_values("n", "s")
-    take_new = F.col("s.symbol").isNull() | (F.lit(derived) & F.col("n.symbol").isNotNull())
-    effective = joined.select(*[F.when(take_new, F.col(f"n.{c}")).otherwise(F.col(f"s.{c}")).alias(c)
-                                for c in CANDLE_FRAME])
-    conflicts = joined.where(conflict).select(*[F.col(f"n.{c}").alias(c) for c in CANDLE_FRAME]) \
-        if not derived else new.limit(0)
-    return effective, conflicts
+    has_new = F.col("n.symbol").isNotNull()
+    has_stored = F.col("s.symbol").isNotNull()
+    stored_is_source = has_stored & F.col("s.minute_count").isNull()
+    take_new = has_new & ~stored_is_source
+    refused = has_new & stored_is_source & (F.lit(True) if derived else ~_same_values("n", "s"))
+    return joined.select(*[F.when(take_new, F.col(f"n.{c}")).otherwise(F.col(f"s.{c}")).alias(c)
+                           for c in CANDLE_FRAME], refused.alias("refused_new"))
 
 
 def rollup_hours(minutes: DataFrame) -> DataFrame:

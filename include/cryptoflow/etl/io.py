@@ -1,15 +1,19 @@
 """The ETL's edges: landing files in, PostgreSQL (JDBC reads, COPY writes) and the Parquet lake out.
 
-Loading goes through COPY, not JDBC inserts: each Spark task streams its rows as COPY text into an
-UNLOGGED staging table over its own connection (the rows are formatted by Spark in the JVM and
-cross to Python as Arrow batches, so no per-row Python objects are built). The staging tables are
-merged by the driver in one transaction (warehouse.load.merge_staged), so a task that dies leaves
-rows only in a staging table nobody reads, which the rerun drops.
+Loading goes through COPY, not JDBC inserts, in ONE Spark job per run (`stage`): everything a run
+writes to PostgreSQL (candles, rollups, quarantine, analytics) is formatted as COPY text by Spark
+in the JVM, tagged with its target table, and each task streams its share into UNLOGGED staging
+tables over its own connection (Arrow batches handed to COPY as buffers: no Python object per
+row). The driver then merges the staging tables in one transaction (warehouse.load.merge_staged),
+so a task that dies leaves rows only in staging tables nobody reads. A run holds an advisory lock
+while its staging tables exist; tables whose lock nobody holds (a killed run never rerun) are
+dropped by the next run (`drop_orphaned_staging`).
 """
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from typing import Iterable
 
 from psycopg import sql
@@ -94,58 +98,205 @@ def copy_text(df: DataFrame) -> DataFrame:
     return df.select(F.concat(F.concat_ws("\t", *parts), F.lit("\n")).alias("line"))
 
 
-def _copy_partition(dsn: str, statement: str):
-    """The function each Spark task runs: stream its Arrow batches of lines into COPY."""
+@dataclass(frozen=True)
+class StageTarget:
+    """Rows for one table in the run's single staging pass.
+
+    `table` None means "count only": rows the driver needs the number of (e.g. predicted merge
+    conflicts) ride along in the same Spark job instead of costing an action of their own.
+    """
+
+    name: str
+    df: DataFrame
+    table: sql.Composable | None = None
+    columns: tuple[str, ...] = ()
+
+
+def _stage_partition(dsn: str, statements: list[str | None]):
+    """The function each Spark task runs: its rows (target index, line) into the targets' COPYs.
+
+    One connection per task, opened only when it has rows for a table; one COPY per run of equal
+    targets; committed when the task's rows are all written (rolled back if the task dies).
+    Yields (target, rows) counts. Self-contained (nothing of cryptoflow inside): the Python workers
+    need not have the package installed.
+    """
+
+    def _lines_bytes(column) -> memoryview | bytes:
+        """The concatenated values of an Arrow string column without a Python object per row.
+
+        An Arrow string array keeps all its values back to back in one data buffer, so the lines
+        (each already ending in newline) are one slice of it.
+        """
+        import numpy as np
+        import pyarrow as pa
+
+        arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+        if arr.null_count:  # copy_text never yields null; be correct rather than fast if it does
+            return "".join(v for v in arr.to_pylist() if v is not None).encode()
+        wide = pa.types.is_large_string(arr.type)
+        offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64 if wide else np.int32)[arr.offset:arr.offset + len(arr) + 1]
+        data = arr.buffers()[2]
+        if data is None:
+            return b""
+        return memoryview(data)[int(offsets[0]):int(offsets[-1])]
 
     def run(batches: Iterable):
-        from itertools import chain
-
+        import numpy as np
         import psycopg
         import pyarrow as pa
 
-        nonempty = (b for b in batches if b.num_rows)
-        first = next(nonempty, None)
-        n = 0
-        if first is not None:  # no connection for an empty partition
-            with psycopg.connect(dsn) as conn:  # commits on a clean exit, rolls back otherwise
-                with conn.cursor().copy(statement) as copy:
-                    for batch in chain([first], nonempty):
-                        copy.write("".join(batch.column(0).to_pylist()))
-                        n += batch.num_rows
-        yield pa.RecordBatch.from_pydict({"rows": [n]}, schema=pa.schema([("rows", pa.int64())]))
+        counts: dict[int, int] = {}
+        conn = copy = copy_cm = None
+        current = None
+        try:
+            for batch in batches:
+                if not batch.num_rows:
+                    continue
+                targets = batch.column(0).to_numpy(zero_copy_only=False)
+                cuts = [0, *(np.flatnonzero(np.diff(targets)) + 1).tolist(), len(targets)]
+                for a, b in zip(cuts, cuts[1:]):
+                    t = int(targets[a])
+                    counts[t] = counts.get(t, 0) + (b - a)
+                    if statements[t] is None:
+                        continue
+                    if t != current:
+                        if copy_cm is not None:
+                            copy_cm.__exit__(None, None, None)
+                        if conn is None:
+                            conn = psycopg.connect(dsn)
+                        copy_cm = conn.cursor().copy(statements[t])
+                        copy = copy_cm.__enter__()
+                        current = t
+                    copy.write(_lines_bytes(batch.column(1).slice(a, b - a)))
+            if copy_cm is not None:
+                copy_cm.__exit__(None, None, None)
+                copy_cm = None
+            if conn is not None:
+                conn.commit()
+        finally:
+            if copy_cm is not None:
+                try:
+                    copy_cm.__exit__(RuntimeError, RuntimeError("task failed"), None)
+                except Exception:
+                    pass
+            if conn is not None:
+                conn.close()
+        keys = sorted(counts)
+        yield pa.RecordBatch.from_pydict({"target": keys, "rows": [counts[k] for k in keys]},
+                                         schema=pa.schema([("target", pa.int32()), ("rows", pa.int64())]))
 
     return run
 
 
-def copy_from_executors(df: DataFrame, dsn: str, table: sql.Composable, columns: list[str], conn) -> int:
-    """COPY `df` (columns in `columns` order) into `table`, one connection per Spark task.
+def stage(targets: list[StageTarget], dsn: str, conn, parallelism: int | None = None) -> dict[str, int]:
+    """COPY every target's rows into its staging table in ONE Spark job; returns rows per target.
 
-    `conn` only renders the statement. Returns the number of rows copied. Each task's COPY commits
-    on its own: use this only for staging tables that a later transaction merges.
+    The targets' rows are formatted as COPY text by Spark (copy_text), tagged with their target
+    and unioned; each task streams its share over its own connection. `conn` only renders the
+    statements. Each task commits on its own: use this only for staging tables that a later
+    transaction merges.
     """
-    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
-        table, sql.SQL(", ").join(map(sql.Identifier, columns))).as_string(conn)
-    lines = copy_text(df.select(*columns))
-    counts = lines.mapInArrow(_copy_partition(dsn, statement), "rows long").agg(F.sum("rows")).collect()
-    return int(counts[0][0] or 0)
+    if not targets:
+        return {}
+    statements, parts = [], []
+    for i, t in enumerate(targets):
+        if t.table is None:
+            statements.append(None)
+            lines = t.df.select(F.lit("").alias("line"))
+        else:
+            statements.append(sql.SQL("COPY {} ({}) FROM STDIN").format(
+                t.table, sql.SQL(", ").join(map(sql.Identifier, t.columns))).as_string(conn))
+            lines = copy_text(t.df.select(*t.columns))
+        parts.append(lines.select(F.lit(i).cast("int").alias("target"), "line"))
+    union = parts[0]
+    for p in parts[1:]:
+        union = union.unionByName(p)
+    # The union's partitions are its inputs' partitions side by side; coalescing (no shuffle)
+    # keeps one task per core instead of one connection per small input partition.
+    spark = union.sparkSession
+    union = union.coalesce(parallelism or spark.sparkContext.defaultParallelism)
+    rows = union.mapInArrow(_stage_partition(dsn, statements), "target int, rows long") \
+        .groupBy("target").agg(F.sum("rows").alias("rows")).collect()
+    got = {r["target"]: int(r["rows"]) for r in rows}
+    return {t.name: got.get(i, 0) for i, t in enumerate(targets)}
 
 
-def copy_from_driver(conn, df: DataFrame, table: sql.Composable, columns: list[str]) -> int:
-    """COPY a small `df` through the driver's connection, inside its current transaction."""
-    lines = copy_text(df.select(*columns))
-    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(table, sql.SQL(", ").join(map(sql.Identifier, columns)))
-    n = 0
-    with conn.cursor().copy(statement) as copy:
-        for batch in lines.toArrow().to_batches():
-            if batch.num_rows:
-                copy.write("".join(batch.column(0).to_pylist()))
-                n += batch.num_rows
-    return n
+STAGING_PREFIX = "etl_"
+
+
+def staging_key(run_id: str) -> str:
+    """16 hex digits naming a run's staging tables (and its advisory lock): stable across reruns."""
+    return hashlib.sha256(run_id.encode()).hexdigest()[:16]
 
 
 def staging_name(run_id: str, what: str) -> str:
     """A staging table name derived from the run id, so a rerun finds (and drops) its own leftovers."""
-    return f"etl_{hashlib.sha256(run_id.encode()).hexdigest()[:16]}_{what}"
+    return f"{STAGING_PREFIX}{staging_key(run_id)}_{what}"
+
+
+def _lock_id(key: str) -> int:
+    """The advisory lock id of a staging key (signed 64-bit, as pg_advisory_lock takes it)."""
+    v = int(key, 16)
+    return v - (1 << 64) if v >= 1 << 63 else v
+
+
+def hold_staging_lock(conn, run_id: str) -> None:
+    """Mark this run's staging tables as in use for as long as `conn` lives (session advisory lock).
+
+    Taken before the tables are created: a table whose lock nobody holds belongs to a run that is
+    no longer running (its process died and its connection with it), see drop_orphaned_staging.
+    """
+    conn.execute("SELECT pg_advisory_lock(%s)", (_lock_id(staging_key(run_id)),))
+    conn.commit()
+
+
+def release_staging_lock(conn, run_id: str) -> None:
+    conn.execute("SELECT pg_advisory_unlock(%s)", (_lock_id(staging_key(run_id)),))
+    conn.commit()
+
+
+def drop_orphaned_staging(conn, keep_run_id: str | None = None) -> list[str]:
+    """Drop the ETL staging tables of runs that are no longer running; returns the tables dropped.
+
+    A run holds its staging lock while its tables exist; a killed run that is never rerun leaves
+    its tables behind with nobody holding the lock. Each candidate's lock is tried (not waited
+    for): taken means orphaned (dropped, lock released), busy means a live run (left alone).
+    """
+    rows = conn.execute(
+        "SELECT tablename FROM pg_tables WHERE schemaname = 'staging' AND tablename LIKE %s ORDER BY 1",
+        (STAGING_PREFIX.replace("_", r"\_") + "%",)).fetchall()
+    conn.commit()
+    keep = staging_key(keep_run_id) if keep_run_id else None
+    by_key: dict[str, list[str]] = {}
+    for (name,) in rows:
+        key = name[len(STAGING_PREFIX):len(STAGING_PREFIX) + 16]
+        if len(key) == 16 and all(ch in "0123456789abcdef" for ch in key) and key != keep:
+            by_key.setdefault(key, []).append(name)
+    dropped = []
+    for key, names in by_key.items():
+        if not conn.execute("SELECT pg_try_advisory_lock(%s)", (_lock_id(key),)).fetchone()[0]:
+            conn.commit()
+            continue
+        try:
+            for name in names:
+                conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier("staging", name)))
+            conn.commit()
+            dropped += names
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_lock_id(key),))
+            conn.commit()
+    return dropped
+
+
+def create_staging(conn, name: str, like: str, columns: tuple[str, ...]) -> sql.Composable:
+    """(Re)create UNLOGGED staging.<name> with `columns` of table `like` (schema.table); committed."""
+    ident = sql.Identifier("staging", name)
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(ident))
+    schema, table = like.split(".")
+    conn.execute(sql.SQL("CREATE UNLOGGED TABLE {} AS SELECT {} FROM {} WITH NO DATA").format(
+        ident, sql.SQL(", ").join(map(sql.Identifier, columns)), sql.Identifier(schema, table)))
+    conn.commit()
+    return ident
 
 
 # ---------------------------------------------------------------------------------------------
@@ -170,5 +321,6 @@ def write_lake(df: DataFrame, lake_uri: str) -> None:
        .option("compression", "zstd").parquet(lake_candles_path(lake_uri)))
 
 
-__all__ = ["read_landing", "jdbc_options", "read_query", "copy_text", "copy_from_executors", "copy_from_driver",
-           "staging_name", "write_lake", "lake_candles_path", "LANDING_RAW_SCHEMA", "POSTGRES_JDBC_JAR"]
+__all__ = ["read_landing", "jdbc_options", "read_query", "copy_text", "StageTarget", "stage", "staging_name",
+           "staging_key", "hold_staging_lock", "release_staging_lock", "drop_orphaned_staging", "create_staging",
+           "write_lake", "lake_candles_path", "LANDING_RAW_SCHEMA", "POSTGRES_JDBC_JAR"]

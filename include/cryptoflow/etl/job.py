@@ -1,18 +1,27 @@
 """One ETL run: the snapshots of a manifest -> market.candles (+ 1h rollups, analytics) and the lake.
 
-    read (strings) -> type -> duplicates -> RULES          frames.validate
-    stored rows around the new ones (JDBC, bounded)          context: touched days; 1h: +-31 days
-    predict the merge (stored source candles win)            frames.resolve_against_stored
-    1h rollups of the touched hours                          frames.rollup_hours
-    analytics of the hours/days whose inputs changed         analytics.*
-    COPY new candles and rollups into UNLOGGED staging       io.copy_from_executors
-    ONE transaction: quarantine, merge_staged x2,            readers see all of it or none of it
-        analytics replaced, staging dropped, counts
-    rewrite the touched lake partitions                      after the commit: a failure here is
-                                                             repaired by the rerun (merge no-ops)
+Three Spark actions per run, whatever its size:
+
+    1. read -> type -> duplicates -> RULES, cached;            frames.validate
+       ONE aggregation gives the counts, ranges and touched      (symbol, interval, day) groups
+       partitions the rest of the run is planned from
+    2. stored rows the run needs (JDBC, bounded: the touched     cached, so nothing is re-read
+       days of each interval, +-31 days of 1h for the analytics)  after the commit
+       -> predicted merge (frames.resolve_against_stored)
+       -> 1h rollups of the touched hours, analytics of the hours/days whose inputs changed
+       -> everything for PostgreSQL COPYed into UNLOGGED staging tables in ONE job (io.stage)
+    -- ONE transaction: quarantine, merge_staged x2 (checked against the prediction), analytics
+       replaced, staging dropped, counts: readers see all of the run or none of it
+    3. the touched lake partitions rewritten (after the commit: a failure here is repaired by
+       the rerun, whose merge is a no-op)
 
 Cost: everything read is bounded by what the run touches (its snapshots, the touched days, a month
-of hourly context), so a 10-minute run costs the same with one month or twelve of history.
+of hourly context either side for the 30-day correlation), so a 10-minute run costs the same with
+one month or twelve of history.
+
+Staging tables are named after the run id (a rerun drops its own leftovers) and guarded by an
+advisory lock held on the driver's connection; every run starts by dropping the staging tables of
+runs that are no longer running (io.drop_orphaned_staging).
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ import os
 import signal
 import time
 from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
 
 from psycopg import sql
 from pyspark.sql import DataFrame, SparkSession
@@ -41,6 +51,16 @@ TASK = "load"
 # Hourly context around the changed hours: the correlation window (30 days) plus a day of slack
 # for the previous hour of the first return and for day boundaries.
 HOURLY_CONTEXT_MS = 31 * DAY_MS
+QUARANTINE_COLUMNS = ("source", "reason", "detail", "raw_record", "symbol", "interval", "open_time", "run_id")
+# staging suffix -> (table it is shaped like, columns)
+STAGING = {
+    "src": ("market.candles", CANDLE_COLUMNS),
+    "der": ("market.candles", CANDLE_COLUMNS),
+    "qua": ("ops.quarantine", QUARANTINE_COLUMNS),
+    "hm": ("market.hourly_metrics", analytics.METRICS_COLUMNS),
+    "rc": ("market.return_correlation", analytics.CORRELATION_COLUMNS),
+    "vp": ("market.volume_profile", analytics.PROFILE_COLUMNS),
+}
 
 
 @dataclass
@@ -55,20 +75,42 @@ class RunResult:
 
 
 def _ts(ms: int) -> str:
-    from datetime import datetime, timezone
-
     return datetime.fromtimestamp(ms / 1000, timezone.utc).isoformat()
 
 
-def _stored(spark: SparkSession, dsn: str, where: str, params: tuple[int, int], slices: int = 2) -> DataFrame:
-    """market.candles rows in [lo, hi) matching `where`, as a candle frame, read in `slices` partitions."""
-    lo, hi = params
-    step = max(1, -(-(hi - lo) // slices))
-    bounds = [(lo + i * step, min(hi, lo + (i + 1) * step)) for i in range(slices) if lo + i * step < hi]
+def _day_ms(d: date) -> int:
+    return int(datetime(d.year, d.month, d.day, tzinfo=timezone.utc).timestamp() * 1000)
+
+
+def _merge_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """[lo, hi) ranges sorted, touching or overlapping ones merged."""
+    out: list[list[int]] = []
+    for lo, hi in sorted(ranges):
+        if out and lo <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], hi)
+        else:
+            out.append([lo, hi])
+    return [(a, b) for a, b in out]
+
+
+def _stored(spark: SparkSession, dsn: str, interval: str, ranges: list[tuple[int, int]],
+            symbols: list[str] | None = None) -> DataFrame:
+    """market.candles rows of `interval` with open_time in any of `ranges`, as a candle frame.
+
+    One JDBC partition (connection) per range; a range longer than two days is split in two so
+    a big backfill's context is read by both cores.
+    """
     cols = ", ".join(CANDLE_FRAME)
-    query = f"SELECT {cols} FROM market.candles WHERE {where}"
-    preds = [f"open_time >= '{_ts(a)}' AND open_time < '{_ts(b)}'" for a, b in bounds]
-    df = io.read_query(spark, dsn, query, preds)
+    where = f"interval = '{interval}'"
+    if symbols is not None:
+        where += " AND symbol IN (" + ", ".join("'" + s.replace("'", "''") + "'" for s in sorted(symbols)) + ")"
+    preds = []
+    for lo, hi in ranges:
+        slices = 1 if hi - lo <= 2 * DAY_MS else 2
+        step = -(-(hi - lo) // slices)
+        preds += [f"open_time >= '{_ts(lo + i * step)}' AND open_time < '{_ts(min(hi, lo + (i + 1) * step))}'"
+                  for i in range(slices)]
+    df = io.read_query(spark, dsn, f"SELECT {cols} FROM market.candles WHERE {where}", preds)
     return df.select(*[F.unix_millis(c).alias(c) if c in ("open_time", "close_time")
                        else F.col(c).cast("int").alias(c) if c == "minute_count"
                        else F.col(c).cast(frames.DEC).alias(c) if c in frames.VALUE_COLUMNS and c not in (
@@ -82,6 +124,51 @@ def _fault(point: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+@dataclass
+class _Plan:
+    """What the run touches, from the one aggregation over its validated rows (no more actions)."""
+
+    counts: dict
+    ranges: dict  # "SYMBOL/interval" -> [lo, hi] of the kept rows
+    parts: set  # (symbol, interval, date) of the kept rows
+    changed_lo: int | None  # first and last 1h open time whose candle may change (ms)
+    changed_hi: int | None
+
+    @property
+    def lake_parts(self) -> set:
+        """The touched partitions plus the 1h partitions the 1m rollups rewrite."""
+        return self.parts | {(s, "1h", d) for s, iv, d in self.parts if iv == "1m"}
+
+
+def _plan(verdicts: DataFrame, n_snapshots: int) -> _Plan:
+    groups = (verdicts.groupBy("status", "reason", "symbol", "interval",
+                               frames.day_of(F.col("open_time")).alias("date"))
+              .agg(F.count(F.lit(1)).alias("n"), F.min("open_time").alias("lo"), F.max("open_time").alias("hi"))
+              .collect())
+    kept = [g for g in groups if g["status"] == "kept"]
+    rejected = [g for g in groups if g["status"] == "rejected"]
+    by_reason: dict[str, int] = {}
+    for g in rejected:
+        by_reason[g["reason"]] = by_reason.get(g["reason"], 0) + g["n"]
+    counts = {
+        "snapshots": n_snapshots,
+        "rows_in": sum(g["n"] for g in groups),
+        "kept": sum(g["n"] for g in kept),
+        "collapsed_duplicates": sum(g["n"] for g in groups if g["status"] == "collapsed"),
+        "quarantined": sum(by_reason.values()),
+        "quarantined_by_reason": dict(sorted(by_reason.items())),
+    }
+    ranges: dict[str, list[int]] = {}
+    for g in kept:
+        key = f"{g['symbol']}/{g['interval']}"
+        lo, hi = ranges.get(key, [g["lo"], g["hi"]])
+        ranges[key] = [min(lo, g["lo"]), max(hi, g["hi"])]
+    # The 1h candles that may change: the new 1h ones and the hours of the new minutes (rollups).
+    hours = [(g["lo"] - g["lo"] % HOUR_MS, g["hi"] - g["hi"] % HOUR_MS) for g in kept if g["interval"] in ("1m", "1h")]
+    return _Plan(counts, dict(sorted(ranges.items())), {(g["symbol"], g["interval"], g["date"]) for g in kept},
+                 min((a for a, _ in hours), default=None), max((b for _, b in hours), default=None))
+
+
 def run(spark: SparkSession, uris: list[str], run_id: str, *, dsn: str | None = None, lake_uri: str | None = None,
         symbols=None) -> RunResult:
     cfg = settings_mod.load()
@@ -91,185 +178,187 @@ def run(spark: SparkSession, uris: list[str], run_id: str, *, dsn: str | None = 
     result = RunResult(run_id)
     t0 = time.perf_counter()
     marks = result.seconds
+    sc = spark.sparkContext
+    job_group = f"cryptoflow-etl-{io.staging_key(run_id)}-{time.time_ns()}"
+    sc.setJobGroup(job_group, f"spark_etl {run_id}")
 
     def mark(name):
         marks[name] = round(time.perf_counter() - t0, 2)
 
-    # ---- read, type, validate
-    raw = io.read_landing(spark, uris)
-    verdicts = frames.validate(frames.typed_landing(raw), symbols)
-    verdicts = verdicts.withColumn("source", F.coalesce(F.col("source"), F.lit("landing"))).cache()
-    by = verdicts.groupBy("status", "reason").count().collect()
-    counts = result.counts
-    counts["snapshots"] = len(uris)
-    counts["rows_in"] = sum(r["count"] for r in by)
-    counts["kept"] = sum(r["count"] for r in by if r["status"] == "kept")
-    counts["collapsed_duplicates"] = sum(r["count"] for r in by if r["status"] == "collapsed")
-    counts["quarantined"] = sum(r["count"] for r in by if r["status"] == "rejected")
-    counts["quarantined_by_reason"] = {r["reason"]: r["count"] for r in by if r["status"] == "rejected"}
-    mark("validated")
+    conn = db.connect(dsn)  # the driver's connection: holds the run's staging lock until the end
+    cached: list[DataFrame] = []
 
-    new = frames.source_candles(verdicts).cache()
-    spans = new.groupBy("symbol", "interval").agg(F.min("open_time").alias("lo"), F.max("open_time").alias("hi")).collect()
-    result.ranges = {f"{r['symbol']}/{r['interval']}": [r["lo"], r["hi"]] for r in spans}
-    intervals = sorted({r["interval"] for r in spans})
+    def cache(df: DataFrame) -> DataFrame:
+        cached.append(df.cache())
+        return df
 
-    # ---- stored context, bounded by what the run touches
-    parts = frames.with_partition(new).select("symbol", "interval", "date").distinct().cache()
-    stored_parts = []
-    for interval in intervals:
-        if interval == "1h":
-            continue
-        lo = min(r["lo"] for r in spans if r["interval"] == interval)
-        hi = max(r["hi"] for r in spans if r["interval"] == interval)
-        lo, hi = lo - lo % DAY_MS, hi - hi % DAY_MS + DAY_MS
-        s = _stored(spark, dsn, f"interval = '{interval}'", (lo, hi))
-        # Only the (symbol, day) partitions the run touches: the lake rewrites exactly those.
-        stored_parts.append(frames.with_partition(s).join(parts, ["symbol", "interval", "date"], "left_semi")
-                            .drop("date"))
-    hour_spans = [(r["lo"] - r["lo"] % HOUR_MS, r["hi"] - r["hi"] % HOUR_MS) for r in spans
-                  if r["interval"] in ("1m", "1h")]
-    if hour_spans:
-        h_lo = min(a for a, _ in hour_spans)
-        h_hi = max(b for _, b in hour_spans)
-        stored_parts.append(_stored(spark, dsn, "interval = '1h'",
-                                    (h_lo - h_lo % DAY_MS - HOURLY_CONTEXT_MS, h_hi - h_hi % DAY_MS + HOURLY_CONTEXT_MS)))
-    stored = stored_parts[0] if stored_parts else new.limit(0)
-    for s in stored_parts[1:]:
-        stored = stored.unionByName(s)
-    stored = stored.cache()
-    mark("context_read")
+    try:
+        io.hold_staging_lock(conn, run_id)
+        orphans = io.drop_orphaned_staging(conn, keep_run_id=run_id)
+        if orphans:
+            log.warning("dropped staging tables of runs no longer running: %s", orphans)
 
-    # ---- what the warehouse will hold, the rollups of the touched hours
-    effective, conflicts = frames.resolve_against_stored(new, stored, derived=False)
-    effective = effective.cache()
-    predicted_conflicts = conflicts.count()
-    touched_hours = (new.where(F.col("interval") == "1m")
-                     .select("symbol", (F.col("open_time") - F.col("open_time") % HOUR_MS).alias("_hour")).distinct())
-    minutes = (effective.where(F.col("interval") == "1m")
-               .withColumn("_hour", F.col("open_time") - F.col("open_time") % HOUR_MS)
-               .join(touched_hours, ["symbol", "_hour"], "left_semi").drop("_hour"))
-    binance_hours = effective.where((F.col("interval") == "1h") & F.col("minute_count").isNull()) \
-        .select("symbol", "open_time")
-    # An hour Binance itself delivered (e.g. imported history) is authoritative: never replaced by a rollup.
-    rollups = frames.rollup_hours(minutes).join(binance_hours, ["symbol", "open_time"], "left_anti").cache()
-    hourly, _ = frames.resolve_against_stored(rollups, effective.where(F.col("interval") == "1h"), derived=True)
-    hourly = hourly.cache()
-    # One pass over the rollups for their counts and, with the new 1h candles, the changed hours.
-    agg = rollups.agg(F.count(F.lit(1)).alias("n"), F.sum(F.when(~F.col("is_complete"), 1).otherwise(0)).alias("inc"),
-                      F.min("open_time").alias("lo"), F.max("open_time").alias("hi")).collect()[0]
-    counts["rollup_hours"] = agg["n"]
-    counts["rollup_incomplete_hours"] = int(agg["inc"] or 0)
-    mark("rolled_up")
+        # ---- action 1: validate (cached) and plan the run from one aggregation
+        verdicts = frames.validate(frames.typed_landing(io.read_landing(spark, uris)), symbols)
+        # The raw line is only kept for the quarantine: no need to hold it for every valid row.
+        verdicts = cache(verdicts.withColumn("source", F.coalesce(F.col("source"), F.lit("landing")))
+                         .withColumn("raw_record", F.when(F.col("status") == "rejected", F.col("raw_record"))))
+        plan = _plan(verdicts, len(uris))
+        counts = result.counts
+        counts.update(plan.counts)
+        counts["orphaned_staging_dropped"] = len(orphans)
+        result.ranges = plan.ranges
+        mark("validated")
 
-    # ---- analytics of what changed
-    changed_1h = new.where(F.col("interval") == "1h").select("symbol", "open_time").unionByName(
-        rollups.select("symbol", "open_time"))
-    lows = [v for v in [agg["lo"]] + [r["lo"] for r in spans if r["interval"] == "1h"] if v is not None]
-    highs = [v for v in [agg["hi"]] + [r["hi"] for r in spans if r["interval"] == "1h"] if v is not None]
-    ch = {"lo": min(lows) if lows else None, "hi": max(highs) if highs else None}
-    metrics = corr = None
-    if ch["lo"] is not None:
-        m_all = analytics.hourly_metrics(hourly).cache()
-        m_lo, m_hi = ch["lo"], ch["hi"] + analytics.METRIC_REACH_MS
-        metrics = m_all.where((F.col("open_time") >= m_lo) & (F.col("open_time") <= m_hi))
-        d_lo, d_hi = ch["lo"] - ch["lo"] % DAY_MS, ch["hi"] - ch["hi"] % DAY_MS + analytics.CORRELATION_REACH_MS
-        corr = analytics.return_correlation(m_all).where(
-            (F.col("day") >= F.to_date(F.timestamp_millis(F.lit(d_lo))))
-            & (F.col("day") <= F.to_date(F.timestamp_millis(F.lit(d_hi)))))
-    # Lake partitions and volume profiles: the touched (symbol, interval, day)s, whole.
-    changed_parts = (parts.unionByName(frames.with_partition(changed_1h.withColumn("interval", F.lit("1h")))
-                                       .select("symbol", "interval", "date")).distinct().cache())
-    lake_rows = (frames.with_partition(effective.where(F.col("interval") != "1h").unionByName(hourly))
-                 .join(changed_parts, ["symbol", "interval", "date"], "left_semi").drop("date").cache())
-    profile = analytics.volume_profile(lake_rows)
-    part_keys = changed_parts.collect()
-    counts["lake_partitions"] = len(part_keys)
-    mark("analytics_planned")
+        # ---- the stored rows the run needs, bounded by what it touches (read once, cached)
+        new = frames.source_candles(verdicts)
+        reads = []
+        for interval in sorted({iv for _, iv, _ in plan.parts} - {"1h"}):
+            days = sorted({d for _, iv, d in plan.parts if iv == interval})
+            syms = sorted({s for s, iv, _ in plan.parts if iv == interval})
+            ranges = _merge_ranges([(_day_ms(d), _day_ms(d) + DAY_MS) for d in days])
+            reads.append(_stored(spark, dsn, interval, ranges, syms))
+        if plan.changed_lo is not None:
+            lo, hi = plan.changed_lo - plan.changed_lo % DAY_MS, plan.changed_hi - plan.changed_hi % DAY_MS + DAY_MS
+            reads.append(_stored(spark, dsn, "1h", [(lo - HOURLY_CONTEXT_MS, hi + HOURLY_CONTEXT_MS)]))
+        stored = new.limit(0)
+        for r in reads:
+            stored = stored.unionByName(r)
+        lake_parts = spark.createDataFrame(sorted(plan.lake_parts), "symbol string, interval string, date date") \
+            if plan.lake_parts else None
 
-    # ---- stage: COPY from the executors into UNLOGGED tables nobody reads
-    stg_src = io.staging_name(run_id, "src")
-    stg_der = io.staging_name(run_id, "der")
-    with db.connect(dsn) as conn:
-        for t in (stg_src, stg_der):
-            # A killed earlier attempt of this run may have left its staging table: start clean.
-            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier("staging", t)))
-            conn.execute(sql.SQL("CREATE UNLOGGED TABLE {} (LIKE market.candles INCLUDING DEFAULTS)")
-                         .format(sql.Identifier("staging", t)))
-        conn.commit()
-        cols = list(CANDLE_COLUMNS)
-        counts["staged"] = io.copy_from_executors(frames.to_warehouse(new, cols), dsn,
-                                                  sql.Identifier("staging", stg_src), cols, conn)
-        counts["staged_rollups"] = io.copy_from_executors(frames.to_warehouse(rollups, cols), dsn,
-                                                          sql.Identifier("staging", stg_der), cols, conn)
+        # ---- what the warehouse will hold: the merge predicted, rollups of the touched hours
+        resolved = cache(frames.resolve_against_stored(new, stored, derived=False))
+        effective = resolved.drop("refused_new")
+        touched_hours = (new.where(F.col("interval") == "1m")
+                         .select("symbol", (F.col("open_time") - F.col("open_time") % HOUR_MS).alias("_hour")).distinct())
+        minutes = (effective.where(F.col("interval") == "1m")
+                   .withColumn("_hour", F.col("open_time") - F.col("open_time") % HOUR_MS)
+                   .join(touched_hours, ["symbol", "_hour"], "left_semi").drop("_hour"))
+        rollups = cache(frames.rollup_hours(minutes))
+        hourly_resolved = cache(frames.resolve_against_stored(rollups, effective.where(F.col("interval") == "1h"),
+                                                              derived=True))
+        hourly = hourly_resolved.drop("refused_new")
+
+        targets = [
+            io.StageTarget("src", frames.to_warehouse(new, CANDLE_COLUMNS)),
+            io.StageTarget("der", frames.to_warehouse(rollups, CANDLE_COLUMNS)),
+            io.StageTarget("qua", verdicts.where(F.col("status") == "rejected").select(
+                *QUARANTINE_COLUMNS[:6], F.timestamp_millis("open_time").alias("open_time"),
+                F.lit(run_id).alias("run_id"))),
+            io.StageTarget("predicted_conflicts", resolved.where("refused_new")),
+            io.StageTarget("predicted_kept_source", hourly_resolved.where("refused_new")),
+        ]
+
+        # ---- analytics of what changed (plus the lookback they need, inside the hourly context)
+        lake_rows = None
+        m_lo = m_hi = d_lo = d_hi = None
+        if plan.changed_lo is not None:
+            m_all = analytics.hourly_metrics(hourly)
+            m_lo, m_hi = plan.changed_lo, plan.changed_hi + analytics.METRIC_REACH_MS
+            metrics = m_all.where((F.col("open_time") >= m_lo) & (F.col("open_time") <= m_hi))
+            d_lo = plan.changed_lo - plan.changed_lo % DAY_MS
+            d_hi = plan.changed_hi - plan.changed_hi % DAY_MS + analytics.CORRELATION_REACH_MS
+            corr = analytics.return_correlation(m_all).where(
+                (F.col("day") >= F.to_date(F.timestamp_millis(F.lit(d_lo))))
+                & (F.col("day") <= F.to_date(F.timestamp_millis(F.lit(d_hi)))))
+            targets += [io.StageTarget("hm", metrics.withColumn("open_time", F.timestamp_millis("open_time"))),
+                        io.StageTarget("rc", corr)]
+        if lake_parts is not None:
+            # Lake partitions and volume profiles: the touched (symbol, interval, day)s, whole.
+            lake_rows = cache(frames.with_partition(effective.where(F.col("interval") != "1h").unionByName(hourly))
+                              .join(F.broadcast(lake_parts), ["symbol", "interval", "date"], "left_semi")
+                              .drop("date"))
+            targets.append(io.StageTarget("vp", analytics.volume_profile(lake_rows)))
+        counts["lake_partitions"] = len(plan.lake_parts)
+        mark("planned")
+
+        # ---- action 2: everything for PostgreSQL into UNLOGGED staging tables nobody reads
+        names = {t.name: io.staging_name(run_id, t.name) for t in targets if t.name in STAGING}
+        for name, table in names.items():
+            io.create_staging(conn, table, *STAGING[name])
+        targets = [io.StageTarget(t.name, t.df, sql.Identifier("staging", names[t.name]), STAGING[t.name][1])
+                   if t.name in names else t for t in targets]
+        staged = io.stage(targets, dsn, conn)
+        counts["staged"] = staged["src"]
+        counts["staged_rollups"] = staged["der"]
+        counts["rollup_hours"] = staged["der"]
         mark("staged")
         _fault("staged")
+
+        def stg(name):
+            return sql.Identifier("staging", names[name])
 
         # ---- one transaction: a reader sees the run's candles, quarantine and analytics, or none
         with db.pipeline_run(conn, PIPELINE, run_id, TASK) as stats:
             with conn.transaction():
-                q = verdicts.where(F.col("status") == "rejected").select(
-                    "source", "reason", "detail", "raw_record", "symbol", "interval",
-                    F.timestamp_millis("open_time").alias("open_time"), F.lit(run_id).alias("run_id"))
-                io.copy_from_driver(conn, q, sql.Identifier("ops", "quarantine"),
-                                    ["source", "reason", "detail", "raw_record", "symbol", "interval",
-                                     "open_time", "run_id"])
-                src = merge_staged(conn, sql.Identifier("staging", stg_src), derived=False, run_id=run_id)
+                _insert_staged(conn, "qua", "ops.quarantine", stg("qua"))
+                counts["rollup_incomplete_hours"] = conn.execute(sql.SQL(
+                    "SELECT count(*) FROM {} WHERE NOT is_complete").format(stg("der"))).fetchone()[0]
+                src = merge_staged(conn, stg("src"), derived=False, run_id=run_id)
                 _fault("merged")
-                if src.conflicts != predicted_conflicts:
+                der = merge_staged(conn, stg("der"), derived=True, run_id=run_id)
+                if (src.conflicts, der.kept_source) != (staged["predicted_conflicts"], staged["predicted_kept_source"]):
                     raise RuntimeError(
-                        f"merge found {src.conflicts} late updates, the run predicted {predicted_conflicts}: "
-                        "market.candles changed during the run; rerun it")
-                der = merge_staged(conn, sql.Identifier("staging", stg_der), derived=True, run_id=run_id)
+                        f"the merge found {src.conflicts} late updates and refused {der.kept_source} rollups, the run"
+                        f" predicted {staged['predicted_conflicts']} and {staged['predicted_kept_source']}:"
+                        " market.candles changed during the run; rerun it")
                 counts["merge"] = src.as_dict()
                 counts["merge_rollups"] = der.as_dict()
-                counts["analytics"] = _replace_analytics(conn, metrics, corr, profile, part_keys, ch)
-                for t in (stg_src, stg_der):
-                    conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier("staging", t)))
+                counts["analytics"] = _replace_analytics(conn, stg, names, staged, m_lo, m_hi, d_lo, d_hi,
+                                                         plan.lake_parts)
+                for name in names:
+                    conn.execute(sql.SQL("DROP TABLE {}").format(stg(name)))
                 mark("merged")
                 stats.update(rows_in=counts["rows_in"], rows_out=src.inserted + src.updated + der.inserted + der.updated,
                              rows_quarantined=counts["quarantined"] + src.conflicts)
                 stats["details"].update(counts=counts, ranges=result.ranges, snapshots=uris[:50])
 
-    # ---- the lake, after the commit (a failure here: the rerun's merge is a no-op, the lake is redone)
-    if part_keys:
-        io.write_lake(frames.to_lake(lake_rows), lake_uri)
-    mark("lake_written")
-    with db.connect(dsn) as conn:
-        conn.execute("UPDATE ops.pipeline_runs SET details = details || jsonb_build_object('seconds', %s::jsonb)"
-                     " WHERE pipeline = %s AND task = %s AND run_id = %s",
-                     (json.dumps(marks), PIPELINE, TASK, run_id))
-    for df in (verdicts, new, parts, stored, effective, rollups, hourly, changed_parts, lake_rows):
-        df.unpersist()
-    log.info("spark_etl %s: %s", run_id, counts)
+        # ---- action 3: the lake, after the commit (a failure here: the rerun's merge is a no-op, the lake is redone)
+        if lake_rows is not None:
+            io.write_lake(frames.to_lake(lake_rows), lake_uri)
+        mark("lake_written")
+        counts["spark_jobs"] = len(sc.statusTracker().getJobIdsForGroup(job_group))
+        conn.execute("UPDATE ops.pipeline_runs SET details = details || jsonb_build_object('seconds', %s::jsonb,"
+                     " 'spark_jobs', %s::int) WHERE pipeline = %s AND task = %s AND run_id = %s",
+                     (json.dumps(marks), counts["spark_jobs"], PIPELINE, TASK, run_id))
+        conn.commit()
+        io.release_staging_lock(conn, run_id)
+    finally:
+        conn.close()
+        for df in cached:
+            df.unpersist()
+        sc.setJobGroup(None, None)
+    log.info("spark_etl %s: %s", run_id, result.counts)
     return result
 
 
-def _replace_analytics(conn, metrics, corr, profile, keys, ch) -> dict:
-    """Delete the analytics rows this run recomputes, then COPY the new ones (caller's transaction)."""
+def _insert_staged(conn, name: str, table: str, staging: sql.Composable) -> None:
+    cols = sql.SQL(", ").join(map(sql.Identifier, STAGING[name][1]))
+    schema, tname = table.split(".")
+    conn.execute(sql.SQL("INSERT INTO {} ({c}) SELECT {c} FROM {}").format(sql.Identifier(schema, tname), staging, c=cols))
+
+
+def _replace_analytics(conn, stg, names, staged, m_lo, m_hi, d_lo, d_hi, lake_parts) -> dict:
+    """Delete the analytics rows this run recomputed, insert the staged ones (caller's transaction)."""
     out = {}
-    if metrics is not None:
-        lo = ch["lo"]
-        hi = ch["hi"] + analytics.METRIC_REACH_MS
-        conn.execute("DELETE FROM market.hourly_metrics WHERE open_time >= %s AND open_time <= %s",
-                     (_ts(lo), _ts(hi)))
-        out["hourly_metrics"] = io.copy_from_driver(
-            conn, metrics.withColumn("open_time", F.timestamp_millis("open_time")),
-            sql.Identifier("market", "hourly_metrics"), list(analytics.METRICS_COLUMNS))
-        d_lo = lo - lo % DAY_MS
-        d_hi = ch["hi"] - ch["hi"] % DAY_MS + analytics.CORRELATION_REACH_MS
+    if "hm" in names:
+        conn.execute("DELETE FROM market.hourly_metrics WHERE open_time >= %s AND open_time <= %s", (_ts(m_lo), _ts(m_hi)))
+        _insert_staged(conn, "hm", "market.hourly_metrics", stg("hm"))
+        out["hourly_metrics"] = staged["hm"]
         conn.execute("DELETE FROM market.return_correlation WHERE day >= %s::timestamptz::date"
                      " AND day <= %s::timestamptz::date AND window_days = %s",
                      (_ts(d_lo), _ts(d_hi), analytics.CORRELATION_DAYS))
-        out["return_correlation"] = io.copy_from_driver(
-            conn, corr, sql.Identifier("market", "return_correlation"), list(analytics.CORRELATION_COLUMNS))
-    if keys:
+        _insert_staged(conn, "rc", "market.return_correlation", stg("rc"))
+        out["return_correlation"] = staged["rc"]
+    if "vp" in names:
+        keys = sorted(lake_parts)
         conn.execute(
             "DELETE FROM market.volume_profile v USING unnest(%s::text[], %s::text[], %s::date[]) k(s, i, d)"
             " WHERE v.symbol = k.s AND v.interval = k.i AND v.day = k.d",
-            ([k["symbol"] for k in keys], [k["interval"] for k in keys], [k["date"] for k in keys]))
-        out["volume_profile"] = io.copy_from_driver(
-            conn, profile, sql.Identifier("market", "volume_profile"), list(analytics.PROFILE_COLUMNS))
+            ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]))
+        _insert_staged(conn, "vp", "market.volume_profile", stg("vp"))
+        out["volume_profile"] = staged["vp"]
     return out
 
 

@@ -5,11 +5,20 @@ into market.candles by one INSERT ... ON CONFLICT in the same transaction as the
 The merge is the single place that decides what happens to a key that already exists:
 
 - the same values again (a snapshot delivered twice, a rerun): nothing changes;
-- different values for a source candle (a "late update of a closed candle"): the stored candle is
-  kept and the new row goes to quarantine as `late_update_conflict` (a closed candle never changes
-  on Binance; a difference means one of the two copies is wrong, so a person decides);
-- different values for a derived candle (1h rolled up from minutes, `derived=True`): replaced,
-  since a rollup is recomputed whenever its minutes change (e.g. a healed gap completes the hour).
+- a candle Binance delivered (a "source" candle, `minute_count` NULL) always wins over a derived
+  one (an hour rolled up from minutes, `minute_count` set): a source candle replaces a stored
+  rollup, and a rollup never replaces a stored source candle (it is dropped and counted as
+  `kept_source`, `derived=True`);
+- different values for a stored source candle from a source candle (a "late update of a closed
+  candle"): the stored candle is kept and the new row goes to quarantine as `late_update_conflict`
+  (a closed candle never changes on Binance; a difference means one of the two copies is wrong,
+  so a person decides);
+- different values for a stored derived candle: replaced, since a rollup is recomputed whenever
+  its minutes change (e.g. a healed gap completes the hour).
+
+The Spark job predicts this policy (cryptoflow.etl.frames.resolve_against_stored) to compute the
+lake and the analytics from what the merge leaves, and checks its prediction against the counts
+returned here.
 
 Both the Python path (COPY from Candle objects) and the Spark job (JDBC/COPY into a staging table it
 names) end in `merge_staged`.
@@ -36,6 +45,8 @@ _VALUE_COLUMNS = (
     "close_time", "open", "high", "low", "close", "base_volume", "quote_volume",
     "taker_buy_base_volume", "taker_buy_quote_volume", "trades", "minute_count", "is_complete",
 )
+# What makes a stored candle a source candle (one Binance delivered) rather than a derived rollup.
+STORED_IS_SOURCE = sql.SQL("t.minute_count IS NULL")
 
 
 @dataclass(frozen=True)
@@ -45,6 +56,7 @@ class MergeResult:
     updated: int
     unchanged: int
     conflicts: int  # quarantined as late_update_conflict
+    kept_source: int = 0  # derived rows not applied: a source candle holds the key
 
     def as_dict(self) -> dict:
         return self.__dict__.copy()
@@ -93,24 +105,32 @@ def merge_staged(conn: psycopg.Connection, staging: sql.Composable, *, derived: 
     if dup:
         raise ValueError(f"staging table holds duplicate key {dup}; resolve duplicates before merging")
 
+    # Fresh statistics: without them the planner may join a small staging table to market.candles
+    # by scanning the whole history, and the cost of a small load would grow with the table.
+    conn.execute(sql.SQL("ANALYZE {}").format(staging))
     staged = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(staging)).fetchone()[0]
     differs = sql.SQL(" OR ").join(
         sql.SQL("t.{c} IS DISTINCT FROM s.{c}").format(c=sql.Identifier(c)) for c in _VALUE_COLUMNS
     )
-    conflicts = 0
-    if not derived:
+    same_key = sql.SQL("t.symbol = s.symbol AND t.interval = s.interval AND t.open_time = s.open_time")
+    conflicts = kept_source = 0
+    if derived:
+        # A rollup never replaces a candle Binance delivered: drop it from the batch, count it.
+        kept_source = conn.execute(sql.SQL(
+            "DELETE FROM {} s USING market.candles t WHERE {} AND {}"
+        ).format(staging, same_key, STORED_IS_SOURCE)).rowcount
+    else:
         # Late updates of closed candles: quarantine the newcomer with both versions, keep the stored one.
         conflicts = conn.execute(sql.SQL(
             "INSERT INTO ops.quarantine (source, reason, detail, raw_record, symbol, interval, open_time, run_id)"
             " SELECT s.source, 'late_update_conflict',"
             "  'stored candle differs: ' || row_to_json(t)::text, row_to_json(s)::text,"
             "  s.symbol, s.interval, s.open_time, %s"
-            " FROM {} s JOIN market.candles t USING (symbol, interval, open_time) WHERE {}"
-        ).format(staging, differs), (run_id,)).rowcount
-        conn.execute(sql.SQL(
-            "DELETE FROM {} s USING market.candles t"
-            " WHERE t.symbol = s.symbol AND t.interval = s.interval AND t.open_time = s.open_time AND ({})"
-        ).format(staging, differs))
+            " FROM {} s JOIN market.candles t USING (symbol, interval, open_time) WHERE {} AND ({})"
+        ).format(staging, STORED_IS_SOURCE, differs), (run_id,)).rowcount
+        if conflicts:
+            conn.execute(sql.SQL("DELETE FROM {} s USING market.candles t WHERE {} AND {} AND ({})")
+                         .format(staging, same_key, STORED_IS_SOURCE, differs))
 
     cols = sql.SQL(", ").join(map(sql.Identifier, CANDLE_COLUMNS))
     updates = sql.SQL(", ").join(
@@ -119,17 +139,18 @@ def merge_staged(conn: psycopg.Connection, staging: sql.Composable, *, derived: 
     excluded_differs = sql.SQL(" OR ").join(
         sql.SQL("t.{c} IS DISTINCT FROM EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in _VALUE_COLUMNS
     )
-    # xmax = 0 tells a fresh insert from an update in RETURNING.
-    rows = conn.execute(sql.SQL(
-        "INSERT INTO market.candles AS t ({cols}) SELECT {cols} FROM {staging}"
+    # xmax = 0 tells a fresh insert from an update; counted in the server, not fetched row by row.
+    inserted, changed = conn.execute(sql.SQL(
+        "WITH m AS (INSERT INTO market.candles AS t ({cols}) SELECT {cols} FROM {staging}"
         " ON CONFLICT (symbol, interval, open_time) DO UPDATE SET {updates}, ingested_at = now()"
         " WHERE {excluded_differs}"
-        " RETURNING (xmax = 0)"
-    ).format(cols=cols, staging=staging, updates=updates, excluded_differs=excluded_differs)).fetchall()
-    inserted = sum(1 for (fresh,) in rows if fresh)
-    updated = len(rows) - inserted
+        " RETURNING (xmax = 0) AS fresh)"
+        " SELECT count(*) FILTER (WHERE fresh), count(*) FROM m"
+    ).format(cols=cols, staging=staging, updates=updates, excluded_differs=excluded_differs)).fetchone()
+    updated = changed - inserted
     return MergeResult(staged=staged, inserted=inserted, updated=updated,
-                       unchanged=staged - conflicts - inserted - updated, conflicts=conflicts)
+                       unchanged=staged - conflicts - kept_source - inserted - updated, conflicts=conflicts,
+                       kept_source=kept_source)
 
 
 def upsert_candles(conn: psycopg.Connection, candles: Iterable[Candle], *, derived: bool = False,

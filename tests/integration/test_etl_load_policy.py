@@ -1,0 +1,95 @@
+"""The load's rules in PostgreSQL alone: a source candle wins over a rollup, and the staging
+tables of a run that is no longer running are dropped by the next one."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from decimal import Decimal
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from cryptoflow.candles import Candle
+from cryptoflow.etl import io
+from cryptoflow.warehouse.load import copy_candles, create_staging, merge_staged
+
+pytestmark = pytest.mark.integration
+
+T0 = int(datetime(2024, 1, 1, tzinfo=timezone.utc).timestamp() * 1000)
+HOUR = 3_600_000
+
+
+def hour(close: str, source: str = "binance") -> Candle:
+    c = Decimal(close)
+    return Candle("BTCUSDT", "1h", T0, T0 + HOUR - 1, Decimal("100"), max(c, Decimal("101")), min(c, Decimal("99")), c,
+                  Decimal("5"), Decimal("500"), None, None, None, True, source)
+
+
+def _merge(conn, candle, *, derived, minute_count=None):
+    with conn.transaction():
+        staging = create_staging(conn)
+        copy_candles(conn, staging, [candle], None if minute_count is None else {candle.key: minute_count})
+        return merge_staged(conn, staging, derived=derived, run_id="policy")
+
+
+def _stored(conn):
+    return conn.execute("SELECT close, minute_count, source FROM market.candles").fetchall()
+
+
+def test_a_source_candle_wins_over_a_rollup_both_ways(warehouse):
+    with psycopg.connect(warehouse.writer_dsn, autocommit=True) as conn:  # each merge its own transaction
+        # A rollup first: Binance's own candle for that hour replaces it (no conflict: rollups are derived).
+        assert _merge(conn, hour("100.5", "rollup:1m"), derived=True, minute_count=59).inserted == 1
+        r = _merge(conn, hour("100.7"), derived=False)
+        assert (r.updated, r.conflicts) == (1, 0)
+        assert _stored(conn) == [(Decimal("100.7"), None, "binance")]
+        # A rollup never replaces it, whatever its values (complete or not, equal or not): counted, not applied.
+        for close, minutes in (("100.9", 60), ("100.7", 60), ("100.2", 12)):
+            r = _merge(conn, hour(close, "rollup:1m"), derived=True, minute_count=minutes)
+            assert (r.staged, r.kept_source, r.inserted, r.updated, r.unchanged) == (1, 1, 0, 0, 0)
+        assert _stored(conn) == [(Decimal("100.7"), None, "binance")]
+        # A different source candle for it is a late update: quarantined, the stored one stays.
+        assert _merge(conn, hour("100.8"), derived=False).conflicts == 1
+        assert _stored(conn) == [(Decimal("100.7"), None, "binance")]
+        assert conn.execute("SELECT reason FROM ops.quarantine").fetchall() == [("late_update_conflict",)]
+
+
+def _make_staging(conn, run_id):
+    for what in ("src", "der"):
+        io.create_staging(conn, io.staging_name(run_id, what), "market.candles", ("symbol", "open_time"))
+
+
+def _staging_tables(conn):
+    return {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'staging'").fetchall()}
+
+
+def test_staging_of_runs_no_longer_running_is_dropped(warehouse):
+    dsn = warehouse.writer_dsn
+    with psycopg.connect(dsn) as live, psycopg.connect(dsn) as cleaner:
+        io.hold_staging_lock(live, "live-run")
+        _make_staging(live, "live-run")
+        # A killed run: its connection (and with it the lock) is gone, its tables are not.
+        dead = psycopg.connect(dsn)
+        io.hold_staging_lock(dead, "dead-run")
+        _make_staging(dead, "dead-run")
+        dead.close()
+        _make_staging(cleaner, "mine")  # the calling run's own tables are never touched
+        cleaner.execute("CREATE TABLE staging.not_etl (x int)")  # nor tables the ETL did not name
+        cleaner.commit()
+
+        dropped = io.drop_orphaned_staging(cleaner, keep_run_id="mine")
+        assert sorted(dropped) == sorted(io.staging_name("dead-run", w) for w in ("src", "der"))
+        live_tables = {io.staging_name("live-run", w) for w in ("src", "der")}
+        mine = {io.staging_name("mine", w) for w in ("src", "der")}
+        assert _staging_tables(cleaner) == live_tables | mine | {"not_etl"}
+
+        # Once the live run has finished (released its lock), its leftovers are fair game too.
+        io.release_staging_lock(live, "live-run")
+        assert sorted(io.drop_orphaned_staging(cleaner, keep_run_id="mine")) == sorted(live_tables)
+        # ...and the cleaner left no lock behind: the dead run's id can run again.
+        probe = cleaner.execute("SELECT pg_try_advisory_lock(%s)", (io._lock_id(io.staging_key("dead-run")),)).fetchone()
+        assert probe == (True,)
+        for name in mine | {"not_etl"}:
+            cleaner.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier("staging", name)))
+        cleaner.commit()
