@@ -191,30 +191,37 @@ SELECT DISTINCT day::timestamp AT TIME ZONE 'UTC', symbol, symbol, 1.0, NULL::in
     None,
     {"correlation": ("MAX(correlation)", "Correlation of hourly log returns")})
 
-# Live forecasts beside what happened: the actual close is the stored score (forecast.hourly.score
-# fills it once the hour has closed), else the 1h candle, looked up only for unscored rows (COALESCE
-# is lazy): a year of predictions aggregates without 87,600 index probes. Errors in float8: numeric
-# arithmetic on every row costs more than the whole query should.
+# Live forecasts beside what happened. The actual close is the stored score (forecast.hourly.score
+# fills it once the hour has closed); only unscored rows look up the 1h candle, in their own branch,
+# so a year of predictions aggregates without a join. Prices become float8 once, inside the branches:
+# Superset inlines this SQL and repeats each column's expression in every metric using it (with a
+# join or subquery in those expressions, a year took seconds). Time and coin filters reach both
+# branches (PostgreSQL pushes them into a UNION ALL).
 FORECASTS = dataset(
     "forecast_vs_actual",
     """
-SELECT p.symbol, p.target_open_time, p.kind, p.model_version,
-       f.predicted_close, p.lower_close::float8 AS lower_close, p.upper_close::float8 AS upper_close,
-       f.persistence_close, f.actual_close,
-       abs(f.predicted_close - f.actual_close) AS model_abs_error,
-       abs(f.persistence_close - f.actual_close) AS persistence_abs_error,
-       abs(f.predicted_close - f.actual_close) / nullif(f.actual_close, 0) * 100 AS model_abs_pct_error,
-       abs(f.persistence_close - f.actual_close) / nullif(f.actual_close, 0) * 100 AS persistence_abs_pct_error,
-       (f.predicted_close - f.actual_close) ^ 2 AS model_sq_error,
-       (f.persistence_close - f.actual_close) ^ 2 AS persistence_sq_error
-FROM forecast.predictions p
-CROSS JOIN LATERAL (
-    SELECT p.predicted_close::float8 AS predicted_close, p.persistence_close::float8 AS persistence_close,
-           coalesce(p.actual_close, (SELECT c.close FROM market.candles c
-                                     WHERE c.symbol = p.symbol AND c.interval = '1h'
-                                       AND c.open_time = p.target_open_time))::float8 AS actual_close
-) f
-WHERE p.kind = 'live'
+SELECT symbol, target_open_time, kind, model_version, predicted_close, lower_close, upper_close,
+       persistence_close, actual_close,
+       abs(predicted_close - actual_close) AS model_abs_error,
+       abs(persistence_close - actual_close) AS persistence_abs_error,
+       abs(predicted_close - actual_close) / nullif(actual_close, 0) * 100 AS model_abs_pct_error,
+       abs(persistence_close - actual_close) / nullif(actual_close, 0) * 100 AS persistence_abs_pct_error,
+       (predicted_close - actual_close) ^ 2 AS model_sq_error,
+       (persistence_close - actual_close) ^ 2 AS persistence_sq_error
+FROM (
+    SELECT p.symbol, p.target_open_time, p.kind, p.model_version, p.predicted_close::float8 AS predicted_close,
+           p.lower_close::float8 AS lower_close, p.upper_close::float8 AS upper_close,
+           p.persistence_close::float8 AS persistence_close, p.actual_close::float8 AS actual_close
+    FROM forecast.predictions p
+    WHERE p.kind = 'live' AND p.actual_close IS NOT NULL
+    UNION ALL
+    SELECT p.symbol, p.target_open_time, p.kind, p.model_version, p.predicted_close::float8,
+           p.lower_close::float8, p.upper_close::float8, p.persistence_close::float8, c.close::float8
+    FROM forecast.predictions p
+    LEFT JOIN market.candles c
+           ON c.symbol = p.symbol AND c.interval = '1h' AND c.open_time = p.target_open_time
+    WHERE p.kind = 'live' AND p.actual_close IS NULL
+) forecasts
 """,
     [("symbol", TEXT), ("target_open_time", TS), ("kind", TEXT), ("model_version", TEXT),
      ("predicted_close", FLOAT), ("lower_close", FLOAT), ("upper_close", FLOAT), ("persistence_close", FLOAT),
