@@ -226,7 +226,11 @@ def cmd_superset_import(args) -> int:
     """Import the dashboards of include/superset/assets/ into Superset (again: updates, never duplicates)."""
     from cryptoflow.superset import importer
 
-    importer.run(settings_mod.load())
+    try:
+        importer.run(settings_mod.load())
+    except importer.BundleImportError as exc:
+        print(f"superset import failed: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -87,8 +87,12 @@ def prepare(files: dict[str, str], masked_uri: str, database_uuid: str) -> bytes
 def session(target: Target) -> requests.Session:
     """Logged in (bearer token) with the CSRF token of its session cookie attached."""
     s = requests.Session()
-    res = s.post(f"{target.url}/api/v1/security/login", timeout=60,
-                 json={"username": target.username, "password": target.password, "provider": "db", "refresh": False})
+    try:
+        res = s.post(f"{target.url}/api/v1/security/login", timeout=60,
+                     json={"username": target.username, "password": target.password, "provider": "db",
+                           "refresh": False})
+    except requests.ConnectionError as exc:
+        raise BundleImportError(f"Superset does not answer at {target.url} (is it running?): {exc}") from exc
     if res.status_code != 200:
         raise BundleImportError(f"Superset login as {target.username} failed: HTTP {res.status_code} {res.text[:300]}")
     s.headers["Authorization"] = f"Bearer {res.json()['access_token']}"
