@@ -115,17 +115,31 @@ def test_postgres_restarted_during_the_load_then_rerun_converges(spark, tmp_path
                     return
                 time.sleep(0.02)
 
+        # The faulted attempt runs as spark-submit would (its own process), so a job that hangs
+        # instead of failing is a test failure, not a stuck test run.
+        manifest = plan.write_manifest(f"file://{landing}", "pg-restart", uris)
+        env = {**os.environ, "CRYPTOFLOW_WAREHOUSE_DSN": writer, "CRYPTOFLOW_LAKE_URI": lake,
+               "CRYPTOFLOW_SYMBOLS": ",".join(SYMBOLS), "CRYPTOFLOW_SPARK_MASTER": "local[1]",
+               "CRYPTOFLOW_SPARK_DRIVER_MEMORY": "1g"}
         watcher = threading.Thread(target=restart_when_loading, daemon=True)
         watcher.start()
+        proc = subprocess.Popen([sys.executable, str(PROJECT_ROOT / "spark_jobs" / "etl_candles.py"),
+                                 "--manifest", manifest, "--run-id", "pg-restart"],
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
         try:
-            with pytest.raises(Exception) as failure:
-                job.run(spark, uris, "pg-restart", dsn=writer, lake_uri=lake, symbols=SYMBOLS)
+            _, err = proc.communicate(timeout=420)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            pytest.fail("the ETL job neither failed nor finished within 7 min after PostgreSQL restarted")
         finally:
             stop.set()
             watcher.join(60)
         # The run failed (how depends on the moment: a cut connection, or staging tables created in a
         # transaction the crash lost); what matters is below.
-        assert restarted.is_set(), failure.value
+        assert restarted.is_set()
+        assert proc.returncode not in (0, None), err[-2000:]
         seen = _state(cluster.dsn("wh", "cf_reader", "test-reader"))
         assert seen["minutes"] == [] and seen["hours"] == []        # nothing of the failed run is visible
 
