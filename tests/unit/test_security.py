@@ -34,8 +34,9 @@ SECRET_ASSIGNMENT = re.compile(
 KEY_MATERIAL = re.compile(r"AKIA[0-9A-Z]{16}|-----BEGIN [A-Z ]*PRIVATE KEY-----|ghp_[A-Za-z0-9]{36}|xox[baprs]-[0-9A-Za-z-]{10,}")
 # Literal passwords of throwaway clusters created and destroyed by a test or benchmark run (they
 # guard nothing that outlives the run), moto's documented dummy keys, and the admin/admin the
-# stack test proves is refused; "s3cret" is the dummy a masking test looks for.
-THROWAWAY = {"test-admin", "test-writer", "test-reader", "bench", "testing", "admin", "s3cret"}
+# stack test proves is refused; "s3cret" / "s%40cret" are dummies masking tests look for.
+THROWAWAY = {"test-admin", "test-writer", "test-reader", "bench", "bench-admin", "testing", "admin", "s3cret",
+             "s%40cret"}
 DSN_PASSWORD = re.compile(r"\b[a-z][a-z0-9+]*://[^:/@\s\"']+:([^@/\s\"']{4,})@")
 SECRET_FILES = re.compile(r"(^|/)(\.env|credentials\.env|.*\.pem|id_rsa.*|.*\.key|\.htpasswd)$")
 
@@ -63,8 +64,8 @@ def test_no_secret_in_tracked_files():
             found.append(f"{name}: {m.group(0)[:60]}")
         for m in DSN_PASSWORD.finditer(text):
             value = m.group(1)
-            if value.startswith(("${", "{", "<", "%")) or value in THROWAWAY:
-                continue
+            if value.startswith(("${", "{", "<", "%")) or value in THROWAWAY or set(value) == {"X"}:
+                continue  # a reference, a template, a throwaway, or Superset's mask (XXXXXXXX)
             found.append(f"{name}: password in a URL {m.group(0)[:40]}...")
     assert not found, "literal secrets in git-tracked files:\n" + "\n".join(found)
 
@@ -156,6 +157,8 @@ REVIEWED = {
     ("include/cryptoflow/etl/job.py", "_stored"),
     # COPY column list from the module constant _COLUMNS; the rows go through copy.write_row.
     ("include/cryptoflow/quarantine.py", "write_rejections"),
+    # Benchmark bookkeeping: row counts of a literal tuple of table names in the function itself.
+    ("include/cryptoflow/bench/superset.py", "fill"),
 }
 
 
