@@ -52,8 +52,11 @@ def jdbc_options(dsn: str) -> dict[str, str]:
     p = conninfo_to_dict(dsn)
     host = p.get("host") or "127.0.0.1"
     url = f"jdbc:postgresql://{host}:{p.get('port') or 5432}/{p.get('dbname') or ''}"
+    # Timeouts and keepalives: a PostgreSQL that restarts or vanishes mid-read fails the task
+    # (and so the run, which Airflow retries) instead of leaving it waiting forever.
     opts = {"url": url, "driver": "org.postgresql.Driver", "user": p.get("user") or "",
-            "password": p.get("password") or "", "fetchsize": "10000"}
+            "password": p.get("password") or "", "fetchsize": "10000",
+            "connectTimeout": "30", "socketTimeout": "900", "tcpKeepAlive": "true"}
     if p.get("sslmode"):
         opts["url"] += f"?sslmode={p['sslmode']}"
     return opts
@@ -162,8 +165,9 @@ def _stage_partition(dsn: str, statements: list[str | None]):
                     if t != current:
                         if copy_cm is not None:
                             copy_cm.__exit__(None, None, None)
-                        if conn is None:
-                            conn = psycopg.connect(dsn)
+                        if conn is None:  # keepalives: a vanished server fails the task, never hangs it
+                            conn = psycopg.connect(dsn, connect_timeout=30, keepalives=1, keepalives_idle=30,
+                                                   keepalives_interval=10, keepalives_count=3)
                         copy_cm = conn.cursor().copy(statements[t])
                         copy = copy_cm.__enter__()
                         current = t
