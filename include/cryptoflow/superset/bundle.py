@@ -255,19 +255,19 @@ WITH RECURSIVE coins AS (
     SELECT (SELECT p.symbol FROM forecast.predictions p WHERE p.symbol > coins.symbol ORDER BY p.symbol LIMIT 1)
     FROM coins WHERE coins.symbol IS NOT NULL
 )
-SELECT coins.symbol, latest.model_version, latest.target_open_time AS last_forecast_hour,
+SELECT coins.symbol, latest.model_version, latest.served_reason, latest.target_open_time AS last_forecast_hour,
        coalesce(m.architecture, 'persistence fallback') AS architecture, m.status, m.trained_at, m.promoted_at,
        (m.metrics ->> 'rmse')::float8 AS validation_rmse,
        (m.baseline_metrics -> 'persistence' ->> 'rmse')::float8 AS validation_persistence_rmse,
        m.status_reason
 FROM coins
-CROSS JOIN LATERAL (SELECT p.model_version, p.target_open_time FROM forecast.predictions p
+CROSS JOIN LATERAL (SELECT p.model_version, p.served_reason, p.target_open_time FROM forecast.predictions p
                     WHERE p.symbol = coins.symbol AND p.interval = '1h' AND p.kind = 'live'
                     ORDER BY p.target_open_time DESC, p.created_at DESC LIMIT 1) latest
 LEFT JOIN forecast.model_versions m ON m.version = latest.model_version
 WHERE coins.symbol IS NOT NULL
 """,
-    [("symbol", TEXT), ("model_version", TEXT), ("last_forecast_hour", TS), ("architecture", TEXT),
+    [("symbol", TEXT), ("model_version", TEXT), ("served_reason", TEXT), ("last_forecast_hour", TS), ("architecture", TEXT),
      ("status", TEXT), ("trained_at", TS), ("promoted_at", TS), ("validation_rmse", FLOAT),
      ("validation_persistence_rmse", FLOAT), ("status_reason", TEXT)],
     None)
@@ -526,7 +526,7 @@ C_SCORES = table("Model vs persistence per coin", FORECASTS, groupby=["symbol"],
                           "persistence_rmse", "model_mape", "persistence_mape"],
                  order=[("scored_hours", False)], time_col="target_open_time")
 C_MODELS = table("Model in use per coin", MODEL_IN_USE,
-                 columns=["symbol", "model_version", "architecture", "status", "last_forecast_hour",
+                 columns=["symbol", "model_version", "served_reason", "architecture", "status", "last_forecast_hour",
                           "validation_rmse", "validation_persistence_rmse"],
                  order=[("symbol", True)])
 # Pipeline health
