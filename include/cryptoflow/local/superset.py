@@ -232,7 +232,11 @@ def start(settings: Settings, creds: dict[str, str], timeout: float = 120.0) -> 
     superset_home(settings).mkdir(parents=True, exist_ok=True)
     argv = [
         str(venv_bin(settings) / "gunicorn"),
-        "-w", "2", "-k", "gthread", "--threads", "4",  # ~300 MB a worker: two fit next to Airflow
+        # One thread per worker: Superset's time-range parser runs pyparsing with its packrat cache
+        # enabled, and that cache is global, so two chart requests parsed at once in one process can
+        # corrupt each other ("Expected int_operand, found 'day'" on a dashboard, intermittently).
+        # Concurrency comes from processes instead (~300 MB each).
+        "-w", "4", "-k", "gthread", "--threads", "1",
         "-b", f"{settings.bind_host}:{settings.superset_port}",
         # Superset's queries may run up to SQLLAB_TIMEOUT (60 s); gunicorn's default kills at 30 s.
         "--timeout", "120",
