@@ -244,17 +244,27 @@ FROM (
      # Below 1: the model beat persistence on these hours.
      "mae_ratio": ("AVG(model_abs_error) / NULLIF(AVG(persistence_abs_error), 0)", "Model MAE / persistence MAE")})
 
+def coins_by_skip_scan(table: str, alias: str) -> str:
+    """A recursive CTE `coins` listing the distinct symbols of `table` by one index probe per coin.
+
+    DISTINCT (or GROUP BY) would read every row ever stored; walking the primary key's leading
+    column from symbol to next symbol costs a probe per coin, whatever the history. The last row
+    of the walk is NULL: the query filters it out.
+    """
+    return f"""
+WITH RECURSIVE coins AS (
+    (SELECT symbol FROM {table} ORDER BY symbol LIMIT 1)
+    UNION ALL
+    SELECT (SELECT {alias}.symbol FROM {table} {alias} WHERE {alias}.symbol > coins.symbol ORDER BY {alias}.symbol LIMIT 1)
+    FROM coins WHERE coins.symbol IS NOT NULL
+)"""
+
+
 # The model behind each coin's latest live forecast, with the registry's record of it: one backward
 # probe of the predictions' primary key per coin (coins by skip scan), not a sort of every forecast.
 MODEL_IN_USE = dataset(
     "forecast_model_in_use",
-    """
-WITH RECURSIVE coins AS (
-    (SELECT symbol FROM forecast.predictions ORDER BY symbol LIMIT 1)
-    UNION ALL
-    SELECT (SELECT p.symbol FROM forecast.predictions p WHERE p.symbol > coins.symbol ORDER BY p.symbol LIMIT 1)
-    FROM coins WHERE coins.symbol IS NOT NULL
-)
+    coins_by_skip_scan("forecast.predictions", "p") + """
 SELECT coins.symbol, latest.model_version, latest.served_reason, latest.target_open_time AS last_forecast_hour,
        coalesce(m.architecture, 'persistence fallback') AS architecture, m.status, m.trained_at, m.promoted_at,
        (m.metrics ->> 'rmse')::float8 AS validation_rmse,
@@ -276,13 +286,7 @@ WHERE coins.symbol IS NOT NULL
 # index probe per coin), because DISTINCT over market.candles would read every minute ever stored.
 FRESHNESS = dataset(
     "ops_freshness",
-    """
-WITH RECURSIVE coins AS (
-    (SELECT symbol FROM market.candles ORDER BY symbol LIMIT 1)
-    UNION ALL
-    SELECT (SELECT c.symbol FROM market.candles c WHERE c.symbol > coins.symbol ORDER BY c.symbol LIMIT 1)
-    FROM coins WHERE coins.symbol IS NOT NULL
-)
+    coins_by_skip_scan("market.candles", "c") + """
 SELECT coins.symbol, i.interval, latest.open_time AS newest_candle,
        round((extract(epoch FROM now() - latest.close_time) / 60)::numeric, 1)::float8 AS minutes_behind
 FROM coins
