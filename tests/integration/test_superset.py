@@ -29,7 +29,7 @@ import requests
 from cryptoflow import settings as cf_settings
 from cryptoflow.local import passwords, postgres
 from cryptoflow.local import superset as superset_svc
-from cryptoflow.superset import bundle
+from cryptoflow.superset import bundle, importer
 from tests.conftest import make_warehouse
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -160,14 +160,8 @@ def api(stack):
     """A requests session logged in as admin with the generated password, CSRF token attached."""
     settings, creds, _ = stack
     base = superset_svc.url(settings)
-    res = login(base, "admin", creds["SUPERSET_ADMIN_PASSWORD"])
-    assert res.status_code == 200, res.text
-    session = requests.Session()
-    session.headers["Authorization"] = f"Bearer {res.json()['access_token']}"
-    # The CSRF token is tied to the session cookie set by this call: keep both.
-    csrf = session.get(f"{base}/api/v1/security/csrf_token/", timeout=30)
-    assert csrf.status_code == 200, csrf.text
-    session.headers.update({"X-CSRFToken": csrf.json()["result"], "Referer": base})
+    # The importer's own session (bearer token, CSRF token of its cookie): what import uses is tested.
+    session = importer.session(importer.Target(base, "admin", creds["SUPERSET_ADMIN_PASSWORD"]))
     session.base = base
     return session
 
