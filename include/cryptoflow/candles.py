@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from operator import attrgetter
 from typing import Callable, Iterable
@@ -579,10 +579,6 @@ def spark_violations(df, symbols: Iterable[str] | None = None, *,
     return (df.withColumn(reasons_col, reasons)
               .withColumn(reason_col, F.when(F.size(F.col(reasons_col)) > 0, F.col(reasons_col)[0]))
               .withColumn(detail_col, F.when(F.size(F.col(reasons_col)) > 0, details)))
-
-
-def candle_field_names() -> tuple[str, ...]:
-    return tuple(f.name for f in fields(Candle))
 
 
 __all__ = [

@@ -13,7 +13,6 @@ candles that opened before T only. Steps:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -255,10 +254,6 @@ def score(conn, symbol: str, window_hours: int = 168) -> dict:
             out["coverage"] = float(np.mean((actual[has_iv] >= lo[has_iv].astype(float))
                                             & (actual[has_iv] <= hi[has_iv].astype(float))))
     return out
-
-
-def summary_json(obj) -> str:
-    return json.dumps(obj, default=str)
 
 
 def hours(start: datetime, end: datetime):
