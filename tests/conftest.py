@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from cryptoflow.local.postgres import LocalPostgres, free_port
+from cryptoflow.local.postgres import CLUSTER_PREFIX, SCRATCH_BASE, LocalPostgres, free_port, reap_orphaned_clusters
 from cryptoflow.warehouse.migrate import migrate
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -48,10 +48,13 @@ class Warehouse:
 
 
 @pytest.fixture(scope="session")
-def pg_cluster(tmp_path_factory) -> LocalPostgres:
-    """One private PostgreSQL cluster for the whole test session (initdb + start take ~1 s)."""
-    root = tmp_path_factory.mktemp("pg")
-    cluster = LocalPostgres(root, free_port(), superuser_password="test-admin")
+def pg_cluster() -> LocalPostgres:
+    """One private PostgreSQL cluster for the whole test session (initdb + start take ~1 s).
+
+    It lives where pytest_sessionstart reaps (a fresh name each run, never a killed run's cluster).
+    """
+    root = tempfile.mkdtemp(prefix=CLUSTER_PREFIX, dir=SCRATCH_BASE)
+    cluster = LocalPostgres(root, free_port(), superuser_password="test-admin", throwaway=True)
     cluster.init()
     cluster.start(fsync=False)
     cluster.ensure_login_role("cf_writer", "test-writer")
@@ -131,6 +134,14 @@ def scratch_dir():
     d = Path(tempfile.mkdtemp(prefix="cryptoflow-test-"))
     yield d
     shutil.rmtree(d, ignore_errors=True)
+
+
+def pytest_sessionstart(session):
+    # A SIGKILLed run never ran its finalizers: its clusters still hold memory, a port and disk.
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    for root in reap_orphaned_clusters(SCRATCH_BASE):
+        if reporter:
+            reporter.write_line(f"reaped the PostgreSQL cluster of a killed run: {root}")
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -84,6 +84,15 @@ def cmd_db_migrate(args) -> int:
     return 0
 
 
+def cmd_db_reap(args) -> int:
+    """Stop and remove throwaway PostgreSQL clusters whose owner (e.g. a killed test run) is dead."""
+    from cryptoflow.local.postgres import SCRATCH_BASE, reap_orphaned_clusters
+
+    reaped = reap_orphaned_clusters(Path(args.base_dir) if args.base_dir else SCRATCH_BASE)
+    print(f"reaped {len(reaped)} cluster(s)" + "".join(f"\n  {root}" for root in reaped))
+    return 0
+
+
 def cmd_bench(args) -> int:
     """Run benchmarks; figures go to <output>/bench.json and bench.md."""
     from cryptoflow import bench
@@ -260,6 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = dbsub.add_parser("migrate", help=cmd_db_migrate.__doc__, description=cmd_db_migrate.__doc__)
     p.add_argument("--dsn", help="owner DSN (default: the local cluster's admin)")
     p.set_defaults(func=cmd_db_migrate)
+    p = dbsub.add_parser("reap", help=cmd_db_reap.__doc__, description=cmd_db_reap.__doc__)
+    p.add_argument("--base-dir", help="where throwaway clusters live (default /var/tmp)")
+    p.set_defaults(func=cmd_db_reap)
 
     ss = sub.add_parser("superset", help="Superset dashboards", description="Superset dashboards.")
     sssub = ss.add_subparsers(dest="superset_command", required=True, metavar="SUPERSET_COMMAND")

@@ -2,11 +2,15 @@
 
 PostgreSQL refuses to run as root; when we are root the server runs as the `postgres` system user
 (created by the Debian package) and its data directory is owned by that user.
+
+A throwaway cluster (tests) records its owning process in `owner.pid`: a killed owner never stops
+its server, and `reap_orphaned_clusters` cleans up after it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import pwd
 import shutil
@@ -18,6 +22,13 @@ from pathlib import Path
 
 import psycopg
 import psycopg.sql
+
+log = logging.getLogger(__name__)
+
+# Where clusters of a root-only directory move to (see LocalPostgres), and where tests put theirs.
+SCRATCH_BASE = Path("/var/tmp")
+CLUSTER_PREFIX = "cryptoflow-pg-"
+OWNER_FILE = "owner.pid"
 
 
 class PostgresError(RuntimeError):
@@ -70,6 +81,9 @@ class LocalPostgres:
     superuser: str = "cf_admin"
     superuser_password: str = "cf_admin"
     host: str = "127.0.0.1"
+    # Record this process as the owner, so the cluster is reaped once it dies. Never for a cluster
+    # that outlives its starter (the stack's: `cryptoflow up` exits while the server runs on).
+    throwaway: bool = False
 
     def __post_init__(self):
         self.root = Path(self.root)
@@ -78,7 +92,7 @@ class LocalPostgres:
             # A root-only parent (e.g. a mktemp -d checkout) hides our state dir from the postgres user:
             # keep the cluster in a directory of its own, named after the requested one.
             tag = hashlib.sha1(str(self.root).encode()).hexdigest()[:12]
-            self.root = Path("/var/tmp") / f"cryptoflow-pg-{tag}"
+            self.root = SCRATCH_BASE / f"{CLUSTER_PREFIX}{tag}"
         self.bin = find_pg_bin()
 
     def _dir_usable(self) -> bool:
@@ -127,6 +141,7 @@ class LocalPostgres:
         if self.initialized:
             return False
         self._prepare_dirs()
+        self._claim()
         pwfile = self.root / ".pwfile"
         pwfile.write_text(self.superuser_password + "\n")
         os.chmod(pwfile, 0o600)
@@ -145,6 +160,10 @@ class LocalPostgres:
             raise PostgresError(f"initdb failed:\n{res.stdout}\n{res.stderr}")
         return True
 
+    def _claim(self):
+        if self.throwaway:
+            (self.root / OWNER_FILE).write_text(f"{os.getpid()} {_start_time(os.getpid())}\n")
+
     def is_running(self) -> bool:
         if not self.initialized:
             return False
@@ -154,6 +173,7 @@ class LocalPostgres:
     def start(self, timeout: float = 30.0, fsync: bool = True):
         if self.is_running():
             return
+        self._claim()  # before the server exists: a kill from here on leaves an owner file behind
         opts = (
             f"-c listen_addresses={self.host} -c port={self.port} "
             f"-c unix_socket_directories={self.socket_dir} -c max_connections=200 "
@@ -219,3 +239,68 @@ class LocalPostgres:
             conn.execute(
                 psycopg.sql.SQL("ALTER ROLE {} LOGIN PASSWORD {}").format(ident, psycopg.sql.Literal(password))
             )
+
+
+# --- reaping throwaway clusters of dead owners ---------------------------------------------------
+
+
+def _start_time(pid: int) -> str | None:
+    """When the process started (field 22 of /proc/<pid>/stat): with the pid it names one process,
+    so a reused pid is not mistaken for the owner. None once it is gone or a zombie (a SIGKILLed
+    child not yet waited for can clean up nothing either)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Field 2 (the command name) may hold spaces and parentheses: count fields after its last ')'.
+    state, *rest = stat[stat.rindex(")") + 2:].split()
+    return None if state == "Z" else rest[18]
+
+
+def _owner_alive(root: Path) -> bool | None:
+    """Whether the process in root's owner file still runs; None without a readable owner file."""
+    try:
+        pid, started = (root / OWNER_FILE).read_text().split()
+        pid = int(pid)
+    except (OSError, ValueError):  # no file (not a throwaway cluster), someone else's, or half written
+        return None
+    return _start_time(pid) == started
+
+
+def _ours(root: Path) -> bool:
+    """Owned by the user our servers run as: another user's cluster is theirs to reap."""
+    user = _run_as()
+    uid = pwd.getpwnam(user).pw_uid if user else os.geteuid()
+    try:
+        return root.stat().st_uid == uid
+    except FileNotFoundError:  # another run reaped it first
+        return False
+
+
+def _destroy_orphan(root: Path):
+    cluster = LocalPostgres(root, port=0)
+    if cluster.root != root:  # unusable by the server's user: LocalPostgres moved to another directory
+        raise PostgresError(f"{root} is not accessible to the server's user")
+    cluster.destroy()
+    if root.exists():
+        raise PostgresError(f"{root} could not be removed")
+
+
+def reap_orphaned_clusters(base_dir: Path = SCRATCH_BASE) -> list[Path]:
+    """Stop (immediate) and remove the throwaway clusters in base_dir whose owner is dead; returns them.
+
+    A cluster without an owner file (the stack's own, anything not made `throwaway`) is never touched,
+    nor one whose owner still runs.
+    """
+    reaped = []
+    for root in sorted(Path(base_dir).glob(f"{CLUSTER_PREFIX}*")):
+        if not root.is_dir() or _owner_alive(root) is not False or not _ours(root):
+            continue
+        try:
+            _destroy_orphan(root)
+        except PostgresError as exc:
+            log.warning("could not reap orphaned PostgreSQL cluster %s: %s", root, exc)
+            continue
+        log.info("reaped orphaned PostgreSQL cluster %s", root)
+        reaped.append(root)
+    return reaped
