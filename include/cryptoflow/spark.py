@@ -25,6 +25,14 @@ def local_session(app_name: str, master: str | None = None, shuffle_partitions: 
         .config("spark.driver.memory", os.environ.get("CRYPTOFLOW_SPARK_DRIVER_MEMORY", "2g"))
         # Dynamic partition overwrite: reprocessing a snapshot replaces only its own lake partitions.
         .config("spark.sql.sources.partitionOverwriteMode", "dynamic")
+        # Constraint propagation re-derives every filter through the validation's wide CASE
+        # expressions: planning the ETL took seconds, and a plan using the verdicts twice ran the
+        # driver out of heap. Nothing here relies on inferred filters.
+        .config("spark.sql.constraintPropagation.enabled", "false")
+        # file:// without the .crc side files: without Hadoop's native library every file Hadoop
+        # creates costs a forked `chmod`, and a backfill writes thousands of small lake partitions
+        # (a .crc per Parquet file doubled that count; hdfs:// and s3a:// are not affected).
+        .config("spark.hadoop.fs.file.impl", "org.apache.hadoop.fs.RawLocalFileSystem")
     )
     if Path(POSTGRES_JDBC_JAR).exists():
         builder = builder.config("spark.jars", POSTGRES_JDBC_JAR)

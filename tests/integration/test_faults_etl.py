@@ -85,7 +85,7 @@ def test_postgres_restarted_during_the_load_then_rerun_converges(spark, tmp_path
     from cryptoflow.local.postgres import LocalPostgres, free_port
     from cryptoflow.warehouse.migrate import migrate
 
-    cluster = LocalPostgres(tmp_path / "pg", free_port(), superuser_password="test-admin")
+    cluster = LocalPostgres(tmp_path / "pg", free_port(), superuser_password="test-admin", throwaway=True)
     cluster.init()
     cluster.start(fsync=False)
     try:

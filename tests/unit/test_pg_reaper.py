@@ -30,7 +30,7 @@ pytestmark = pytest.mark.integration
 OWNER_SCRIPT = """
 import sys, time
 from cryptoflow.local.postgres import LocalPostgres
-pg = LocalPostgres(sys.argv[1], int(sys.argv[2]), superuser_password="reaper-test", throwaway=True)
+pg = LocalPostgres(sys.argv[1], int(sys.argv[2]), superuser_password="test-admin", throwaway=True)
 pg.init()
 pg.start(fsync=False)
 print("ready", flush=True)

@@ -78,7 +78,7 @@ class _Env:
 
         self.tmp = tempfile.TemporaryDirectory(prefix="cf-bench-etl-")
         root = Path(self.tmp.name)
-        self.pg = LocalPostgres(root / "pg", free_port(), superuser_password="bench")
+        self.pg = LocalPostgres(root / "pg", free_port(), superuser_password="bench", throwaway=True)
         self.pg.init()
         self.pg.start()
         self.pg.ensure_login_role("cf_writer", "bench-writer")

@@ -211,7 +211,7 @@ def bench_soak(hours: float = 24.0, speed: float = 1440.0, symbols=SOAK_SYMBOLS,
     tmp = Path(tempfile.mkdtemp(prefix="cryptoflow-soak-"))
     figures: dict = {"hours": hours, "speed": speed, "symbols": len(symbols)}
     t_all = time.perf_counter()
-    cluster = LocalPostgres(tmp / "pg", free_port(), superuser_password=secrets.token_urlsafe(16))
+    cluster = LocalPostgres(tmp / "pg", free_port(), superuser_password=secrets.token_urlsafe(16), throwaway=True)
     srv = collector = None
     spark = None
     try:

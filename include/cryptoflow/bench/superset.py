@@ -227,7 +227,7 @@ def bench_superset_queries(repeats: int = int(os.environ.get("CRYPTOFLOW_BENCH_R
     home = Path(__file__).resolve().parents[3]
     with tempfile.TemporaryDirectory(prefix="cf-bench-superset-") as root:
         root = Path(root)
-        pg = LocalPostgres(root / "pg", free_port(), superuser_password="bench-admin")
+        pg = LocalPostgres(root / "pg", free_port(), superuser_password="bench-admin", throwaway=True)
         pg.init()
         pg.start(fsync=False)
         settings = None

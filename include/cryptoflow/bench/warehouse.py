@@ -34,7 +34,7 @@ def synthetic_minute_rows(n: int, symbols=("BTCUSDT", "ETHUSDT")):
 
 def bench_copy_ceiling(n: int = int(os.environ.get("CRYPTOFLOW_BENCH_ROWS", "1000000"))) -> dict:
     with tempfile.TemporaryDirectory(prefix="cf-bench-pg-") as root:
-        pg = LocalPostgres(root, free_port(), superuser_password="bench")
+        pg = LocalPostgres(root, free_port(), superuser_password="bench", throwaway=True)
         pg.init()
         pg.start()
         try:

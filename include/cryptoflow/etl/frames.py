@@ -84,10 +84,12 @@ def resolve_duplicates(df: DataFrame) -> DataFrame:
     """
     key = [F.col(k) for k in KEY]
     values = F.struct(*[F.col(c) for c in VALUE_COLUMNS if c in df.columns])
-    w = Window.partitionBy(*key)
     ordered = Window.partitionBy(*key).orderBy(F.col("source").asc_nulls_first(), F.col("raw_record"))
-    df = (df.withColumn("_variants", F.size(F.collect_set(values).over(w)))
-            .withColumn("_copies", F.count(F.lit(1)).over(w))
+    # The same partitioning and order for the whole-key aggregates: Spark then computes all three
+    # in one sort of the rows instead of two (the larger part of validating a backfill).
+    whole = ordered.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
+    df = (df.withColumn("_variants", F.size(F.collect_set(values).over(whole)))
+            .withColumn("_copies", F.count(F.lit(1)).over(whole))
             .withColumn("_nth", F.row_number().over(ordered)))
     status = (F.when(F.col("_variants") > 1, F.lit("conflict"))
                .when(F.col("_nth") > 1, F.lit("collapsed"))

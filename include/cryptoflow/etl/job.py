@@ -118,6 +118,19 @@ def _stored(spark: SparkSession, dsn: str, interval: str, ranges: list[tuple[int
                        else F.col(c) for c in CANDLE_FRAME])
 
 
+def _any_stored(conn, interval: str, ranges: list[tuple[int, int]], symbols: list[str] | None = None) -> bool:
+    """Whether market.candles holds any `interval` row in `ranges` (of `symbols`): index probes only."""
+    for lo, hi in ranges:
+        query = ("SELECT EXISTS (SELECT 1 FROM market.candles WHERE interval = %s AND open_time >= %s"
+                 " AND open_time < %s" + (" AND symbol = ANY(%s))" if symbols is not None else ")"))
+        params = (interval, _ts(lo), _ts(hi)) + ((list(symbols),) if symbols is not None else ())
+        found = conn.execute(query, params).fetchone()[0]
+        conn.commit()
+        if found:
+            return True
+    return False
+
+
 def _fault(point: str) -> None:
     """Kill this process at `point` when CRYPTOFLOW_ETL_KILL_AT names it (the kill-safety test)."""
     if os.environ.get("CRYPTOFLOW_ETL_KILL_AT") == point:
@@ -212,29 +225,48 @@ def run(spark: SparkSession, uris: list[str], run_id: str, *, dsn: str | None = 
 
         # ---- the stored rows the run needs, bounded by what it touches (read once, cached)
         new = frames.source_candles(verdicts)
-        reads = []
+        # An interval with nothing stored where the run reads (a backfill into an empty range, the
+        # usual bulk load) needs no read and no join: its new rows are exactly what the merge
+        # inserts. One index probe per range decides; a row stored meanwhile by another writer
+        # makes the merge's counts differ from the prediction, and the run fails (see below).
+        reads, nothing_stored = [], set()
         for interval in sorted({iv for _, iv, _ in plan.parts} - {"1h"}):
             days = sorted({d for _, iv, d in plan.parts if iv == interval})
             syms = sorted({s for s, iv, _ in plan.parts if iv == interval})
             ranges = _merge_ranges([(_day_ms(d), _day_ms(d) + DAY_MS) for d in days])
-            reads.append(_stored(spark, dsn, interval, ranges, syms))
+            if _any_stored(conn, interval, ranges, syms):
+                reads.append(_stored(spark, dsn, interval, ranges, syms))
+            else:
+                nothing_stored.add(interval)
         if plan.changed_lo is not None:
             lo, hi = plan.changed_lo - plan.changed_lo % DAY_MS, plan.changed_hi - plan.changed_hi % DAY_MS + DAY_MS
-            reads.append(_stored(spark, dsn, "1h", [(lo - HOURLY_CONTEXT_MS, hi + HOURLY_CONTEXT_MS)]))
-        stored = new.limit(0)
-        for r in reads:
-            stored = stored.unionByName(r)
+            ranges = [(lo - HOURLY_CONTEXT_MS, hi + HOURLY_CONTEXT_MS)]
+            if _any_stored(conn, "1h", ranges):
+                reads.append(_stored(spark, dsn, "1h", ranges))
+            else:
+                nothing_stored.add("1h")
+        counts["intervals_with_nothing_stored"] = sorted(nothing_stored)
         lake_parts = spark.createDataFrame(sorted(plan.lake_parts), "symbol string, interval string, date date") \
             if plan.lake_parts else None
 
         # ---- what the warehouse will hold: the merge predicted, rollups of the touched hours
-        resolved = cache(frames.resolve_against_stored(new, stored, derived=False))
+        fresh = F.col("interval").isin(sorted(nothing_stored)) if nothing_stored else F.lit(False)
+        resolved = new.where(fresh).withColumn("refused_new", F.lit(False))
+        if reads:
+            stored = reads[0]
+            for r in reads[1:]:
+                stored = stored.unionByName(r)
+            resolved = frames.resolve_against_stored(new.where(~fresh), stored, derived=False).unionByName(resolved)
+        resolved = cache(resolved)
         effective = resolved.drop("refused_new")
-        touched_hours = (new.where(F.col("interval") == "1m")
-                         .select("symbol", (F.col("open_time") - F.col("open_time") % HOUR_MS).alias("_hour")).distinct())
-        minutes = (effective.where(F.col("interval") == "1m")
-                   .withColumn("_hour", F.col("open_time") - F.col("open_time") % HOUR_MS)
-                   .join(touched_hours, ["symbol", "_hour"], "left_semi").drop("_hour"))
+        minutes = effective.where(F.col("interval") == "1m")
+        if "1m" not in nothing_stored:
+            # Stored minutes of the touched days: only the touched hours' are rolled up again.
+            touched_hours = (new.where(F.col("interval") == "1m")
+                             .select("symbol", (F.col("open_time") - F.col("open_time") % HOUR_MS).alias("_hour"))
+                             .distinct())
+            minutes = (minutes.withColumn("_hour", F.col("open_time") - F.col("open_time") % HOUR_MS)
+                       .join(touched_hours, ["symbol", "_hour"], "left_semi").drop("_hour"))
         rollups = cache(frames.rollup_hours(minutes))
         hourly_resolved = cache(frames.resolve_against_stored(rollups, effective.where(F.col("interval") == "1h"),
                                                               derived=True))
