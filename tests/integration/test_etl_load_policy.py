@@ -93,3 +93,22 @@ def test_staging_of_runs_no_longer_running_is_dropped(warehouse):
         for name in mine | {"not_etl"}:
             cleaner.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier("staging", name)))
         cleaner.commit()
+
+
+def test_a_partition_staged_twice_is_staged_once(warehouse, spark):
+    """Spark may run a staging task again after it committed (a retry, a recomputed stage,
+    speculation): each partition replaces its own earlier rows, so nothing is staged twice."""
+    from pyspark.sql import functions as F
+
+    with psycopg.connect(warehouse.writer_dsn) as conn:
+        table = io.create_staging(conn, io.staging_name("twice", "qua"), "ops.quarantine", ("reason", "detail"))
+        # Identical rows on purpose: equal quarantine rows are legitimate and must all survive.
+        rows = spark.range(0, 1000, numPartitions=4).select(F.lit("bad_number").alias("reason"),
+                                                           F.lit("same").alias("detail"))
+        target = io.StageTarget("qua", rows, table, ("reason", "detail"))
+        for attempt in range(2):  # the second pass is every task running again
+            assert io.stage([target], warehouse.writer_dsn, conn) == {"qua": 1000}
+            staged = conn.execute(sql.SQL("SELECT count(*), count(DISTINCT {}) FROM {}").format(
+                sql.Identifier(io.STAGE_PART_COLUMN), table)).fetchone()
+            conn.commit()
+            assert staged == (1000, spark.sparkContext.defaultParallelism), f"attempt {attempt}"

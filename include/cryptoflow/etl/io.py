@@ -117,11 +117,15 @@ class StageTarget:
     columns: tuple[str, ...] = ()
 
 
-def _stage_partition(dsn: str, statements: list[str | None]):
+def _stage_partition(dsn: str, statements: list[str | None], clears: list[str | None], lock_class: int):
     """The function each Spark task runs: its rows (target index, line) into the targets' COPYs.
 
     One connection per task, opened only when it has rows for a table; one COPY per run of equal
     targets; committed when the task's rows are all written (rolled back if the task dies).
+    Idempotent per partition, so a task Spark runs twice (a retry after the commit, a stage
+    recomputed, speculation) stages its rows once: the transaction takes an advisory lock on
+    (run, partition), tags its rows with the partition (STAGE_PART_COLUMN's default reads the
+    setting) and first deletes what an earlier attempt of the same partition committed.
     Yields (target, rows) counts. Self-contained (nothing of cryptoflow inside): the Python workers
     need not have the package installed.
     """
@@ -149,10 +153,13 @@ def _stage_partition(dsn: str, statements: list[str | None]):
         import numpy as np
         import psycopg
         import pyarrow as pa
+        from pyspark import TaskContext
 
+        part = TaskContext.get().partitionId()
         counts: dict[int, int] = {}
         conn = copy = copy_cm = None
         current = None
+        cleared: set[int] = set()
         try:
             for batch in batches:
                 if not batch.num_rows:
@@ -170,6 +177,11 @@ def _stage_partition(dsn: str, statements: list[str | None]):
                         if conn is None:  # keepalives: a vanished server fails the task, never hangs it
                             conn = psycopg.connect(dsn, connect_timeout=30, keepalives=1, keepalives_idle=30,
                                                    keepalives_interval=10, keepalives_count=3)
+                            conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (lock_class, part))
+                            conn.execute("SELECT set_config('cryptoflow.stage_part', %s, true)", (str(part),))
+                        if t not in cleared:
+                            conn.execute(clears[t], (part,))
+                            cleared.add(t)
                         copy_cm = conn.cursor().copy(statements[t])
                         copy = copy_cm.__enter__()
                         current = t
@@ -204,14 +216,17 @@ def stage(targets: list[StageTarget], dsn: str, conn, parallelism: int | None = 
     """
     if not targets:
         return {}
-    statements, parts = [], []
+    statements, clears, parts = [], [], []
     for i, t in enumerate(targets):
         if t.table is None:
             statements.append(None)
+            clears.append(None)
             lines = t.df.select(F.lit("").alias("line"))
         else:
             statements.append(sql.SQL("COPY {} ({}) FROM STDIN").format(
                 t.table, sql.SQL(", ").join(map(sql.Identifier, t.columns))).as_string(conn))
+            clears.append(sql.SQL("DELETE FROM {} WHERE {} = %s").format(
+                t.table, sql.Identifier(STAGE_PART_COLUMN)).as_string(conn))
             lines = copy_text(t.df.select(*t.columns))
         parts.append(lines.select(F.lit(i).cast("int").alias("target"), "line"))
     union = parts[0]
@@ -221,13 +236,17 @@ def stage(targets: list[StageTarget], dsn: str, conn, parallelism: int | None = 
     # keeps one task per core instead of one connection per small input partition.
     spark = union.sparkSession
     union = union.coalesce(parallelism or spark.sparkContext.defaultParallelism)
-    rows = union.mapInArrow(_stage_partition(dsn, statements), "target int, rows long") \
+    # The partition lock's first key: the run's (its staging tables'), so runs never wait on each other.
+    first = next((st for st in statements if st), "")
+    lock_class = int(hashlib.sha256(first.encode()).hexdigest()[:7], 16)
+    rows = union.mapInArrow(_stage_partition(dsn, statements, clears, lock_class), "target int, rows long") \
         .groupBy("target").agg(F.sum("rows").alias("rows")).collect()
     got = {r["target"]: int(r["rows"]) for r in rows}
     return {t.name: got.get(i, 0) for i, t in enumerate(targets)}
 
 
 STAGING_PREFIX = "etl_"
+STAGE_PART_COLUMN = "_stage_part"
 
 
 def staging_key(run_id: str) -> str:
@@ -301,6 +320,11 @@ def create_staging(conn, name: str, like: str, columns: tuple[str, ...]) -> sql.
     schema, table = like.split(".")
     conn.execute(sql.SQL("CREATE UNLOGGED TABLE {} AS SELECT {} FROM {} WITH NO DATA").format(
         ident, sql.SQL(", ").join(map(sql.Identifier, columns)), sql.Identifier(schema, table)))
+    # The Spark partition that staged each row (set by the writing task, see _stage_partition;
+    # a writer that did not set it fails on NOT NULL); the merge names its columns, never this one.
+    conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} int NOT NULL"
+                         " DEFAULT current_setting('cryptoflow.stage_part', true)::int").format(
+        ident, sql.Identifier(STAGE_PART_COLUMN)))
     conn.commit()
     return ident
 
