@@ -6,7 +6,9 @@ Three Spark actions per run, whatever its size:
        ONE aggregation gives the counts, ranges and touched      (symbol, interval, day) groups
        partitions the rest of the run is planned from
     2. stored rows the run needs (JDBC, bounded: the touched     cached, so nothing is re-read
-       days of each interval, +-31 days of 1h for the analytics)  after the commit
+       days of each interval, +-31 days of 1h for the analytics;  after the commit
+       skipped, with its join, for an interval an index probe
+       finds nothing stored for: a backfill into an empty range)
        -> predicted merge (frames.resolve_against_stored)
        -> 1h rollups of the touched hours, analytics of the hours/days whose inputs changed
        -> everything for PostgreSQL COPYed into UNLOGGED staging tables in ONE job (io.stage)
