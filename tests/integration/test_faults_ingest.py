@@ -93,6 +93,9 @@ def test_collector_faults_then_ingest_and_etl_hold_every_candle_once(srv, tmp_pa
         n = srv.stats.connections
         wait_for(lambda: srv.stats.connections > n, timeout=30, what=lambda: f"restart ({second.log_tail()})")
         time.sleep(1.0)
+        # Enough replay time for the sealing below to meet at least 8 whole windows, however fast the
+        # faults went by (a quick run once covered 84 replay minutes: only 7 whole windows).
+        wait_for(lambda: tl.now_ms() - begin_ms >= 100 * MINUTE, timeout=30, what="100 replay minutes")
         end_ms = tl.now_ms()
         assert second.stop() == 0
     finally:
