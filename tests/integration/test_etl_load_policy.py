@@ -107,7 +107,7 @@ def test_a_partition_staged_twice_is_staged_once(warehouse, spark):
                                                            F.lit("same").alias("detail"))
         target = io.StageTarget("qua", rows, table, ("reason", "detail"))
         for attempt in range(2):  # the second pass is every task running again
-            assert io.stage([target], warehouse.writer_dsn, conn) == {"qua": 1000}
+            assert io.stage([target], warehouse.writer_dsn, conn, "twice") == {"qua": 1000}
             staged = conn.execute(sql.SQL("SELECT count(*), count(DISTINCT {}) FROM {}").format(
                 sql.Identifier(io.STAGE_PART_COLUMN), table)).fetchone()
             conn.commit()

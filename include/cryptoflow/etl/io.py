@@ -206,13 +206,13 @@ def _stage_partition(dsn: str, statements: list[str | None], clears: list[str | 
     return run
 
 
-def stage(targets: list[StageTarget], dsn: str, conn, parallelism: int | None = None) -> dict[str, int]:
+def stage(targets: list[StageTarget], dsn: str, conn, run_id: str, parallelism: int | None = None) -> dict[str, int]:
     """COPY every target's rows into its staging table in ONE Spark job; returns rows per target.
 
     The targets' rows are formatted as COPY text by Spark (copy_text), tagged with their target
     and unioned; each task streams its share over its own connection. `conn` only renders the
-    statements. Each task commits on its own: use this only for staging tables that a later
-    transaction merges.
+    statements; `run_id` keys the tasks' partition locks. Each task commits on its own: use this only
+    for staging tables that a later transaction merges.
     """
     if not targets:
         return {}
@@ -236,10 +236,8 @@ def stage(targets: list[StageTarget], dsn: str, conn, parallelism: int | None = 
     # keeps one task per core instead of one connection per small input partition.
     spark = union.sparkSession
     union = union.coalesce(parallelism or spark.sparkContext.defaultParallelism)
-    # The partition lock's first key: the run's (its staging tables'), so runs never wait on each other.
-    first = next((st for st in statements if st), "")
-    lock_class = int(hashlib.sha256(first.encode()).hexdigest()[:7], 16)
-    rows = union.mapInArrow(_stage_partition(dsn, statements, clears, lock_class), "target int, rows long") \
+    rows = union.mapInArrow(_stage_partition(dsn, statements, clears, _partition_lock_class(run_id)),
+                            "target int, rows long") \
         .groupBy("target").agg(F.sum("rows").alias("rows")).collect()
     got = {r["target"]: int(r["rows"]) for r in rows}
     return {t.name: got.get(i, 0) for i, t in enumerate(targets)}
@@ -263,6 +261,12 @@ def _lock_id(key: str) -> int:
     """The advisory lock id of a staging key (signed 64-bit, as pg_advisory_lock takes it)."""
     v = int(key, 16)
     return v - (1 << 64) if v >= 1 << 63 else v
+
+
+def _partition_lock_class(run_id: str) -> int:
+    """The first key of a run's per-partition staging locks (int4, the run's staging key): runs never
+    wait on each other, attempts of one partition of one run do."""
+    return int(staging_key(run_id)[:7], 16)
 
 
 def hold_staging_lock(conn, run_id: str) -> None:

@@ -122,9 +122,9 @@ def _stored(spark: SparkSession, dsn: str, interval: str, ranges: list[tuple[int
 
 def _any_stored(conn, interval: str, ranges: list[tuple[int, int]], symbols: list[str] | None = None) -> bool:
     """Whether market.candles holds any `interval` row in `ranges` (of `symbols`): index probes only."""
+    query = ("SELECT EXISTS (SELECT 1 FROM market.candles WHERE interval = %s AND open_time >= %s"
+             " AND open_time < %s" + (" AND symbol = ANY(%s))" if symbols is not None else ")"))
     for lo, hi in ranges:
-        query = ("SELECT EXISTS (SELECT 1 FROM market.candles WHERE interval = %s AND open_time >= %s"
-                 " AND open_time < %s" + (" AND symbol = ANY(%s))" if symbols is not None else ")"))
         params = (interval, _ts(lo), _ts(hi)) + ((list(symbols),) if symbols is not None else ())
         found = conn.execute(query, params).fetchone()[0]
         conn.commit()
@@ -313,7 +313,7 @@ def run(spark: SparkSession, uris: list[str], run_id: str, *, dsn: str | None = 
             io.create_staging(conn, table, *STAGING[name])
         targets = [io.StageTarget(t.name, t.df, sql.Identifier("staging", names[t.name]), STAGING[t.name][1])
                    if t.name in names else t for t in targets]
-        staged = io.stage(targets, dsn, conn)
+        staged = io.stage(targets, dsn, conn, run_id)
         counts["staged"] = staged["src"]
         counts["staged_rollups"] = staged["der"]
         counts["rollup_hours"] = staged["der"]
