@@ -221,9 +221,10 @@ def test_malformed_frames_reach_the_collector_which_keeps_running(make_server, t
 
 
 def test_rest_429_retry_after_is_honoured(make_server):
-    # 10 weight per 1 s window = 5 klines requests; this client does not know the server's budget.
-    srv = make_server(weight_budget=10, weight_window_s=1.0)
-    client = BinanceRestClient(srv.rest_url, weight_window_s=1.0)
+    # 10 weight per 3 s window = 5 klines requests; this client does not know the server's budget.
+    # (A 1 s window needed the 8 requests inside one second; a slow CI run once took longer and saw no 429.)
+    srv = make_server(weight_budget=10, weight_window_s=3.0)
+    client = BinanceRestClient(srv.rest_url, weight_window_s=3.0)
     t0 = time.monotonic()
     for i in range(8):
         client.klines_page("BTCUSDT", "1m", START_MS - 100 * MINUTE * (i + 1), limit=100)
@@ -239,7 +240,7 @@ def test_rest_429_retry_after_is_honoured(make_server):
 
     # A client that knows the budget paces itself and never sees a 429.
     refused = srv.stats.rest_status.get(429, 0)
-    polite = BinanceRestClient(srv.rest_url, weight_budget=10, weight_margin=0, weight_window_s=1.0)
+    polite = BinanceRestClient(srv.rest_url, weight_budget=10, weight_margin=0, weight_window_s=3.0)
     for i in range(7):
         polite.klines_page("ADAUSDT", "1m", START_MS - 100 * MINUTE * (i + 1), limit=100)
     assert srv.stats.rest_status.get(429, 0) == refused
