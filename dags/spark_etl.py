@@ -28,7 +28,7 @@ from airflow.sdk import Param, dag, get_current_context, task
 
 from cryptoflow import settings
 from cryptoflow.assets import LANDING_SNAPSHOTS, WAREHOUSE_CANDLES
-from cryptoflow.spark import POSTGRES_JDBC_JAR
+from cryptoflow.spark import POSTGRES_JDBC_JAR, interpreter_conf, worker_python
 
 
 class CandleEtlSubmitOperator(SparkSubmitOperator):
@@ -58,7 +58,7 @@ class CandleEtlSubmitOperator(SparkSubmitOperator):
         # spark-submit inherits the worker's environment, the job reads the settings itself.
         self.env_vars = {**(self.env_vars or {}),
                          "PATH": venv_bin + os.pathsep + os.environ.get("PATH", ""),
-                         "PYSPARK_PYTHON": os.environ.get("PYSPARK_PYTHON", sys.executable)}
+                         "PYSPARK_PYTHON": worker_python()}
         return super().execute(context)
 
 
@@ -106,7 +106,7 @@ def spark_etl():
         conn_id="spark_default",
         jars=POSTGRES_JDBC_JAR,
         application_args=["--manifest", "{{ ti.xcom_pull(task_ids='plan')['manifest'] }}", "--run-id", "{{ run_id }}"],
-        conf={"spark.sql.session.timeZone": "UTC", "spark.ui.enabled": "false"},
+        conf={"spark.sql.session.timeZone": "UTC", "spark.ui.enabled": "false", **interpreter_conf()},
     )
 
     def _fail_on(failures, what):

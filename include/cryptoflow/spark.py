@@ -3,10 +3,27 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 # Debian's libpostgresql-jdbc-java: the JDBC driver comes from a package registry, never downloaded at run time.
 POSTGRES_JDBC_JAR = os.environ.get("CRYPTOFLOW_POSTGRES_JDBC_JAR", "/usr/share/java/postgresql.jar")
+
+
+def worker_python() -> str:
+    """The interpreter Spark's Python workers run: the project's own, never the PATH's `python3`.
+
+    Left unset, Spark starts its workers with `python3` from PATH, which on a new machine has none of
+    the project's packages (pyarrow, pandas): every Arrow UDF then fails inside the worker. A cluster
+    whose executors keep the venv elsewhere names it with CRYPTOFLOW_SPARK_PYTHON.
+    """
+    return os.environ.get("CRYPTOFLOW_SPARK_PYTHON") or sys.executable
+
+
+def interpreter_conf() -> dict[str, str]:
+    """Spark properties naming the project's interpreter (for builders and spark-submit alike)."""
+    python = worker_python()
+    return {"spark.pyspark.python": python, "spark.pyspark.driver.python": python}
 
 
 def local_session(app_name: str, master: str | None = None, shuffle_partitions: int = 4):
@@ -16,12 +33,16 @@ def local_session(app_name: str, master: str | None = None, shuffle_partitions: 
     from cryptoflow import settings
 
     master = master or settings.load().spark_master
+    # PySpark takes the workers' interpreter from PYSPARK_PYTHON when it creates the context (the
+    # spark.pyspark.python property only reaches spark-submit's launcher): set both.
+    os.environ["PYSPARK_PYTHON"] = worker_python()
     builder = (
         SparkSession.builder.appName(app_name)
         .master(master)
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.shuffle.partitions", str(shuffle_partitions))
         .config("spark.ui.enabled", "false")
+        .config(map=interpreter_conf())
         .config("spark.driver.memory", os.environ.get("CRYPTOFLOW_SPARK_DRIVER_MEMORY", "2g"))
         # Dynamic partition overwrite: reprocessing a snapshot replaces only its own lake partitions.
         .config("spark.sql.sources.partitionOverwriteMode", "dynamic")

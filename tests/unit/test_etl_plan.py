@@ -66,6 +66,10 @@ def test_dag_is_scheduled_on_landing_and_emits_candles():
     job = dag.get_task("etl_candles")
     assert isinstance(job, SparkSubmitOperator) and job.application.endswith("spark_jobs/etl_candles.py")
     assert job.jars == "/usr/share/java/postgresql.jar"
+    # spark-submit names the project's interpreter for the driver and every executor's workers.
+    import sys
+
+    assert job.conf["spark.pyspark.python"] == job.conf["spark.pyspark.driver.python"] == sys.executable
     assert [o.uri for o in dag.get_task("publish").outlets] == [WAREHOUSE_CANDLES.uri]
     dq = {t for t in dag.task_ids if t.startswith("dq_")}
     assert dq == {"dq_row_counts", "dq_freshness", "dq_duplicate_keys", "dq_gaps"}
