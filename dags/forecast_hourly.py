@@ -1,38 +1,48 @@
 """forecast_hourly: each coin's next-hour close from a model that must beat "next close = last close".
 
-Runs hourly (at minute 5, leaving the ETL time to load the hour that just closed) and whenever
-spark_etl updates the warehouse candles. Mapped over the configured symbols, per coin:
+One run per hour H (the data interval [H-1h, H)), predicting the close of the hour that opens at H:
 
-1. check_fresh: the latest complete 1h candle is the previous hour and the lookback hours are all
-   there, else the coin is skipped with the reason (no prediction from stale or gappy data);
-2. train_if_needed: retrain on the cadence or when the model is missing/stale; the new model is
+    wait_for_candles ─► per coin (mapped): check_fresh ─► train_if_needed ─► predict ─► write
+                     └► per coin (mapped): score_earlier
+
+1. wait_for_candles: waits (rescheduling, no worker held) until every coin's hour H-1 is complete
+   in the warehouse, which spark_etl loads a minute or two after H; after WAIT_FOR_CANDLES it
+   goes on with the coins that are ready, so one late coin never holds back the others;
+2. check_fresh: the latest complete 1h candle is H-1 and the lookback hours are all there; a coin
+   that is not ready fails red with the reason (no prediction from stale or gappy data, and never
+   a green run that forecast nothing);
+3. train_if_needed: retrain on the cadence or when the model is missing/stale; the new model is
    promoted only if at least as good as the current one and persistence on its validation window;
-3. predict: the promoted model, or persistence labelled as such when no model earns its place;
-4. write: one row in forecast.predictions with the persistence forecast beside it (emits PREDICTIONS).
+4. predict: the promoted model, or persistence labelled as such when no model earns its place;
+5. write: one row in forecast.predictions with the persistence forecast beside it (emits PREDICTIONS).
 score_earlier fills the actual close of earlier predictions whose hour has closed.
 
+Backfills (`cryptoflow airflow backfill create --dag-id forecast_hourly ...`) replay past hours.
 The logic lives in cryptoflow.forecast (hourly, registry, train); `cryptoflow backtest` replays it.
 """
 
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
-from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, task, task_group
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.sdk import PokeReturnValue, dag, task, task_group
+from airflow.sdk.exceptions import AirflowFailException
+from airflow.timetables.interval import CronDataIntervalTimetable
 
 from cryptoflow import settings
-from cryptoflow.assets import PREDICTIONS, WAREHOUSE_CANDLES
+from cryptoflow.assets import PREDICTIONS
+
+# How long after the hour the sensor waits for every coin before going on with those that are ready.
+WAIT_FOR_CANDLES = timedelta(minutes=45)
 
 
-def _now(context) -> datetime:
-    # Asset-triggered runs have no logical date: they predict for the hour they run in.
-    return context.get("logical_date") or context["dag_run"].run_after
+def _target(data_interval_end) -> datetime:
+    """The hour this run predicts: the one opening at the end of its data interval."""
+    return data_interval_end
 
 
 @dag(
-    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("5 * * * *", timezone="UTC"),
-                                 assets=WAREHOUSE_CANDLES),
+    schedule=CronDataIntervalTimetable("0 * * * *", timezone="UTC"),
     # Early enough for runs over imported history (backfills, dag.test on 2021 data); catchup stays off.
-    start_date=datetime(2020, 1, 1),
+    start_date=datetime(2020, 1, 1, tzinfo=timezone.utc),
     catchup=False,
     max_active_runs=1,
     default_args={"retries": 1, "retry_delay": timedelta(minutes=2)},
@@ -44,22 +54,39 @@ def forecast_hourly():
     def symbols() -> list[str]:
         return list(settings.load().symbols)
 
+    @task.sensor(poke_interval=30, timeout=int(WAIT_FOR_CANDLES.total_seconds()) + 600, mode="reschedule")
+    def wait_for_candles(data_interval_end=None) -> PokeReturnValue:
+        """Every coin's previous hour complete, or the wait is over: go on with the coins that are ready."""
+        from cryptoflow.forecast import config, hourly
+        from cryptoflow.warehouse import db
+
+        cfg, now = config.load(), _target(data_interval_end)
+        with db.connect() as conn:
+            waiting = {s: r.reason for s in settings.load().symbols
+                       if not (r := hourly.check_inputs(conn, s, now, cfg)).ok}
+        over = datetime.now(timezone.utc) >= now + WAIT_FOR_CANDLES
+        for s, why in waiting.items():
+            print(f"{s}: {why}")
+        if waiting and over:
+            print(f"waited {WAIT_FOR_CANDLES}: going on without {', '.join(waiting)} (their checks fail with the reason)")
+        return PokeReturnValue(is_done=not waiting or over, xcom_value=waiting)
+
     @task
     def check_fresh(symbol: str, **context) -> dict:
-        from cryptoflow.forecast import config, data, hourly
+        from cryptoflow.forecast import config, hourly
         from cryptoflow.warehouse import db
 
         cfg = config.load()
-        now = _now(context)
+        now = _target(context["data_interval_end"])
         with db.connect() as conn:
-            frame = data.load_hourly(conn, symbol, before=data.floor_hour(now), hours=cfg.lookback + 2 + cfg.freshness_tolerance_hours)
-            ready = hourly.readiness(frame, now, cfg)
+            ready = hourly.check_inputs(conn, symbol, now, cfg)
             db.record_check(conn, context["run_id"], hourly.PIPELINE, "forecast_input_ready", ready.ok,
                             observed=ready.reason, expected="previous hour complete, lookback hours present",
                             symbol=symbol)
             conn.commit()
         if not ready.ok:
-            raise AirflowSkipException(f"{symbol}: {ready.reason}")
+            # Red, not skipped: an hour without a forecast is something the user must see.
+            raise AirflowFailException(f"{symbol}: no forecast for {now:%Y-%m-%d %H:%M}Z: {ready.reason}")
         return ready.as_dict()
 
     @task
@@ -121,8 +148,9 @@ def forecast_hourly():
         return summary
 
     coins = symbols()
-    per_symbol.expand(symbol=coins)
-    score_earlier.expand(symbol=coins)
+    waited = wait_for_candles()
+    waited >> per_symbol.expand(symbol=coins)
+    waited >> score_earlier.expand(symbol=coins)
 
 
 forecast_hourly()

@@ -1,7 +1,7 @@
 """spark_etl: landing snapshots -> validated candles in PostgreSQL and the Parquet lake, then data quality.
 
-    (Asset: landing_snapshots) ─► plan ─► etl_candles (spark-submit) ─► dq checks ─► publish
-                                                                        (Asset: warehouse_candles) ─► forecast_hourly
+    (Asset: landing_snapshots) ─► plan ─► etl_candles (spark-submit) ─┬─► dq checks (red when violated)
+                                                                     └─► publish (Asset: warehouse_candles) ─► forecast_hourly
 
 - plan: the snapshots this run processes: those its Asset events name (extra `uris`), or for a
   manual run the params `start`/`end` (ISO times) over the landing store, or `uris` (snapshot URIs). Written to a manifest.
@@ -12,7 +12,9 @@
   1h rollups, analytics, one-transaction merge and the lake partitions: cryptoflow.etl.job.
 - dq_*: row counts, freshness per symbol, duplicate keys, unexplained gaps (cryptoflow.etl.dq);
   each records its results in ops.data_quality_results and fails the run visibly when violated.
-- publish: emits warehouse_candles with the symbols and time ranges loaded.
+  dq_gaps judges the snapshots' own windows; time between two windows is binance_ingest's healing.
+- publish: emits warehouse_candles with the symbols and time ranges loaded, beside the checks (not
+  after them): a failed check is loud, but the sound candles of every coin still move on.
 """
 
 from __future__ import annotations
@@ -142,12 +144,14 @@ def spark_etl():
             return _fail_on(dq.duplicate_keys(conn, run_id), "duplicate keys")
 
     @task
-    def dq_gaps(run_id=None):
+    def dq_gaps(run_id=None, ti=None):
         from cryptoflow.etl import dq
+        from cryptoflow.etl.plan import read_manifest
         from cryptoflow.warehouse import db
 
+        windows = dq.snapshot_windows(read_manifest(ti.xcom_pull(task_ids="plan")["manifest"]))
         with db.connect() as conn:
-            return _fail_on(dq.gaps(conn, run_id, settings.load().interval), "gaps")
+            return _fail_on(dq.gaps(conn, run_id, settings.load().interval, windows), "gaps")
 
     @task(outlets=[WAREHOUSE_CANDLES])
     def publish(run_id=None):
@@ -155,7 +159,7 @@ def spark_etl():
         from cryptoflow.warehouse import db
 
         with db.connect() as conn:
-            run = dq._run(conn, run_id)
+            run = dq.load_record(conn, run_id)
         ranges = run.get("ranges", {})
         extra = {"run_id": run_id, "symbols": sorted({k.split("/")[0] for k in ranges}),
                  "ranges": {k: [datetime.fromtimestamp(a / 1000, timezone.utc).isoformat(),
@@ -165,8 +169,11 @@ def spark_etl():
         get_current_context()["outlet_events"][WAREHOUSE_CANDLES].extra = extra
         return extra
 
+    # The checks and the Asset event both follow the load, side by side: a failed check is red in
+    # the UI with its reason, but the candles that were merged (every coin's) still reach the
+    # forecasts. One coin's gap never holds back the others.
     checks = [dq_row_counts(), dq_freshness(), dq_duplicate_keys(), dq_gaps()]
-    planned >> job >> checks >> publish()
+    planned >> job >> [*checks, publish()]
 
 
 spark_etl()

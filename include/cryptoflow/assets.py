@@ -2,7 +2,7 @@
 
 binance_ingest emits LANDING_SNAPSHOTS (event extra: the snapshot URIs it sealed); spark_etl is
 scheduled on it and emits WAREHOUSE_CANDLES (extra: symbols and the time range loaded);
-forecast_hourly runs hourly and on WAREHOUSE_CANDLES.
+forecast_hourly runs hourly and waits for the hour in the warehouse (the Asset shows what each load brought).
 """
 
 from airflow.sdk import Asset

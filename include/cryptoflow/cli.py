@@ -20,6 +20,9 @@ def cmd_config(args) -> int:
         print(settings_mod.markdown_table())
         return 0
     values = settings_mod.load().as_env()
+    stack_file, recorded = settings_mod.stack_defaults()
+    if recorded:
+        print(f"# the stack's settings from {stack_file} (recorded by `cryptoflow up`); the environment overrides them")
     for key, value in values.items():
         if "DSN" in key and "@" in value:  # never print passwords
             scheme, rest = value.split("://", 1)
@@ -35,12 +38,16 @@ def cmd_up(args) -> int:
 
     from cryptoflow.local import stack
 
-    cfg = settings_mod.load()
+    # The environment alone decides what this stack runs with: not the last stack's stack.env.
+    cfg = settings_mod.load(stack_file=False)
+    before_airflow = None
     if args.demo:
         from cryptoflow.local import demo
 
         cfg = demo.demo_settings(os.environ)
-    endpoints = stack.up(cfg, with_superset=not args.no_superset)
+        # The feed first: the scheduler's first ingest runs would otherwise meet "connection refused".
+        before_airflow = lambda s: demo.start_feed(s)  # noqa: E731
+    endpoints = stack.up(cfg, with_superset=not args.no_superset, before_airflow=before_airflow)
     cfg = endpoints.settings
     if args.demo:
         from cryptoflow.local.airflow import AirflowApi
@@ -49,6 +56,30 @@ def cmd_up(args) -> int:
         api.wait_for_dags({"binance_ingest"})
         demo.run(cfg, api, hours=args.history_hours)
     return 0
+
+
+def cmd_airflow(args) -> int:
+    """Run Airflow's CLI with the local stack's environment (e.g. `cryptoflow airflow dags list`)."""
+    import os
+
+    from cryptoflow.local import stack
+
+    argv = list(args.airflow_args)
+    if argv[:1] == ["--"]:
+        argv = argv[1:]
+    try:
+        env = stack.stack_airflow_env(settings_mod.load())
+    except stack.NotSetUp as exc:
+        print(f"cryptoflow airflow: {exc}: run `make run` or `cryptoflow up` first", file=sys.stderr)
+        return 2
+    airflow = Path(sys.executable).parent / "airflow"
+    if not airflow.exists():
+        print(f"cryptoflow airflow: {airflow} not found (is this Airflow's virtualenv?)", file=sys.stderr)
+        return 2
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(str(airflow), [str(airflow), *argv], env)  # airflow's exit status is ours
+    return 0  # not reached (except where execve is replaced, as in tests)
 
 
 def cmd_down(args) -> int:
@@ -263,6 +294,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--history-hours", type=float, default=480.0, help="hours of history the demo seeds (default 480)")
     add("down", cmd_down)
     add("status", cmd_status)
+    p = add("airflow", cmd_airflow)
+    p.usage = "cryptoflow airflow [-h] AIRFLOW_ARGS..."
+    p.add_argument("airflow_args", nargs=argparse.REMAINDER, metavar="AIRFLOW_ARGS",
+                   help="passed verbatim to `airflow` (e.g. backfill create --dag-id binance_ingest "
+                        "--from-date 2026-11-20T00:00 --to-date 2026-11-20T06:00)")
 
     db = sub.add_parser("db", help="warehouse database commands", description="Warehouse database commands.")
     dbsub = db.add_subparsers(dest="db_command", required=True, metavar="DB_COMMAND")
@@ -334,7 +370,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["airflow"] and argv[1:2] not in ([], ["-h"], ["--help"]):
+        # Verbatim, options first included (`cryptoflow airflow --help` is ours, `... dags --help` Airflow's).
+        args = parser.parse_args(["airflow"])
+        args.airflow_args = argv[1:]
+    else:
+        args = parser.parse_args(argv)
     try:
         return args.func(args) or 0
     except settings_mod.ConfigError as exc:

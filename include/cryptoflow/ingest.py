@@ -216,6 +216,31 @@ def seal_window(settings: Settings, start_ms: int, end_ms: int, *, rest_client=N
     )
 
 
+# A run that starts this long after its window ended is catching up (a backfill, a stack coming back
+# from downtime): the collector can't have the window any more, REST seals it alone.
+CATCH_UP_MS = 300_000
+
+
+def collector_ready(heartbeat: dict | None, window_end_ms: int, now_ms: int, run_started_ms: int,
+                    grace_ms: int = DEFAULT_GRACE_MS) -> tuple[bool, str]:
+    """May the window be sealed now? (the binance_ingest sensor). Returns (ready, why).
+
+    A live window waits for its closing messages (the grace period) and for a collector that was
+    alive after them: its heartbeat is newer than the window's end + grace. Without one the
+    sensor keeps waiting and times out red: a dead collector is an incident, not a quiet REST run.
+    """
+    if run_started_ms >= window_end_ms + CATCH_UP_MS:
+        return True, "catching up on a past window: sealed from what was collected, healed over REST"
+    if now_ms < window_end_ms + grace_ms:
+        return False, "waiting for the window's closing messages (grace period)"
+    if heartbeat is None:
+        return False, "no collector heartbeat: is the collector running? (cryptoflow collect; make status)"
+    if heartbeat.get("at_ms", 0) < window_end_ms + grace_ms:
+        age = (now_ms - heartbeat.get("at_ms", 0)) / 1000
+        return False, f"collector heartbeat is {age:.0f} s old (pid {heartbeat.get('pid')}): collector down?"
+    return True, "collector alive" + ("" if heartbeat.get("connected") else " (reconnecting; REST heals)")
+
+
 def record(conn, result: SealResult, run_id: str, interval: str) -> None:
     """Quarantine the rejections and note the healed candles, in one transaction.
 
@@ -233,6 +258,7 @@ def record(conn, result: SealResult, run_id: str, interval: str) -> None:
                 " ON CONFLICT (symbol, interval, open_time) DO NOTHING",
                 [(s, interval, ms_to_ts(t), run_id) for s, t in result.healed],
             )
+            _explain_holes(cur, result.holes, interval)
 
 
 def window_run_id(interval: str, start_ms: int) -> str:
@@ -263,3 +289,207 @@ def backfill_from_rest(settings: Settings, start_ms: int, end_ms: int, rest_clie
                 read += 1
                 parsed.append((_as_configured(c, configured), ",".join(c.landing_row())))
     return finish(read, parsed, [], symbols=configured)
+
+
+# --- completeness: closed candles missing from the warehouse, healed over REST -------------------
+
+# How far back the healer looks for missing candles: a laptop asleep for a weekend, or a collector
+# dead for days, comes back whole; older holes are history to import, not to heal every 10 minutes.
+HEAL_HORIZON_MS = 31 * 86_400_000
+# At most this many candles per symbol per run (10 REST requests): a month-long hole heals over a
+# few runs instead of holding one window's sealing for minutes.
+HEAL_MAX_PER_SYMBOL = 10_000
+HOLE_REASON = "not available from the stream or Binance REST"
+
+
+@dataclass
+class HealResult:
+    uris: list[str]
+    wanted: int                                                    # missing candles looked for
+    healed: list[tuple[str, int]] = field(default_factory=list)    # fetched from REST and landed
+    holes: list[tuple[str, int]] = field(default_factory=list)     # REST has none: explained gaps
+    rejections: list[Rejection] = field(default_factory=list, repr=False)
+    deferred: int = 0                                              # over the per-run cap: next run
+
+    def summary(self) -> dict:
+        return {"uris": self.uris, "wanted": self.wanted, "healed": len(self.healed), "holes": len(self.holes),
+                "rejected": dict(Counter(r.reason for r in self.rejections)), "deferred": self.deferred}
+
+
+def missing_ranges(conn, symbols, interval: str, lo_ms: int, before_ms: int) -> dict[str, list[tuple[int, int]]]:
+    """[start, end) ranges of `interval` open times missing from market.candles, per symbol.
+
+    Between the symbol's first stored candle at or after `lo_ms` and `before_ms`: the holes between
+    stored candles and the tail after the last one. A symbol with nothing stored in that span has
+    no history to be incomplete against yet (its first load, a seed, is still on its way).
+    """
+    from cryptoflow.warehouse.load import ms_to_ts
+
+    step = INTERVAL_MS[interval]
+    rows = conn.execute(
+        """
+        SELECT symbol, open_time, lead(open_time) OVER (PARTITION BY symbol ORDER BY open_time) AS next
+        FROM market.candles
+        WHERE interval = %(iv)s AND symbol = ANY(%(symbols)s) AND open_time >= %(lo)s AND open_time < %(hi)s
+        """, {"iv": interval, "symbols": list(symbols), "lo": ms_to_ts(lo_ms), "hi": ms_to_ts(before_ms)},
+    ).fetchall()
+    out: dict[str, list[tuple[int, int]]] = {}
+    for symbol, t, nxt in rows:
+        a = int(t.timestamp() * 1000) + step
+        b = before_ms if nxt is None else int(nxt.timestamp() * 1000)
+        if b > a:
+            out.setdefault(symbol, []).append((a, b))
+    return out
+
+
+def _known_keys(conn, interval: str, ranges: dict[str, list[tuple[int, int]]]) -> set[tuple[str, int]]:
+    """Missing keys that healing must not chase again: quarantined rows and explained gaps."""
+    from cryptoflow.warehouse.load import ms_to_ts
+
+    known: set[tuple[str, int]] = set()
+    step = INTERVAL_MS[interval]
+    for symbol, spans in ranges.items():
+        lo, hi = min(a for a, _ in spans), max(b for _, b in spans)
+        for (t,) in conn.execute("SELECT open_time FROM ops.quarantine WHERE symbol = %s AND interval = %s"
+                                 " AND open_time >= %s AND open_time < %s",
+                                 (symbol, interval, ms_to_ts(lo), ms_to_ts(hi))).fetchall():
+            known.add((symbol, int(t.timestamp() * 1000)))
+        for a, b in conn.execute("SELECT gap_start, gap_end FROM ops.explained_gaps WHERE symbol = %s AND interval = %s"
+                                 " AND gap_end > %s AND gap_start < %s",
+                                 (symbol, interval, ms_to_ts(lo), ms_to_ts(hi))).fetchall():
+            a_ms, b_ms = int(a.timestamp() * 1000), int(b.timestamp() * 1000)
+            first = -(-a_ms // step) * step
+            known.update((symbol, t) for t in range(max(first, lo), min(b_ms, hi), step))
+    return known
+
+
+def landed_windows(landing_uri: str, interval: str, lo_ms: int, before_ms: int) -> list[tuple[int, int]]:
+    """Windows of the snapshots already landed over [lo, before): sealed windows and healed stretches.
+
+    Their candles are on their way to the warehouse (spark_etl follows the landing Asset), or are
+    holes the sealing explained; either way there is nothing to fetch again. (A snapshot that
+    failed to load stays a red spark_etl run to retry, not a reason to fetch it twice.)
+    """
+    out = []
+    for root in (landing_uri, healed_root(landing_uri)):
+        for uri in landing.list_snapshots(root, interval, lo_ms, before_ms):
+            out.append(landing.parse_snapshot_name(uri))
+    return out
+
+
+def healed_root(landing_uri: str) -> str:
+    """Healed stretches land beside the 10-minute windows, never in their place: a stretch that
+    happens to span exactly one window must not replace that window's own snapshot."""
+    return landing_uri.rstrip("/") + "/healed"
+
+
+def find_missing(conn, settings: Settings, before_ms: int, horizon_ms: int = HEAL_HORIZON_MS) -> set[tuple[str, int]]:
+    """(symbol, open time) of closed candles that should be in the warehouse before `before_ms` and
+    are not: not stored, not in a snapshot on its way, not quarantined, not an explained gap."""
+    interval, configured = settings.interval, tuple(settings.symbols)
+    lo = before_ms - horizon_ms
+    ranges = missing_ranges(conn, configured, interval, lo, before_ms)
+    if not ranges:
+        return set()
+    missing: set[tuple[str, int]] = set()
+    for symbol, spans in ranges.items():
+        for a, b in spans:
+            missing |= expected_keys((symbol,), interval, a, b)
+    lo_missing = min(t for _, t in missing) if missing else before_ms
+    for s, e in landed_windows(settings.landing_uri, interval, lo_missing, before_ms):
+        missing = {(sym, t) for sym, t in missing if not s <= t < e}
+    return missing - _known_keys(conn, interval, ranges)
+
+
+def heal_history(conn, settings: Settings, before_ms: int, *, rest_client=None,
+                 horizon_ms: int = HEAL_HORIZON_MS, max_per_symbol: int = HEAL_MAX_PER_SYMBOL) -> HealResult:
+    """Fetch the closed candles missing from the warehouse before `before_ms` from REST and land them.
+
+    What binance_ingest does beside sealing its window, so the platform heals itself: the demo's
+    seed gap, a laptop asleep, a collector dead for hours, a window whose run never happened. One
+    snapshot per contiguous stretch of healed candles (its name is its range, so the next run sees
+    it as on its way). What REST does not have either is a hole: recorded as an explained gap with
+    its reason (`record_heal`), never chased again, never filled in.
+    """
+    interval, configured = settings.interval, tuple(settings.symbols)
+    missing = find_missing(conn, settings, before_ms, horizon_ms)
+    if not missing:
+        return HealResult(uris=[], wanted=0)
+    by_symbol: dict[str, list[int]] = {}
+    for s, t in sorted(missing):
+        by_symbol.setdefault(s, []).append(t)
+    wanted: set[tuple[str, int]] = set()
+    deferred = 0
+    for s, times in by_symbol.items():
+        wanted.update((s, t) for t in times[:max_per_symbol])  # oldest first: the tail follows next run
+        deferred += max(len(times) - max_per_symbol, 0)
+    if rest_client is None:
+        from cryptoflow.binance.rest import BinanceRestClient
+
+        rest_client = BinanceRestClient(settings.binance_rest_url)
+    found, rejections = heal(rest_client, configured, interval, wanted)
+    kept, conflicts, _ = landing.prepare(found)
+    rejections += conflicts
+    uris = []
+    step = INTERVAL_MS[interval]
+    for lo, hi in _stretches(sorted({c.open_time for c in kept}), step):
+        snap = landing.write_snapshot(healed_root(settings.landing_uri), interval, lo, hi,
+                                      [c for c in kept if lo <= c.open_time < hi])
+        rejections += snap.rejections
+        uris.append(snap.uri)
+    healed = sorted((c.symbol, c.open_time) for c in kept)
+    rejected = {(r.symbol, r.open_time) for r in rejections}
+    holes = sorted(wanted - set(healed) - rejected)
+    if holes:
+        log.warning("healing: %d candles not available from Binance REST either (kept as holes): %s",
+                    len(holes), holes[:10])
+    return HealResult(uris=uris, wanted=len(wanted), healed=healed, holes=holes, rejections=rejections,
+                      deferred=deferred)
+
+
+def _stretches(times: list[int], step: int) -> list[tuple[int, int]]:
+    """Contiguous [start, end) stretches of sorted open times (any symbol)."""
+    out: list[tuple[int, int]] = []
+    for t in times:
+        if out and t <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], t + step))
+        else:
+            out.append((t, t + step))
+    return out
+
+
+def hole_ranges(holes: list[tuple[str, int]], step: int) -> list[tuple[str, int, int]]:
+    """(symbol, start, end) of consecutive holes, for ops.explained_gaps."""
+    out: list[tuple[str, int, int]] = []
+    for s, t in sorted(holes):
+        if out and out[-1][0] == s and out[-1][2] == t:
+            out[-1] = (s, out[-1][1], t + step)
+        else:
+            out.append((s, t, t + step))
+    return out
+
+
+def record_heal(conn, result: HealResult, run_id: str, interval: str) -> None:
+    """Quarantine the healing's rejections, note what it healed and explain its holes (one transaction)."""
+    from cryptoflow.warehouse.load import ms_to_ts
+
+    heal_run = f"{run_id}:heal"
+    with conn.transaction():
+        conn.execute("DELETE FROM ops.quarantine WHERE run_id = %s", (heal_run,))
+        quarantine.write_rejections(conn, result.rejections, heal_run)
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO ops.healed_gaps (symbol, interval, open_time, run_id) VALUES (%s, %s, %s, %s)"
+                " ON CONFLICT (symbol, interval, open_time) DO NOTHING",
+                [(s, interval, ms_to_ts(t), heal_run) for s, t in result.healed])
+            _explain_holes(cur, result.holes, interval)
+
+
+def _explain_holes(cur, holes: list[tuple[str, int]], interval: str) -> None:
+    """Candles neither the stream nor REST had: explained gaps with the reason (dq_gaps, the healer)."""
+    from cryptoflow.warehouse.load import ms_to_ts
+
+    cur.executemany(
+        "INSERT INTO ops.explained_gaps (symbol, interval, gap_start, gap_end, reason) VALUES (%s, %s, %s, %s, %s)"
+        " ON CONFLICT (symbol, interval, gap_start) DO NOTHING",
+        [(s, interval, ms_to_ts(a), ms_to_ts(b), HOLE_REASON) for s, a, b in hole_ranges(holes, INTERVAL_MS[interval])])

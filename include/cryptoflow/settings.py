@@ -6,13 +6,20 @@ loopback, `file://` landing zone, lake and model store under the state directory
 The distributed stack sets the same names to `hdfs://`, `s3://` and `spark://` values.
 
 `cryptoflow config` prints the table below with the values in force.
+
+`cryptoflow up` records the settings its services run with in <state>/stack.env (no passwords: those
+are in credentials.env). `load()` of the process environment takes that file's values as defaults
+beneath the environment, so every command run beside the stack (`cryptoflow config`, `backfill`,
+`seal`, `airflow ...`) sees the mode, coins, ports and URIs the stack uses unless told otherwise.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
+from urllib.parse import urlsplit
 
 # The ten coins of the original system, quoted in USDT. MATIC became POL on 2024-09-13
 # (see cryptoflow.symbols): the configured name is the current one.
@@ -23,6 +30,13 @@ DEFAULT_SYMBOLS = (
 
 LIVE_WS_URL = "wss://data-stream.binance.vision"
 LIVE_REST_URL = "https://api.binance.com"
+
+STACK_FILE_NAME = "stack.env"
+# Never recorded in the stack file: where the file is found (home, state dir), and the DSNs, which
+# carry passwords (the local cluster's are filled in from credentials.env when the DSNs are unset).
+_NOT_IN_STACK_FILE = frozenset({
+    "CRYPTOFLOW_HOME", "CRYPTOFLOW_STATE_DIR", "CRYPTOFLOW_WAREHOUSE_DSN", "CRYPTOFLOW_WAREHOUSE_READER_DSN",
+})
 
 
 def _project_home() -> Path:
@@ -97,6 +111,11 @@ class Settings:
     def credentials_file(self) -> Path:
         return self.state_dir / "credentials.env"
 
+    @property
+    def stack_file(self) -> Path:
+        """The settings the stack's services run with, as `cryptoflow up` recorded them."""
+        return self.state_dir / STACK_FILE_NAME
+
     def as_env(self) -> dict[str, str]:
         """The settings as CRYPTOFLOW_* variables, to hand to child processes (Airflow, Spark)."""
         values = {
@@ -138,15 +157,37 @@ def _int(env: dict, name: str, default: str) -> int:
     return value
 
 
-def load(environ: dict | None = None) -> Settings:
-    """Read the settings from `environ` (default os.environ), filling documented defaults.
-
-    Passwords of the local cluster come from the generated credentials file when the DSNs are
-    not set explicitly; a DSN can't be built before `cryptoflow setup` has written that file.
-    """
-    env = dict(os.environ if environ is None else environ)
+def _locate(env: dict) -> tuple[Path, Path]:
+    """(home, state dir) of an environment: the two settings the stack file can't supply."""
     home = Path(env.get("CRYPTOFLOW_HOME") or _project_home()).resolve()
     state = Path(env.get("CRYPTOFLOW_STATE_DIR") or home / ".state").resolve()
+    return home, state
+
+
+def _binance_urls(mode: str, replay_port: int) -> tuple[str, str]:
+    """(websocket, REST) base URLs picked when CRYPTOFLOW_BINANCE_WS_URL / _REST_URL are empty."""
+    if mode == "live":
+        return LIVE_WS_URL, LIVE_REST_URL
+    return f"ws://127.0.0.1:{replay_port}", f"http://127.0.0.1:{replay_port}"
+
+
+def load(environ: dict | None = None, *, stack_file: bool | None = None) -> Settings:
+    """Read the settings from `environ` (default os.environ), filling documented defaults.
+
+    With `stack_file` (default: when reading os.environ, i.e. `environ` is None), the values
+    `cryptoflow up` recorded in <state>/stack.env come beneath the environment: a variable set
+    (non-empty) in the environment always wins, a missing file changes nothing. An explicit
+    `environ` is read alone unless `stack_file=True`; `cryptoflow up` itself reads without it.
+
+    Passwords of the local cluster come from the generated credentials file when the DSNs are
+    not set explicitly; a DSN can't be built before `cryptoflow up` has written that file.
+    """
+    env = dict(os.environ if environ is None else environ)
+    home, state = _locate(env)
+    if (environ is None) if stack_file is None else stack_file:
+        recorded = read_stack_file(state / STACK_FILE_NAME)
+        if recorded:
+            env = {**recorded, **{k: v for k, v in env.items() if v}}
     bind = env.get("CRYPTOFLOW_BIND_HOST") or "127.0.0.1"
     pg_port = _int(env, "CRYPTOFLOW_PG_PORT", "5433")
 
@@ -154,9 +195,9 @@ def load(environ: dict | None = None) -> Settings:
     if mode not in ("live", "replay"):
         raise ConfigError(f"CRYPTOFLOW_BINANCE_MODE={mode!r}: expected live or replay")
     replay_port = _int(env, "CRYPTOFLOW_REPLAY_PORT", "9444")
-    replay_base = f"127.0.0.1:{replay_port}"
-    ws_url = env.get("CRYPTOFLOW_BINANCE_WS_URL") or (LIVE_WS_URL if mode == "live" else f"ws://{replay_base}")
-    rest_url = env.get("CRYPTOFLOW_BINANCE_REST_URL") or (LIVE_REST_URL if mode == "live" else f"http://{replay_base}")
+    default_ws, default_rest = _binance_urls(mode, replay_port)
+    ws_url = env.get("CRYPTOFLOW_BINANCE_WS_URL") or default_ws
+    rest_url = env.get("CRYPTOFLOW_BINANCE_REST_URL") or default_rest
 
     symbols = tuple(s.strip().upper() for s in (env.get("CRYPTOFLOW_SYMBOLS") or ",".join(DEFAULT_SYMBOLS)).split(",") if s.strip())
     if not symbols:
@@ -227,6 +268,51 @@ def read_credentials(path: Path) -> dict[str, str]:
     return out
 
 
+def _has_password(value: str) -> bool:
+    try:
+        return urlsplit(value).password is not None
+    except ValueError:
+        return False
+
+
+def stack_file_values(settings: Settings) -> dict[str, str]:
+    """What the stack file records of `settings`: every setting but home, state dir and DSNs, and
+    nothing that carries a password. The Binance URLs only when they were set explicitly, so that
+    overriding CRYPTOFLOW_BINANCE_MODE later still picks the matching URLs."""
+    derived = dict(zip(("CRYPTOFLOW_BINANCE_WS_URL", "CRYPTOFLOW_BINANCE_REST_URL"),
+                       _binance_urls(settings.binance_mode, settings.replay_port)))
+    return {key: value for key, value in settings.as_env().items()
+            if key not in _NOT_IN_STACK_FILE and derived.get(key) != value and not _has_password(value)}
+
+
+def write_stack_file(settings: Settings) -> Path:
+    """Record the settings the stack's services run with in <state>/stack.env (KEY=VALUE lines)."""
+    path = settings.stack_file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    lines = [f"# The settings the local stack's services run with, written by `cryptoflow up` at {now}.",
+             "# Defaults beneath the environment for every `cryptoflow` command; no passwords (see credentials.env).",
+             *(f"{key}={value}" for key, value in stack_file_values(settings).items())]
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_stack_file(path: Path) -> dict[str, str]:
+    """The recorded settings of a stack file (missing file: empty); only keys it may carry."""
+    known = {s.env for s in SETTINGS} - _NOT_IN_STACK_FILE
+    return {k: v for k, v in read_credentials(path).items() if k in known}
+
+
+def stack_defaults(environ: dict | None = None) -> tuple[Path, dict[str, str]]:
+    """(path, values) of the stack file in the state dir of `environ` (default os.environ): what
+    `load()` takes as defaults; values are empty when there is no such file."""
+    _, state = _locate(dict(os.environ if environ is None else environ))
+    path = state / STACK_FILE_NAME
+    return path, read_stack_file(path)
+
+
 def markdown_table() -> str:
     rows = ["| variable | default | meaning |", "|---|---|---|"]
     for s in SETTINGS:
@@ -237,4 +323,4 @@ def markdown_table() -> str:
 
 
 __all__ = ["Settings", "SETTINGS", "load", "ConfigError", "read_credentials", "with_local_credentials", "markdown_table",
-           "DEFAULT_SYMBOLS"]
+           "DEFAULT_SYMBOLS", "write_stack_file", "read_stack_file", "stack_file_values", "stack_defaults"]

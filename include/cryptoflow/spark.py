@@ -14,10 +14,10 @@ def worker_python() -> str:
     """The interpreter Spark's Python workers run: the project's own, never the PATH's `python3`.
 
     Left unset, Spark starts its workers with `python3` from PATH, which on a new machine has none of
-    the project's packages (pyarrow, pandas): every Arrow UDF then fails inside the worker. A cluster
-    whose executors keep the venv elsewhere names it with CRYPTOFLOW_SPARK_PYTHON.
+    the project's packages (pyarrow, pandas): every Arrow UDF then fails inside the worker. The
+    docker-compose images install the venv at the same path on the driver and every executor.
     """
-    return os.environ.get("CRYPTOFLOW_SPARK_PYTHON") or sys.executable
+    return sys.executable
 
 
 def interpreter_conf() -> dict[str, str]:

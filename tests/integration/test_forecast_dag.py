@@ -1,5 +1,5 @@
 """forecast_hourly run for real with dag.test(): a fresh coin gets a model and a prediction, a stale
-coin is skipped with its reason, and the next run scores the earlier prediction."""
+coin fails red with its reason (the other coin carries on), and the next run scores the earlier prediction."""
 
 from datetime import datetime, timezone
 
@@ -11,7 +11,7 @@ from tests.integration.test_forecast_training import load_into_warehouse, shared
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def test_forecast_hourly_predicts_skips_stale_and_scores(airflow_db, use_warehouse, shared_data, tmp_path, monkeypatch):
+def test_forecast_hourly_predicts_fails_stale_loudly_and_scores(airflow_db, use_warehouse, shared_data, tmp_path, monkeypatch):
     btc = shared_candles(shared_data, "BTCUSDT")[-700:]   # ends 2021-08-31 23:00
     eth = shared_candles(shared_data, "ETHUSDT")[-700:-3]  # ends 20:00: stale for a run at 23:05
     load_into_warehouse(use_warehouse.writer_dsn, btc[:-1] + eth)  # BTC's last hour arrives later
@@ -27,12 +27,16 @@ def test_forecast_hourly_predicts_skips_stale_and_scores(airflow_db, use_warehou
     dag = DagBag(dag_folder=str(PROJECT_ROOT / "dags" / "forecast_hourly.py")).dags["forecast_hourly"]
     for t in dag.tasks:
         t.retries = 0
-    run = dag.test(logical_date=datetime(2021, 8, 31, 23, 5, tzinfo=timezone.utc))
-    assert run.state == "success"
+    # The run of the hour 22:00-23:00 (a manual run at 23:00 gets that data interval) predicts the
+    # hour that opens at 23:00.
+    run = dag.test(logical_date=datetime(2021, 8, 31, 23, tzinfo=timezone.utc))
+    assert run.data_interval_end == datetime(2021, 8, 31, 23, tzinfo=timezone.utc)
+    assert run.state == "failed"  # ETH could not be forecast: red, never green and empty
     states = {(ti.task_id, ti.map_index): ti.state for ti in run.get_task_instances()}
+    assert states[("wait_for_candles", -1)] == "success"  # the hour is long past: it went on without ETH
     assert states[("per_symbol.write", 0)] == "success"
-    assert states[("per_symbol.check_fresh", 1)] == "skipped"
-    assert states[("per_symbol.write", 1)] == "skipped"
+    assert states[("per_symbol.check_fresh", 1)] == "failed"
+    assert states[("per_symbol.write", 1)] == "upstream_failed"
 
     with psycopg.connect(use_warehouse.writer_dsn) as conn:
         preds = conn.execute("SELECT symbol, target_open_time, kind, model_version, predicted_close::float8,"
@@ -58,7 +62,8 @@ def test_forecast_hourly_predicts_skips_stale_and_scores(airflow_db, use_warehou
 
     # The last hour arrives; the next run scores the 23:00 prediction and predicts 00:00 (no retraining).
     load_into_warehouse(use_warehouse.writer_dsn, btc[-1:])
-    run = dag.test(logical_date=datetime(2021, 9, 1, 0, 5, tzinfo=timezone.utc))
+    monkeypatch.setenv("CRYPTOFLOW_SYMBOLS", "BTCUSDT")
+    run = dag.test(logical_date=datetime(2021, 9, 1, 0, tzinfo=timezone.utc))
     assert run.state == "success"
     with psycopg.connect(use_warehouse.writer_dsn) as conn:
         scored = conn.execute("SELECT target_open_time, actual_close::float8 FROM forecast.predictions"

@@ -54,7 +54,6 @@ def test_workers_ignore_a_python3_on_path_without_the_packages(scratch_dir):
     """)
     env = {**os.environ, "PATH": f"{bare}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("PYSPARK_PYTHON", None)
-    env.pop("CRYPTOFLOW_SPARK_PYTHON", None)
     res = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300,
                          cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]

@@ -72,3 +72,19 @@ def test_candlestick_template_is_one_line_of_allowed_svg():
     assert "\n" not in bundle.CANDLESTICK_TEMPLATE
     tags = set(re.findall(r"<([a-z]+)", bundle.CANDLESTICK_TEMPLATE))
     assert tags <= {"svg", "g", "rect", "line", "text", "title"}
+
+
+def test_forecast_charts_show_both_kinds_apart_and_score_only_complete_hours():
+    sql, columns, _, metrics = bundle.DATASETS[bundle.FORECASTS]
+    flat = " ".join(sql.split())
+    # Both kinds, labelled; the actual comes from the target hour's candle only when it is complete.
+    assert "kind = 'live'" not in flat and "'backtest (walk-forward)'" in flat
+    assert ("LEFT JOIN market.candles c ON c.symbol = p.symbol AND c.interval = '1h'"
+            " AND c.open_time = p.target_open_time AND c.is_complete") in flat
+    assert "c.close::float8 AS actual_close" in flat and "p.actual_close" not in flat
+    assert {"forecast_kind", "in_interval"} <= {c for c, _ in columns} and "interval_coverage" in metrics
+    # Every chart of the dataset keeps the kinds apart (never one average of live and backtest).
+    charts = [(name, params) for name, (ds, _, params, _) in bundle.CHARTS.items() if ds == bundle.FORECASTS]
+    assert {name for name, _ in charts} == {bundle.C_PRED_VS_ACTUAL, bundle.C_ERRORS, bundle.C_SCORES}
+    assert all("forecast_kind" in params["groupby"] for _, params in charts)
+    assert "interval_coverage" in bundle.CHARTS[bundle.C_SCORES][2]["metrics"]

@@ -39,7 +39,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 log = logging.getLogger(__name__)
 
@@ -273,6 +273,27 @@ def window_sealed(root: str | Path, start_ms: int, end_ms: int) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
+# Heartbeat: a live collector rewrites it about once a second (the ingest DAG's sensor reads it)
+
+HEARTBEAT = ".heartbeat.json"
+
+
+def write_heartbeat(root: str | Path, connected: bool, clock: Callable[[], float] = time.time) -> None:
+    path = Path(root) / HEARTBEAT
+    tmp = path.with_name(f"{HEARTBEAT}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"at_ms": int(clock() * 1000), "pid": os.getpid(), "connected": bool(connected)}))
+    os.replace(tmp, path)
+
+
+def read_heartbeat(root: str | Path) -> dict | None:
+    """The collector's last heartbeat ({at_ms, pid, connected}), None when it never ran here."""
+    try:
+        return json.loads((Path(root) / HEARTBEAT).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
 # The process
 
 class Collector:
@@ -300,6 +321,7 @@ class Collector:
         while not self._stop.wait(min(1.0, self.writer.fsync_interval_s)):
             try:
                 self.writer.tick()
+                write_heartbeat(self.writer.root, connected=self.stream.connected)
             except Exception:
                 log.exception("collector: segment duty failed")
                 self.stream.stop(timeout=0)
@@ -359,5 +381,5 @@ if __name__ == "__main__":
     raise SystemExit(main())
 
 
-__all__ = ["SegmentWriter", "Collector", "RawMessage", "ReadStats", "Segment", "list_segments", "read_window",
+__all__ = ["SegmentWriter", "Collector", "write_heartbeat", "read_heartbeat", "HEARTBEAT", "RawMessage", "ReadStats", "Segment", "list_segments", "read_window",
            "window_sealed", "run_collector", "main"]

@@ -64,6 +64,13 @@ def readiness(frame: pd.DataFrame, now: datetime, cfg: ForecastConfig) -> Readin
     return Readiness(True, "fresh and complete", target, latest)
 
 
+def check_inputs(conn, symbol: str, now: datetime, cfg: ForecastConfig) -> Readiness:
+    """`readiness` on the warehouse's complete candles (the DAG's sensor and per-coin check)."""
+    frame = data.load_hourly(conn, symbol, before=floor_hour(now),
+                             hours=cfg.lookback + 2 + cfg.freshness_tolerance_hours)
+    return readiness(frame, now, cfg)
+
+
 def training_reason(registry: BaseRegistry, symbol: str, target: datetime, cfg: ForecastConfig) -> str | None:
     """Why a model must be trained before predicting `target`, or None. Time is data time (the cut)."""
     try:

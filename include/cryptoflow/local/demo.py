@@ -3,9 +3,11 @@
 1. Binance live if reachable, else the replay server on loopback, serving the real shared candles
    shifted to the present, in real time (so the 10-minute ingest sees fresh windows as if live).
 2. The collector holds the kline stream for the configured coins and writes its segments.
-3. History is seeded from REST (`cryptoflow backfill`) so the forecasts have something to learn
-   from at once, and spark_etl is triggered on those snapshots; from then on the Assets chain the
-   DAGs: binance_ingest every 10 minutes -> spark_etl -> forecast_hourly.
+3. History is seeded from REST so the forecasts have something to learn from at once, spark_etl
+   is triggered on those snapshots and forecast_backtest on their last hours (a walk-forward
+   backtest, so the Forecasts dashboard is full from the start); from then on binance_ingest
+   seals every 10 minutes (healing what is missing) -> spark_etl on the landing Asset, and
+   forecast_hourly forecasts every hour once the hour is complete.
 """
 
 from __future__ import annotations
@@ -22,6 +24,10 @@ from cryptoflow.settings import LIVE_REST_URL, Settings
 
 # 20 days of minutes: enough hourly candles for the LSTM's lookback and a validation window.
 DEFAULT_HISTORY_HOURS = 20 * 24
+# The walk-forward backtest over the seed's last hours: scored forecasts on the dashboard at once
+# (more than a day of them), one or two trainings per coin.
+DEFAULT_BACKTEST_HOURS = 30
+SEED_RUN_ID = "demo_seed"
 
 
 def binance_reachable(timeout: float = 2.0) -> bool:
@@ -88,30 +94,55 @@ def start_feed(settings: Settings, log=print, play_hours: float = DEFAULT_HISTOR
     log(f"Collector    segments in {settings.state_dir / 'collector'}, log {logs / 'collector.log'}")
 
 
-def seed_history(settings: Settings, hours: float, log=print) -> list[str]:
-    """Backfill `hours` of history from REST into landing snapshots; returns their URIs."""
-    from cryptoflow import ingest
-    from cryptoflow.importers.land import land
+def seed_history(settings: Settings, hours: float, log=print) -> tuple[list[str], int]:
+    """Backfill `hours` of history from REST into landing snapshots; returns their URIs and the end (ms).
+
+    One snapshot per UTC day, named by the span it holds (like a 10-minute window, only longer), so
+    the healing and the gap check know which times the seed promised. It ends at the whole hour;
+    the minutes from there to the first 10-minute window the scheduler seals are healed over REST
+    by that window's run (binance_ingest), like any other gap.
+    """
+    from cryptoflow import ingest, landing, quarantine
+    from cryptoflow.warehouse import db
 
     end = int(time.time() * 1000)
-    end -= end % 3_600_000  # whole hours: the ingest DAG takes over from here
+    end -= end % 3_600_000
     start = end - int(hours * 3_600_000)
     result = ingest.backfill_from_rest(settings, start, end)
-    uris = land(result, settings.landing_uri, f"rest_{settings.interval}_{start}_{end}")
+    uris = []
+    for day in range(start - start % 86_400_000, end, 86_400_000):
+        lo, hi = max(day, start), min(day + 86_400_000, end)
+        snap = landing.write_snapshot(settings.landing_uri, settings.interval, lo, hi,
+                                      [c for c in result.candles if lo <= c.open_time < hi])
+        uris.append(snap.uri)
+    if result.rejections:
+        with db.connect(settings.warehouse_dsn) as conn, conn.transaction():
+            conn.execute("DELETE FROM ops.quarantine WHERE run_id = %s", (SEED_RUN_ID,))
+            quarantine.write_rejections(conn, result.rejections, SEED_RUN_ID)
     log(f"History      {result.counts['loaded']} candles of {len(settings.symbols)} coins from REST "
         f"({result.counts['quarantined']} quarantined) in {len(uris)} snapshots")
-    return uris
+    return uris, end
 
 
-def run(settings: Settings, airflow_api, log=print, hours: float = DEFAULT_HISTORY_HOURS) -> None:
-    start_feed(settings, log)
-    uris = seed_history(settings, hours, log)
+def run(settings: Settings, airflow_api, log=print, hours: float = DEFAULT_HISTORY_HOURS,
+        backtest_hours: int = DEFAULT_BACKTEST_HOURS) -> None:
+    """Seed the history, load it, and backtest its last hours (the feed is already running:
+    `cryptoflow up --demo` starts it before the scheduler)."""
+    from datetime import datetime, timezone
+
+    uris, end = seed_history(settings, hours, log)
     dags = airflow_api.dag_ids()
     if "spark_etl" in dags:
         airflow_api.trigger("spark_etl", {"uris": uris})
-        log("Triggered    spark_etl on the seeded history; forecast_hourly follows on the candles Asset")
+        log("Triggered    spark_etl on the seeded history")
     else:
         log("spark_etl is not deployed: history stays in the landing zone")
+    if "forecast_backtest" in dags and backtest_hours > 0:
+        iso = lambda ms: datetime.fromtimestamp(ms / 1000, timezone.utc).isoformat()  # noqa: E731
+        bt_start = end - backtest_hours * 3_600_000
+        airflow_api.trigger("forecast_backtest", {"start": iso(bt_start), "end": iso(end)})
+        log(f"Triggered    forecast_backtest on the last {backtest_hours} seeded hours (walk-forward, labelled "
+            "'backtest' on the Forecasts dashboard); forecast_hourly forecasts every hour from now on")
     log("The 10-minute binance_ingest runs from now on; watch it in the Airflow UI.")
 
 

@@ -1,15 +1,31 @@
-"""`cryptoflow up` / `down` / `status`: the whole one-machine platform on loopback."""
+"""`cryptoflow up` / `down` / `status` / `airflow ...`: the whole one-machine platform on loopback."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptoflow.local import airflow as airflow_svc
 from cryptoflow.local import passwords, process
 from cryptoflow.local.postgres import LocalPostgres
-from cryptoflow.settings import Settings, read_credentials, with_local_credentials
+from cryptoflow.settings import Settings, read_credentials, with_local_credentials, write_stack_file
 from cryptoflow.warehouse.migrate import migrate
+
+# The feed of the demo (cryptoflow.local.demo.start_feed): background services beside Airflow and
+# Superset, tracked by pid files like them. `status` always lists them, `down` always stops them.
+FEED_SERVICES = ("replay-server", "collector")
+AIRFLOW_SERVICES = tuple(f"airflow-{s}" for s in airflow_svc.SERVICES)
+SUPERSET_SERVICE = "superset"
+# Every service the stack can run, in start order (as `cryptoflow status` lists them).
+SERVICES = ("postgres", *AIRFLOW_SERVICES, SUPERSET_SERVICE, *FEED_SERVICES)
+# The credentials an Airflow process of the stack needs (see airflow_svc.airflow_env).
+_AIRFLOW_CREDENTIALS = ("AIRFLOW_DB_PASSWORD", "AIRFLOW_FERNET_KEY", "AIRFLOW_SECRET_KEY", "AIRFLOW_JWT_SECRET")
+
+
+class NotSetUp(RuntimeError):
+    """The local stack was never set up (no generated credentials)."""
 
 
 def cluster(settings: Settings, creds: dict[str, str]) -> LocalPostgres:
@@ -43,7 +59,31 @@ class Endpoints:
     credentials: Path
 
 
-def up(settings: Settings, with_superset: bool = True, log=print) -> Endpoints:
+def stack_airflow_env(settings: Settings, creds: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of the stack's Airflow processes: the services get it from `up`, and
+    `cryptoflow airflow ...` runs the Airflow CLI with it (AIRFLOW_HOME under the state dir, the
+    metadata DB in the private cluster, the generated keys, the DAGs and connections of the settings).
+
+    Without `creds`, they are read from the credentials file; NotSetUp if the stack has none.
+    """
+    if creds is None:
+        creds = read_credentials(settings.credentials_file)
+        missing = [key for key in _AIRFLOW_CREDENTIALS if key not in creds]
+        if missing:
+            raise NotSetUp(f"the local stack is not set up ({settings.credentials_file} "
+                           f"{'is missing' if not creds else 'lacks ' + ', '.join(missing)})")
+    return airflow_svc.airflow_env(with_local_credentials(settings, creds), creds)
+
+
+def up(settings: Settings, with_superset: bool = True, log=print,
+       before_airflow: Callable[[Settings], None] | None = None) -> Endpoints:
+    """Start the stack with `settings` (recorded in <state>/stack.env for the commands run beside it).
+
+    `before_airflow(settings)` runs once the warehouse is up and before any Airflow service starts
+    (the demo starts its feed there, so the first ingest runs find it); its settings carry the
+    generated passwords.
+    """
+    stack_file = write_stack_file(settings)
     creds, new = passwords.ensure(settings.credentials_file)
     # On the first run the settings were read before the passwords existed: every process started
     # below (Airflow tasks, Superset) must get DSNs that carry them.
@@ -58,7 +98,10 @@ def up(settings: Settings, with_superset: bool = True, log=print) -> Endpoints:
     start_warehouse(settings, creds, log)
     log(f"PostgreSQL   postgresql://127.0.0.1:{settings.pg_port}/cryptoflow")
 
-    env = airflow_svc.airflow_env(settings, creds)
+    if before_airflow is not None:
+        before_airflow(settings)
+
+    env = stack_airflow_env(settings, creds)
     airflow_svc.init(settings, creds, env)
     airflow_svc.start(settings, env)
     airflow_url = f"http://{settings.bind_host}:{settings.airflow_port}"
@@ -74,6 +117,7 @@ def up(settings: Settings, with_superset: bool = True, log=print) -> Endpoints:
         superset_url = f"http://{settings.bind_host}:{settings.superset_port}"
         log(f"Superset     {superset_url}  (user admin)")
     log(f"credentials  {settings.credentials_file}")
+    log(f"settings     {stack_file}  (`cryptoflow config` shows them, `cryptoflow airflow ...` runs Airflow's CLI)")
     return Endpoints(settings, f"postgresql://127.0.0.1:{settings.pg_port}/cryptoflow", airflow_url, superset_url,
                      settings.credentials_file)
 
@@ -90,24 +134,37 @@ def down(settings: Settings, log=print) -> None:
     log("stopped")
 
 
-def extra_services(settings: Settings):
-    """Other services started under the state dir (collector, replay server...)."""
+def extra_services(settings: Settings) -> list[str]:
+    """Services beside PostgreSQL, Airflow and Superset: the feed (always), then any other service
+    with a pid file under the state dir."""
     run_dir = settings.state_dir / "run"
-    if not run_dir.is_dir():
-        return []
-    return sorted(p.stem for p in run_dir.glob("*.pid")
-                  if not p.stem.startswith("airflow-") and p.stem != "superset")
+    others = sorted(p.stem for p in run_dir.glob("*.pid")) if run_dir.is_dir() else []
+    return [*FEED_SERVICES, *(name for name in others if name not in SERVICES)]
+
+
+def _postgres_pid(pg: LocalPostgres) -> int | None:
+    """The postmaster's pid if the cluster runs (from `pg_ctl status`)."""
+    if not pg.initialized:
+        return None
+    res = pg._cmd([str(pg.bin / "pg_ctl"), "-D", str(pg.data_dir), "status"])
+    if res.returncode != 0:
+        return None
+    found = re.search(r"PID:\s*(\d+)", res.stdout)
+    return int(found.group(1)) if found else None
+
+
+def _state(pid: int | None) -> str:
+    return f"running (pid {pid})" if pid else "stopped"
 
 
 def status(settings: Settings) -> dict[str, str]:
+    """Every service the stack can run, and any other with a pid file: "running (pid N)" or "stopped"."""
     run_dir = settings.state_dir / "run"
-    out = {}
     creds = read_credentials(settings.credentials_file)
-    if creds:
-        out["postgres"] = "running" if cluster(settings, creds).is_running() else "stopped"
+    if "CF_ADMIN_PASSWORD" in creds:
+        out = {"postgres": _state(_postgres_pid(cluster(settings, creds)))}
     else:
-        out["postgres"] = "not set up"
-    for name in [f"airflow-{s}" for s in airflow_svc.SERVICES] + ["superset"] + extra_services(settings):
-        pid = process.read_pid(run_dir, name)
-        out[name] = f"running (pid {pid})" if pid else "stopped"
+        out = {"postgres": "stopped (not set up)"}
+    for name in [*AIRFLOW_SERVICES, SUPERSET_SERVICE, *extra_services(settings)]:
+        out[name] = _state(process.read_pid(run_dir, name))
     return out
