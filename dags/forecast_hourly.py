@@ -6,7 +6,7 @@ One run per hour H (the data interval [H-1h, H)), predicting the close of the ho
                      └► per coin (mapped): score_earlier
 
 1. wait_for_candles: waits (rescheduling, no worker held) until every coin's hour H-1 is complete
-   in the warehouse, which spark_etl loads a minute or two after H; after WAIT_FOR_CANDLES it
+   in the warehouse, which spark_etl loads a minute or two after H; after `wait_minutes` it
    goes on with the coins that are ready, so one late coin never holds back the others;
 2. check_fresh: the latest complete 1h candle is H-1 and the lookback hours are all there; a coin
    that is not ready fails red with the reason (no prediction from stale or gappy data, and never
@@ -23,15 +23,15 @@ The logic lives in cryptoflow.forecast (hourly, registry, train); `cryptoflow ba
 
 from datetime import datetime, timedelta, timezone
 
-from airflow.sdk import PokeReturnValue, dag, task, task_group
+from airflow.sdk import Param, PokeReturnValue, dag, task, task_group
 from airflow.sdk.exceptions import AirflowFailException
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from cryptoflow import settings
 from cryptoflow.assets import PREDICTIONS
 
-# How long after the hour the sensor waits for every coin before going on with those that are ready.
-WAIT_FOR_CANDLES = timedelta(minutes=45)
+# How long the sensor waits for every coin before going on with those that are ready.
+WAIT_FOR_CANDLES_MINUTES = 45
 
 
 def _target(data_interval_end) -> datetime:
@@ -46,6 +46,8 @@ def _target(data_interval_end) -> datetime:
     catchup=False,
     max_active_runs=1,
     default_args={"retries": 1, "retry_delay": timedelta(minutes=2)},
+    params={"wait_minutes": Param(WAIT_FOR_CANDLES_MINUTES, type="number", minimum=0,
+                                  description="how long to wait for every coin's hour before going on without the late ones")},
     tags=["forecast"],
     doc_md=__doc__,
 )
@@ -54,21 +56,33 @@ def forecast_hourly():
     def symbols() -> list[str]:
         return list(settings.load().symbols)
 
-    @task.sensor(poke_interval=30, timeout=int(WAIT_FOR_CANDLES.total_seconds()) + 600, mode="reschedule")
-    def wait_for_candles(data_interval_end=None) -> PokeReturnValue:
-        """Every coin's previous hour complete, or the wait is over: go on with the coins that are ready."""
+    @task.sensor(poke_interval=30, timeout=2 * 3600, mode="reschedule")
+    def wait_for_candles(data_interval_end=None, params=None) -> PokeReturnValue:
+        """Every coin's previous hour complete, or the wait is over: go on with the coins that are ready.
+
+        The wait counts from the hour's end or from when this run began waiting, whichever is later:
+        a stack back from downtime runs its latest hour at once, and that hour's candles arrive
+        with the healing a few minutes later.
+        """
+        from airflow.sdk import get_current_context
+
         from cryptoflow.forecast import config, hourly
         from cryptoflow.warehouse import db
 
-        cfg, now = config.load(), _target(data_interval_end)
+        cfg, target = config.load(), _target(data_interval_end)
+        context = get_current_context()
+        now = datetime.now(timezone.utc)
+        began = context["ti"].get_first_reschedule_date(context) or now
+        deadline = max(target, began) + timedelta(minutes=float(params["wait_minutes"]))
         with db.connect() as conn:
             waiting = {s: r.reason for s in settings.load().symbols
-                       if not (r := hourly.check_inputs(conn, s, now, cfg)).ok}
-        over = datetime.now(timezone.utc) >= now + WAIT_FOR_CANDLES
+                       if not (r := hourly.check_inputs(conn, s, target, cfg)).ok}
+        over = now >= deadline
         for s, why in waiting.items():
             print(f"{s}: {why}")
         if waiting and over:
-            print(f"waited {WAIT_FOR_CANDLES}: going on without {', '.join(waiting)} (their checks fail with the reason)")
+            print(f"waited until {deadline:%H:%M}Z: going on without {', '.join(waiting)} "
+                  "(their checks fail with the reason)")
         return PokeReturnValue(is_done=not waiting or over, xcom_value=waiting)
 
     @task

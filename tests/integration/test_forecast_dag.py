@@ -29,11 +29,11 @@ def test_forecast_hourly_predicts_fails_stale_loudly_and_scores(airflow_db, use_
         t.retries = 0
     # The run of the hour 22:00-23:00 (a manual run at 23:00 gets that data interval) predicts the
     # hour that opens at 23:00.
-    run = dag.test(logical_date=datetime(2021, 8, 31, 23, tzinfo=timezone.utc))
+    run = dag.test(logical_date=datetime(2021, 8, 31, 23, tzinfo=timezone.utc), run_conf={"wait_minutes": 0})
     assert run.data_interval_end == datetime(2021, 8, 31, 23, tzinfo=timezone.utc)
     assert run.state == "failed"  # ETH could not be forecast: red, never green and empty
     states = {(ti.task_id, ti.map_index): ti.state for ti in run.get_task_instances()}
-    assert states[("wait_for_candles", -1)] == "success"  # the hour is long past: it went on without ETH
+    assert states[("wait_for_candles", -1)] == "success"  # no wait asked for: it went on without ETH
     assert states[("per_symbol.write", 0)] == "success"
     assert states[("per_symbol.check_fresh", 1)] == "failed"
     assert states[("per_symbol.write", 1)] == "upstream_failed"
@@ -63,7 +63,7 @@ def test_forecast_hourly_predicts_fails_stale_loudly_and_scores(airflow_db, use_
     # The last hour arrives; the next run scores the 23:00 prediction and predicts 00:00 (no retraining).
     load_into_warehouse(use_warehouse.writer_dsn, btc[-1:])
     monkeypatch.setenv("CRYPTOFLOW_SYMBOLS", "BTCUSDT")
-    run = dag.test(logical_date=datetime(2021, 9, 1, 0, tzinfo=timezone.utc))
+    run = dag.test(logical_date=datetime(2021, 9, 1, 0, tzinfo=timezone.utc), run_conf={"wait_minutes": 0})
     assert run.state == "success"
     with psycopg.connect(use_warehouse.writer_dsn) as conn:
         scored = conn.execute("SELECT target_open_time, actual_close::float8 FROM forecast.predictions"
