@@ -193,7 +193,6 @@ def cmd_backfill(args) -> int:
     import time as _time
 
     from cryptoflow import ingest, quarantine
-    from cryptoflow.importers.land import land
     from cryptoflow.warehouse import db
 
     cfg = settings_mod.load()
@@ -206,7 +205,7 @@ def cmd_backfill(args) -> int:
     start, end = start - start % step, end - end % step
     result = ingest.backfill_from_rest(cfg, start, end)
     name = f"rest_{cfg.interval}_{start}_{end}"
-    uris = land(result, cfg.landing_uri, name)
+    uris = ingest.land_span(cfg, result.candles, start, end)
     if result.rejections and not args.no_quarantine:
         with db.connect() as conn, conn.transaction():
             quarantine.write_rejections(conn, result.rejections, f"backfill:{name}")

@@ -268,6 +268,22 @@ def window_run_id(interval: str, start_ms: int) -> str:
     return f"binance_ingest:{interval}:{ms_to_ts(start_ms).strftime('%Y-%m-%dT%H:%MZ')}"
 
 
+def land_span(settings: Settings, candles: list[Candle], start_ms: int, end_ms: int) -> list[str]:
+    """Land history of [start, end) as one snapshot per UTC day, each named by the span it holds.
+
+    Like a 10-minute window, only longer: the name says which times the snapshot promises, so the
+    healing (landed_windows) and the gap check (dq.snapshot_windows) judge it like any window.
+    """
+    day_ms = 86_400_000
+    uris = []
+    for day in range(start_ms - start_ms % day_ms, end_ms, day_ms):
+        lo, hi = max(day, start_ms), min(day + day_ms, end_ms)
+        snap = landing.write_snapshot(settings.landing_uri, settings.interval, lo, hi,
+                                      [c for c in candles if lo <= c.open_time < hi])
+        uris.append(snap.uri)
+    return uris
+
+
 def backfill_from_rest(settings: Settings, start_ms: int, end_ms: int, rest_client=None):
     """Bulk history of [start, end) for every configured symbol straight from REST, as an ImportResult.
 

@@ -97,24 +97,19 @@ def start_feed(settings: Settings, log=print, play_hours: float = DEFAULT_HISTOR
 def seed_history(settings: Settings, hours: float, log=print) -> tuple[list[str], int]:
     """Backfill `hours` of history from REST into landing snapshots; returns their URIs and the end (ms).
 
-    One snapshot per UTC day, named by the span it holds (like a 10-minute window, only longer), so
-    the healing and the gap check know which times the seed promised. It ends at the whole hour;
+    One snapshot per UTC day, named by the span it holds (ingest.land_span), so the healing and
+    the gap check know which times the seed promised. It ends at the whole hour;
     the minutes from there to the first 10-minute window the scheduler seals are healed over REST
     by that window's run (binance_ingest), like any other gap.
     """
-    from cryptoflow import ingest, landing, quarantine
+    from cryptoflow import ingest, quarantine
     from cryptoflow.warehouse import db
 
     end = int(time.time() * 1000)
     end -= end % 3_600_000
     start = end - int(hours * 3_600_000)
     result = ingest.backfill_from_rest(settings, start, end)
-    uris = []
-    for day in range(start - start % 86_400_000, end, 86_400_000):
-        lo, hi = max(day, start), min(day + 86_400_000, end)
-        snap = landing.write_snapshot(settings.landing_uri, settings.interval, lo, hi,
-                                      [c for c in result.candles if lo <= c.open_time < hi])
-        uris.append(snap.uri)
+    uris = ingest.land_span(settings, result.candles, start, end)
     if result.rejections:
         with db.connect(settings.warehouse_dsn) as conn, conn.transaction():
             conn.execute("DELETE FROM ops.quarantine WHERE run_id = %s", (SEED_RUN_ID,))
