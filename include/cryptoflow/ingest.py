@@ -32,8 +32,10 @@ from cryptoflow.settings import Settings
 log = logging.getLogger(__name__)
 
 STREAM_SOURCE = "binance_ws"
-# How long after a window's end its last closing message may still arrive (Binance pushes ~every 2 s).
-DEFAULT_GRACE_MS = 30_000
+# How long after a window's end its last closing message may still arrive: Binance pushes a kline
+# update every 2 s, so its closing one comes within seconds; one that comes later still is healed
+# over REST. Every second here is a second of staleness in the warehouse (target: 12 min behind).
+DEFAULT_GRACE_MS = 15_000
 
 
 @dataclass
