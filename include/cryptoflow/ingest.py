@@ -243,7 +243,7 @@ def collector_ready(heartbeat: dict | None, window_end_ms: int, now_ms: int, run
     return True, "collector alive" + ("" if heartbeat.get("connected") else " (reconnecting; REST heals)")
 
 
-def record(conn, result: SealResult, run_id: str, interval: str) -> None:
+def record(conn, result: SealResult | HealResult, run_id: str, interval: str) -> None:
     """Quarantine the rejections and note the healed candles, in one transaction.
 
     `run_id` names the window (not the Airflow try): sealing a window again replaces its earlier
@@ -488,19 +488,9 @@ def hole_ranges(holes: list[tuple[str, int]], step: int) -> list[tuple[str, int,
 
 
 def record_heal(conn, result: HealResult, run_id: str, interval: str) -> None:
-    """Quarantine the healing's rejections, note what it healed and explain its holes (one transaction)."""
-    from cryptoflow.warehouse.load import ms_to_ts
-
-    heal_run = f"{run_id}:heal"
-    with conn.transaction():
-        conn.execute("DELETE FROM ops.quarantine WHERE run_id = %s", (heal_run,))
-        quarantine.write_rejections(conn, result.rejections, heal_run)
-        with conn.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO ops.healed_gaps (symbol, interval, open_time, run_id) VALUES (%s, %s, %s, %s)"
-                " ON CONFLICT (symbol, interval, open_time) DO NOTHING",
-                [(s, interval, ms_to_ts(t), heal_run) for s, t in result.healed])
-            _explain_holes(cur, result.holes, interval)
+    """Quarantine the healing's rejections, note what it healed and explain its holes: `record`, under
+    the window's run id + ":heal" (resealing the window replaces its own rows, never the healing's)."""
+    record(conn, result, f"{run_id}:heal", interval)
 
 
 def _explain_holes(cur, holes: list[tuple[str, int]], interval: str) -> None:
