@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from cryptoflow.local.postgres import CLUSTER_PREFIX, SCRATCH_BASE, LocalPostgres, free_port, reap_orphaned_clusters
+from cryptoflow.local.postgres import (CLUSTER_PREFIX, SCRATCH_BASE, LocalPostgres, free_port, reap_moved_clusters,
+                                       reap_orphaned_clusters)
 from cryptoflow.warehouse.migrate import migrate
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -142,6 +143,10 @@ def pytest_sessionstart(session):
     for root in reap_orphaned_clusters(SCRATCH_BASE):
         if reporter:
             reporter.write_line(f"reaped the PostgreSQL cluster of a killed run: {root}")
+    # The stacks of earlier runs' tmp dirs (root-only, so their clusters moved) once pytest deleted them.
+    for moved in reap_moved_clusters(SCRATCH_BASE):
+        if reporter:
+            reporter.write_line(f"reaped the PostgreSQL cluster of a deleted test stack: {moved.describe()}")
 
 
 def pytest_sessionfinish(session, exitstatus):

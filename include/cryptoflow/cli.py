@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -47,14 +48,23 @@ def cmd_up(args) -> int:
         cfg = demo.demo_settings(os.environ)
         # The feed first: the scheduler's first ingest runs would otherwise meet "connection refused".
         before_airflow = lambda s: demo.start_feed(s)  # noqa: E731
-    endpoints = stack.up(cfg, with_superset=not args.no_superset, before_airflow=before_airflow)
-    cfg = endpoints.settings
-    if args.demo:
-        from cryptoflow.local.airflow import AirflowApi
+    try:
+        with stack.stopped_if_interrupted(cfg):
+            endpoints = stack.up(cfg, with_superset=not args.no_superset, before_airflow=before_airflow)
+            cfg = endpoints.settings
+            if args.demo:
+                from cryptoflow.local.airflow import AirflowApi
 
-        api = AirflowApi(endpoints.airflow, settings_mod.read_credentials(cfg.credentials_file)["AIRFLOW_ADMIN_PASSWORD"])
-        api.wait_for_dags({"binance_ingest"})
-        demo.run(cfg, api, hours=args.history_hours)
+                api = AirflowApi(endpoints.airflow,
+                                 settings_mod.read_credentials(cfg.credentials_file)["AIRFLOW_ADMIN_PASSWORD"])
+                api.wait_for_dags({"binance_ingest"})
+                demo.run(cfg, api, hours=args.history_hours)
+    except stack.PortTaken as exc:
+        print(f"cryptoflow up: nothing started: {exc}", file=sys.stderr)
+        return 2
+    except stack.Interrupted as exc:
+        print(f"cryptoflow up: {exc}", file=sys.stderr)
+        return 130
     return 0
 
 
@@ -94,8 +104,21 @@ def cmd_status(args) -> int:
     """Show which local services are running."""
     from cryptoflow.local import stack
 
-    for name, state in stack.status(settings_mod.load()).items():
+    from cryptoflow.local import process
+    from cryptoflow.local.postgres import moved_clusters
+
+    cfg = settings_mod.load()
+    states = stack.status(cfg)
+    for name, state in states.items():
         print(f"{name:24} {state}")
+    tracked = {int(m) for state in states.values() for m in re.findall(r"pid (\d+)", state)}
+    strays = [p for p in process.stack_processes(cfg.state_dir) if p.pgid not in tracked and p.pid not in tracked]
+    if strays:
+        print(f"{'(no pid file)':24} {len(strays)} process(es) of this stack: "
+              + ", ".join(p.describe() for p in strays[:5]) + " (`cryptoflow down` stops them)")
+    for moved in moved_clusters():
+        if moved.checkout_gone:
+            print(f"{'(deleted checkout)':24} PostgreSQL cluster {moved.describe()} (`cryptoflow db reap` removes it)")
     return 0
 
 
@@ -116,11 +139,21 @@ def cmd_db_migrate(args) -> int:
 
 
 def cmd_db_reap(args) -> int:
-    """Stop and remove throwaway PostgreSQL clusters whose owner (e.g. a killed test run) is dead."""
-    from cryptoflow.local.postgres import SCRATCH_BASE, reap_orphaned_clusters
+    """Stop and remove the PostgreSQL clusters nobody owns any more: throwaway ones whose owner (e.g.
+    a killed test run) is dead, and stack clusters moved out of a checkout that was deleted."""
+    from cryptoflow.local import postgres
 
-    reaped = reap_orphaned_clusters(Path(args.base_dir) if args.base_dir else SCRATCH_BASE)
-    print(f"reaped {len(reaped)} cluster(s)" + "".join(f"\n  {root}" for root in reaped))
+    base = Path(args.base_dir) if args.base_dir else postgres.SCRATCH_BASE
+    moved_clusters, reap_moved_clusters, reap_orphaned_clusters = (
+        postgres.moved_clusters, postgres.reap_moved_clusters, postgres.reap_orphaned_clusters)
+    reaped = reap_orphaned_clusters(base)
+    moved = reap_moved_clusters(base)
+    print(f"reaped {len(reaped) + len(moved)} cluster(s)" + "".join(f"\n  {root}" for root in reaped)
+          + "".join(f"\n  {m.describe()}" for m in moved))
+    unknown = [m for m in moved_clusters(base) if m.origin is None]
+    if unknown:
+        print(f"left {len(unknown)} cluster(s) whose checkout was never recorded (remove by hand if unused): "
+              + "; ".join(m.describe() for m in unknown))
     return 0
 
 

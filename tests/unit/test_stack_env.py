@@ -150,6 +150,7 @@ def test_status_lists_every_service_when_nothing_runs(state, monkeypatch):
 
     class Stopped:
         initialized = False
+        moved = False
 
     monkeypatch.setattr(stack, "cluster", lambda s, c: Stopped())
     run = state / "run"
@@ -169,6 +170,7 @@ def test_up_starts_the_feed_before_airflow_and_records_its_settings(state, monke
     monkeypatch.setattr(stack, "start_warehouse", lambda s, c, log: events.append("warehouse"))
     monkeypatch.setattr(airflow_svc, "init", lambda s, c, env: events.append("airflow init"))
     monkeypatch.setattr(airflow_svc, "start", lambda s, env: events.append("airflow start"))
+    monkeypatch.setattr(stack, "check_ports", lambda s, **kw: events.append("ports"))
     cfg = settings.load({"CRYPTOFLOW_STATE_DIR": str(state), "CRYPTOFLOW_BINANCE_MODE": "replay",
                          "CRYPTOFLOW_SYMBOLS": DEMO_SYMBOLS})
     fed = []
@@ -179,7 +181,7 @@ def test_up_starts_the_feed_before_airflow_and_records_its_settings(state, monke
         assert (state / "stack.env").exists()
 
     endpoints = stack.up(cfg, with_superset=False, log=lambda _: None, before_airflow=feed)
-    assert events == ["warehouse", "feed", "airflow init", "airflow start"]
+    assert events == ["ports", "warehouse", "feed", "airflow init", "airflow start"]
     creds = settings.read_credentials(cfg.credentials_file)
     assert fed == [endpoints.settings] and creds["CF_WRITER_PASSWORD"] in fed[0].warehouse_dsn
     assert settings.load().symbols == tuple(DEMO_SYMBOLS.split(","))

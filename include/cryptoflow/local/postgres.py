@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 SCRATCH_BASE = Path("/var/tmp")
 CLUSTER_PREFIX = "cryptoflow-pg-"
 OWNER_FILE = "owner.pid"
+# In a moved cluster: the directory it was asked for (<state dir>/postgres), to tell when its
+# checkout is gone (`moved_clusters`, `cryptoflow db reap`).
+ORIGIN_FILE = "origin"
 
 
 class PostgresError(RuntimeError):
@@ -86,7 +89,7 @@ class LocalPostgres:
     throwaway: bool = False
 
     def __post_init__(self):
-        self.root = Path(self.root)
+        self.root = self.requested_root = Path(self.root)
         self.user = _run_as()
         if self.user and not self._dir_usable():
             # A root-only parent (e.g. a mktemp -d checkout) hides our state dir from the postgres user:
@@ -94,6 +97,11 @@ class LocalPostgres:
             tag = hashlib.sha1(str(self.root).encode()).hexdigest()[:12]
             self.root = SCRATCH_BASE / f"{CLUSTER_PREFIX}{tag}"
         self.bin = find_pg_bin()
+
+    @property
+    def moved(self) -> bool:
+        """Whether the cluster lives in SCRATCH_BASE instead of the directory it was asked for."""
+        return self.requested_root != self.root
 
     def _dir_usable(self) -> bool:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -161,6 +169,11 @@ class LocalPostgres:
         return True
 
     def _claim(self):
+        """Record who the cluster belongs to: a throwaway one its owning process, a moved one the
+        directory it stands in for (so that `cryptoflow db reap` knows when that is gone)."""
+        if self.moved and not self.throwaway:
+            self.root.mkdir(parents=True, exist_ok=True)
+            (self.root / ORIGIN_FILE).write_text(f"{self.requested_root.absolute()}\n")
         if self.throwaway:
             (self.root / OWNER_FILE).write_text(f"{os.getpid()} {_start_time(os.getpid())}\n")
 
@@ -303,4 +316,65 @@ def reap_orphaned_clusters(base_dir: Path = SCRATCH_BASE) -> list[Path]:
             continue
         log.info("reaped orphaned PostgreSQL cluster %s", root)
         reaped.append(root)
+    return reaped
+
+
+# --- clusters moved out of root-only checkouts ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MovedCluster:
+    root: Path
+    origin: Path | None   # the <state dir>/postgres it stands in for; None if not recorded
+    running: bool
+
+    @property
+    def checkout_gone(self) -> bool:
+        """The state dir it belongs to no longer exists (the checkout was deleted)."""
+        return self.origin is not None and not self.origin.parent.exists()
+
+    def describe(self) -> str:
+        state = "running" if self.running else "stopped"
+        if self.origin is None:
+            return f"{self.root} ({state}; origin not recorded)"
+        return f"{self.root} ({state}) for {self.origin}" + (" (deleted)" if self.checkout_gone else "")
+
+
+def _postmaster_alive(root: Path) -> bool:
+    try:
+        pid = int((root / "data" / "postmaster.pid").read_text().split()[0])
+        os.kill(pid, 0)
+    except (OSError, ValueError, IndexError):
+        return False
+    return _start_time(pid) is not None
+
+
+def moved_clusters(base_dir: Path | None = None) -> list[MovedCluster]:
+    """The stack clusters kept in base_dir (SCRATCH_BASE) for checkouts the server's user cannot
+    enter (throwaway clusters, which have an owner file, are reap_orphaned_clusters' business)."""
+    found = []
+    for root in sorted(Path(base_dir or SCRATCH_BASE).glob(f"{CLUSTER_PREFIX}*")):
+        if not root.is_dir() or (root / OWNER_FILE).exists():
+            continue
+        try:
+            origin = Path((root / ORIGIN_FILE).read_text().strip())
+        except OSError:
+            origin = None
+        found.append(MovedCluster(root, origin, _postmaster_alive(root)))
+    return found
+
+
+def reap_moved_clusters(base_dir: Path | None = None) -> list[MovedCluster]:
+    """Stop (immediate) and remove the moved clusters whose checkout is gone; returns them.
+    One whose origin was never recorded is left alone: nothing says it is abandoned."""
+    reaped = []
+    for moved in moved_clusters(base_dir):
+        if not moved.checkout_gone or not _ours(moved.root):
+            continue
+        try:
+            _destroy_orphan(moved.root)
+        except PostgresError as exc:
+            log.warning("could not remove the cluster %s of a deleted checkout: %s", moved.root, exc)
+            continue
+        reaped.append(moved)
     return reaped
