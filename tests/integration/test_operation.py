@@ -5,7 +5,7 @@ LocalExecutor), with the replay server and the collector started first, as `make
 36 hours of history are seeded from REST and loaded by spark_etl; the six hours after them go
 through `cryptoflow airflow backfill create --dag-id binance_ingest` (36 windows, each sealed over
 REST, spark_etl following on the landing Asset); then the same six hours through forecast_hourly's
-backfill. Meanwhile the scheduler runs its own live windows and hours beside them, as it would.
+backfill, created as the UI's Backfill button creates it (POST /api/v2/backfills). Meanwhile the scheduler runs its own live windows and hours beside them, as it would.
 
 Asserted: every window sealed exactly once, no minute missing for any coin, a forecast for every coin
 and every hour, and no failed run of any DAG. Models: the history is too short to train on (the
@@ -128,9 +128,12 @@ def test_six_hours_through_the_scheduler(stack):
     _wait("every window loaded", lambda: not any(_minutes_missing(dsn, seed_start, end).values()), 1800, poll=15)
     _wait("ingest and ETL idle", lambda: _no_active(api, ["binance_ingest", "spark_etl"]), 900)
 
-    # 3. The same six hours through forecast_hourly's backfill: runs [H-1h, H) predict hour H.
-    _run(["airflow", "backfill", "create", "--dag-id", "forecast_hourly", "--from-date", iso(start),
-          "--to-date", iso(end - HOUR), "--max-active-runs", "1"], env, timeout=300)
+    # 3. The same six hours through forecast_hourly's backfill, as the UI's Backfill button asks for
+    #    it (the request it sends: POST /api/v2/backfills): runs [H-1h, H) predict hour H.
+    created = api._request("POST", "/api/v2/backfills", {
+        "dag_id": "forecast_hourly", "from_date": iso(start), "to_date": iso(end - HOUR),
+        "reprocess_behavior": "none", "max_active_runs": 1, "run_backwards": False, "dag_run_conf": {}})
+    assert created["dag_id"] == "forecast_hourly" and created["completed_at"] is None
     hours = [start + HOUR * (i + 1) for i in range(6)]
 
     def forecasts():
