@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 from collections import Counter
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -237,7 +238,7 @@ def _hour_row(symbol, t):
 
 
 def test_killed_load_leaves_nothing_and_the_rerun_succeeds(spark, pg_cluster, tmp_path):
-    from tests.conftest import PROJECT_ROOT, make_warehouse
+    from tests.conftest import make_warehouse
     from cryptoflow.etl import plan
 
     wh = make_warehouse(pg_cluster)
@@ -248,9 +249,9 @@ def test_killed_load_leaves_nothing_and_the_rerun_succeeds(spark, pg_cluster, tm
     manifest = plan.write_manifest(f"file://{landing}", "kill-1", uris + [bad])
     env = {**os.environ, "CRYPTOFLOW_WAREHOUSE_DSN": wh.writer_dsn, "CRYPTOFLOW_LAKE_URI": lake,
            "CRYPTOFLOW_SYMBOLS": ",".join(syms), "CRYPTOFLOW_SPARK_MASTER": "local[1]",
-           "CRYPTOFLOW_SPARK_DRIVER_MEMORY": "1g", "CRYPTOFLOW_ETL_KILL_AT": "merged"}
+           "CRYPTOFLOW_SPARK_DRIVER_MEMORY": "1g"}
     # Killed (SIGKILL, no cleanup) after the quarantine and the 1m merge ran inside the transaction.
-    proc = subprocess.run([sys.executable, str(PROJECT_ROOT / "spark_jobs" / "etl_candles.py"),
+    proc = subprocess.run([sys.executable, str(Path(__file__).parent / "etl_killed_after_first_merge.py"),
                            "--manifest", manifest, "--run-id", "kill-1"],
                           env=env, capture_output=True, text=True, timeout=240, start_new_session=True)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]

@@ -50,7 +50,6 @@ CODE_SERVICES = AIRFLOW_SERVICES | {"spark-master", "spark-worker", "collector"}
 INTENTIONALLY_DEFAULTED = {
     "CRYPTOFLOW_SHARED_DATA": "test fixtures' data directory; tests don't run in the stack",
     "CRYPTOFLOW_REPLAY_DATA": "history of the local Binance replay server; the stack collects live",
-    "CRYPTOFLOW_ETL_KILL_AT": "fault injection of the ETL kill tests; never set in a deployment",
     "CRYPTOFLOW_MODELS_DIR": "models/ is found under CRYPTOFLOW_HOME (the image's /opt/cryptoflow)",
 }
 # Whole families, with the reason.

@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import signal
 import time
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
@@ -131,12 +129,6 @@ def _any_stored(conn, interval: str, ranges: list[tuple[int, int]], symbols: lis
         if found:
             return True
     return False
-
-
-def _fault(point: str) -> None:
-    """Kill this process at `point` when CRYPTOFLOW_ETL_KILL_AT names it (the kill-safety test)."""
-    if os.environ.get("CRYPTOFLOW_ETL_KILL_AT") == point:
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dataclass
@@ -318,7 +310,6 @@ def run(spark: SparkSession, uris: list[str], run_id: str, *, dsn: str | None = 
         counts["staged_rollups"] = staged["der"]
         counts["rollup_hours"] = staged["der"]
         mark("staged")
-        _fault("staged")
 
         def stg(name):
             return sql.Identifier("staging", names[name])
@@ -330,7 +321,6 @@ def run(spark: SparkSession, uris: list[str], run_id: str, *, dsn: str | None = 
                 counts["rollup_incomplete_hours"] = conn.execute(sql.SQL(
                     "SELECT count(*) FROM {} WHERE NOT is_complete").format(stg("der"))).fetchone()[0]
                 src = merge_staged(conn, stg("src"), derived=False, run_id=run_id)
-                _fault("merged")
                 der = merge_staged(conn, stg("der"), derived=True, run_id=run_id)
                 if (src.conflicts, der.kept_source) != (staged["predicted_conflicts"], staged["predicted_kept_source"]):
                     raise RuntimeError(

@@ -1,0 +1,27 @@
+"""spark_jobs/etl_candles.py, SIGKILLed right after its first merge, inside the load transaction.
+
+The kill-safety test (test_spark_etl.py) runs this instead of the job itself: the fault lives
+here, beside the test, and the production job carries no switch for it.
+"""
+
+import os
+import runpy
+import signal
+import sys
+from pathlib import Path
+
+from cryptoflow.etl import job
+
+ETL = str(Path(__file__).resolve().parents[2] / "spark_jobs" / "etl_candles.py")
+_merge_staged = job.merge_staged
+
+
+def _merge_then_die(*args, **kwargs):
+    result = _merge_staged(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGKILL)  # no cleanup of any kind: the transaction is left open
+    return result
+
+
+job.merge_staged = _merge_then_die
+sys.argv = [ETL, *sys.argv[1:]]
+runpy.run_path(ETL, run_name="__main__")
