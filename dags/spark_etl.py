@@ -1,6 +1,6 @@
 """spark_etl: landing snapshots -> validated candles in PostgreSQL and the Parquet lake, then data quality.
 
-    (Asset: landing_snapshots) ─► plan ─► etl_candles (spark-submit) ─┬─► dq checks (red when violated)
+    (Asset: landing_snapshots) ─► plan ─► etl_candles (spark-submit) ─┬─► data_quality[check] (red when violated)
                                                                      └─► publish (Asset: warehouse_candles) ─► forecast_hourly
 
 - plan: the snapshots this run processes: those its Asset events name (extra `uris`), or for a
@@ -10,9 +10,10 @@
   machine, spark://spark-master:7077 in docker-compose), the cryptoflow package shipped to the
   executors with --py-files and Debian's PostgreSQL JDBC jar with --jars. Validation, quarantine,
   1h rollups, analytics, one-transaction merge and the lake partitions: cryptoflow.etl.job.
-- dq_*: row counts, freshness per symbol, duplicate keys, unexplained gaps (cryptoflow.etl.dq);
-  each records its results in ops.data_quality_results and fails the run visibly when violated.
-  dq_gaps judges the snapshots' own windows; time between two windows is binance_ingest's healing.
+- data_quality: one mapped instance per check of cryptoflow.etl.dq.CHECKS, named by it in the UI
+  (row_counts, freshness per symbol, duplicate_keys, gaps); each records its results in
+  ops.data_quality_results and fails red, with its reason, when violated. The gap check judges
+  the snapshots' own windows; time between two windows is binance_ingest's healing.
 - publish: emits warehouse_candles with the symbols and time ranges loaded, beside the checks (not
   after them): a failed check is loud, but the sound candles of every coin still move on.
 """
@@ -30,6 +31,7 @@ from airflow.sdk import Param, dag, get_current_context, task
 
 from cryptoflow import settings
 from cryptoflow.assets import LANDING_SNAPSHOTS, WAREHOUSE_CANDLES
+from cryptoflow.etl.dq import CHECKS
 from cryptoflow.spark import POSTGRES_JDBC_JAR, interpreter_conf, worker_python
 
 
@@ -111,47 +113,21 @@ def spark_etl():
         conf={"spark.sql.session.timeZone": "UTC", "spark.ui.enabled": "false", **interpreter_conf()},
     )
 
-    def _fail_on(failures, what):
-        if failures:
-            listed = "; ".join(f"{c.name}{'/' + c.symbol if c.symbol else ''}: observed {c.observed}, expected {c.expected}"
-                               for c in failures[:20])
-            raise AirflowFailException(f"{what}: {len(failures)} failed: {listed}")
-        return "ok"
-
-    @task
-    def dq_row_counts(run_id=None):
-        from cryptoflow.etl import dq
-        from cryptoflow.warehouse import db
-
-        with db.connect() as conn:
-            return _fail_on(dq.row_counts(conn, run_id), "row counts")
-
-    @task
-    def dq_freshness(run_id=None):
-        from cryptoflow.etl import dq
-        from cryptoflow.warehouse import db
-
-        cfg = settings.load()
-        with db.connect() as conn:
-            return _fail_on(dq.freshness(conn, run_id, cfg.symbols, cfg.interval), "freshness")
-
-    @task
-    def dq_duplicate_keys(run_id=None):
-        from cryptoflow.etl import dq
-        from cryptoflow.warehouse import db
-
-        with db.connect() as conn:
-            return _fail_on(dq.duplicate_keys(conn, run_id), "duplicate keys")
-
-    @task
-    def dq_gaps(run_id=None, ti=None):
+    # One mapped task, one instance per check, each named in the UI by its check (map_index_template).
+    @task(map_index_template="{{ dq_check }}")
+    def data_quality(check: str, run_id=None, ti=None):
         from cryptoflow.etl import dq
         from cryptoflow.etl.plan import read_manifest
         from cryptoflow.warehouse import db
 
-        windows = dq.snapshot_windows(read_manifest(ti.xcom_pull(task_ids="plan")["manifest"]))
+        get_current_context()["dq_check"] = check
+        cfg = settings.load()
+        uris = read_manifest(ti.xcom_pull(task_ids="plan")["manifest"]) if check == "gaps" else None
         with db.connect() as conn:
-            return _fail_on(dq.gaps(conn, run_id, settings.load().interval, windows), "gaps")
+            failures = dq.run_check(conn, check, run_id, symbols=cfg.symbols, interval=cfg.interval, snapshot_uris=uris)
+        if failures:
+            raise AirflowFailException(dq.describe_failures(check, failures))
+        return "ok"
 
     @task(outlets=[WAREHOUSE_CANDLES])
     def publish(run_id=None):
@@ -172,8 +148,7 @@ def spark_etl():
     # The checks and the Asset event both follow the load, side by side: a failed check is red in
     # the UI with its reason, but the candles that were merged (every coin's) still reach the
     # forecasts. One coin's gap never holds back the others.
-    checks = [dq_row_counts(), dq_freshness(), dq_duplicate_keys(), dq_gaps()]
-    planned >> job >> [*checks, publish()]
+    planned >> job >> [data_quality.expand(check=list(CHECKS)), publish()]
 
 
 spark_etl()

@@ -71,6 +71,11 @@ def test_dag_is_scheduled_on_landing_and_emits_candles():
 
     assert job.conf["spark.pyspark.python"] == job.conf["spark.pyspark.driver.python"] == sys.executable
     assert [o.uri for o in dag.get_task("publish").outlets] == [WAREHOUSE_CANDLES.uri]
-    dq = {t for t in dag.task_ids if t.startswith("dq_")}
-    assert dq == {"dq_row_counts", "dq_freshness", "dq_duplicate_keys", "dq_gaps"}
-    assert all(dag.get_task(t).upstream_task_ids == {"etl_candles"} for t in dq)
+    # The checks: one mapped task over dq.CHECKS, each instance named by its check in the UI.
+    from cryptoflow.etl.dq import CHECKS
+
+    checks = dag.get_task("data_quality")
+    assert checks.op_kwargs_expand_input.value == {"check": list(CHECKS)}
+    assert checks.map_index_template == "{{ dq_check }}"
+    assert checks.upstream_task_ids == {"etl_candles"}
+    assert dag.get_task("publish").upstream_task_ids == {"etl_candles"}  # beside the checks, not after

@@ -153,4 +153,31 @@ def gaps(conn, run_id: str, interval: str, windows: list[tuple[int, int]] | None
     return _record(conn, run_id, checks or [Check(f"gaps_{interval}", True, "no data of this interval", 0)])
 
 
-__all__ = ["Check", "row_counts", "freshness", "duplicate_keys", "gaps", "snapshot_windows", "load_record"]
+# The checks spark_etl runs after every load, by the name its mapped task shows in the UI.
+CHECKS = ("row_counts", "freshness", "duplicate_keys", "gaps")
+
+
+def run_check(conn, name: str, run_id: str, *, symbols, interval: str, snapshot_uris=None) -> list[Check]:
+    """The named check of CHECKS on the load of `run_id`; returns its failures (all are recorded).
+
+    `snapshot_uris`: the snapshots the run loaded (the gap check judges their windows only)."""
+    if name == "row_counts":
+        return row_counts(conn, run_id)
+    if name == "freshness":
+        return freshness(conn, run_id, symbols, interval)
+    if name == "duplicate_keys":
+        return duplicate_keys(conn, run_id)
+    if name == "gaps":
+        return gaps(conn, run_id, interval, snapshot_windows(snapshot_uris) if snapshot_uris is not None else None)
+    raise ValueError(f"unknown data-quality check {name!r} (known: {', '.join(CHECKS)})")
+
+
+def describe_failures(name: str, failures: list[Check], limit: int = 20) -> str:
+    """One line for the UI: which check failed, for which symbols, observed against expected."""
+    listed = "; ".join(f"{c.name}{'/' + c.symbol if c.symbol else ''}: observed {c.observed}, expected {c.expected}"
+                       for c in failures[:limit])
+    return f"{name}: {len(failures)} failed: {listed}"
+
+
+__all__ = ["Check", "CHECKS", "run_check", "describe_failures", "row_counts", "freshness", "duplicate_keys", "gaps",
+           "snapshot_windows", "load_record"]
