@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY := .venv/airflow/bin/python
 CF := .venv/airflow/bin/cryptoflow
 
-.PHONY: setup run up down status test test-quick bench lock
+.PHONY: setup run up down status lint test test-quick bench lock
 
 setup:            ## install system packages (if missing) and both virtualenvs
 	@bash scripts/bootstrap.sh
@@ -20,7 +20,11 @@ down:             ## stop every local service
 status:
 	@$(CF) status
 
-test: setup       ## the full suite, services started for real (what CI runs)
+lint: setup       ## ruff (with Airflow's AIR rules) and mypy; configured in pyproject.toml
+	@$(PY) -m ruff check dags plugins include spark_jobs tests scripts
+	@$(PY) -m mypy
+
+test: lint        ## lint, then the full suite, services started for real (what CI runs)
 	@$(PY) -m pytest -q $(PYTEST_ARGS)
 
 test-quick:       ## the pure-Python subset, in seconds

@@ -90,7 +90,7 @@ def prepare(candles: list[Candle]) -> tuple[list[Candle], list[Rejection], int]:
     """Deterministic rows: (kept candles sorted by symbol, open_time), conflict rejections, collapsed count."""
     ordered = sorted(candles, key=_sort_key)
     kept, rejections, collapsed = [], [], 0
-    for key, group in groupby(ordered, key=_sort_key):
+    for _, group in groupby(ordered, key=_sort_key):
         copies = list(group)
         if len(copies) == 1:
             kept.append(copies[0])

@@ -181,7 +181,7 @@ def test_duplicates_and_out_of_order_deliveries(make_server, make_stream):
     inversions = sum(1 for cs in by.values() for a, b in zip(cs, cs[1:]) if b.open_time < a.open_time)
     # 2 unless one tick closed two candles of a stream and both were held (then they invert once)
     assert 1 <= inversions <= 2
-    for sym, cs in by.items():
+    for cs in by.values():
         opens = sorted({c.open_time for c in cs})
         assert opens == list(range(opens[0], opens[-1] + 1, MINUTE))
 

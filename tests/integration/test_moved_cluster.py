@@ -52,7 +52,7 @@ def test_a_moved_cluster_is_named_then_reaped_once_its_checkout_is_gone(tmp_path
     pg.start(fsync=False)
 
     cli.main(["status"])
-    assert f"running (pid " in (out := capsys.readouterr().out) and f"cluster in {pg.root}" in out
+    assert "running (pid " in (out := capsys.readouterr().out) and f"cluster in {pg.root}" in out
     cli.main(["db", "reap", "--base-dir", str(scratch)])
     assert "reaped 0 cluster(s)" in capsys.readouterr().out  # its checkout is still there
     assert pg.is_running()

@@ -105,8 +105,8 @@ def pipeline_warehouse(pg_cluster, spark, shared_data, tmp_path_factory):
         rows = conn.execute(
             "SELECT symbol, open_time, close, lag(close) OVER (PARTITION BY symbol ORDER BY open_time)"
             " FROM market.candles WHERE interval = '1h' ORDER BY symbol, open_time").fetchall()
-        forecasts, actuals = [], {}
-        for symbol, t, close, prev in rows:
+        forecasts = []
+        for symbol, t, _close, prev in rows:
             if prev is None or t.timestamp() * 1000 < now_hour - 72 * HOUR:
                 continue
             guess = float(prev) * (1 + 0.004 * math.sin(t.timestamp() / 7200))

@@ -257,7 +257,8 @@ def bench_soak(hours: float = 24.0, speed: float = 1440.0, symbols=SOAK_SYMBOLS,
             seal_s = 0.0
             while sealed_until + WINDOW_MS <= tl.end_ms:
                 end = sealed_until + WINDOW_MS
-                wait_for(lambda: tl.now_ms() >= end + MINUTE_MS and time.time() * 1000 > received_range(tl, sealed_until, end)[1],
+                wait_for(lambda end=end, lo=sealed_until: tl.now_ms() >= end + MINUTE_MS
+                         and time.time() * 1000 > received_range(tl, lo, end)[1],
                          timeout=600, what="replay clock", poll_s=0.05)
                 t1 = time.perf_counter()
                 res = ingest.seal_window(cfg, sealed_until, end, rest_client=rest, collector_root=root,

@@ -46,4 +46,3 @@ def ensure(path: Path) -> tuple[dict[str, str], list[str]]:
         os.replace(tmp, path)
     os.chmod(path, 0o600)
     return creds, new
-
