@@ -18,7 +18,7 @@ from airflow.sdk import Metadata, dag, get_current_context, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from cryptoflow import ingest, settings
-from cryptoflow.assets import LANDING_SNAPSHOTS
+from cryptoflow.assets import LANDING_SNAPSHOTS, SnapshotsSealed
 from cryptoflow.warehouse import db
 
 
@@ -76,8 +76,8 @@ def binance_ingest():
         if healing.wanted:
             print(f"healed {len(healing.healed)} of {healing.wanted} candles missing from the warehouse "
                   f"({len(healing.holes)} holes kept, {healing.deferred} left for the next run)")
-        yield Metadata(LANDING_SNAPSHOTS, {"uris": [result.uri, *healing.uris], "interval": cfg.interval,
-                                           "window_start_ms": start, "window_end_ms": end})
+        sealed = SnapshotsSealed((result.uri, *healing.uris), cfg.interval, start, end)
+        yield Metadata(LANDING_SNAPSHOTS, sealed.as_extra())
         # Airflow's way to attach metadata to an outlet: yield Metadata, then return the XCom value.
         return result.summary()  # noqa: B901
 

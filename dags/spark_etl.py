@@ -30,7 +30,7 @@ from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOpe
 from airflow.sdk import Param, dag, get_current_context, task
 
 from cryptoflow import settings
-from cryptoflow.assets import LANDING_SNAPSHOTS, WAREHOUSE_CANDLES
+from cryptoflow.assets import LANDING_SNAPSHOTS, WAREHOUSE_CANDLES, CandlesLoaded
 from cryptoflow.etl.dq import CHECKS
 from cryptoflow.spark import POSTGRES_JDBC_JAR, interpreter_conf, worker_python
 
@@ -136,14 +136,11 @@ def spark_etl():
 
         with db.connect() as conn:
             run = dq.load_record(conn, run_id)
-        ranges = run.get("ranges", {})
-        extra = {"run_id": run_id, "symbols": sorted({k.split("/")[0] for k in ranges}),
-                 "ranges": {k: [datetime.fromtimestamp(a / 1000, timezone.utc).isoformat(),
-                                datetime.fromtimestamp(b / 1000, timezone.utc).isoformat()]
-                            for k, (a, b) in ranges.items()},
-                 "rows": run.get("counts", {}).get("kept", 0)}
-        get_current_context()["outlet_events"][WAREHOUSE_CANDLES].extra = extra
-        return extra
+        iso = lambda ms: datetime.fromtimestamp(ms / 1000, timezone.utc).isoformat()  # noqa: E731
+        loaded = CandlesLoaded(run_id, run.get("counts", {}).get("kept", 0),
+                               {key: (iso(lo), iso(hi)) for key, (lo, hi) in run.get("ranges", {}).items()})
+        get_current_context()["outlet_events"][WAREHOUSE_CANDLES].extra = loaded.as_extra()
+        return loaded.as_extra()
 
     # The checks and the Asset event both follow the load, side by side: a failed check is red in
     # the UI with its reason, but the candles that were merged (every coin's) still reach the

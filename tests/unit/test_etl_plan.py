@@ -15,9 +15,20 @@ class _Event:
 
 
 def test_snapshots_come_from_the_events_only():
-    events = [_Event({"uris": ["file:///l/b.csv"], "interval": "1m"}), _Event({"uris": ["file:///l/a.csv", "file:///l/b.csv"]}),
-              {"snapshots": "file:///l/c.csv"}, _Event({})]
-    assert plan.snapshots_from_events(events) == ["file:///l/a.csv", "file:///l/b.csv", "file:///l/c.csv"]
+    from cryptoflow.assets import SnapshotsSealed
+
+    sealed = SnapshotsSealed(("file:///l/a.csv", "file:///l/b.csv"), "1m", 0, 600_000)
+    events = [_Event({"uris": ["file:///l/b.csv"], "interval": "1m"}), _Event(sealed.as_extra()), sealed.as_extra()]
+    assert plan.snapshots_from_events(events) == ["file:///l/a.csv", "file:///l/b.csv"]
+    assert SnapshotsSealed.from_extra(sealed.as_extra()) == sealed  # what binance_ingest emits, spark_etl reads
+
+
+def test_an_event_of_another_shape_is_reported_and_holds_nothing_back():
+    warned = []
+    events = [_Event({}), _Event(None), _Event({"snapshots": "file:///l/c.csv"}), _Event({"uris": "file:///l/c.csv"}),
+              _Event({"uris": ["file:///l/a.csv"], "interval": "1m"})]
+    assert plan.snapshots_from_events(events, warn=warned.append) == ["file:///l/a.csv"]
+    assert len(warned) == 4 and all("names no snapshot" in w and "`uris`" in w for w in warned)
 
 
 def test_manifest_round_trip(tmp_path):

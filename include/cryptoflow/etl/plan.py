@@ -1,7 +1,7 @@
 """Which snapshots a run processes, and the manifest that hands the list to the Spark job.
 
-A run processes exactly the snapshots its triggering Asset events name (event extra `snapshots`:
-the URIs binance_ingest sealed), or, for a manual run/backfill, those whose window overlaps the
+A run processes exactly the snapshots its triggering Asset events name (cryptoflow.assets.
+SnapshotsSealed: the URIs binance_ingest sealed), or, for a manual run/backfill, those whose window overlaps the
 requested [start, end). Nothing else is listed or read, so a run's cost follows its new data, not
 the history. The list goes to the job as a manifest file in the landing store (every worker and
 the Spark driver can read it, and spark-submit's command line stays short for a backfill).
@@ -14,23 +14,20 @@ from datetime import datetime, timezone
 
 from cryptoflow import landing
 
-# Keys an Asset event's extra may carry the snapshot URIs under (the ingest DAG writes `snapshots`).
-EVENT_KEYS = ("snapshots", "snapshot_uris", "uris")
+def snapshots_from_events(events, warn=print) -> list[str]:
+    """Snapshot URIs named by the triggering LANDING_SNAPSHOTS events (events, or their extras).
 
+    An event of another shape (one made by hand in the UI, say) names no snapshot: it is reported
+    through `warn` and skipped, so it never holds back the snapshots the other events name."""
+    from cryptoflow.assets import MalformedEvent, SnapshotsSealed
 
-def snapshots_from_events(events) -> list[str]:
-    """Snapshot URIs named by triggering Asset events (an iterable of events or of their extras)."""
-    out = set()
+    out: set[str] = set()
     for ev in events:
-        extra = ev if isinstance(ev, dict) else (getattr(ev, "extra", None) or {})
-        for key in EVENT_KEYS:
-            value = extra.get(key)
-            if isinstance(value, str):
-                out.add(value)
-            elif value:
-                out.update(str(v) for v in value)
-        if isinstance(extra.get("uri"), str) and extra["uri"].endswith(".csv"):
-            out.add(extra["uri"])
+        extra = ev if isinstance(ev, dict) else getattr(ev, "extra", None)
+        try:
+            out.update(SnapshotsSealed.from_extra(extra).uris)
+        except MalformedEvent as exc:
+            warn(f"skipped an event that names no snapshot: {exc}")
     return sorted(out)
 
 
@@ -69,7 +66,7 @@ def read_manifest(uri: str) -> list[str]:
 
 
 __all__ = ["snapshots_from_events", "snapshots_for_range", "parse_time", "write_manifest", "read_manifest",
-           "manifest_uri", "EVENT_KEYS", "package_zip"]
+           "manifest_uri", "package_zip"]
 
 
 def package_zip(dest_dir) -> str:

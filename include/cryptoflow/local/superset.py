@@ -196,28 +196,41 @@ def init(settings: Settings, creds: dict[str, str], log=print, force: bool = Fal
 
     The schema migration and `superset init` run once per Superset version; the admin password
     and the warehouse URI are re-applied only when they changed, as each CLI call costs ~10 s.
-    `force` redoes everything (e.g. after someone changed the admin password in the UI).
+    Each step is recorded in the marker as soon as it is done, so an interrupted `up` redoes only
+    what it had not finished. `force` redoes everything (e.g. after someone changed the admin
+    password in the UI).
     """
     home = superset_home(settings)
     home.mkdir(parents=True, exist_ok=True)
     env = superset_env(settings, creds)
     version = installed_version(settings)
-    marker = {} if force else read_marker(settings)
-    wanted = {"superset_version": version, **fingerprints(settings, creds)}
-    if marker == wanted:
+    done = {} if force else read_marker(settings)
+    if "superset_version" in done:  # a marker written in one go, after every step
+        legacy = done.pop("superset_version")
+        done.setdefault("schema", legacy)
+        done.setdefault("roles", legacy)
+    wanted = {"schema": version, "roles": version, **fingerprints(settings, creds)}
+    if all(done.get(step) == value for step, value in wanted.items()):
         log(f"superset: metadata up to date ({version})")
         return
-    schema_done = marker.get("superset_version") == version
-    if not schema_done:
+
+    def did(step: str) -> None:
+        done[step] = wanted[step]
+        write_marker(settings, done)
+
+    if done.get("schema") != version:
         _timed(log, "db upgrade", lambda: run_cli(settings, env, ["db", "upgrade"]))
-    if marker.get("admin") != wanted["admin"]:
-        ensure_admin(settings, env, creds["SUPERSET_ADMIN_PASSWORD"], log, probably_exists="admin" in marker)
-    if not schema_done:
+        did("schema")
+    if done.get("admin") != wanted["admin"]:
+        ensure_admin(settings, env, creds["SUPERSET_ADMIN_PASSWORD"], log, probably_exists="admin" in done)
+        did("admin")
+    if done.get("roles") != version:
         # Roles and permissions: after create-admin, as Superset's own bring-up does.
         _timed(log, "init", lambda: run_cli(settings, env, ["init"]))
-    if marker.get("warehouse") != wanted["warehouse"]:
+        did("roles")
+    if done.get("warehouse") != wanted["warehouse"]:
         ensure_warehouse(settings, env, log)
-    write_marker(settings, wanted)
+        did("warehouse")
 
 
 def _timed(log, name: str, step) -> None:
