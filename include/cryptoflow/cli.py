@@ -248,31 +248,58 @@ def cmd_backfill(args) -> int:
 
 def cmd_import(args) -> int:
     """Import history files into the landing zone; rejected rows go to quarantine with reasons."""
-    from cryptoflow import quarantine, symbols
+    import zipfile
+
+    from cryptoflow import symbols
     from cryptoflow.importers import import_binance_vision, import_cdd_csv
-    from cryptoflow.importers.land import import_name, land
-    from cryptoflow.warehouse import db
+    from cryptoflow.importers.land import import_name, land, month_window
+    from cryptoflow.importers.progress import StderrProgress
 
     cfg = settings_mod.load()
     accepted = symbols.exchange_symbols(cfg.symbols) if args.configured_only else None
     total = {"read": 0, "loaded": 0, "quarantined": 0, "duplicates_collapsed": 0, "snapshots": 0}
+    refused = 0
     for path in args.files:
-        if args.format == "cdd":
-            result = import_cdd_csv(path, symbols=accepted, allow_missing_trades=args.allow_missing_trades)
+        # Progress goes to stderr, so stdout stays one parseable line per file.
+        progress = StderrProgress(Path(path).name)
+        try:
+            if args.format == "cdd":
+                result = import_cdd_csv(path, symbols=accepted, allow_missing_trades=args.allow_missing_trades,
+                                        symbol=args.symbol, progress=progress)
+            else:
+                result = import_binance_vision(path, symbols=accepted, symbol=args.symbol, progress=progress)
+        except (ValueError, OSError, zipfile.BadZipFile) as exc:  # ImportRefused is a ValueError
+            progress.done()
+            print(f"{path}: refused: {' '.join(str(exc).split())}")
+            refused += 1
+            continue
+        progress.done()
+        for note in result.notes:
+            print(f"{path}: note: {note}")
+        c = result.counts
+        if args.dry_run:
+            # Nothing written: no snapshot, no quarantine row, no database needed.
+            snapshots = len({(k.interval, month_window(k.open_time)) for k in result.candles})
+            where = f"(dry run, nothing written: would land {snapshots} snapshots)"
         else:
-            result = import_binance_vision(path, symbols=accepted)
-        uris = land(result, cfg.landing_uri, import_name(path))
-        if not args.no_quarantine:
-            run_id = f"import:{import_name(path)}"
-            with db.connect() as conn, conn.transaction():
-                conn.execute("DELETE FROM ops.quarantine WHERE run_id = %s", (run_id,))
-                quarantine.write_rejections(conn, result.rejections, run_id)
+            uris = land(result, cfg.landing_uri, import_name(path))
+            if not args.no_quarantine:
+                from cryptoflow import quarantine
+                from cryptoflow.warehouse import db
+
+                run_id = f"import:{import_name(path)}"
+                with db.connect() as conn, conn.transaction():  # re-importing replaces, never duplicates
+                    conn.execute("DELETE FROM ops.quarantine WHERE run_id = %s", (run_id,))
+                    quarantine.write_rejections(conn, result.rejections, run_id)
+            snapshots, where = len(uris), f"-> {len(uris)} snapshots"
         for key in ("read", "loaded", "quarantined", "duplicates_collapsed"):
-            total[key] += result.counts[key]
-        total["snapshots"] += len(uris)
-        print(f"{path}: {result.counts} -> {len(uris)} snapshots; quarantined by reason: {result.by_reason}")
-    print(f"total: {total}")
-    return 0
+            total[key] += c[key]
+        total["snapshots"] += snapshots
+        print(f"{path}: {result.symbol} {result.interval}: read {c['read']} = loaded {c['loaded']} + quarantined "
+              f"{c['quarantined']} + duplicates {c['duplicates_collapsed']} {where}; "
+              f"quarantined by reason: {result.by_reason}")
+    print(f"total: {total}" + (f"; {refused} file(s) refused" if refused else "") + ("; dry run" if args.dry_run else ""))
+    return 1 if refused else 0
 
 
 def cmd_backtest(args) -> int:
@@ -377,6 +404,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="load CDD rows whose trade count is NULL (else quarantined as missing_trade_count)")
     p.add_argument("--configured-only", action="store_true", help="quarantine symbols not in CRYPTOFLOW_SYMBOLS")
     p.add_argument("--no-quarantine", action="store_true", help="don't write rejections to the warehouse")
+    p.add_argument("--symbol", metavar="S",
+                   help="the files' symbol (e.g. ADAUSDT) instead of their names'; a CDD file whose symbol "
+                        "column disagrees is refused")
+    p.add_argument("--dry-run", action="store_true",
+                   help="report what would load and why the rest would not; write nothing (no database needed)")
 
     p = add("backtest", cmd_backtest)
     p.add_argument("--start", required=True, help="first predicted hour, UTC ISO (e.g. 2021-08-01T00:00)")

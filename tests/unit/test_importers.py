@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 import pytest
 
 from cryptoflow.candles import CandleFormatError
-from cryptoflow.importers import import_binance_vision, import_cdd_csv
+from cryptoflow.importers import ImportRefused, import_binance_vision, import_cdd_csv
 from cryptoflow.importers.binance_vision import parse_file_name as vision_name
 from cryptoflow.importers.cryptodatadownload import parse_cdd_date, parse_file_name as cdd_name
 
@@ -146,7 +146,7 @@ def test_cdd_crafted_rows(tmp_path):
 def test_cdd_bad_header(tmp_path):
     path = tmp_path / "Binance_BTCUSDT_1h.csv"
     path.write_text("https://www.CryptoDataDownload.com\nfoo,bar\n")
-    with pytest.raises(ValueError):
+    with pytest.raises(ImportRefused, match="expected a CryptoDataDownload header"):  # a ValueError
         import_cdd_csv(path)
 
 

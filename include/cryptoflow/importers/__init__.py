@@ -2,13 +2,19 @@
 
 - `cryptodatadownload.import_cdd_csv`: CryptoDataDownload CSVs (URL line, header, newest first).
 - `binance_vision.import_binance_vision`: data.binance.vision kline dumps (CSV or ZIP, 12 columns).
+- `layout`: what a file's content says about itself (dates, unix precision, date order, interval,
+  symbol): the rules both importers apply, in one place.
+- `land`: results into the landing zone.
+
+A file that can't be read safely as a whole (no symbol, no interval, date order ambiguous,
+checksum mismatch) raises ImportRefused (a ValueError) with a one-line reason; nothing is loaded.
 
 Invariant, asserted by the tests on every shared file:
     counts["read"] == counts["loaded"] + counts["quarantined"] + counts["duplicates_collapsed"]
 """
 
-from cryptoflow.importers.common import ImportResult
+from cryptoflow.importers.common import ImportRefused, ImportResult
 from cryptoflow.importers.cryptodatadownload import import_cdd_csv
 from cryptoflow.importers.binance_vision import import_binance_vision
 
-__all__ = ["ImportResult", "import_cdd_csv", "import_binance_vision"]
+__all__ = ["ImportRefused", "ImportResult", "import_cdd_csv", "import_binance_vision"]

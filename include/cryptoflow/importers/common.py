@@ -1,12 +1,21 @@
-"""What every importer shares: the result type and the duplicate/validation pass."""
+"""What every importer shares: the result type, the refusal of a whole file, the duplicate/validation pass."""
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Callable, Iterable
 
 from cryptoflow.candles import Candle, Rejection, check, reject
+
+PROGRESS_EVERY = 10_000  # rows between an importer's progress callbacks
+Progress = Callable[[str, int, int], None]  # (stage, rows done, rows in the file)
+
+
+class ImportRefused(ValueError):
+    """The whole file is refused (nothing loaded, nothing quarantined): its layout or meaning can't
+    be read safely (no symbol, no interval, day/month order ambiguous, checksum mismatch...).
+    str() is the one-line reason, without the file name."""
 
 
 @dataclass
@@ -14,6 +23,9 @@ class ImportResult:
     candles: list[Candle]                      # valid, deduplicated, oldest first
     rejections: list[Rejection]                # one per quarantined input row
     counts: dict[str, int] = field(default_factory=dict)  # read, loaded, quarantined, duplicates_collapsed
+    notes: list[str] = field(default_factory=list)        # what was inferred or not verified, one line each
+    symbol: str | None = None                  # the file's symbol and interval, as read from its content
+    interval: str | None = None
 
     @property
     def by_reason(self) -> dict[str, int]:
@@ -26,7 +38,8 @@ class ImportResult:
 
 
 def finish(read: int, parsed: Iterable[tuple[Candle, str]], rejections: list[Rejection],
-           symbols=None, allow_missing_trades: bool = True) -> ImportResult:
+           symbols=None, allow_missing_trades: bool = True, *, notes: list[str] | None = None,
+           symbol: str | None = None, interval: str | None = None) -> ImportResult:
     """From parsed rows (candle, raw line) and row-level rejections to an ImportResult.
 
     Duplicates first, because which copy is "the" candle must be settled before judging it:
@@ -44,7 +57,7 @@ def finish(read: int, parsed: Iterable[tuple[Candle, str]], rejections: list[Rej
     rejections = list(rejections)
     loaded: list[Candle] = []
     collapsed = 0
-    for key, copies in groups.items():
+    for copies in groups.values():
         first, raw = copies[0]
         if len(copies) > 1:
             variants = {c.values() for c, _ in copies}
@@ -69,6 +82,6 @@ def finish(read: int, parsed: Iterable[tuple[Candle, str]], rejections: list[Rej
 
     loaded.sort(key=lambda c: c.key)
     counts = {"read": read, "loaded": len(loaded), "quarantined": len(rejections), "duplicates_collapsed": collapsed}
-    result = ImportResult(loaded, rejections, counts)
+    result = ImportResult(loaded, rejections, counts, list(notes or []), symbol, interval)
     assert result.balanced, counts  # every row is accounted for, or this is a bug
     return result
