@@ -108,3 +108,33 @@ def test_real_time_replay_clock_is_the_wall_clock(btc):
     # the minutes of the last 10 wall-clock minutes exist on the replay timeline
     end = int(wall * 1000) // 600_000 * 600_000
     assert len(tl.candles("BTCUSDT", "1m", end - 600_000, end - 1)) == 10
+
+
+def test_a_restarted_replay_serves_the_same_candles_at_the_same_times(btc, tmp_path):
+    """The demo's replay server records its timeline: restarted three hours later (a `make down`,
+    then `make run`), it replays the same history at the same times, so the candles stored before
+    the restart agree with what it serves now, and the downtime heals from the same timeline."""
+    from cryptoflow.binance.replay import anchored_timeline
+
+    anchor = tmp_path / "replay-anchor.json"
+    wall = time.time() - 3 * 3600
+    first = anchored_timeline(btc, anchor, play_hours=48, wall_start=wall)
+    again = anchored_timeline(btc, anchor, play_hours=48, wall_start=wall + 3 * 3600)
+    assert again.shift == first.shift and anchor.exists()
+    before_restart = int(wall * 1000) // HOUR_MS * HOUR_MS
+    assert [c.values() for c in again.candles("BTCUSDT", "1m", before_restart - HOUR_MS, before_restart - 1)] == \
+           [c.values() for c in first.candles("BTCUSDT", "1m", before_restart - HOUR_MS, before_restart - 1)]
+    assert abs(again.now_ms() - time.time() * 1000) < 1000  # still the wall clock, still live
+    # Without the anchor, a restart moves the history: the same times would carry other candles.
+    fresh = Timeline(btc, speed=1, shift_to_present=True, play_hours=48, wall_start=wall + 3 * 3600)
+    assert fresh.shift != first.shift
+
+
+def test_an_exhausted_recorded_timeline_is_replaced(btc, tmp_path):
+    from cryptoflow.binance.replay import anchored_timeline
+
+    anchor = tmp_path / "replay-anchor.json"
+    old = anchored_timeline(btc, anchor, play_hours=48, wall_start=time.time() - 10 * 86400)  # history ran out 8 days ago
+    new = anchored_timeline(btc, anchor, play_hours=48)
+    assert new.shift != old.shift and new.end_ms > time.time() * 1000
+    assert anchored_timeline(btc, anchor, play_hours=48).shift == new.shift  # and recorded in its place

@@ -36,3 +36,16 @@ def test_explicit_symbols_and_live_mode_are_kept(tmp_path):
     live = demo.demo_settings({"CRYPTOFLOW_BINANCE_MODE": "live", "CRYPTOFLOW_REPLAY_DATA": str(tmp_path)},
                               log=lambda _: None)
     assert live.symbols == tuple(DEFAULT_SYMBOLS)
+
+
+def test_a_restarted_demo_seeds_only_what_healing_cannot_bring_back():
+    from cryptoflow.ingest import HEAL_HORIZON_MS
+    from cryptoflow.local.demo import why_seed
+
+    now = 1_800_000_000_000
+    coins = ("BTCUSDT", "ETHUSDT")
+    assert why_seed({}, coins, now) == "no stored history for BTCUSDT, ETHUSDT"
+    assert why_seed({"BTCUSDT": now - 60_000}, coins, now) == "no stored history for ETHUSDT"
+    assert why_seed({"BTCUSDT": now - 3 * 3_600_000, "ETHUSDT": now - 86_400_000}, coins, now) is None  # healed
+    assert "ETHUSDT ends more than 31 days ago" in why_seed(
+        {"BTCUSDT": now, "ETHUSDT": now - HEAL_HORIZON_MS - 1}, coins, now)

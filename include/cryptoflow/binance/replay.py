@@ -311,7 +311,7 @@ class Timeline:
 
     def __init__(self, history: dict[tuple[str, str], list[Candle]], *, speed: float = 60.0,
                  shift_to_present: bool = True, play_hours: float = 24.0, start_ms: int | None = None,
-                 wall_start: float | None = None):
+                 wall_start: float | None = None, shift: dict[str, int] | None = None):
         if speed <= 0:
             raise ValueError("speed must be > 0")
         self.speed = float(speed)
@@ -326,7 +326,10 @@ class Timeline:
                 for s in self.symbols}
         if shift_to_present:
             end = (wall_ms + int(span / self.speed)) // HOUR_MS * HOUR_MS
-            self.shift = {s: end - ends[s] for s in self.symbols}
+            # `shift`: a recorded timeline (anchored_timeline), so that a restart replays the same
+            # candles at the same times instead of moving the history again.
+            self.shift = {s: shift[s] for s in self.symbols} if shift is not None else {
+                s: end - ends[s] for s in self.symbols}
             # At 1x the feed must look live: replay time IS the wall clock (a clock floored to the
             # hour would lag by up to an hour, and the 10-minute ingest would find every window empty).
             start = wall_ms if self.speed == 1.0 else end - span
@@ -969,15 +972,54 @@ def default_data_dirs(settings, environ=os.environ) -> list[Path]:
     return [shared / "cryptodatadownload"]
 
 
+def anchored_timeline(history: dict[tuple[str, str], list[Candle]], anchor_file: Path, *, play_hours: float,
+                      wall_start: float | None = None) -> Timeline:
+    """A real-time (1x), shifted-to-present Timeline whose shift survives restarts.
+
+    The first start records the shift per symbol in `anchor_file`; later starts reuse it while the
+    history still reaches past now. So a demo stopped and started again replays the same candles at
+    the same times: what the warehouse stored agrees with what the replay serves, and the downtime
+    is healed from the same timeline. (A new shift would move the history by hours or days, and
+    every stored minute would come back as a late_update_conflict.) Once the recorded history is
+    exhausted, a new timeline is started and recorded, with a warning.
+    """
+    anchor_file = Path(anchor_file)
+    symbols = sorted({s for s, _ in history})
+    try:
+        recorded = json.loads(anchor_file.read_text())["shift"]
+    except (OSError, ValueError, KeyError, TypeError):
+        recorded = None
+    if isinstance(recorded, dict) and all(isinstance(recorded.get(s), int) for s in symbols):
+        tl = Timeline(history, speed=1.0, shift_to_present=True, play_hours=play_hours, wall_start=wall_start,
+                      shift=recorded)
+        if tl.end_ms > tl.start_ms:
+            log.info("replay: the timeline recorded in %s (history until %s)", anchor_file, _iso(tl.end_ms))
+            return tl
+        log.warning("replay: the timeline recorded in %s ran out of history at %s: starting a new one (the "
+                    "candles stored before now will not line up with it)", anchor_file, _iso(tl.end_ms))
+    tl = Timeline(history, speed=1.0, shift_to_present=True, play_hours=play_hours, wall_start=wall_start)
+    anchor_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = anchor_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"shift": tl.shift, "recorded_at": _iso(int(tl.start_ms))}, indent=1) + "\n")
+    os.replace(tmp, anchor_file)
+    return tl
+
+
 def serve(settings, *, data_dirs: Iterable[str | Path] | None = None, speed: float = 60.0,
           shift_to_present: bool = True, play_hours: float = 24.0, port: int | None = None,
-          host: str | None = None, **server_options) -> None:
-    """Run the replay server for `settings` until SIGINT/SIGTERM (the CLI's replay-server command)."""
+          host: str | None = None, anchor_file: Path | None = None, **server_options) -> None:
+    """Run the replay server for `settings` until SIGINT/SIGTERM (the CLI's replay-server command).
+
+    `anchor_file` (real time, shifted to present only): keep the timeline across restarts
+    (anchored_timeline)."""
     dirs = list(data_dirs) if data_dirs else default_data_dirs(settings)
     history = load_history(dirs, settings.symbols)
     if not history:
         raise SystemExit(f"no candle files for {', '.join(settings.symbols)} under {', '.join(map(str, dirs))}")
-    server = ReplayServer(history, host=host or settings.bind_host, port=port or settings.replay_port,
+    if anchor_file is not None and (speed != 1.0 or not shift_to_present):
+        raise SystemExit("--anchor-file keeps a real-time (--speed 1), shifted-to-present timeline only")
+    source = anchored_timeline(history, anchor_file, play_hours=play_hours) if anchor_file is not None else history
+    server = ReplayServer(source, host=host or settings.bind_host, port=port or settings.replay_port,
                           speed=speed, shift_to_present=shift_to_present, play_hours=play_hours,
                           symbols=settings.symbols, **server_options)
     missing = sorted(set(settings.symbols) - set(server.timeline.symbols))
@@ -1004,5 +1046,5 @@ def _iso(ms: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms / 1000))
 
 
-__all__ = ["ReplayServer", "Timeline", "Faults", "Stats", "load_history", "synthetic_minutes", "aggregate",
+__all__ = ["ReplayServer", "Timeline", "anchored_timeline", "Faults", "Stats", "load_history", "synthetic_minutes", "aggregate",
            "partial", "kline_event", "rest_row", "serve", "default_data_dirs", "SYNTHETIC_INTERVALS"]

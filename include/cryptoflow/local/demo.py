@@ -28,6 +28,8 @@ DEFAULT_HISTORY_HOURS = 20 * 24
 # (more than a day of them), one or two trainings per coin.
 DEFAULT_BACKTEST_HOURS = 30
 SEED_RUN_ID = "demo_seed"
+# Where the replay server records its timeline (binance.replay.anchored_timeline).
+REPLAY_ANCHOR = "replay-anchor.json"
 
 
 def binance_reachable(timeout: float = 2.0) -> bool:
@@ -84,7 +86,9 @@ def start_feed(settings: Settings, log=print, play_hours: float = DEFAULT_HISTOR
     env = {**os.environ, **settings.as_env()}
     run_dir, logs = settings.state_dir / "run", settings.logs_dir
     if settings.binance_mode == "replay":
-        process.start("replay-server", [_cli(), "replay-server", "--speed", "1", "--play-hours", str(play_hours)],
+        # The anchor keeps the replayed history at the same times across restarts of the stack.
+        process.start("replay-server", [_cli(), "replay-server", "--speed", "1", "--play-hours", str(play_hours),
+                                        "--anchor-file", str(settings.state_dir / REPLAY_ANCHOR)],
                       env, run_dir, logs, cwd=settings.home)
         process.wait_http(f"{settings.binance_rest_url}/api/v3/ping", 60, "replay server",
                           logs / "replay-server.log",
@@ -119,12 +123,50 @@ def seed_history(settings: Settings, hours: float, log=print) -> tuple[list[str]
     return uris, end
 
 
+def newest_stored(settings: Settings) -> dict[str, int]:
+    """Each configured coin's newest stored candle of the ingest interval (open time, ms); coins
+    with none are absent."""
+    from cryptoflow.warehouse import db
+
+    with db.connect(settings.warehouse_dsn) as conn:
+        return dict(conn.execute(
+            "SELECT symbol, (extract(epoch FROM max(open_time)) * 1000)::bigint FROM market.candles"
+            " WHERE interval = %s AND symbol = ANY(%s) GROUP BY symbol",
+            (settings.interval, list(settings.symbols))).fetchall())
+
+
+def why_seed(newest: dict[str, int], symbols, now_ms: int) -> str | None:
+    """Why the demo must seed history from REST; None when every coin's history is stored and
+    recent enough for binance_ingest's healing to bring it up to now (a restarted demo)."""
+    from cryptoflow.ingest import HEAL_HORIZON_MS
+
+    missing = [s for s in symbols if s not in newest]
+    if missing:
+        return f"no stored history for {', '.join(missing)}"
+    old = [s for s in symbols if now_ms - newest[s] > HEAL_HORIZON_MS]
+    if old:
+        return f"the stored history of {', '.join(old)} ends more than {HEAL_HORIZON_MS // 86_400_000} days ago"
+    return None
+
+
 def run(settings: Settings, airflow_api, log=print, hours: float = DEFAULT_HISTORY_HOURS,
         backtest_hours: int = DEFAULT_BACKTEST_HOURS) -> None:
     """Seed the history, load it, and backtest its last hours (the feed is already running:
-    `cryptoflow up --demo` starts it before the scheduler)."""
+    `cryptoflow up --demo` starts it before the scheduler). A restarted demo whose history is
+    stored seeds nothing: binance_ingest heals the time it was down, from the same replayed
+    timeline (the replay server's anchor)."""
     from datetime import datetime, timezone
 
+    newest = newest_stored(settings)
+    reason = why_seed(newest, settings.symbols, int(time.time() * 1000))
+    if reason is None:
+        since = datetime.fromtimestamp(min(newest.values()) / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        log(f"History      kept: every coin's history is stored (up to {since} at least); the next binance_ingest"
+            " run heals the time since then over REST")
+        log("The 10-minute binance_ingest runs from now on; watch it in the Airflow UI.")
+        return
+    if newest:
+        log(f"History      seeding again: {reason}")
     uris, end = seed_history(settings, hours, log)
     dags = airflow_api.dag_ids()
     if "spark_etl" in dags:
