@@ -323,10 +323,12 @@ def cmd_train(args) -> int:
 
 def cmd_superset_import(args) -> int:
     """Import the dashboards of include/superset/assets/ into Superset (again: updates, never duplicates)."""
+    from cryptoflow.local import superset as superset_svc
     from cryptoflow.superset import importer
 
+    cfg = settings_mod.load()
     try:
-        importer.run(settings_mod.load())
+        importer.run(cfg, default_url=superset_svc.url(cfg))
     except importer.BundleImportError as exc:
         print(f"superset import failed: {exc}", file=sys.stderr)
         return 1

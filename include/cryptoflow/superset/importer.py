@@ -137,20 +137,17 @@ def import_bundle(target: Target, reader_dsn: str, assets_dir: Path, log=print) 
     return counts
 
 
-def run(settings, log=print) -> dict[str, int]:
-    """Import into the Superset of these settings.
+def run(settings, default_url: str, log=print) -> dict[str, int]:
+    """Import into the Superset at SUPERSET_URL, else `default_url` (the local stack's address:
+    the caller knows it, this module knows no stack).
 
     docker-compose sets SUPERSET_URL and SUPERSET_ADMIN_PASSWORD; the local stack has neither and
     uses its own address and the generated credentials file.
     """
     import os
 
-    url = os.environ.get("SUPERSET_URL", "").strip()
+    url = os.environ.get("SUPERSET_URL", "").strip() or default_url
     password = os.environ.get("SUPERSET_ADMIN_PASSWORD", "").strip()
-    if not url:
-        from cryptoflow.local import superset as superset_svc
-
-        url = superset_svc.url(settings)
     if not password:
         from cryptoflow.settings import read_credentials
 
