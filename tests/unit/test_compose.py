@@ -241,6 +241,18 @@ def test_volumes_are_named(config, services):
         assert path in {v["target"] for v in services[store].get("volumes", [])}, f"{store} data is not on a volume"
 
 
+def test_the_seal_reads_what_the_collector_writes(services):
+    """binance_ingest's seal runs on the Airflow workers and reads the collector's segments and
+    heartbeat under <CRYPTOFLOW_STATE_DIR>/collector: the same volume must be there in both."""
+    state = services["collector"]["environment"]["CRYPTOFLOW_STATE_DIR"]
+    assert services["airflow-worker"]["environment"]["CRYPTOFLOW_STATE_DIR"] == state
+    mounts = {name: {v["target"]: v["source"] for v in services[name].get("volumes", [])}
+              for name in ("collector", "airflow-worker")}
+    assert mounts["collector"].get(f"{state}/collector") == mounts["airflow-worker"].get(f"{state}/collector") \
+        == "collector"
+    assert f"{state}/collector/.heartbeat.json" in " ".join(services["collector"]["healthcheck"]["test"])
+
+
 def test_ports_published_on_loopback_only(services):
     for name, svc in services.items():
         for port in svc.get("ports") or []:
