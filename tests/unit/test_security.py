@@ -159,9 +159,6 @@ REVIEWED = {
     ("include/cryptoflow/quarantine.py", "write_rejections"),
     # Benchmark bookkeeping: row counts of a literal tuple of table names in the function itself.
     ("include/cryptoflow/bench/superset.py", "fill"),
-    # Dashboard dataset SQL written into the bundle YAML at build time, from literal table names and
-    # aliases in the module itself; no value from outside ever reaches it.
-    ("include/cryptoflow/superset/bundle.py", "coins_by_skip_scan"),
 }
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import uuid
 from pathlib import Path
+from string import Template
 
 NAMESPACE = uuid.UUID("6f2b9f4e-6b8c-5d0e-9a4f-2c1d7e3b5a90")  # cryptoflow's Superset objects
 DATABASE_NAME = "cryptoflow warehouse"  # also what local/superset.py registers at init
@@ -43,6 +44,20 @@ TEXT, TS, FLOAT, INT, BOOL, DATE = "TEXT", "TIMESTAMP WITH TIME ZONE", "DOUBLE P
 
 
 # --- datasets ------------------------------------------------------------------------------------
+SQL_DIR = Path(__file__).with_name("sql")  # each dataset's query, sql/<dataset name>.sql (package data)
+
+
+def _sql(name: str, **values: str) -> str:
+    """The text of sql/<name>.sql, its `$placeholders` filled from `values` when any are given.
+
+    string.Template, not str.format: the queries hold Jinja (`{{ }}`, `{% %}`) that Superset renders.
+    The values are table names and aliases written in this module: nothing from outside reaches
+    the SQL (the dashboards' filters go through Superset's own parameters).
+    """
+    text = (SQL_DIR / f"{name}.sql").read_text()
+    return Template(text).substitute(values) if values else text
+
+
 # name -> (sql, [(column, type)], main time column, {metric: (expression, label)})
 DATASETS: dict[str, tuple[str, list[tuple[str, str]], str | None, dict[str, tuple[str, str]]]] = {}
 
@@ -58,77 +73,8 @@ def dataset(name: str, sql: str, columns: list[tuple[str, str]], main_dttm: str 
 # The range is cut into at most 120 buckets of whole hours, each one candle (first open, max high,
 # min low, last close), so a year draws as well as a day. Coordinates are computed here for a
 # 1000 x 400 SVG: prices in y 10..280, volume bars in y 300..390, x from 70 to 990.
-CANDLESTICK_SQL = """
-WITH coin AS (
-    {%- set picked = filter_values('symbol') %}
-    {%- if picked %}
-    SELECT {{ picked[:1] | where_in }}::text AS symbol
-    {%- else %}
-    SELECT symbol FROM (VALUES ('BTCUSDT')) v(symbol)
-    WHERE EXISTS (SELECT 1 FROM market.candles WHERE symbol = 'BTCUSDT' AND interval = '1h')
-    UNION ALL
-    (SELECT min(symbol) FROM market.candles WHERE interval = '1h')
-    LIMIT 1
-    {%- endif %}
-),
-span AS (
-    SELECT coin.symbol,
-           {% if from_dttm %}'{{ from_dttm }}'::timestamp AT TIME ZONE 'UTC'{% else %}last.t - interval '7 days'{% endif %} AS t0,
-           {% if to_dttm %}'{{ to_dttm }}'::timestamp AT TIME ZONE 'UTC'{% else %}last.t + interval '1 hour'{% endif %} AS t1
-    FROM coin
-    CROSS JOIN LATERAL (SELECT max(open_time) AS t FROM market.candles
-                        WHERE symbol = coin.symbol AND interval = '1h') last
-),
-grid AS (
-    SELECT symbol, t0, t1,
-           greatest(1, ceil(extract(epoch FROM t1 - t0) / 3600 / 120))::int AS hours_per_candle,
-           greatest(1, ceil(extract(epoch FROM t1 - t0) / 3600 / greatest(1, ceil(extract(epoch FROM t1 - t0) / 3600 / 120))))::int AS slots
-    FROM span
-),
-buckets AS (
-    SELECT c.symbol, g.slots,
-           floor(extract(epoch FROM c.open_time - g.t0) / 3600 / g.hours_per_candle)::int AS slot,
-           min(c.open_time) AS open_time,
-           (array_agg(c.open ORDER BY c.open_time))[1]::float8 AS open,
-           max(c.high)::float8 AS high,
-           min(c.low)::float8 AS low,
-           (array_agg(c.close ORDER BY c.open_time DESC))[1]::float8 AS close,
-           sum(c.quote_volume)::float8 AS quote_volume,
-           bool_and(c.is_complete) AS is_complete
-    FROM market.candles c JOIN grid g ON c.symbol = g.symbol
-    WHERE c.interval = '1h' AND c.open_time >= g.t0 AND c.open_time < g.t1
-    GROUP BY c.symbol, g.slots, slot
-),
-scaled AS (
-    SELECT b.*,
-           max(high) OVER () AS top, min(low) OVER () AS bottom, max(quote_volume) OVER () AS max_volume,
-           min(open_time) OVER () AS first_time, max(open_time) OVER () AS last_time,
-           920.0 / slots AS slot_width
-    FROM buckets b
-)
-SELECT symbol, open_time, open, high, low, close, quote_volume, is_complete,
-       to_char(open_time AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI') AS label,
-       round((70 + slot * slot_width + slot_width * 0.15)::numeric, 2) AS x,
-       round(greatest(slot_width * 0.7, 0.5)::numeric, 2) AS body_width,
-       round((70 + slot * slot_width + slot_width / 2)::numeric, 2) AS wick_x,
-       round((10 + (top - high) / nullif(top - bottom, 0) * 270)::numeric, 2) AS wick_top,
-       round((10 + (top - low) / nullif(top - bottom, 0) * 270)::numeric, 2) AS wick_bottom,
-       round((10 + (top - greatest(open, close)) / nullif(top - bottom, 0) * 270)::numeric, 2) AS body_top,
-       round(greatest(abs(open - close) / nullif(top - bottom, 0) * 270, 1)::numeric, 2) AS body_height,
-       round((390 - quote_volume / nullif(max_volume, 0) * 85)::numeric, 2) AS volume_top,
-       round((quote_volume / nullif(max_volume, 0) * 85)::numeric, 2) AS volume_height,
-       CASE WHEN close >= open THEN '""" + UP_COLOUR + """' ELSE '""" + DOWN_COLOUR + """' END AS colour,
-       to_char(top, 'FM999999990.00999999') AS top_label,
-       to_char(bottom, 'FM999999990.00999999') AS bottom_label,
-       to_char(first_time AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI') AS first_label,
-       to_char(last_time AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI') AS last_label,
-       to_char(max_volume, 'FM999G999G999G990') AS volume_label
-FROM scaled
-ORDER BY open_time
-"""
-
 CANDLESTICK = dataset(
-    "market_candlestick_svg", CANDLESTICK_SQL,
+    "market_candlestick_svg", _sql("market_candlestick_svg", up_colour=UP_COLOUR, down_colour=DOWN_COLOUR),
     [("symbol", TEXT), ("open_time", TS), ("open", FLOAT), ("high", FLOAT), ("low", FLOAT), ("close", FLOAT),
      ("quote_volume", FLOAT), ("is_complete", BOOL), ("label", TEXT), ("x", FLOAT), ("body_width", FLOAT),
      ("wick_x", FLOAT), ("wick_top", FLOAT), ("wick_bottom", FLOAT), ("body_top", FLOAT),
@@ -139,13 +85,7 @@ CANDLESTICK = dataset(
 
 CANDLES_1H = dataset(
     "market_candles_1h",
-    """
-SELECT symbol, open_time, open::float8 AS open, high::float8 AS high, low::float8 AS low,
-       close::float8 AS close, base_volume::float8 AS base_volume, quote_volume::float8 AS quote_volume,
-       trades, minute_count, is_complete
-FROM market.candles
-WHERE interval = '1h'
-""",
+    _sql("market_candles_1h"),
     [("symbol", TEXT), ("open_time", TS), ("open", FLOAT), ("high", FLOAT), ("low", FLOAT), ("close", FLOAT),
      ("base_volume", FLOAT), ("quote_volume", FLOAT), ("trades", INT), ("minute_count", INT), ("is_complete", BOOL)],
     "open_time",
@@ -153,11 +93,7 @@ WHERE interval = '1h'
 
 HOURLY_METRICS = dataset(
     "market_hourly_metrics",
-    """
-SELECT symbol, open_time, close::float8 AS close, return_pct, log_return, volatility_24h * 100 AS volatility_24h_pct,
-       ma_24h, ma_168h, quote_volume::float8 AS quote_volume, is_complete
-FROM market.hourly_metrics
-""",
+    _sql("market_hourly_metrics"),
     [("symbol", TEXT), ("open_time", TS), ("close", FLOAT), ("return_pct", FLOAT), ("log_return", FLOAT),
      ("volatility_24h_pct", FLOAT), ("ma_24h", FLOAT), ("ma_168h", FLOAT), ("quote_volume", FLOAT),
      ("is_complete", BOOL)],
@@ -171,22 +107,7 @@ FROM market.hourly_metrics
 # the diagonal) so a pivot of symbol x other is the full matrix; the coin filter keeps one row.
 CORRELATION = dataset(
     "market_return_correlation",
-    """
-WITH latest AS (
-    SELECT max(day) AS day FROM market.return_correlation
-    {%- if to_dttm %} WHERE day < '{{ to_dttm }}'::timestamp AT TIME ZONE 'UTC'{% endif %}
-),
-pairs AS (
-    SELECT r.day, r.symbol_a AS symbol, r.symbol_b AS other, r.correlation, r.hours, r.window_days
-    FROM market.return_correlation r JOIN latest USING (day)
-    UNION ALL
-    SELECT r.day, r.symbol_b, r.symbol_a, r.correlation, r.hours, r.window_days
-    FROM market.return_correlation r JOIN latest USING (day)
-)
-SELECT day::timestamp AT TIME ZONE 'UTC' AS day, symbol, other, correlation, hours, window_days FROM pairs
-UNION ALL
-SELECT DISTINCT day::timestamp AT TIME ZONE 'UTC', symbol, symbol, 1.0, NULL::int, window_days FROM pairs
-""",
+    _sql("market_return_correlation"),
     [("day", TS), ("symbol", TEXT), ("other", TEXT), ("correlation", FLOAT), ("hours", INT), ("window_days", INT)],
     None,
     {"correlation": ("MAX(correlation)", "Correlation of hourly log returns")})
@@ -208,29 +129,7 @@ SELECT DISTINCT day::timestamp AT TIME ZONE 'UTC', symbol, symbol, 1.0, NULL::in
 # filters reach the predictions before the join.
 FORECASTS = dataset(
     "forecast_vs_actual",
-    """
-SELECT symbol, target_open_time, kind, forecast_kind, model_version, predicted_close, lower_close, upper_close,
-       persistence_close, actual_close,
-       abs(predicted_close - actual_close) AS model_abs_error,
-       abs(persistence_close - actual_close) AS persistence_abs_error,
-       abs(predicted_close - actual_close) / nullif(actual_close, 0) * 100 AS model_abs_pct_error,
-       abs(persistence_close - actual_close) / nullif(actual_close, 0) * 100 AS persistence_abs_pct_error,
-       (predicted_close - actual_close) ^ 2 AS model_sq_error,
-       (persistence_close - actual_close) ^ 2 AS persistence_sq_error,
-       CASE WHEN lower_close IS NOT NULL AND upper_close IS NOT NULL
-            THEN (actual_close BETWEEN lower_close AND upper_close)::int END AS in_interval
-FROM (
-    SELECT p.symbol, p.target_open_time, p.kind,
-           CASE p.kind WHEN 'backtest' THEN 'backtest (walk-forward)' ELSE p.kind END AS forecast_kind,
-           p.model_version, p.predicted_close::float8 AS predicted_close,
-           p.lower_close::float8 AS lower_close, p.upper_close::float8 AS upper_close,
-           p.persistence_close::float8 AS persistence_close, c.close::float8 AS actual_close
-    FROM forecast.predictions p
-    LEFT JOIN market.candles c
-           ON c.symbol = p.symbol AND c.interval = '1h' AND c.open_time = p.target_open_time AND c.is_complete
-    WHERE p.interval = '1h'
-) forecasts
-""",
+    _sql("forecast_vs_actual"),
     [("symbol", TEXT), ("target_open_time", TS), ("kind", TEXT), ("forecast_kind", TEXT), ("model_version", TEXT),
      ("predicted_close", FLOAT), ("lower_close", FLOAT), ("upper_close", FLOAT), ("persistence_close", FLOAT),
      ("actual_close", FLOAT), ("model_abs_error", FLOAT), ("persistence_abs_error", FLOAT),
@@ -262,32 +161,14 @@ def coins_by_skip_scan(table: str, alias: str) -> str:
     column from symbol to next symbol costs a probe per coin, whatever the history. The last row
     of the walk is NULL: the query filters it out.
     """
-    return f"""
-WITH RECURSIVE coins AS (
-    (SELECT symbol FROM {table} ORDER BY symbol LIMIT 1)
-    UNION ALL
-    SELECT (SELECT {alias}.symbol FROM {table} {alias} WHERE {alias}.symbol > coins.symbol ORDER BY {alias}.symbol LIMIT 1)
-    FROM coins WHERE coins.symbol IS NOT NULL
-)"""
+    return _sql("coins_by_skip_scan", table=table, alias=alias)
 
 
 # The model behind each coin's latest live forecast, with the registry's record of it: one backward
 # probe of the predictions' primary key per coin (coins by skip scan), not a sort of every forecast.
 MODEL_IN_USE = dataset(
     "forecast_model_in_use",
-    coins_by_skip_scan("forecast.predictions", "p") + """
-SELECT coins.symbol, latest.model_version, latest.served_reason, latest.target_open_time AS last_forecast_hour,
-       coalesce(m.architecture, 'persistence fallback') AS architecture, m.status, m.trained_at, m.promoted_at,
-       (m.metrics ->> 'rmse')::float8 AS validation_rmse,
-       (m.baseline_metrics -> 'persistence' ->> 'rmse')::float8 AS validation_persistence_rmse,
-       m.status_reason
-FROM coins
-CROSS JOIN LATERAL (SELECT p.model_version, p.served_reason, p.target_open_time FROM forecast.predictions p
-                    WHERE p.symbol = coins.symbol AND p.interval = '1h' AND p.kind = 'live'
-                    ORDER BY p.target_open_time DESC, p.created_at DESC LIMIT 1) latest
-LEFT JOIN forecast.model_versions m ON m.version = latest.model_version
-WHERE coins.symbol IS NOT NULL
-""",
+    coins_by_skip_scan("forecast.predictions", "p") + _sql("forecast_model_in_use"),
     [("symbol", TEXT), ("model_version", TEXT), ("served_reason", TEXT), ("last_forecast_hour", TS), ("architecture", TEXT),
      ("status", TEXT), ("trained_at", TS), ("promoted_at", TS), ("validation_rmse", FLOAT),
      ("validation_persistence_rmse", FLOAT), ("status_reason", TEXT)],
@@ -297,29 +178,20 @@ WHERE coins.symbol IS NOT NULL
 # index probe per coin), because DISTINCT over market.candles would read every minute ever stored.
 FRESHNESS = dataset(
     "ops_freshness",
-    coins_by_skip_scan("market.candles", "c") + """
-SELECT coins.symbol, i.interval, latest.open_time AS newest_candle,
-       round((extract(epoch FROM now() - latest.close_time) / 60)::numeric, 1)::float8 AS minutes_behind
-FROM coins
-CROSS JOIN (VALUES ('1m'), ('1h')) i(interval)
-CROSS JOIN LATERAL (SELECT c.open_time, c.close_time FROM market.candles c
-                    WHERE c.symbol = coins.symbol AND c.interval = i.interval
-                    ORDER BY c.open_time DESC LIMIT 1) latest
-WHERE coins.symbol IS NOT NULL
-""",
+    coins_by_skip_scan("market.candles", "c") + _sql("ops_freshness"),
     [("symbol", TEXT), ("interval", TEXT), ("newest_candle", TS), ("minutes_behind", FLOAT)],
     None)
 
 HEALED_GAPS = dataset(
     "ops_healed_gaps",
-    "SELECT symbol, interval, open_time, run_id, healed_at FROM ops.healed_gaps",
+    _sql("ops_healed_gaps"),
     [("symbol", TEXT), ("interval", TEXT), ("open_time", TS), ("run_id", TEXT), ("healed_at", TS)],
     "healed_at",
     {"healed": ("COUNT(*)", "Candles healed over REST")})
 
 QUARANTINE = dataset(
     "ops_quarantine",
-    "SELECT id, source, reason, detail, symbol, interval, open_time, run_id, quarantined_at FROM ops.quarantine",
+    _sql("ops_quarantine"),
     [("id", INT), ("source", TEXT), ("reason", TEXT), ("detail", TEXT), ("symbol", TEXT), ("interval", TEXT),
      ("open_time", TS), ("run_id", TEXT), ("quarantined_at", TS)],
     "quarantined_at",
@@ -329,22 +201,7 @@ QUARANTINE = dataset(
 # index probe per pipeline (skip scan), not a window over every run ever recorded.
 PIPELINE_RUNS = dataset(
     "ops_pipeline_runs",
-    """
-WITH RECURSIVE pipelines AS (
-    (SELECT pipeline FROM ops.pipeline_runs ORDER BY pipeline LIMIT 1)
-    UNION ALL
-    SELECT (SELECT r.pipeline FROM ops.pipeline_runs r WHERE r.pipeline > pipelines.pipeline
-            ORDER BY r.pipeline LIMIT 1)
-    FROM pipelines WHERE pipelines.pipeline IS NOT NULL
-)
-SELECT runs.pipeline, runs.task, runs.run_id, runs.status, runs.started_at, runs.finished_at,
-       extract(epoch FROM runs.finished_at - runs.started_at)::float8 AS seconds,
-       runs.rows_in, runs.rows_out, runs.rows_quarantined
-FROM pipelines
-CROSS JOIN LATERAL (SELECT * FROM ops.pipeline_runs r WHERE r.pipeline = pipelines.pipeline
-                    ORDER BY r.started_at DESC LIMIT 5) runs
-WHERE pipelines.pipeline IS NOT NULL
-""",
+    _sql("ops_pipeline_runs"),
     [("pipeline", TEXT), ("task", TEXT), ("run_id", TEXT), ("status", TEXT), ("started_at", TS),
      ("finished_at", TS), ("seconds", FLOAT), ("rows_in", INT), ("rows_out", INT), ("rows_quarantined", INT)],
     "started_at")
@@ -353,13 +210,7 @@ WHERE pipelines.pipeline IS NOT NULL
 # two days: every ETL run adds a few dozen rows, a year holds over a million.
 DQ_LATEST = dataset(
     "ops_data_quality_latest",
-    """
-SELECT DISTINCT ON (check_name, coalesce(symbol, ''))
-       check_name, symbol, passed, observed, expected, pipeline, run_id, checked_at
-FROM ops.data_quality_results
-WHERE checked_at > now() - interval '2 days'
-ORDER BY check_name, coalesce(symbol, ''), checked_at DESC
-""",
+    _sql("ops_data_quality_latest"),
     [("check_name", TEXT), ("symbol", TEXT), ("passed", BOOL), ("observed", TEXT), ("expected", TEXT),
      ("pipeline", TEXT), ("run_id", TEXT), ("checked_at", TS)],
     "checked_at")
