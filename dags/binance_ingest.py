@@ -57,16 +57,22 @@ def binance_ingest():
 
     @task(outlets=[LANDING_SNAPSHOTS])
     def seal_snapshot(data_interval_start=None, data_interval_end=None, dag_run=None):
+        from binance_hook import BinanceHook  # plugins/, on sys.path in every Airflow process
+
         cfg = settings.load()
         start, end = _ms(data_interval_start), _ms(data_interval_end)
         run_id = ingest.window_run_id(cfg.interval, start)
-        with db.connect() as conn, db.pipeline_run(conn, "binance_ingest", run_id, "seal_snapshot") as run:
-            result = ingest.seal_window(cfg, start, end)
+        # REST through the binance_default connection when there is one (an operator's edit in the
+        # UI or a secrets backend takes effect here), else the settings' URL.
+        hook = BinanceHook(settings=cfg)
+        rest = hook.get_conn()
+        with hook, db.connect() as conn, db.pipeline_run(conn, "binance_ingest", run_id, "seal_snapshot") as run:
+            result = ingest.seal_window(cfg, start, end, rest_client=rest)
             ingest.record(conn, result, run_id, cfg.interval)
             # Closed candles missing from the warehouse before this window (a seed's edge, downtime,
             # a run that never happened) are fetched too. A backfill's windows are their own healing.
-            healing = (ingest.heal_history(conn, cfg, before_ms=start) if dag_run.run_type != "backfill"
-                       else ingest.HealResult(uris=[], wanted=0))
+            healing = (ingest.heal_history(conn, cfg, before_ms=start, rest_client=rest)
+                       if dag_run.run_type != "backfill" else ingest.HealResult(uris=[], wanted=0))
             ingest.record_heal(conn, healing, run_id, cfg.interval)
             run.update(rows_in=result.from_stream + len(result.healed) + len(healing.healed),
                        rows_out=result.rows + len(healing.healed),

@@ -106,3 +106,9 @@ class BinanceHook(BaseHook):
         if self._client is not None:
             self._client.close()
             self._client = None
+
+    def __enter__(self) -> BinanceHook:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

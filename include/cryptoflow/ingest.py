@@ -163,6 +163,14 @@ def heal(rest_client, configured: tuple[str, ...], interval: str, missing: set[t
     return found, rejections
 
 
+def rest_client_for(settings: Settings):
+    """Binance's REST client at the settings' URL: for callers outside Airflow (the CLI, tests).
+    Inside Airflow the tasks pass the one of BinanceHook (the binance_default connection)."""
+    from cryptoflow.binance.rest import BinanceRestClient
+
+    return BinanceRestClient(settings.binance_rest_url)
+
+
 def seal_window(settings: Settings, start_ms: int, end_ms: int, *, rest_client=None, collector_root=None,
                 grace_ms: int = DEFAULT_GRACE_MS, received_ms: tuple[int, int] | None = None,
                 clock_slack_ms: int = 600_000) -> SealResult:
@@ -191,10 +199,7 @@ def seal_window(settings: Settings, start_ms: int, end_ms: int, *, rest_client=N
 
     healed_candles: list[Candle] = []
     if missing:
-        if rest_client is None:
-            from cryptoflow.binance.rest import BinanceRestClient
-
-            rest_client = BinanceRestClient(settings.binance_rest_url)
+        rest_client = rest_client or rest_client_for(settings)
         healed_candles, rest_rejections = heal(rest_client, configured, interval, missing)
         rejections += rest_rejections
     healed = sorted((c.symbol, c.open_time) for c in healed_candles)
@@ -295,10 +300,7 @@ def backfill_from_rest(settings: Settings, start_ms: int, end_ms: int, rest_clie
     """
     from cryptoflow.importers.common import finish
 
-    if rest_client is None:
-        from cryptoflow.binance.rest import BinanceRestClient
-
-        rest_client = BinanceRestClient(settings.binance_rest_url)
+    rest_client = rest_client or rest_client_for(settings)
     configured = tuple(settings.symbols)
     parsed, read = [], 0
     for name in configured:
@@ -441,10 +443,7 @@ def heal_history(conn, settings: Settings, before_ms: int, *, rest_client=None,
     for s, times in by_symbol.items():
         wanted.update((s, t) for t in times[:max_per_symbol])  # oldest first: the tail follows next run
         deferred += max(len(times) - max_per_symbol, 0)
-    if rest_client is None:
-        from cryptoflow.binance.rest import BinanceRestClient
-
-        rest_client = BinanceRestClient(settings.binance_rest_url)
+    rest_client = rest_client or rest_client_for(settings)
     found, rejections = heal(rest_client, configured, interval, wanted)
     kept, conflicts, _ = landing.prepare(found)
     rejections += conflicts

@@ -12,7 +12,7 @@ import dataclasses
 import json
 import time
 import urllib.request
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import psycopg
 import pytest
@@ -102,6 +102,34 @@ def test_backfill_from_rest_alone_is_idempotent(tmp_path, replay):
     assert first.rows == 30 and len(first.healed) == 30
     assert (first.uri, first.sha256) == (second.uri, second.sha256)
     assert landing.list_snapshots(cfg.landing_uri, "1m") == [first.uri]
+
+
+def test_binance_ingest_follows_the_binance_default_connection(tmp_path, replay, airflow_db, use_warehouse,
+                                                                monkeypatch):
+    """An operator who points the `binance_default` connection elsewhere (UI, secrets backend, or
+    AIRFLOW_CONN_* as here) moves the ingest tasks' REST with it: the settings' URL is dead, the
+    connection's is the replay server, and the window is sealed from REST all the same."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    from cryptoflow.local.postgres import free_port
+    from tests.conftest import PROJECT_ROOT
+
+    for key, value in cfg_for(tmp_path, replay).as_env().items():
+        if key not in ("CRYPTOFLOW_WAREHOUSE_DSN", "CRYPTOFLOW_WAREHOUSE_READER_DSN"):
+            monkeypatch.setenv(key, value)
+    monkeypatch.setenv("CRYPTOFLOW_BINANCE_REST_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens
+    monkeypatch.setenv("AIRFLOW_CONN_BINANCE_DEFAULT", json.dumps({"conn_type": "http", "extra": {"rest_url": replay.rest_url}}))
+    dag = DagBag(dag_folder=str(PROJECT_ROOT / "dags" / "binance_ingest.py")).dags["binance_ingest"]
+    for t in dag.tasks:
+        t.retries = 0
+    run = dag.test(logical_date=datetime.fromtimestamp(END / 1000, timezone.utc))
+    assert run.state == "success"
+    snaps = landing.list_snapshots(f"file://{tmp_path}/landing", "1m")
+    assert len(snaps) == 1 and len(landing.read_snapshot(snaps[0])) == 30  # every candle came over REST
+
+    monkeypatch.delenv("AIRFLOW_CONN_BINANCE_DEFAULT")  # without the connection: the settings' dead URL
+    run = dag.test(logical_date=datetime.fromtimestamp(END / 1000, timezone.utc) + timedelta(minutes=10))
+    assert run.state == "failed"
 
 
 def test_binance_ingest_dag_end_to_end(tmp_path, replay, airflow_db, use_warehouse, monkeypatch):
