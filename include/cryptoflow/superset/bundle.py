@@ -174,8 +174,10 @@ MODEL_IN_USE = dataset(
      ("validation_persistence_rmse", FLOAT), ("status_reason", TEXT)],
     None)
 
-# Newest candle per coin and interval. The coins come from a skip scan of the primary key (one
-# index probe per coin), because DISTINCT over market.candles would read every minute ever stored.
+# Newest candle per coin and interval, and how far behind now the data it holds ends: a rollup
+# hour still filling (is_complete false) holds its minute_count minutes, not the whole hour (else
+# the current hour would read as minutes *ahead*). The coins come from a skip scan of the primary
+# key (one index probe per coin), because DISTINCT over market.candles would read every minute ever stored.
 FRESHNESS = dataset(
     "ops_freshness",
     coins_by_skip_scan("market.candles", "c") + _sql("ops_freshness"),
