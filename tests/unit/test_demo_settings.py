@@ -42,10 +42,17 @@ def test_a_restarted_demo_seeds_only_what_healing_cannot_bring_back():
     from cryptoflow.ingest import HEAL_HORIZON_MS
     from cryptoflow.local.demo import why_seed
 
-    now = 1_800_000_000_000
+    now, day, hours = 1_800_000_000_000, 86_400_000, 480
     coins = ("BTCUSDT", "ETHUSDT")
-    assert why_seed({}, coins, now) == "no stored history for BTCUSDT, ETHUSDT"
-    assert why_seed({"BTCUSDT": now - 60_000}, coins, now) == "no stored history for ETHUSDT"
-    assert why_seed({"BTCUSDT": now - 3 * 3_600_000, "ETHUSDT": now - 86_400_000}, coins, now) is None  # healed
+    seeded = now - 21 * day  # a demo that ran before: 20 days of seed and more
+    assert why_seed({}, coins, now, hours) == "no stored history for BTCUSDT, ETHUSDT"
+    assert why_seed({"BTCUSDT": (seeded, now - 60_000)}, coins, now, hours) == "no stored history for ETHUSDT"
+    # A fresh stack whose first scheduled window was loaded before the demo asked: not a history.
+    first_window = (now - 10 * 60_000, now - 60_000)
+    assert why_seed({"BTCUSDT": first_window, "ETHUSDT": first_window}, coins, now, hours) == \
+        "the stored history of BTCUSDT, ETHUSDT starts less than 480 h ago"
+    # Restarted after 3 h and after a day down: healing brings both up to now.
+    assert why_seed({"BTCUSDT": (seeded, now - 3 * 3_600_000), "ETHUSDT": (seeded, now - day)}, coins, now, hours) is None
     assert "ETHUSDT ends more than 31 days ago" in why_seed(
-        {"BTCUSDT": now, "ETHUSDT": now - HEAL_HORIZON_MS - 1}, coins, now)
+        {"BTCUSDT": (seeded - 40 * day, now), "ETHUSDT": (seeded - 40 * day, now - HEAL_HORIZON_MS - 1)},
+        coins, now, hours)

@@ -123,27 +123,34 @@ def seed_history(settings: Settings, hours: float, log=print) -> tuple[list[str]
     return uris, end
 
 
-def newest_stored(settings: Settings) -> dict[str, int]:
-    """Each configured coin's newest stored candle of the ingest interval (open time, ms); coins
-    with none are absent."""
+def stored_spans(settings: Settings) -> dict[str, tuple[int, int]]:
+    """Each configured coin's (first, newest) stored candle of the ingest interval (open times, ms);
+    coins with none are absent."""
     from cryptoflow.warehouse import db
 
     with db.connect(settings.warehouse_dsn) as conn:
-        return dict(conn.execute(
-            "SELECT symbol, (extract(epoch FROM max(open_time)) * 1000)::bigint FROM market.candles"
+        rows = conn.execute(
+            "SELECT symbol, (extract(epoch FROM min(open_time)) * 1000)::bigint,"
+            " (extract(epoch FROM max(open_time)) * 1000)::bigint FROM market.candles"
             " WHERE interval = %s AND symbol = ANY(%s) GROUP BY symbol",
-            (settings.interval, list(settings.symbols))).fetchall())
+            (settings.interval, list(settings.symbols))).fetchall()
+    return {s: (lo, hi) for s, lo, hi in rows}
 
 
-def why_seed(newest: dict[str, int], symbols, now_ms: int) -> str | None:
-    """Why the demo must seed history from REST; None when every coin's history is stored and
-    recent enough for binance_ingest's healing to bring it up to now (a restarted demo)."""
+def why_seed(spans: dict[str, tuple[int, int]], symbols, now_ms: int, hours: float) -> str | None:
+    """Why the demo must seed history from REST; None when every coin's stored history already
+    reaches back the seed's `hours` and ends recently enough for binance_ingest's healing to bring
+    it up to now (a restarted demo). The scheduler's first window may be stored before this is
+    asked: ten minutes of a fresh stack are not a history."""
     from cryptoflow.ingest import HEAL_HORIZON_MS
 
-    missing = [s for s in symbols if s not in newest]
+    missing = [s for s in symbols if s not in spans]
     if missing:
         return f"no stored history for {', '.join(missing)}"
-    old = [s for s in symbols if now_ms - newest[s] > HEAL_HORIZON_MS]
+    short = [s for s in symbols if spans[s][0] > now_ms - int(hours * 3_600_000) + 3_600_000]
+    if short:
+        return f"the stored history of {', '.join(short)} starts less than {hours:g} h ago"
+    old = [s for s in symbols if now_ms - spans[s][1] > HEAL_HORIZON_MS]
     if old:
         return f"the stored history of {', '.join(old)} ends more than {HEAL_HORIZON_MS // 86_400_000} days ago"
     return None
@@ -157,16 +164,17 @@ def run(settings: Settings, airflow_api, log=print, hours: float = DEFAULT_HISTO
     timeline (the replay server's anchor)."""
     from datetime import datetime, timezone
 
-    newest = newest_stored(settings)
-    reason = why_seed(newest, settings.symbols, int(time.time() * 1000))
+    spans = stored_spans(settings)
+    reason = why_seed(spans, settings.symbols, int(time.time() * 1000), hours)
     if reason is None:
-        since = datetime.fromtimestamp(min(newest.values()) / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        since = datetime.fromtimestamp(min(hi for _, hi in spans.values()) / 1000,
+                                       timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         log(f"History      kept: every coin's history is stored (up to {since} at least); the next binance_ingest"
             " run heals the time since then over REST")
         log("The 10-minute binance_ingest runs from now on; watch it in the Airflow UI.")
         return
-    if newest:
-        log(f"History      seeding again: {reason}")
+    if spans:
+        log(f"History      seeding: {reason}")
     uris, end = seed_history(settings, hours, log)
     dags = airflow_api.dag_ids()
     if "spark_etl" in dags:
