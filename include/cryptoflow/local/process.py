@@ -164,21 +164,24 @@ def _environ(pid: int) -> dict[str, str]:
     return dict(item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if "=" in item)
 
 
-def _marks(pid: int) -> list[Path]:
-    """The mark files (…/run/marks/<service>) the process holds open."""
+def _open_files(pid: int) -> list[str]:
+    """What the process's descriptors point at (paths, `socket:[inode]`, ...); [] if not visible."""
     try:
         fds = os.listdir(f"/proc/{pid}/fd")
     except OSError:
         return []
-    found = []
+    targets = []
     for fd in fds:
         try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}").removesuffix(" (deleted)")
+            targets.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
         except OSError:
             continue
-        if f"/run/{MARK_DIR}/" in target:
-            found.append(Path(target))
-    return found
+    return targets
+
+
+def _marks(pid: int) -> list[Path]:
+    """The mark files (…/run/marks/<service>) the process holds open (also once deleted)."""
+    return [Path(t.removesuffix(" (deleted)")) for t in _open_files(pid) if f"/run/{MARK_DIR}/" in t]
 
 
 def process_info(pid: int) -> ProcessInfo | None:
@@ -311,21 +314,8 @@ def port_holder(port: int) -> ProcessInfo | None:
     inodes = {f"socket:[{inode}]" for inode in _listening_inodes(port)}
     if not inodes:
         return None
-    holders = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fds = list((entry / "fd").iterdir())
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                if os.readlink(fd) in inodes:
-                    holders.append(int(entry.name))
-                    break
-            except OSError:
-                continue
+    holders = [int(e.name) for e in Path("/proc").iterdir()
+               if e.name.isdigit() and not inodes.isdisjoint(_open_files(int(e.name)))]
     # Forked servers (gunicorn, the postmaster's children) share the socket: name the lowest pid,
     # usually the parent.
     for pid in sorted(holders):
