@@ -137,6 +137,26 @@ def scratch_dir():
     shutil.rmtree(d, ignore_errors=True)
 
 
+@pytest.fixture
+def isolated_state(tmp_path, monkeypatch) -> Path:
+    """A state dir of its own as the process environment's, with no other CRYPTOFLOW_* set."""
+    for key in list(os.environ):
+        if key.startswith("CRYPTOFLOW_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("CRYPTOFLOW_STATE_DIR", str(tmp_path))
+    return tmp_path
+
+
+def stack_env(state: Path, ports=("PG", "AIRFLOW", "SUPERSET"), **settings: str) -> dict[str, str]:
+    """The environment of a test's own `cryptoflow up`: none of the caller's AIRFLOW_*/CRYPTOFLOW_*,
+    this checkout, `state`, a free port for each of `ports`, then `settings` (CRYPTOFLOW_* names)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "CRYPTOFLOW"))}
+    env.update({"CRYPTOFLOW_HOME": str(PROJECT_ROOT), "CRYPTOFLOW_STATE_DIR": str(state)})
+    env.update({f"CRYPTOFLOW_{name}_PORT": str(free_port()) for name in ports})
+    env.update(settings)
+    return env
+
+
 def pytest_sessionstart(session):
     # A SIGKILLed run never ran its finalizers: its clusters still hold memory, a port and disk.
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")

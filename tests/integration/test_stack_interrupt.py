@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 
 from cryptoflow.local import process
-from cryptoflow.local.postgres import LocalPostgres, free_port
+from cryptoflow.local.postgres import LocalPostgres
 from cryptoflow.settings import read_credentials
-from tests.conftest import PROJECT_ROOT, SHARED_DATA
+from tests.conftest import SHARED_DATA, stack_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -39,19 +39,9 @@ STAGES = [
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    state = tmp_path_factory.mktemp("interrupt-state")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "CRYPTOFLOW"))}
-    env.update({
-        "CRYPTOFLOW_HOME": str(PROJECT_ROOT),
-        "CRYPTOFLOW_STATE_DIR": str(state),
-        "CRYPTOFLOW_SHARED_DATA": str(SHARED_DATA),
-        "CRYPTOFLOW_BINANCE_MODE": "replay",
-        "CRYPTOFLOW_SYMBOLS": "BTCUSDT",
-        "CRYPTOFLOW_PG_PORT": str(free_port()),
-        "CRYPTOFLOW_AIRFLOW_PORT": str(free_port()),
-        "CRYPTOFLOW_SUPERSET_PORT": str(free_port()),
-        "CRYPTOFLOW_REPLAY_PORT": str(free_port()),
-    })
+    env = stack_env(tmp_path_factory.mktemp("interrupt-state"), ports=("PG", "AIRFLOW", "SUPERSET", "REPLAY"),
+                    CRYPTOFLOW_SHARED_DATA=str(SHARED_DATA), CRYPTOFLOW_BINANCE_MODE="replay",
+                    CRYPTOFLOW_SYMBOLS="BTCUSDT")
     yield env
     subprocess.run([CLI, "down"], env=env, capture_output=True, text=True, timeout=300)
 

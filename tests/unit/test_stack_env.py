@@ -18,13 +18,8 @@ DEMO_SYMBOLS = "BTCUSDT,ETHUSDT,XRPUSDT,BNBUSDT,DOGEUSDT,ADAUSDT,DOTUSDT,SOLUSDT
 
 
 @pytest.fixture
-def state(tmp_path, monkeypatch):
-    """A state dir of its own as the process environment's, with no other CRYPTOFLOW_* set."""
-    for key in list(os.environ):
-        if key.startswith("CRYPTOFLOW_"):
-            monkeypatch.delenv(key)
-    monkeypatch.setenv("CRYPTOFLOW_STATE_DIR", str(tmp_path))
-    return tmp_path
+def state(isolated_state):
+    return isolated_state
 
 
 def _demo_stack_settings(state: Path) -> settings.Settings:

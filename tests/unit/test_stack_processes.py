@@ -28,13 +28,9 @@ LISTENER = ("import socket, sys, time\ns = socket.socket(); s.bind(('127.0.0.1',
 
 
 @pytest.fixture
-def state(tmp_path, monkeypatch):
-    for key in list(os.environ):
-        if key.startswith("CRYPTOFLOW_"):
-            monkeypatch.delenv(key)
-    monkeypatch.setenv("CRYPTOFLOW_STATE_DIR", str(tmp_path))
-    yield tmp_path
-    process.stop_processes(process.stack_processes(tmp_path), timeout=5)
+def state(isolated_state):
+    yield isolated_state
+    process.stop_processes(process.stack_processes(isolated_state), timeout=5)
 
 
 def _wait_for(predicate, timeout=10.0):
