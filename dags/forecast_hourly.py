@@ -11,9 +11,12 @@ One run per hour H (the data interval [H-1h, H)), predicting the close of the ho
 2. check_fresh: the latest complete 1h candle is H-1 and the lookback hours are all there; a coin
    that is not ready fails red with the reason (no prediction from stale or gappy data, and never
    a green run that forecast nothing);
-3. train_if_needed: retrain on the cadence or when the model is missing/stale; the new model is
-   promoted only if at least as good as the current one and persistence on its validation window;
-4. predict: the promoted model, or persistence labelled as such when no model earns its place;
+3. train_if_needed: first retire the served model if it loses to persistence live (MASE over its
+   latest scored hours above 1 + margin); retrain on the cadence or when the model is missing or
+   stale; the new model is promoted only if it beats persistence beyond chance on its validation
+   window (Diebold-Mariano) and is at least as good as the current one;
+4. predict: the promoted model, or persistence labelled as such when no model earns its place,
+   with a conformal 90 % interval from the served forecast's recent errors;
 5. write: one row in forecast.predictions with the persistence forecast beside it (emits PREDICTIONS).
 score_earlier fills the actual close of earlier predictions whose hour has closed.
 
@@ -112,20 +115,23 @@ def forecast_hourly():
         cfg = config.load()
         target = datetime.fromisoformat(ready["target_time"])
         with db.connect() as conn:
+            registry = ObjectRegistry.from_settings(conn)
+            retired = hourly.retire_if_losing(registry, symbol, target, cfg, lambda version: hourly.live_record(
+                conn, symbol, version, target, cfg.retire_window_hours))
             frame = data.load_hourly(conn, symbol, before=target, hours=cfg.train_hours + cfg.lookback + 2)
-            return hourly.ensure_model(symbol, frame, target, ObjectRegistry.from_settings(conn), cfg,
-                                       pool=hourly.load_pool(conn, target, cfg))
+            out = hourly.ensure_model(symbol, frame, target, registry, cfg, pool=hourly.load_pool(conn, target, cfg))
+            return {**out, "retired_live": retired}
 
     @task
     def predict(symbol: str, ready: dict, model: dict) -> dict:
-        from cryptoflow.forecast import config, data, hourly
+        from cryptoflow.forecast import config, data, hourly, serving
         from cryptoflow.forecast.registry import ObjectRegistry
         from cryptoflow.warehouse import db
 
         cfg = config.load()
         target = datetime.fromisoformat(ready["target_time"])
         with db.connect() as conn:
-            frame = data.load_hourly(conn, symbol, before=target, hours=cfg.lookback + 2)
+            frame = data.load_hourly(conn, symbol, before=target, hours=serving.history_hours(cfg))
         forecast, why = hourly.predict(symbol, frame, target, ObjectRegistry.from_settings(), cfg)
         return {**forecast.as_dict(), "served_because": why}
 

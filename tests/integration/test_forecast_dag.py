@@ -53,11 +53,14 @@ def test_forecast_hourly_predicts_fails_stale_loudly_and_scores(airflow_db, use_
     assert abs(predicted / persistence - 1) < 0.05
     # promoted and served, or rejected and persistence served in the open: never a silent worse model
     assert len(versions) == 1 and versions[0][2:] == (True, True)
+    assert has_interval  # conformal, from the served forecast's own recent errors, whichever serves
     if versions[0][1] == "promoted":
-        assert version.startswith("BTCUSDT-lstm-") and has_interval and served_reason == f"promoted model {version}"
+        assert version.startswith("BTCUSDT-lstm-") and served_reason == f"promoted model {version}"
     else:
         assert version == "persistence" and predicted == persistence
-        assert served_reason == "persistence: no promoted model"
+        # the label carries the rejection's reason: the evidence test it failed
+        assert served_reason.startswith("persistence: no promoted model (last: BTCUSDT-lstm-")
+        assert "beyond chance" in served_reason
     assert set(checks) == {"ETHUSDT"} and checks["ETHUSDT"].startswith("stale")
 
     # The last hour arrives; the next run scores the 23:00 prediction and predicts 00:00 (no retraining).

@@ -138,7 +138,23 @@ def _mase_per_coin(fig: dict, frames: dict, cfg, days: int, retrain_hours: int, 
                 fig[f"direction_{name}_{short}"] = round(m["directional_accuracy"], 4)
             if m.get("coverage") is not None:
                 fig[f"coverage_{name}_{short}"] = round(m["coverage"], 4)
+        # The per-coin report of issue #17: significance against persistence (one-sided DM on absolute
+        # errors: small p = reliably better), direction where a move was predicted, live retirements.
+        for name in ("served", "model_raw"):
+            m = ms.get(name) or {}
+            if m.get("dm_p_value") is not None:
+                fig[f"dm_p_{name}_{short}"] = round(m["dm_p_value"], 4)
+            if m.get("direction_when_moved") is not None:
+                fig[f"direction_when_moved_{name}_{short}"] = round(m["direction_when_moved"], 4)
+        fig[f"retirements_{short}"] = len(rep.get("retirements", []))
         log("figures " + json.dumps({k: fig[k] for k in fig if k not in before_keys}))
+    served = [v for k, v in fig.items() if k.startswith("mase_") and k.count("_") == 1]
+    covered = [v for k, v in fig.items() if k.startswith("coverage_served_")]
+    if served:
+        fig["mase_served_median"] = round(statistics.median(served), 4)
+        fig["mase_served_max"] = max(served)
+    if covered:
+        fig["coverage_served_min"], fig["coverage_served_max"] = min(covered), max(covered)
     return fig
 
 

@@ -21,7 +21,7 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
-from cryptoflow.forecast import baselines, config as config_mod, data, hourly, metrics
+from cryptoflow.forecast import baselines, config as config_mod, data, evidence, hourly, metrics, serving
 from cryptoflow.forecast.config import ForecastConfig
 from cryptoflow.forecast.data import HOUR, to_utc
 from cryptoflow.forecast.registry import MemoryRegistry
@@ -55,7 +55,8 @@ def backtest(symbol: str, start: datetime, end: datetime, retrain_every_hours: i
     served, raw, skipped, trainings = replay(symbol, frame, start, end, cfg, log, pool)
     actuals = frame["close"]
     report = _report(symbol, start, end, cfg, served, raw, actuals, frame)
-    report.update({"skipped_hours": dict(skipped), "trainings": trainings,
+    report.update({"skipped_hours": dict(skipped), "trainings": [t for t in trainings if "retired" not in t],
+                   "retirements": [t for t in trainings if "retired" in t],
                    "seconds": round(time.perf_counter() - t0, 1)})
     if store and conn is not None:
         conn.execute("DELETE FROM forecast.predictions WHERE symbol = %s AND kind = 'backtest'"
@@ -67,18 +68,39 @@ def backtest(symbol: str, start: datetime, end: datetime, retrain_every_hours: i
 
 def replay(symbol: str, frame: pd.DataFrame, start: datetime, end: datetime, cfg: ForecastConfig, log=None,
            pool: dict[str, pd.DataFrame] | None = None):
-    """(served forecasts, latest-trained-model forecasts, skipped hours by reason, trainings) for the
-    hours in [start, end), as the hourly DAG would have made them."""
+    """(served forecasts, latest-trained-model forecasts, skipped hours by reason, trainings and
+    live retirements) for the hours in [start, end), as the hourly DAG would have made them."""
     registry = MemoryRegistry()
     skipped, trainings = Counter(), []
     served_plan: list[tuple[pd.Timestamp, str | None, str]] = []  # (hour, model version or None, why)
     raw_plan: list[tuple[pd.Timestamp, str]] = []                 # (hour, latest trained version)
+    # Live retirement needs what each served model served on the hours before: its served closes
+    # on every hour, computed once per model (one call), and the hours it served.
+    served_closes: dict[str, pd.DataFrame] = {}
+    served_hours: dict[str, list[pd.Timestamp]] = {}
+    closes = frame["close"]
+
+    def scored(version: str):
+        if version not in served_closes:
+            model = registry.load(symbol, version)
+            served_closes[version] = serving.model_served(model, frame, serving.calibration_start(model), end)
+        known = [t for t in served_hours.get(version, ()) if t < current and t in closes.index]
+        known = known[-cfg.retire_window_hours:]
+        rows = served_closes[version].reindex(known)
+        return rows["predicted_close"].to_numpy(), rows["last_close"].to_numpy(), closes.reindex(known).to_numpy()
+
     for target in hourly.hours(start, end):
+        current = pd.Timestamp(target)
         history = data.before(frame, target)  # the DAG running at `target` sees nothing later
         ready = hourly.readiness(history, target, cfg)
         if not ready.ok or ready.target_time != target:
             skipped[ready.reason.split(":")[0]] += 1
             continue
+        retired = hourly.retire_if_losing(registry, symbol, target, cfg, scored)
+        if retired:
+            trainings.append({"retired": f"{target:%Y-%m-%d %H}h", "why": retired})
+            if log:
+                log(f"{symbol} {target:%Y-%m-%d %H}h retired: {retired}")
         # Backtest versions are named by cut so a report can be tied to its models.
         outcome = hourly.ensure_model(symbol, history, target, registry, cfg,
                                       version=f"bt-{symbol}-{cfg.architecture}-{target:%Y%m%dT%H}Z", pool=pool)
@@ -88,38 +110,32 @@ def replay(symbol: str, frame: pd.DataFrame, start: datetime, end: datetime, cfg
                 log(f"{symbol} {target:%Y-%m-%d %H}h trained {outcome['version']}: {outcome['decision']} "
                     f"({outcome['decision_reason']})")
         model, why = hourly.served_model(registry, symbol, target, cfg)
-        served_plan.append((pd.Timestamp(target), model and model.version, why))
+        served_plan.append((current, model and model.version, why))
+        if model is not None:
+            served_hours.setdefault(model.version, []).append(current)
         attempt = registry.last_attempt(symbol)
         if attempt is not None:
-            raw_plan.append((pd.Timestamp(target), attempt["version"]))
+            raw_plan.append((current, attempt["version"]))
 
-    windows = input_windows(frame, cfg.features, cfg.lookback)
-    served = _forecasts(symbol, served_plan, registry, windows, frame)
-    raw = [f for f in _forecasts(symbol, [(t, v, "") for t, v in raw_plan], registry, windows, frame)
-           if f.model_version != hourly.PERSISTENCE]
+    served = serving.forecasts(symbol, frame, served_plan, registry, cfg)
+    raw = _raw_forecasts(symbol, raw_plan, registry, input_windows(frame, cfg.features, cfg.lookback))
     return served, raw, skipped, trainings
 
 
-def _forecasts(symbol, plan, registry, windows: Samples, frame: pd.DataFrame) -> list[Forecast]:
-    """The forecast of each (hour, version) of `plan`, one model call per version; hours without a
-    version, or whose window is incomplete, get persistence (as hourly.predict serves them)."""
+def _raw_forecasts(symbol, plan, registry, windows: Samples) -> list[Forecast]:
+    """The raw output (no shrinkage, validation-quantile interval) of the latest trained model at each
+    hour of `plan`, one model call per version; hours whose window is incomplete are left out."""
     pos = {t: i for i, t in enumerate(windows.target_time)}
-    by_version: dict[str, list[int]] = {}
-    for k, (t, version, _why) in enumerate(plan):
-        if version is not None and t in pos:
-            by_version.setdefault(version, []).append(k)
-    out: list[Forecast | None] = [None] * len(plan)
-    for version, ks in by_version.items():
-        rows = [pos[plan[k][0]] for k in ks]
-        fs = registry.load(symbol, version).forecast_windows(windows.X[rows], windows.last_close[rows],
-                                                             windows.target_time[rows])
-        for k, f in zip(ks, fs):
-            f.served_reason = plan[k][2]
-            out[k] = f
-    for k, (t, version, why) in enumerate(plan):
-        if out[k] is None:
-            out[k] = hourly.persistence(symbol, frame, t, why if version is None else f"{why} could not build its window")
-    return out
+    by_version: dict[str, list[pd.Timestamp]] = {}
+    for t, version in plan:
+        if t in pos:
+            by_version.setdefault(version, []).append(t)
+    out: list[Forecast] = []
+    for version, ts in by_version.items():
+        rows = [pos[t] for t in ts]
+        out += registry.load(symbol, version).forecast_windows(windows.X[rows], windows.last_close[rows],
+                                                               windows.target_time[rows])
+    return sorted(out, key=lambda f: f.target_time)
 
 
 def _report(symbol, start, end, cfg, served, raw, actuals: pd.Series, frame) -> dict:
@@ -135,21 +151,25 @@ def _report(symbol, start, end, cfg, served, raw, actuals: pd.Series, frame) -> 
     actual = actuals.reindex(idx).to_numpy()
     last = np.array([f.last_close for f in scored])
     pred = np.array([f.predicted_close for f in scored])
-    have_iv = all(f.lower_close is not None for f in scored)
-    lo = np.array([f.lower_close for f in scored], dtype=float) if have_iv else None
-    hi = np.array([f.upper_close for f in scored], dtype=float) if have_iv else None
+    lo = [f.lower_close for f in scored]
+    hi = [f.upper_close for f in scored]
     feats = feature_frame(frame, cfg.features)
     base = baselines.predicted_closes(last, baselines.predicted_returns(feats["log_return"], idx, cfg.drift_hours,
                                                                         cfg.ewma_span))
     results = metrics.compare(actual, last, pred, base, lo, hi)
     results = {"served": results.pop("model"), **results}
+    # Is the served forecast's difference from persistence more than chance? (one-sided DM, as promotion)
+    dm = evidence.diebold_mariano(np.abs(pred - actual), np.abs(last - actual))
+    results["served"].update(dm_statistic=dm["statistic"], dm_p_value=dm["p_value"])
     raw_scored = [f for f in raw if pd.Timestamp(f.target_time) in actuals.index]
     if raw_scored:
         ridx = pd.DatetimeIndex([f.target_time for f in raw_scored])
-        results["model_raw"] = metrics.evaluate(
-            actuals.reindex(ridx).to_numpy(), [f.predicted_close for f in raw_scored],
-            [f.last_close for f in raw_scored], [f.lower_close for f in raw_scored],
-            [f.upper_close for f in raw_scored])
+        ractual = actuals.reindex(ridx).to_numpy()
+        rpred, rlast = np.array([f.predicted_close for f in raw_scored]), np.array([f.last_close for f in raw_scored])
+        results["model_raw"] = metrics.evaluate(ractual, rpred, rlast, [f.lower_close for f in raw_scored],
+                                                [f.upper_close for f in raw_scored])
+        dm = evidence.diebold_mariano(np.abs(rpred - ractual), np.abs(rlast - ractual))
+        results["model_raw"].update(dm_statistic=dm["statistic"], dm_p_value=dm["p_value"])
         # persistence on the raw model's own hours (may differ from the served hours at the start)
         results["persistence_on_raw_hours"] = metrics.evaluate(
             actuals.reindex(ridx).to_numpy(), [f.last_close for f in raw_scored], [f.last_close for f in raw_scored])

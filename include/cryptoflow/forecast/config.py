@@ -29,7 +29,14 @@ class ForecastConfig:
     patience: int = 3
     learning_rate: float = 1e-3
     seed: int = 42
-    interval_level: float = 0.9       # central prediction interval from validation residual quantiles
+    interval_level: float = 0.9       # central prediction interval (conformal, see intervals.py)
+    interval_window_hours: int = 336  # calibration: the served forecast's errors on this many hours before
+    volatility_span_hours: int = 24   # EWMA span of the volatility that scales those errors
+    interval_min_scores: int = 48     # fewer calibration errors than this: no interval
+    promotion_p_value: float = 0.05   # a new model serves only if it beats persistence at this level (DM test)
+    retire_window_hours: int = 72     # live retirement: the served model's latest scored hours ...
+    retire_min_hours: int = 24        # ... judged once it has this many ...
+    retire_margin: float = 0.01       # ... retired when its live MASE exceeds 1 + margin
     retrain_every_hours: int = 24     # cadence of retraining
     max_model_age_hours: int = 168    # an older model is stale: it is retrained and not served
     retry_hours: int = 6              # after a rejected/failed attempt, wait this long before retrying

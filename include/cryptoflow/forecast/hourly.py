@@ -5,10 +5,13 @@ candles that opened before T only. Steps:
 
 1. `readiness`: the latest complete candle must be the previous hour (tolerance configurable) and
    the lookback hours all present; otherwise no prediction (stale data must not pose as a forecast).
-2. `ensure_model`: retrain on the cadence, when the configuration changed, or when the served model
-   is missing or stale; apply the promotion rule (registry.decide).
-3. `predict`: the promoted model if it is fresh enough, else persistence, labelled "persistence".
-4. `write_predictions` and, later, `score` once the target hour has closed.
+2. `retire_if_losing`: a served model whose live MASE over its latest scored hours exceeds 1 +
+   margin is retired now, not at the next training (evidence.live_verdict).
+3. `ensure_model`: retrain on the cadence, when the configuration changed, or when the served model
+   is missing or stale; apply the promotion rule (registry.decide: beat persistence on evidence).
+4. `predict`: the promoted model if it is fresh enough, else persistence, labelled "persistence";
+   either with its conformal interval (serving.py).
+5. `write_predictions` and, later, `score` once the target hour has closed.
 """
 
 from __future__ import annotations
@@ -19,14 +22,14 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pandas as pd
 
-from cryptoflow.forecast import data, train as train_mod
+from cryptoflow.forecast import data, evidence, serving, train as train_mod
 from cryptoflow.forecast.config import ForecastConfig
 from cryptoflow.forecast.data import HOUR, floor_hour, to_utc
 from cryptoflow.forecast.registry import BaseRegistry, ModelUnavailable, decide
+from cryptoflow.forecast.serving import PERSISTENCE
 from cryptoflow.forecast.train import Forecast, NotEnoughData
 
 PIPELINE = "forecast_hourly"
-PERSISTENCE = "persistence"
 
 
 @dataclass
@@ -79,7 +82,9 @@ def training_reason(registry: BaseRegistry, symbol: str, target: datetime, cfg: 
         return f"training record unavailable ({exc})"  # retraining rewrites it
     if attempt is None:
         return "no model trained yet"
-    since_attempt = (to_utc(target) - to_utc(pd.Timestamp(attempt["cut"]))) / HOUR
+    # A live retirement counts like a rejection at the hour it happened (registry.retire).
+    since_attempt = (to_utc(target) - max(to_utc(pd.Timestamp(attempt["cut"])),
+                                          to_utc(pd.Timestamp(attempt.get("retired_at") or attempt["cut"])))) / HOUR
     if since_attempt >= cfg.retrain_every_hours:
         return f"cadence: last training {since_attempt:.0f} h ago (every {cfg.retrain_every_hours} h)"
     try:
@@ -153,7 +158,7 @@ def ensure_model(symbol: str, frame: pd.DataFrame, target: datetime, registry: B
             current_model = registry.load(symbol, current["version"])
         except ModelUnavailable as exc:  # can't be compared, so it can't stay: retired with the reason
             registry.clear_current(symbol, f"unavailable: {exc}")
-    decision = decide(new, current_model, history)
+    decision = decide(new, current_model, history, cfg.promotion_p_value)
     registry.record(new, decision)
     now_current = registry.current_pointer(symbol)
     out.update({
@@ -173,6 +178,12 @@ def served_model(registry: BaseRegistry, symbol: str, target: datetime, cfg: For
     except ModelUnavailable as exc:
         return None, f"promoted model unavailable: {exc}"
     if ptr is None:
+        try:
+            attempt = registry.last_attempt(symbol)
+        except ModelUnavailable:
+            attempt = None
+        if attempt and (last := attempt.get("retired_reason") or attempt.get("reason")):
+            return None, f"no promoted model (last: {attempt['version']} {last})"
         return None, "no promoted model"
     age = _age_hours(ptr, target)
     if age >= cfg.max_model_age_hours:
@@ -185,22 +196,51 @@ def served_model(registry: BaseRegistry, symbol: str, target: datetime, cfg: For
 
 def predict(symbol: str, frame: pd.DataFrame, target: datetime, registry: BaseRegistry,
             cfg: ForecastConfig) -> tuple[Forecast, str]:
-    """The served forecast for `target` from rows before it; persistence (labelled) when no model serves."""
+    """The served forecast for `target` from rows before it; persistence (labelled) when no model serves.
+
+    `frame` should reach serving.history_hours(cfg) back, or the interval has fewer errors to
+    calibrate on (none below cfg.interval_min_scores)."""
     history = data.before(frame, target)
     model, why = served_model(registry, symbol, target, cfg)
-    if model is not None:
-        f = model.forecast(history, target)
-        if f is not None:
-            f.served_reason = why
-            return f, why
-        why = f"{why} could not build its window"
-    return persistence(symbol, history, target, why), f"persistence: {why}"
+    f = serving.forecasts(symbol, history, [(target, model and model.version, why)], registry, cfg)[0]
+    return f, (why if f.model_version != PERSISTENCE else f.served_reason or why)
 
 
-def persistence(symbol: str, history: pd.DataFrame, target: datetime, why: str) -> Forecast:
-    """Next close = last close, labelled as persistence with the reason no model served."""
-    last = float(data.before(history, target)["close"].iloc[-1])
-    return Forecast(symbol, to_utc(target), last, None, None, last, PERSISTENCE, f"persistence: {why}")
+def live_record(conn, symbol: str, version: str, before: datetime, hours: int):
+    """(predicted, persistence, actual) closes of `version`'s latest scored live hours before `before`,
+    oldest first: the evidence live retirement judges on. Joined with the candles directly, so an hour
+    whose score_earlier has not run yet counts as soon as its candle is complete."""
+    rows = conn.execute(
+        "SELECT p.predicted_close::float8, p.persistence_close::float8, c.close::float8"
+        " FROM forecast.predictions p JOIN market.candles c ON c.symbol = p.symbol AND c.interval = p.interval"
+        " AND c.open_time = p.target_open_time AND c.is_complete"
+        " WHERE p.symbol = %s AND p.interval = '1h' AND p.kind = 'live' AND p.model_version = %s"
+        " AND p.target_open_time < %s ORDER BY p.target_open_time DESC LIMIT %s",
+        (symbol, version, to_utc(before), hours)).fetchall()
+    conn.commit()
+    rows.reverse()
+    return tuple(np.array([r[i] for r in rows], dtype="float64") for i in range(3))
+
+
+def retire_if_losing(registry: BaseRegistry, symbol: str, target: datetime, cfg: ForecastConfig,
+                     scored) -> str | None:
+    """Retire the served model now if it loses live (evidence.live_verdict); returns why, or None.
+
+    `scored(version)`: that version's (predicted, persistence, actual) closes on its latest scored
+    hours before `target`, oldest first (live_record in the DAG, the replayed hours in the backtest).
+    """
+    try:
+        ptr = registry.current_pointer(symbol)
+    except ModelUnavailable:
+        return None  # ensure_model drops a damaged pointer
+    if ptr is None:
+        return None
+    retire, why = evidence.live_verdict(*scored(ptr["version"]), window=cfg.retire_window_hours,
+                                        min_hours=cfg.retire_min_hours, margin=cfg.retire_margin)
+    if not retire:
+        return None
+    registry.retire(symbol, f"retired live: {why}", target)
+    return why
 
 
 def write_predictions(conn, forecasts: list[Forecast], kind: str = "live", actuals: dict | None = None) -> int:

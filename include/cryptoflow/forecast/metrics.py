@@ -6,7 +6,9 @@
   naive MAE; scaling by the naive forecast of the very same hours answers the question we ask.)
 - directional accuracy: among hours where the price moved, the share where the forecast moved the
   same way; None for a forecast that never predicts a move (persistence);
-- coverage: share of actual closes inside [lower, upper], when intervals are given.
+- direction_when_moved: the same among the hours where the forecast did predict a move (a
+  forecast shrunk to persistence on most hours is judged on the hours it took a side);
+- coverage: share of actual closes inside [lower, upper], over the hours that have an interval.
 """
 
 from __future__ import annotations
@@ -37,11 +39,18 @@ def evaluate(actual, predicted, last_close, lower=None, upper=None) -> dict:
         "directional_accuracy": (float(np.mean(pred_dir[moved] == np.sign(actual - last_close)[moved]))
                                  if moved.any() and np.any(pred_dir != 0) else None),
     }
+    took_side = moved & (pred_dir != 0)
+    out["direction_when_moved"] = (float(np.mean(pred_dir[took_side] == np.sign(actual - last_close)[took_side]))
+                                   if took_side.any() else None)
+    out["hours_with_a_move_predicted"] = int(took_side.sum())
     if lower is not None and upper is not None:
-        lower = np.asarray(lower, dtype="float64")
-        upper = np.asarray(upper, dtype="float64")
-        out["coverage"] = float(np.mean((actual >= lower) & (actual <= upper)))
-        out["mean_interval_width"] = float(np.mean(upper - lower))
+        lower = np.asarray([np.nan if v is None else v for v in lower], dtype="float64")
+        upper = np.asarray([np.nan if v is None else v for v in upper], dtype="float64")
+        has = np.isfinite(lower) & np.isfinite(upper)
+        if has.any():
+            out["coverage"] = float(np.mean((actual[has] >= lower[has]) & (actual[has] <= upper[has])))
+            out["mean_interval_width"] = float(np.mean(upper[has] - lower[has]))
+        out["hours_with_interval"] = int(has.sum())
     return out
 
 

@@ -13,10 +13,13 @@ to a half-written model. Paths go through Airflow's ObjectStoragePath: s3:// use
 connection `cryptoflow_models` (an aws connection whose extra may carry endpoint_url for MinIO).
 The warehouse table forecast.model_versions mirrors every version with its status.
 
-Promotion (`decide`): the new model is promoted only if, on its own validation window, its MAE is
-at most persistence's AND at most the current model's (re-evaluated on the same hours). A current
-model that now loses to persistence is retired even when the new one loses too: then nothing is
-promoted and the DAG serves persistence, labelled as such, rather than a model known to be worse.
+Promotion (`decide`): the new model is promoted only if, on its own validation window, it beats
+persistence by more than chance explains (evidence.promotion_evidence: its served policy
+cross-fitted, a one-sided Diebold-Mariano test on absolute errors, p below `promotion_p_value`)
+AND its MAE is at most the current model's (re-evaluated on the same hours). A current model that
+now loses to persistence is retired even when the new one fails too: then nothing is promoted and
+the DAG serves persistence, labelled as such, rather than a model known to be worse. A served
+model that loses live is retired between trainings (`retire`, hourly.retire_if_losing).
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from datetime import datetime, timezone
 import numpy as np
 import pandas as pd
 
+from cryptoflow.forecast import evidence
+from cryptoflow.forecast.data import to_utc
 from cryptoflow.forecast.train import TrainedModel
 from cryptoflow.forecast.windows import Scaler
 
@@ -52,14 +57,17 @@ class Decision:
         return self.action == "promote"
 
 
-def decide(new: TrainedModel, current: TrainedModel | None, frame: pd.DataFrame) -> Decision:
-    """Compare new, current and persistence by MAE on the new model's validation hours.
+def decide(new: TrainedModel, current: TrainedModel | None, frame: pd.DataFrame,
+           p_value: float = 0.05) -> Decision:
+    """Compare new, current and persistence on the new model's validation hours.
 
+    The new model must beat persistence on evidence (cross-fitted policy, DM p < `p_value`); the
+    current model is judged by what it serves (its own policy) on the same hours.
     `frame` must hold the hours the new model was trained on (nothing after its cut is needed).
     """
     dw = new.metadata["data_window"]
     hours = pd.date_range(dw["validation_start"], dw["validation_end"], freq="h", inclusive="left")
-    new_f = new.forecast_hours(frame, hours)
+    new_f = new.forecast_hours(frame, hours, raw=True)
     idx = new_f.index
     cur_f = None
     if current is not None:
@@ -71,22 +79,32 @@ def decide(new: TrainedModel, current: TrainedModel | None, frame: pd.DataFrame)
     actual = new_f.loc[idx, "actual_close"].to_numpy()
     last = new_f.loc[idx, "last_close"].to_numpy()
     mae = lambda p: float(np.mean(np.abs(np.asarray(p) - actual)))  # noqa: E731
+    ev = evidence.promotion_evidence(np.log(new_f.loc[idx, "predicted_close"].to_numpy() / last), last, actual,
+                                     new.policy.tick)
     comp = {"n": len(idx), "window": [str(idx[0]), str(idx[-1])],
-            "mae_new": mae(new_f.loc[idx, "predicted_close"]), "mae_persistence": mae(last)}
-    new_ok = comp["mae_new"] <= comp["mae_persistence"]
+            "mae_new": ev["mae_cross_fitted"], "mae_persistence": mae(last),
+            "mae_new_raw": mae(new_f.loc[idx, "predicted_close"]), "alpha": new.policy.alpha,
+            "round_to_tick": new.policy.round_to_tick, "dm_statistic": ev["statistic"],
+            "dm_p_value": ev["p_value"], "p_value_required": p_value}
+    new_ok = ev["p_value"] < p_value
+    verdict = (f"beats persistence beyond chance (DM p={ev['p_value']:.3g} < {p_value:g}, "
+               f"cross-fitted MASE {ev['mase_cross_fitted']:.4f})" if new_ok else
+               f"not better than persistence beyond chance (DM p={ev['p_value']:.3g}, needs < {p_value:g}; "
+               f"cross-fitted MASE {ev['mase_cross_fitted']:.4f}, shrinkage {new.policy.alpha:g})")
     if current is None:
         if new_ok:
-            return Decision("promote", "no current model; new model at least as good as persistence", comp)
-        return Decision("none_served", "new model worse than persistence; no current model", comp)
+            return Decision("promote", f"no current model; new model {verdict}", comp)
+        return Decision("none_served", f"new model {verdict}; persistence serves", comp)
     comp["mae_current"] = mae(cur_f.loc[idx, "predicted_close"])
     comp["current_version"] = current.version
     cur_ok = comp["mae_current"] <= comp["mae_persistence"]
     if new_ok and comp["mae_new"] <= comp["mae_current"]:
-        return Decision("promote", "new model at least as good as the current one and persistence", comp)
+        return Decision("promote", f"new model {verdict}, at least as good as the current one", comp)
     if cur_ok:
-        why = "worse than persistence" if not new_ok else "worse than the current model"
+        why = verdict if not new_ok else "worse than the current model"
         return Decision("keep_current", f"new model {why}; current model kept", comp)
-    return Decision("none_served", "both new and current models worse than persistence; current retired", comp)
+    return Decision("none_served", f"new model {verdict}; the current one now worse than persistence, retired",
+                    comp)
 
 
 class BaseRegistry:
@@ -98,6 +116,15 @@ class BaseRegistry:
     def save(self, trained: TrainedModel, status: str, reason: str) -> str: ...
     def set_current(self, trained: TrainedModel, reason: str) -> None: ...
     def clear_current(self, symbol: str, reason: str) -> None: ...
+    def put_attempt(self, symbol: str, attempt: dict) -> None: ...
+
+    def retire(self, symbol: str, reason: str, at) -> None:
+        """Stop serving the current model now; the retry back-off counts from `at` as after a rejection."""
+        attempt = _or_none(self.last_attempt, symbol) or {}
+        self.clear_current(symbol, reason)
+        if attempt:
+            self.put_attempt(symbol, {**attempt, "retired_at": to_utc(at).isoformat(), "retired_reason": reason,
+                                      "rejections_in_a_row": int(attempt.get("rejections_in_a_row", 0)) + 1})
 
     def current(self, symbol: str) -> TrainedModel | None:
         ptr = self.current_pointer(symbol)
@@ -181,6 +208,9 @@ class MemoryRegistry(BaseRegistry):
     def clear_current(self, symbol, reason):
         self.pointers.pop(symbol, None)
 
+    def put_attempt(self, symbol, attempt):
+        self.attempts[symbol] = attempt
+
 
 class ObjectRegistry(BaseRegistry):
     """The registry in object storage (file://, s3://), indexed in forecast.model_versions when `conn` is given."""
@@ -246,7 +276,9 @@ class ObjectRegistry(BaseRegistry):
         d = self._dir(symbol)
         try:
             return sorted(p.name for p in d.iterdir() if p.is_dir())
-        except FileNotFoundError:
+        # On s3:// a prefix with no objects under it is no directory at all: universal_pathlib
+        # raises NotADirectoryError there, where file:// raises FileNotFoundError.
+        except (FileNotFoundError, NotADirectoryError):
             return []
 
     def load(self, symbol, version):
@@ -315,6 +347,9 @@ class ObjectRegistry(BaseRegistry):
         if self.conn is not None and previous:
             self._status(previous["version"], "retired", reason)
             self.conn.commit()
+
+    def put_attempt(self, symbol, attempt):
+        self._write_json(self._dir(symbol) / "last_attempt.json", attempt)
 
     def _status(self, version, status, reason):
         self.conn.execute("UPDATE forecast.model_versions SET status = %s, status_reason = %s WHERE version = %s",

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 import numpy as np
 import pandas as pd
 
-from cryptoflow.forecast import architectures, baselines, metrics
+from cryptoflow.forecast import architectures, baselines, evidence, metrics
 from cryptoflow.forecast.config import ForecastConfig
 from cryptoflow.forecast.data import HOUR, before, to_utc
 from cryptoflow.forecast.windows import Samples, Scaler, feature_frame, latest_window, make_samples
@@ -81,7 +81,18 @@ class TrainedModel:
         scaled = np.concatenate(out) if out else np.empty((0, 1))
         return self.scaler.inverse_y(scaled)
 
+    @property
+    def policy(self) -> evidence.Policy:
+        """How the raw output is served (shrinkage, tick grid), fitted on validation by `train`."""
+        return evidence.Policy.from_dict(self.metadata.get("policy"))
+
+    def served_closes(self, X: np.ndarray, last_close: np.ndarray) -> np.ndarray:
+        """The closes this model serves for windows X: the policy applied to the predicted returns."""
+        return self.policy.closes(last_close, self.predict_returns(X)[:, 0])
+
     def interval(self, pred_return, last_close):
+        """The raw model's interval from its validation residual quantiles (reported as "model_raw";
+        served forecasts carry conformal intervals, see serving.py)."""
         q = self.metadata.get("interval") or {}
         if "q_low" not in q:
             return None, None
@@ -89,7 +100,7 @@ class TrainedModel:
                 np.asarray(last_close) * np.exp(np.asarray(pred_return) + q["q_high"]))
 
     def forecast(self, history: pd.DataFrame, target_time: datetime) -> Forecast | None:
-        """One-hour-ahead forecast of the hour starting at target_time from rows before it only."""
+        """The raw one-hour-ahead forecast of the hour starting at target_time, from rows before it only."""
         got = latest_window(history, self.features, self.lookback, target_time)
         if got is None:
             return None
@@ -97,8 +108,8 @@ class TrainedModel:
         return self.forecast_windows(window, np.array([last]), [target_time])[0]
 
     def forecast_windows(self, X: np.ndarray, last_close: np.ndarray, target_times) -> list[Forecast]:
-        """Forecasts from ready-made input windows (one model call for all): what `forecast` serves,
-        for many hours at once (the backtest batches the hours one served model predicts)."""
+        """Raw forecasts (no shrinkage, validation-quantile interval) from ready-made input windows, one
+        model call for all: the backtest's "model_raw" figures."""
         if len(X) == 0:
             return []
         r = self.predict_returns(X)[:, 0]
@@ -108,12 +119,13 @@ class TrainedModel:
                          None if hi is None else float(hi[i]), float(last_close[i]), self.version)
                 for i, t in enumerate(target_times)]
 
-    def forecast_hours(self, frame: pd.DataFrame, target_times) -> pd.DataFrame:
+    def forecast_hours(self, frame: pd.DataFrame, target_times, raw: bool = False) -> pd.DataFrame:
         """Forecasts for many target hours at once (evaluation): each from the hours before it only.
 
         Same windows as `forecast` (make_samples lays them out identically), built in one pass.
-        Columns: predicted_close, lower_close, upper_close, last_close, actual_close; rows for target
-        hours whose window is complete.
+        Columns: predicted_close (the served close, or the raw model's with `raw`), lower_close,
+        upper_close (raw: validation quantiles; served: NaN, see serving.py), last_close,
+        actual_close; rows for target hours whose window is complete.
         """
         targets = pd.DatetimeIndex(target_times)
         feats = feature_frame(frame, self.features)
@@ -121,9 +133,9 @@ class TrainedModel:
         keep = s.target_time.isin(targets)
         s = s.subset(keep)
         r = self.predict_returns(s.X)[:, 0] if len(s) else np.empty(0)
-        lo, hi = self.interval(r, s.last_close)
+        lo, hi = self.interval(r, s.last_close) if raw else (None, None)
         return pd.DataFrame({
-            "predicted_close": s.last_close * np.exp(r),
+            "predicted_close": s.last_close * np.exp(r) if raw else self.policy.closes(s.last_close, r),
             "lower_close": lo if lo is not None else np.nan,
             "upper_close": hi if hi is not None else np.nan,
             "last_close": s.last_close, "actual_close": s.actual_close,
@@ -259,6 +271,10 @@ def train(symbol: str, frame: pd.DataFrame, cut: datetime, cfg: ForecastConfig, 
     trained.metadata["interval"] = {"level": cfg.interval_level, "q_low": float(np.quantile(resid, alpha)),
                                     "q_high": float(np.quantile(resid, 1 - alpha)),
                                     "source": "validation residual quantiles of the log return"}
+    # How the output is served, fitted on the same hours: the shrinkage toward persistence and
+    # the tick grid (evidence.py); the promotion test cross-fits it (registry.decide).
+    tick = evidence.infer_tick(feats["close"].to_numpy()[-cfg.interval_window_hours:])
+    trained.metadata["policy"] = evidence.fit_policy(val_r, va.last_close, va.actual_close, tick).as_dict()
     evaluation = evaluate_on(trained, feats, va, cfg)
     trained.metadata.update({
         "data_window": {

@@ -448,9 +448,10 @@ FORECAST_NOTE = MARKDOWN_PREFIX + (
     "One-hour-ahead forecasts of the close, beside the **persistence** forecast (next close = last close) "
     "on the same hours: *live* (the hourly DAG) and *backtest (walk-forward)* (the same steps replayed over the "
     "stored history), always as separate series and rows. Only complete hours are scored (an hour still missing "
-    "minutes shows the forecast, no actual). MAE ratio below 1 means the model beat persistence. The interval "
-    "is drawn, and its coverage (share of scored hours inside it, nominal 90 %) counted, when the model produced "
-    "one. The two tables show every coin, whatever the *Coin* filter.")
+    "minutes shows the forecast, no actual). MAE ratio below 1 means the model beat persistence. Every forecast, "
+    "persistence included, carries a 90 % interval calibrated on its own errors over the two weeks before "
+    "(conformal, scaled by recent volatility); the table counts its coverage per coin (share of scored hours "
+    "inside it, target 88-92 %). The two tables show every coin, whatever the *Coin* filter.")
 HEALTH_NOTE = MARKDOWN_PREFIX + (
     "From the warehouse's own records: `ops.pipeline_runs`, `ops.quarantine`, `ops.healed_gaps`, "
     "`ops.data_quality_results`. Freshness is `now()` minus the close of the newest candle (red above 30 min).")
