@@ -118,7 +118,7 @@ def forecast_hourly():
             registry = ObjectRegistry.from_settings(conn)
             retired = hourly.retire_if_losing(registry, symbol, target, cfg, lambda version: hourly.live_record(
                 conn, symbol, version, target, cfg.retire_window_hours))
-            frame = data.load_hourly(conn, symbol, before=target, hours=cfg.train_hours + cfg.lookback + 2)
+            frame = data.load_with_references(conn, symbol, before=target, hours=cfg.train_hours + cfg.lookback + 2)
             out = hourly.ensure_model(symbol, frame, target, registry, cfg, pool=hourly.load_pool(conn, target, cfg))
             return {**out, "retired_live": retired}
 
@@ -131,7 +131,7 @@ def forecast_hourly():
         cfg = config.load()
         target = datetime.fromisoformat(ready["target_time"])
         with db.connect() as conn:
-            frame = data.load_hourly(conn, symbol, before=target, hours=serving.history_hours(cfg))
+            frame = data.load_with_references(conn, symbol, before=target, hours=serving.history_hours(cfg))
         forecast, why = hourly.predict(symbol, frame, target, ObjectRegistry.from_settings(), cfg)
         return {**forecast.as_dict(), "served_because": why}
 

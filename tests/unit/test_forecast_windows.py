@@ -148,3 +148,19 @@ def test_cli_settings_parse_like_the_environment():
         config.with_settings(["lookbak=48"], environ={})
     with pytest.raises(ValueError, match="not a valid int"):
         config.with_settings(["lookback=many"], environ={})
+
+
+def test_cross_coin_feature_reads_the_reference_coins_closes_on_the_same_hours():
+    from cryptoflow.forecast import data
+    from cryptoflow.forecast.windows import feature_frame, reference_columns
+
+    idx = pd.date_range("2021-03-01", periods=6, freq="h", tz="UTC", name="open_time")
+    alt = pd.DataFrame({"close": [1.0, 1.1, 1.2, 1.1, 1.0, 1.05], "quote_volume": 1.0}, index=idx)
+    btc = pd.DataFrame({"close": [100.0, 101.0, 99.0, 98.0], "quote_volume": 1.0}, index=idx[[0, 1, 2, 4]])
+    assert reference_columns(("log_return", "btc_log_return")) == {"btc_close": "BTCUSDT"}
+    joined = data.with_references(alt, {"btc_close": btc})
+    f = feature_frame(joined, ("log_return", "btc_log_return"))
+    assert f["btc_log_return"].iloc[1] == pytest.approx(np.log(101 / 100))
+    assert np.isnan(f["btc_log_return"].iloc[3]) and np.isnan(f["btc_log_return"].iloc[4])  # BTC's missing hour
+    with pytest.raises(ValueError, match="btc_close"):
+        feature_frame(alt, ("log_return", "btc_log_return"))

@@ -22,9 +22,10 @@ from pathlib import Path
 
 from cryptoflow import settings
 from cryptoflow.forecast import backtest, config
-from cryptoflow.forecast.data import HOUR, frame_from_candles
+from cryptoflow.forecast.data import HOUR, frame_from_candles, with_references
 from cryptoflow.forecast.registry import Decision, ObjectRegistry
 from cryptoflow.forecast.train import NotEnoughData, train
+from cryptoflow.forecast.windows import REFERENCES
 
 
 def _shared_dir() -> Path:
@@ -35,12 +36,13 @@ def _shared_dir() -> Path:
 def _frames(symbols) -> dict:
     from cryptoflow.importers.cryptodatadownload import import_cdd_csv
 
-    out = {}
-    for s in symbols:
+    def read(s):
         path = _shared_dir() / "cryptodatadownload" / f"Binance_{s}_1h.csv"
-        if path.exists():
-            out[s] = frame_from_candles(import_cdd_csv(path, allow_missing_trades=True).candles)
-    return out
+        return frame_from_candles(import_cdd_csv(path, allow_missing_trades=True).candles) if path.exists() else None
+
+    # The reference coins' closes joined in, as the DAG's loader does (cross-coin features read them).
+    refs = {col: f for col, s in REFERENCES.values() if (f := read(s)) is not None}
+    return {s: with_references(f, refs) for s in symbols if (f := read(s)) is not None}
 
 
 def _progress(msg: str) -> None:
@@ -166,6 +168,7 @@ VARIANTS: dict[str, dict] = {
     "lstm_volume": {"features": ("log_return", "log_volume_change")},
     "lstm_lookback48": {"lookback": 48},
     "lstm_pooled": {"pool": "compared coins"},
+    "lstm_btc": {"features": ("log_return", "btc_log_return")},  # BTC's last hours beside the coin's own
 }
 
 

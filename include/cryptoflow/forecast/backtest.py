@@ -48,9 +48,10 @@ def backtest(symbol: str, start: datetime, end: datetime, retrain_every_hours: i
     start, end = to_utc(start), to_utc(end)
     t0 = time.perf_counter()
     if frame is None:
-        frame = data.load_range(conn, symbol, start - HOUR * (cfg.train_hours + cfg.lookback + 2), end)
+        frame = data.load_with_references(conn, symbol, start=start - HOUR * (cfg.train_hours + cfg.lookback + 2),
+                                          before=end)
     if pool is None and cfg.pool and conn is not None:
-        pool = {s: data.load_range(conn, s, start - HOUR * (cfg.train_hours + cfg.lookback + 2), end)
+        pool = {s: data.load_with_references(conn, s, start=start - HOUR * (cfg.train_hours + cfg.lookback + 2), before=end)
                 for s in cfg.pool}
     served, raw, skipped, trainings = replay(symbol, frame, start, end, cfg, log, pool)
     actuals = frame["close"]

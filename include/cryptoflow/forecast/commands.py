@@ -40,7 +40,7 @@ def train(symbols=None, at: datetime | None = None, dsn: str | None = None, log=
             if target is None:
                 log(f"{symbol}: no complete 1h candles in the warehouse; nothing trained")
                 continue
-            frame = data.load_hourly(conn, symbol, before=target, hours=cfg.train_hours + cfg.lookback + 2)
+            frame = data.load_with_references(conn, symbol, before=target, hours=cfg.train_hours + cfg.lookback + 2)
             res = hourly.ensure_model(symbol, frame, target, registry, cfg, force=True,
                                       pool=hourly.load_pool(conn, target, cfg))
             if res["trained"]:

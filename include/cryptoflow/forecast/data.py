@@ -44,6 +44,30 @@ def load_range(conn, symbol: str, start: datetime, end: datetime) -> pd.DataFram
     return _frame(rows)
 
 
+def with_references(frame: pd.DataFrame, references: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """`frame` plus each reference coin's close as a column ({column: that coin's frame}), on the
+    frame's own hours (an hour the other coin lacks is NaN: the windows using it are dropped)."""
+    if not references:
+        return frame
+    out = frame.copy()
+    for column, other in references.items():
+        out[column] = other["close"].reindex(frame.index)
+    return out
+
+
+def load_with_references(conn, symbol: str, *, before: datetime, hours: int | None = None,
+                         start: datetime | None = None) -> pd.DataFrame:
+    """load_hourly (or load_range from `start`) with every reference coin's closes joined in, whatever
+    the configured features: a served model whose features differ from the configuration's (until
+    its replacement is promoted) still finds the columns it reads."""
+    from cryptoflow.forecast.windows import REFERENCES
+
+    def load(s):
+        return load_range(conn, s, start, before) if start is not None else load_hourly(conn, s, before, hours)
+
+    return with_references(load(symbol), {col: load(s) for col, s in REFERENCES.values()})
+
+
 def latest_complete_hour(conn, symbol: str) -> datetime | None:
     row = conn.execute(
         "SELECT max(open_time) FROM market.candles WHERE symbol = %s AND interval = '1h' AND is_complete",

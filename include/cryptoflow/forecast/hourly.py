@@ -123,7 +123,8 @@ def _age_hours(pointer: dict, target: datetime) -> float:
 
 def load_pool(conn, target: datetime, cfg: ForecastConfig) -> dict[str, pd.DataFrame]:
     """Candles of the coins of cfg.pool before `target` (one model across coins); {} without a pool."""
-    return {s: data.load_hourly(conn, s, before=target, hours=cfg.train_hours + cfg.lookback + 2) for s in cfg.pool}
+    return {s: data.load_with_references(conn, s, before=target, hours=cfg.train_hours + cfg.lookback + 2)
+            for s in cfg.pool}
 
 
 def ensure_model(symbol: str, frame: pd.DataFrame, target: datetime, registry: BaseRegistry,

@@ -29,7 +29,24 @@ FEATURES: dict[str, Callable[[pd.DataFrame], pd.Series]] = {
     "log_return": lambda f: np.log(f["close"]).diff(),
     # Exogenous: change of log quote volume; +1 keeps zero-volume hours finite.
     "log_volume_change": lambda f: np.log1p(f["quote_volume"]).diff(),
+    # Cross-coin: BTC's return of the same hour (altcoins follow BTC; does its last hours' move lead
+    # theirs?). Reads BTCUSDT's closes joined as a column (data.with_references).
+    "btc_log_return": lambda f: np.log(_column(f, "btc_close")).diff(),
 }
+# Features that read another coin: the frame column they need -> that coin.
+REFERENCES = {"btc_log_return": ("btc_close", "BTCUSDT")}
+
+
+def reference_columns(features) -> dict[str, str]:
+    """{frame column: symbol} of the other coins `features` read (empty for single-coin features)."""
+    return dict(REFERENCES[f] for f in features if f in REFERENCES)
+
+
+def _column(frame: pd.DataFrame, name: str) -> pd.Series:
+    if name not in frame.columns:
+        raise ValueError(f"this feature needs the column {name!r}: the other coin's closes joined with "
+                         "data.with_references (the DAG and the backtest do it when the features ask)")
+    return frame[name]
 
 
 def complete_index(frame: pd.DataFrame, end: datetime | None = None) -> pd.DataFrame:
