@@ -172,3 +172,28 @@ def test_an_interval_uses_only_earlier_hours_and_needs_enough_of_them():
     assert not np.allclose(a, intervals.bounds(zero, moved, t, **opts))
     lo, hi = intervals.bounds(zero, realised, realised.index[30:31], **opts)  # 29 scores < 48
     assert np.isnan(lo[0]) and np.isnan(hi[0])
+
+
+def test_a_candidate_the_live_rule_would_retire_at_once_is_not_promoted():
+    from cryptoflow.forecast.registry import decide
+    from cryptoflow.forecast.train import TrainedModel
+    from cryptoflow.forecast.windows import Scaler
+
+    class Rise:  # always predicts +1 %/h
+        def predict_on_batch(self, x):
+            return np.full((len(x), 1), 0.01)
+
+    n, fall = 400, 50  # a steady rise, then the last 50 hours fall: right for 250 validation hours, then wrong
+    r = np.where(np.arange(n) < n - fall, 0.01, -0.01)
+    idx = pd.date_range(T0, periods=n, freq="h", tz="UTC", name="open_time")
+    frame = pd.DataFrame({"close": 100 * np.exp(np.cumsum(r)), "quote_volume": 1.0}, index=idx)
+    cut = T0 + n * H
+    m = TrainedModel(Rise(), Scaler(np.array([0.0]), np.array([1.0])), {
+        "version": "rise", "symbol": "BTCUSDT", "hyperparameters": {"features": ["log_return"], "lookback": 4},
+        "data_window": {"cut": cut.isoformat(), "validation_start": (cut - 300 * H).isoformat(),
+                        "validation_end": cut.isoformat()}})
+    d = decide(m, None, frame, ForecastConfig())
+    assert d.comparison["dm_p_value"] < 0.05  # over the whole validation it clearly beats persistence ...
+    assert d.action == "none_served" and "would be retired on the latest of those hours" in d.reason  # ... not lately
+    early = decide(m, None, frame.iloc[:n - fall], ForecastConfig())  # judged before the fall: promoted
+    assert early.action == "promote"

@@ -36,7 +36,8 @@ class ForecastConfig:
     promotion_p_value: float = 0.05   # a new model serves only if it beats persistence at this level (DM test)
     retire_window_hours: int = 72     # live retirement: the served model's latest scored hours ...
     retire_min_hours: int = 24        # ... judged once it has this many ...
-    retire_margin: float = 0.01       # ... retired when its live MASE exceeds 1 + margin
+    retire_margin: float = 0.01       # ... retired when its live MASE exceeds 1 + margin ...
+    retire_p_value: float = 0.1       # ... and a DM test says it is worse at this level
     retrain_every_hours: int = 24     # cadence of retraining
     max_model_age_hours: int = 168    # an older model is stale: it is retrained and not served
     retry_hours: int = 6              # after a rejected/failed attempt, wait this long before retrying

@@ -11,7 +11,9 @@ A network that predicts hourly returns mostly predicts noise. Three rules keep w
   with persistence's on the same hours by a one-sided Diebold-Mariano test with a Newey-West
   variance. Only a p-value below the configured level promotes; a tie serves persistence.
 - **Live retirement** (`live_verdict`): the served model's MAE over its latest scored hours,
-  against persistence's on the same hours; losing by more than a margin retires it that hour.
+  against persistence's on the same hours; losing by more than a margin that chance does not
+  explain (the DM test the other way round) retires it that hour. The same rule, applied to the
+  latest validation hours, keeps a new model out that it would retire at once (registry.decide).
 """
 
 from __future__ import annotations
@@ -137,15 +139,24 @@ def promotion_evidence(predicted_return, last_close, actual_close, tick: float |
     dm = diebold_mariano(np.abs(served - actual), np.abs(last - actual))
     mae_p = _mae(last, actual)
     return {**dm, "mae_cross_fitted": _mae(served, actual), "mae_persistence": mae_p,
-            "mase_cross_fitted": _mae(served, actual) / mae_p if mae_p > 0 else 1.0}
+            "mase_cross_fitted": _mae(served, actual) / mae_p if mae_p > 0 else 1.0, "served": served}
+
+
+def retirement_rule(cfg) -> dict:
+    """live_verdict's settings from a ForecastConfig: live (hourly.retire_if_losing), and on a
+    candidate's latest validation hours (registry.decide)."""
+    return {"window": cfg.retire_window_hours, "min_hours": cfg.retire_min_hours, "margin": cfg.retire_margin,
+            "p_value": cfg.retire_p_value}
 
 
 def live_verdict(predicted_close, last_close, actual_close, *, window: int, min_hours: int,
-                 margin: float) -> tuple[bool, str]:
+                 margin: float, p_value: float = 1.0) -> tuple[bool, str]:
     """(retire?, why) from the served model's latest scored hours (oldest first).
 
     Retire when, over its last `window` scored hours (at least `min_hours`), its MAE exceeds
-    persistence's on the same hours by more than `margin` (MASE > 1 + margin).
+    persistence's on the same hours by more than `margin` (MASE > 1 + margin) AND a one-sided DM
+    test says it is worse with p below `p_value` (1: the margin alone decides). A day of bad luck
+    is not a verdict; a clear loss is caught within a day.
     """
     pred = np.asarray(predicted_close, dtype="float64")[-window:]
     last = np.asarray(last_close, dtype="float64")[-window:]
@@ -155,10 +166,12 @@ def live_verdict(predicted_close, last_close, actual_close, *, window: int, min_
         return False, f"{n} scored hours (judged from {min_hours})"
     mae_p = _mae(last, actual)
     mase = _mae(pred, actual) / mae_p if mae_p > 0 else (1.0 if _mae(pred, actual) == 0 else math.inf)
-    if mase > 1 + margin:
-        return True, f"live MASE {mase:.4f} over its last {n} scored hours (retired above {1 + margin:.4f})"
-    return False, f"live MASE {mase:.4f} over its last {n} scored hours"
+    worse = diebold_mariano(np.abs(last - actual), np.abs(pred - actual))["p_value"]  # small: reliably worse
+    if mase > 1 + margin and worse < p_value:
+        return True, (f"live MASE {mase:.4f} over its last {n} scored hours (retired above {1 + margin:.4f}"
+                      f" when DM p={worse:.3g} < {p_value:g})")
+    return False, f"live MASE {mase:.4f} over its last {n} scored hours (DM p of worse {worse:.3g})"
 
 
 __all__ = ["Policy", "infer_tick", "fit_policy", "cross_fitted_closes", "diebold_mariano", "promotion_evidence",
-           "live_verdict", "ALPHAS"]
+           "live_verdict", "retirement_rule", "ALPHAS"]

@@ -159,7 +159,7 @@ def ensure_model(symbol: str, frame: pd.DataFrame, target: datetime, registry: B
             current_model = registry.load(symbol, current["version"])
         except ModelUnavailable as exc:  # can't be compared, so it can't stay: retired with the reason
             registry.clear_current(symbol, f"unavailable: {exc}")
-    decision = decide(new, current_model, history, cfg.promotion_p_value)
+    decision = decide(new, current_model, history, cfg)
     registry.record(new, decision)
     now_current = registry.current_pointer(symbol)
     out.update({
@@ -236,8 +236,7 @@ def retire_if_losing(registry: BaseRegistry, symbol: str, target: datetime, cfg:
         return None  # ensure_model drops a damaged pointer
     if ptr is None:
         return None
-    retire, why = evidence.live_verdict(*scored(ptr["version"]), window=cfg.retire_window_hours,
-                                        min_hours=cfg.retire_min_hours, margin=cfg.retire_margin)
+    retire, why = evidence.live_verdict(*scored(ptr["version"]), **evidence.retirement_rule(cfg))
     if not retire:
         return None
     registry.retire(symbol, f"retired live: {why}", target)

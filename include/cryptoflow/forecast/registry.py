@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from cryptoflow.forecast import evidence
+from cryptoflow.forecast.config import ForecastConfig
 from cryptoflow.forecast.data import to_utc
 from cryptoflow.forecast.train import TrainedModel
 from cryptoflow.forecast.windows import Scaler
@@ -58,13 +59,17 @@ class Decision:
 
 
 def decide(new: TrainedModel, current: TrainedModel | None, frame: pd.DataFrame,
-           p_value: float = 0.05) -> Decision:
+           cfg: ForecastConfig | None = None) -> Decision:
     """Compare new, current and persistence on the new model's validation hours.
 
-    The new model must beat persistence on evidence (cross-fitted policy, DM p < `p_value`); the
+    The new model must beat persistence on evidence (cross-fitted policy, DM p < promotion_p_value)
+    and survive the live-retirement rule on the latest of those hours (a model the next hours
+    would retire is not promoted: no promote-retire-retrain churn after a regime change); the
     current model is judged by what it serves (its own policy) on the same hours.
     `frame` must hold the hours the new model was trained on (nothing after its cut is needed).
     """
+    cfg = cfg or ForecastConfig()
+    p_value = cfg.promotion_p_value
     dw = new.metadata["data_window"]
     hours = pd.date_range(dw["validation_start"], dw["validation_end"], freq="h", inclusive="left")
     new_f = new.forecast_hours(frame, hours, raw=True)
@@ -91,6 +96,13 @@ def decide(new: TrainedModel, current: TrainedModel | None, frame: pd.DataFrame,
                f"cross-fitted MASE {ev['mase_cross_fitted']:.4f})" if new_ok else
                f"not better than persistence beyond chance (DM p={ev['p_value']:.3g}, needs < {p_value:g}; "
                f"cross-fitted MASE {ev['mase_cross_fitted']:.4f}, shrinkage {new.policy.alpha:g})")
+    if new_ok:
+        retire, why = evidence.live_verdict(ev["served"], last, actual, **evidence.retirement_rule(cfg))
+        comp["latest_hours"] = why
+        if retire:
+            new_ok = False
+            verdict = (f"beats persistence over its validation (DM p={ev['p_value']:.3g}) but would be retired on "
+                       f"the latest of those hours: {why}")
     if current is None:
         if new_ok:
             return Decision("promote", f"no current model; new model {verdict}", comp)
