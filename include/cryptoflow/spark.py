@@ -27,18 +27,22 @@ def interpreter_conf() -> dict[str, str]:
 
 
 def local_session(app_name: str, master: str | None = None, shuffle_partitions: int = 4):
-    """A SparkSession for `master` (settings' Spark master when None), UTC, with the JDBC driver if present."""
+    """A SparkSession for `master` (when None: spark-submit's, else the settings'), UTC, with the JDBC driver if present."""
     from pyspark.sql import SparkSession
 
     from cryptoflow import settings
 
-    master = master or settings.load().spark_master
+    # Under spark-submit (which hands its JVM to this driver through PYSPARK_GATEWAY_PORT) the master
+    # is the one spark-submit was given: the DAG's `spark_default` connection. Setting the settings'
+    # master here would override it, and a job submitted to spark:// ran silently in local[*].
+    builder = SparkSession.builder
+    if master is not None or "PYSPARK_GATEWAY_PORT" not in os.environ:
+        builder = builder.master(master or settings.load().spark_master)
     # PySpark takes the workers' interpreter from PYSPARK_PYTHON when it creates the context (the
     # spark.pyspark.python property only reaches spark-submit's launcher): set both.
     os.environ["PYSPARK_PYTHON"] = worker_python()
     builder = (
-        SparkSession.builder.appName(app_name)
-        .master(master)
+        builder.appName(app_name)
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.shuffle.partitions", str(shuffle_partitions))
         .config("spark.ui.enabled", "false")
