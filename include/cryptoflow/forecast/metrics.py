@@ -68,7 +68,7 @@ def compare(actual, last_close, model_pred=None, baselines: dict | None = None, 
 
 def format_table(results: dict, title: str = "") -> str:
     """Side-by-side text table: one row per forecast, MASE < 1 beats persistence."""
-    cols = ("n", "rmse", "mae", "mape", "mase", "directional_accuracy", "coverage")
+    cols = ("n", "rmse", "mae", "mape", "mase", "dm_p_value", "direction_when_moved", "coverage")
     lines = [title] if title else []
     lines.append(f"{'forecast':<26}" + "".join(f"{c:>22}" for c in cols))
     for name, m in results.items():
@@ -77,5 +77,8 @@ def format_table(results: dict, title: str = "") -> str:
             v = m.get(c)
             cells.append(f"{'-':>22}" if v is None else f"{v:>22}" if isinstance(v, int) else f"{v:>22.6g}")
         lines.append(f"{name:<26}" + "".join(cells))
-    lines.append("MASE < 1 means better than persistence (next close = last close) on the same hours.")
+    lines.append("MASE < 1 means better than persistence (next close = last close) on the same hours; dm_p_value:"
+                 " one-sided Diebold-Mariano p of beating it (small: more than chance); direction_when_moved: right"
+                 " sign among the hours the price moved and the forecast predicted a move; coverage: of the 90 %"
+                 " interval.")
     return "\n".join(lines)
