@@ -164,9 +164,11 @@ def _filesystem(uri: str):
     """A pyarrow filesystem and path for a non-local URI (s3:// honours CRYPTOFLOW_S3_ENDPOINT_URL)."""
     from pyarrow import fs
 
+    from cryptoflow import settings
+
     parsed = urlparse(uri)
     if parsed.scheme == "s3":
-        endpoint = os.environ.get("CRYPTOFLOW_S3_ENDPOINT_URL") or None
+        endpoint = settings.load().s3_endpoint_url or None
         s3 = fs.S3FileSystem(endpoint_override=endpoint) if endpoint else fs.S3FileSystem()
         return s3, parsed.netloc + parsed.path
     return fs.FileSystem.from_uri(uri)

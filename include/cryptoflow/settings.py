@@ -16,9 +16,11 @@ beneath the environment, so every command run beside the stack (`cryptoflow conf
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 # The ten coins of the original system, quoted in USDT. MATIC became POL on 2024-09-13
@@ -32,11 +34,6 @@ LIVE_WS_URL = "wss://data-stream.binance.vision"
 LIVE_REST_URL = "https://api.binance.com"
 
 STACK_FILE_NAME = "stack.env"
-# Never recorded in the stack file: where the file is found (home, state dir), and the DSNs, which
-# carry passwords (the local cluster's are filled in from credentials.env when the DSNs are unset).
-_NOT_IN_STACK_FILE = frozenset({
-    "CRYPTOFLOW_HOME", "CRYPTOFLOW_STATE_DIR", "CRYPTOFLOW_WAREHOUSE_DSN", "CRYPTOFLOW_WAREHOUSE_READER_DSN",
-})
 
 
 def _project_home() -> Path:
@@ -48,60 +45,179 @@ def _project_home() -> Path:
     return Path.cwd()
 
 
+class ConfigError(ValueError):
+    """A configuration value that can't be used; the message names the variable."""
+
+
+# --- parsing: (variable name, text) -> value, a ConfigError naming the variable when it can't be used
+
+def _text(name: str, raw: str) -> str:
+    return raw
+
+
+def _integer(name: str, raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer") from None
+
+
+def _port(name: str, raw: str) -> int:
+    value = _integer(name, raw)
+    if not 0 < value < 65536:
+        raise ConfigError(f"{name}={value} is not a TCP port")
+    return value
+
+
+def _path(name: str, raw: str) -> Path:
+    return Path(raw)
+
+
+def _absolute_path(name: str, raw: str) -> Path:
+    return Path(raw).resolve()
+
+
+def _paths(name: str, raw: str) -> tuple[Path, ...]:
+    return tuple(Path(p) for p in raw.split(os.pathsep) if p)
+
+
+def _base_url(name: str, raw: str) -> str:
+    return raw.rstrip("/")
+
+
+def _mode(name: str, raw: str) -> str:
+    mode = raw.strip().lower()
+    if mode not in ("live", "replay"):
+        raise ConfigError(f"{name}={mode!r}: expected live or replay")
+    return mode
+
+
+def _symbols(name: str, raw: str) -> tuple[str, ...]:
+    symbols = tuple(s.strip().upper() for s in raw.split(",") if s.strip())
+    if not symbols:
+        raise ConfigError(f"{name} is empty")
+    bad = [s for s in symbols if not s.isalnum()]
+    if bad:
+        raise ConfigError(f"{name} has invalid symbols: {bad}")
+    return symbols
+
+
+def _joined(separator: str) -> Callable[[Any], str]:
+    return lambda values: separator.join(str(v) for v in values)
+
+
+# What a computed default is given: the value of any other setting, by field name.
+Getter = Callable[[str], Any]
+
+
 @dataclass(frozen=True)
 class Setting:
+    """One CRYPTOFLOW_* variable: its name, documented default and meaning, and how its text is read.
+
+    `default` is what README's table shows; "{home}", "{state}" and "{pg_port}" in it stand for
+    those settings' values. `derive`, when given, computes the default instead (from other settings).
+    `record` says what the stack file keeps of it: "always", "changed" (only a value other than the
+    default, so that it follows the settings it is derived from) or "never".
+    """
+
     env: str
-    default: str  # textual default; "{state}" and "{home}" are expanded
+    default: str
     doc: str
+    parse: Callable[[str, str], Any] = _text
+    show: Callable[[Any], str] = str
+    derive: Callable[[Getter], str] | None = None
+    record: str = "always"
+    field: str = ""  # the attribute of Settings it is declared on (filled in below)
 
 
-# The single table of configuration: README's table is generated from it (`cryptoflow config --markdown`).
-SETTINGS: tuple[Setting, ...] = (
-    Setting("CRYPTOFLOW_HOME", "<checkout>", "Project root: dags/, plugins/, spark_jobs/ are found here."),
-    Setting("CRYPTOFLOW_STATE_DIR", "{home}/.state", "Local state: PostgreSQL cluster, logs, credentials, file:// stores."),
-    Setting("CRYPTOFLOW_BIND_HOST", "127.0.0.1", "Address every local service listens on (loopback by default)."),
-    Setting("CRYPTOFLOW_PG_PORT", "5433", "Port of the private PostgreSQL cluster."),
-    Setting("CRYPTOFLOW_WAREHOUSE_DSN", "postgresql://cf_writer:<generated>@127.0.0.1:{pg_port}/cryptoflow",
-            "Warehouse DSN of the pipelines (writer role)."),
-    Setting("CRYPTOFLOW_WAREHOUSE_READER_DSN", "postgresql://cf_reader:<generated>@127.0.0.1:{pg_port}/cryptoflow",
-            "Warehouse DSN of the dashboards (read-only role)."),
-    Setting("CRYPTOFLOW_LANDING_URI", "file://{state}/landing", "Where ingest seals its snapshots (file://, hdfs://, s3://)."),
-    Setting("CRYPTOFLOW_LAKE_URI", "file://{state}/lake", "Parquet lake root (file:// locally, hdfs://namenode:8020/... in compose)."),
-    Setting("CRYPTOFLOW_MODEL_STORE_URI", "file://{state}/models", "Model registry root (file:// or s3://bucket/prefix)."),
-    Setting("CRYPTOFLOW_S3_ENDPOINT_URL", "", "S3-compatible endpoint (MinIO, moto); empty means AWS."),
-    Setting("CRYPTOFLOW_SPARK_MASTER", "local[*]", "Spark master URL (local[*], spark://host:7077)."),
-    Setting("CRYPTOFLOW_SYMBOLS", ",".join(DEFAULT_SYMBOLS), "Comma-separated Binance symbols to collect and forecast."),
-    Setting("CRYPTOFLOW_INTERVAL", "1m", "Kline interval collected from Binance."),
-    Setting("CRYPTOFLOW_BINANCE_MODE", "live", "live: talk to Binance; replay: the local replay server."),
-    Setting("CRYPTOFLOW_BINANCE_WS_URL", "", "Websocket base URL; empty picks Binance (live) or the replay server."),
-    Setting("CRYPTOFLOW_BINANCE_REST_URL", "", "REST base URL; empty picks Binance (live) or the replay server."),
-    Setting("CRYPTOFLOW_REPLAY_PORT", "9444", "Port of the local Binance replay server."),
-    Setting("CRYPTOFLOW_AIRFLOW_PORT", "8080", "Airflow UI / API port."),
-    Setting("CRYPTOFLOW_SUPERSET_PORT", "8088", "Superset port."),
-)
+def _setting(env: str, default: str, doc: str, **how: Any) -> Any:
+    """The declaration of one setting: a Settings field carrying its Setting."""
+    return field(metadata={"setting": Setting(env, default, doc, **how)})
+
+
+def _credentials_of(get: Getter) -> dict[str, str]:
+    return read_credentials(get("state_dir") / "credentials.env")
+
+
+def _binance_urls(mode: str, replay_port: int) -> tuple[str, str]:
+    """(websocket, REST) base URLs picked when CRYPTOFLOW_BINANCE_WS_URL / _REST_URL are empty."""
+    if mode == "live":
+        return LIVE_WS_URL, LIVE_REST_URL
+    return f"ws://127.0.0.1:{replay_port}", f"http://127.0.0.1:{replay_port}"
 
 
 @dataclass(frozen=True)
 class Settings:
-    home: Path
-    state_dir: Path
-    bind_host: str
-    pg_port: int
-    warehouse_dsn: str
-    warehouse_reader_dsn: str
-    landing_uri: str
-    lake_uri: str
-    model_store_uri: str
-    s3_endpoint_url: str
-    spark_master: str
-    symbols: tuple[str, ...]
-    interval: str
-    binance_mode: str
-    binance_ws_url: str
-    binance_rest_url: str
-    replay_port: int
-    airflow_port: int
-    superset_port: int
+    """The configuration in force. Each field is declared once, with its variable: SETTINGS, load(),
+    as_env(), the stack file and README's table (`cryptoflow config --markdown`) all follow from it.
+    Never recorded in the stack file: where the file is found (home, state dir), and the DSNs, which
+    carry passwords (the local cluster's are filled in from credentials.env when the DSNs are unset)."""
+
+    home: Path = _setting(
+        "CRYPTOFLOW_HOME", "<checkout>", "Project root: dags/, plugins/, spark_jobs/ are found here.",
+        parse=_absolute_path, derive=lambda get: str(_project_home()), record="never")
+    state_dir: Path = _setting(
+        "CRYPTOFLOW_STATE_DIR", "{home}/.state", "Local state: PostgreSQL cluster, logs, credentials, file:// stores.",
+        parse=_absolute_path, record="never")
+    bind_host: str = _setting(
+        "CRYPTOFLOW_BIND_HOST", "127.0.0.1", "Address every local service listens on (loopback by default).")
+    pg_port: int = _setting("CRYPTOFLOW_PG_PORT", "5433", "Port of the private PostgreSQL cluster.", parse=_port)
+    warehouse_dsn: str = _setting(
+        "CRYPTOFLOW_WAREHOUSE_DSN", "postgresql://cf_writer:<generated>@127.0.0.1:{pg_port}/cryptoflow",
+        "Warehouse DSN of the pipelines (writer role).", record="never",
+        derive=lambda get: _local_dsn("cf_writer", _credentials_of(get).get("CF_WRITER_PASSWORD"), get("pg_port")))
+    warehouse_reader_dsn: str = _setting(
+        "CRYPTOFLOW_WAREHOUSE_READER_DSN", "postgresql://cf_reader:<generated>@127.0.0.1:{pg_port}/cryptoflow",
+        "Warehouse DSN of the dashboards (read-only role).", record="never",
+        derive=lambda get: _local_dsn("cf_reader", _credentials_of(get).get("CF_READER_PASSWORD"), get("pg_port")))
+    landing_uri: str = _setting(
+        "CRYPTOFLOW_LANDING_URI", "file://{state}/landing", "Where ingest seals its snapshots (file://, hdfs://, s3://).")
+    lake_uri: str = _setting(
+        "CRYPTOFLOW_LAKE_URI", "file://{state}/lake",
+        "Parquet lake root (file:// locally, hdfs://namenode:8020/... in compose).")
+    model_store_uri: str = _setting(
+        "CRYPTOFLOW_MODEL_STORE_URI", "file://{state}/models", "Model registry root (file:// or s3://bucket/prefix).")
+    s3_endpoint_url: str = _setting(
+        "CRYPTOFLOW_S3_ENDPOINT_URL", "", "S3-compatible endpoint (MinIO, moto); empty means AWS.")
+    models_dir: Path = _setting(
+        "CRYPTOFLOW_MODELS_DIR", "{home}/models", "Directory of the Keras architectures (`<name>.py`, each with `build()`).",
+        parse=_path, record="changed")
+    forecast_tf_threads: int = _setting(
+        "CRYPTOFLOW_FORECAST_TF_THREADS", "1", "TensorFlow intra- and inter-op threads of a training process.",
+        parse=_integer)
+    code_version: str = _setting(
+        "CRYPTOFLOW_CODE_VERSION", "", "Code version recorded with each model; empty: the checkout's git commit.")
+    spark_master: str = _setting("CRYPTOFLOW_SPARK_MASTER", "local[*]", "Spark master URL (local[*], spark://host:7077).")
+    spark_driver_memory: str = _setting(
+        "CRYPTOFLOW_SPARK_DRIVER_MEMORY", "2g", "spark.driver.memory of the SparkSessions the jobs build.")
+    postgres_jdbc_jar: str = _setting(
+        "CRYPTOFLOW_POSTGRES_JDBC_JAR", "/usr/share/java/postgresql.jar",
+        "PostgreSQL JDBC driver handed to Spark (Debian's libpostgresql-jdbc-java; used if present).")
+    symbols: tuple[str, ...] = _setting(
+        "CRYPTOFLOW_SYMBOLS", ",".join(DEFAULT_SYMBOLS), "Comma-separated Binance symbols to collect and forecast.",
+        parse=_symbols, show=_joined(","))
+    interval: str = _setting("CRYPTOFLOW_INTERVAL", "1m", "Kline interval collected from Binance.")
+    binance_mode: str = _setting(
+        "CRYPTOFLOW_BINANCE_MODE", "live", "live: talk to Binance; replay: the local replay server.", parse=_mode)
+    binance_ws_url: str = _setting(
+        "CRYPTOFLOW_BINANCE_WS_URL", "", "Websocket base URL; empty picks Binance (live) or the replay server.",
+        parse=_base_url, record="changed",
+        derive=lambda get: _binance_urls(get("binance_mode"), get("replay_port"))[0])
+    binance_rest_url: str = _setting(
+        "CRYPTOFLOW_BINANCE_REST_URL", "", "REST base URL; empty picks Binance (live) or the replay server.",
+        parse=_base_url, record="changed",
+        derive=lambda get: _binance_urls(get("binance_mode"), get("replay_port"))[1])
+    replay_port: int = _setting("CRYPTOFLOW_REPLAY_PORT", "9444", "Port of the local Binance replay server.", parse=_port)
+    replay_data: tuple[Path, ...] = _setting(
+        "CRYPTOFLOW_REPLAY_DATA", "",
+        "Directories of candle files the replay server serves (os.pathsep-separated); empty: the shared data's.",
+        parse=_paths, show=_joined(os.pathsep))
+    shared_data: Path = _setting(
+        "CRYPTOFLOW_SHARED_DATA", "<checkout>/../shared/data",
+        "The shared data (replay history in its cryptodatadownload/, test fixtures).",
+        parse=_path, record="changed", derive=lambda get: str(get("home").parent / "shared" / "data"))
+    airflow_port: int = _setting("CRYPTOFLOW_AIRFLOW_PORT", "8080", "Airflow UI / API port.", parse=_port)
+    superset_port: int = _setting("CRYPTOFLOW_SUPERSET_PORT", "8088", "Superset port.", parse=_port)
 
     @property
     def logs_dir(self) -> Path:
@@ -118,60 +234,51 @@ class Settings:
 
     def as_env(self) -> dict[str, str]:
         """The settings as CRYPTOFLOW_* variables, to hand to child processes (Airflow, Spark)."""
-        values = {
-            "CRYPTOFLOW_HOME": str(self.home),
-            "CRYPTOFLOW_STATE_DIR": str(self.state_dir),
-            "CRYPTOFLOW_BIND_HOST": self.bind_host,
-            "CRYPTOFLOW_PG_PORT": str(self.pg_port),
-            "CRYPTOFLOW_WAREHOUSE_DSN": self.warehouse_dsn,
-            "CRYPTOFLOW_WAREHOUSE_READER_DSN": self.warehouse_reader_dsn,
-            "CRYPTOFLOW_LANDING_URI": self.landing_uri,
-            "CRYPTOFLOW_LAKE_URI": self.lake_uri,
-            "CRYPTOFLOW_MODEL_STORE_URI": self.model_store_uri,
-            "CRYPTOFLOW_S3_ENDPOINT_URL": self.s3_endpoint_url,
-            "CRYPTOFLOW_SPARK_MASTER": self.spark_master,
-            "CRYPTOFLOW_SYMBOLS": ",".join(self.symbols),
-            "CRYPTOFLOW_INTERVAL": self.interval,
-            "CRYPTOFLOW_BINANCE_MODE": self.binance_mode,
-            "CRYPTOFLOW_BINANCE_WS_URL": self.binance_ws_url,
-            "CRYPTOFLOW_BINANCE_REST_URL": self.binance_rest_url,
-            "CRYPTOFLOW_REPLAY_PORT": str(self.replay_port),
-            "CRYPTOFLOW_AIRFLOW_PORT": str(self.airflow_port),
-            "CRYPTOFLOW_SUPERSET_PORT": str(self.superset_port),
-        }
-        return values
+        return {s.env: s.show(getattr(self, s.field)) for s in SETTINGS}
 
 
-class ConfigError(ValueError):
-    """A configuration value that can't be used; the message names the variable."""
+# The single table of configuration, in declaration order: README's table is generated from it
+# (`cryptoflow config --markdown`).
+SETTINGS: tuple[Setting, ...] = tuple(replace(f.metadata["setting"], field=f.name) for f in fields(Settings))
+_BY_FIELD = {s.field: s for s in SETTINGS}
+
+# What "{home}", "{state}" and "{pg_port}" in a documented default stand for.
+_PLACEHOLDERS = {"{home}": "home", "{state}": "state_dir", "{pg_port}": "pg_port"}
 
 
-def _int(env: dict, name: str, default: str) -> int:
-    raw = env.get(name) or default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not an integer") from None
-    if not 0 < value < 65536:
-        raise ConfigError(f"{name}={value} is not a TCP port")
-    return value
+def _default_text(setting: Setting, get: Getter) -> str:
+    if setting.derive is not None:
+        return setting.derive(get)
+    text = setting.default
+    for mark, name in _PLACEHOLDERS.items():
+        if mark in text:
+            text = text.replace(mark, str(get(name)))
+    return text
 
 
-def _locate(env: dict) -> tuple[Path, Path]:
+def _resolve(env: Mapping[str, str], names: Iterable[str], known: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The values of the settings `names` (and of those their defaults depend on): the variable's
+    text when set (non-empty), else the default, parsed."""
+    values: dict[str, Any] = dict(known or {})
+
+    def get(name: str) -> Any:
+        if name not in values:
+            setting = _BY_FIELD[name]
+            values[name] = setting.parse(setting.env, env.get(setting.env) or _default_text(setting, get))
+        return values[name]
+
+    for name in names:
+        get(name)
+    return values
+
+
+def _locate(env: Mapping[str, str]) -> tuple[Path, Path]:
     """(home, state dir) of an environment: the two settings the stack file can't supply."""
-    home = Path(env.get("CRYPTOFLOW_HOME") or _project_home()).resolve()
-    state = Path(env.get("CRYPTOFLOW_STATE_DIR") or home / ".state").resolve()
-    return home, state
+    values = _resolve(env, ("home", "state_dir"))
+    return values["home"], values["state_dir"]
 
 
-def _binance_urls(mode: str, replay_port: int) -> tuple[str, str]:
-    """(websocket, REST) base URLs picked when CRYPTOFLOW_BINANCE_WS_URL / _REST_URL are empty."""
-    if mode == "live":
-        return LIVE_WS_URL, LIVE_REST_URL
-    return f"ws://127.0.0.1:{replay_port}", f"http://127.0.0.1:{replay_port}"
-
-
-def load(environ: dict | None = None, *, stack_file: bool | None = None) -> Settings:
+def load(environ: Mapping[str, str] | None = None, *, stack_file: bool | None = None) -> Settings:
     """Read the settings from `environ` (default os.environ), filling documented defaults.
 
     With `stack_file` (default: when reading os.environ, i.e. `environ` is None), the values
@@ -188,49 +295,15 @@ def load(environ: dict | None = None, *, stack_file: bool | None = None) -> Sett
         recorded = read_stack_file(state / STACK_FILE_NAME)
         if recorded:
             env = {**recorded, **{k: v for k, v in env.items() if v}}
-    bind = env.get("CRYPTOFLOW_BIND_HOST") or "127.0.0.1"
-    pg_port = _int(env, "CRYPTOFLOW_PG_PORT", "5433")
+    values = _resolve(env, _BY_FIELD, {"home": home, "state_dir": state})
+    return Settings(**values)
 
-    mode = (env.get("CRYPTOFLOW_BINANCE_MODE") or "live").strip().lower()
-    if mode not in ("live", "replay"):
-        raise ConfigError(f"CRYPTOFLOW_BINANCE_MODE={mode!r}: expected live or replay")
-    replay_port = _int(env, "CRYPTOFLOW_REPLAY_PORT", "9444")
-    default_ws, default_rest = _binance_urls(mode, replay_port)
-    ws_url = env.get("CRYPTOFLOW_BINANCE_WS_URL") or default_ws
-    rest_url = env.get("CRYPTOFLOW_BINANCE_REST_URL") or default_rest
 
-    symbols = tuple(s.strip().upper() for s in (env.get("CRYPTOFLOW_SYMBOLS") or ",".join(DEFAULT_SYMBOLS)).split(",") if s.strip())
-    if not symbols:
-        raise ConfigError("CRYPTOFLOW_SYMBOLS is empty")
-    bad = [s for s in symbols if not s.isalnum()]
-    if bad:
-        raise ConfigError(f"CRYPTOFLOW_SYMBOLS has invalid symbols: {bad}")
-
-    creds = read_credentials(state / "credentials.env")
-    writer_dsn = env.get("CRYPTOFLOW_WAREHOUSE_DSN") or _local_dsn("cf_writer", creds.get("CF_WRITER_PASSWORD"), pg_port)
-    reader_dsn = env.get("CRYPTOFLOW_WAREHOUSE_READER_DSN") or _local_dsn("cf_reader", creds.get("CF_READER_PASSWORD"), pg_port)
-
-    return Settings(
-        home=home,
-        state_dir=state,
-        bind_host=bind,
-        pg_port=pg_port,
-        warehouse_dsn=writer_dsn,
-        warehouse_reader_dsn=reader_dsn,
-        landing_uri=env.get("CRYPTOFLOW_LANDING_URI") or f"file://{state}/landing",
-        lake_uri=env.get("CRYPTOFLOW_LAKE_URI") or f"file://{state}/lake",
-        model_store_uri=env.get("CRYPTOFLOW_MODEL_STORE_URI") or f"file://{state}/models",
-        s3_endpoint_url=env.get("CRYPTOFLOW_S3_ENDPOINT_URL") or "",
-        spark_master=env.get("CRYPTOFLOW_SPARK_MASTER") or "local[*]",
-        symbols=symbols,
-        interval=env.get("CRYPTOFLOW_INTERVAL") or "1m",
-        binance_mode=mode,
-        binance_ws_url=ws_url.rstrip("/"),
-        binance_rest_url=rest_url.rstrip("/"),
-        replay_port=replay_port,
-        airflow_port=_int(env, "CRYPTOFLOW_AIRFLOW_PORT", "8080"),
-        superset_port=_int(env, "CRYPTOFLOW_SUPERSET_PORT", "8088"),
-    )
+def given(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The settings set explicitly (non-empty) in `environ` (default os.environ), by field name, as
+    their text: what a command may treat differently from a default (no stack file beneath)."""
+    env = os.environ if environ is None else environ
+    return {s.field: env[s.env] for s in SETTINGS if env.get(s.env)}
 
 
 def _local_dsn(role: str, password: str | None, port: int) -> str:
@@ -243,8 +316,6 @@ def _local_dsn(role: str, password: str | None, port: int) -> str:
 def with_local_credentials(settings: Settings, creds: dict[str, str]) -> Settings:
     """The settings with the local cluster's generated passwords in the DSNs that were left at their
     default (settings loaded before `cryptoflow up` generated the credentials have none)."""
-    from dataclasses import replace
-
     changes = {}
     if settings.warehouse_dsn == _local_dsn("cf_writer", None, settings.pg_port) and "CF_WRITER_PASSWORD" in creds:
         changes["warehouse_dsn"] = _local_dsn("cf_writer", creds["CF_WRITER_PASSWORD"], settings.pg_port)
@@ -276,13 +347,22 @@ def _has_password(value: str) -> bool:
 
 
 def stack_file_values(settings: Settings) -> dict[str, str]:
-    """What the stack file records of `settings`: every setting but home, state dir and DSNs, and
-    nothing that carries a password. The Binance URLs only when they were set explicitly, so that
-    overriding CRYPTOFLOW_BINANCE_MODE later still picks the matching URLs."""
-    derived = dict(zip(("CRYPTOFLOW_BINANCE_WS_URL", "CRYPTOFLOW_BINANCE_REST_URL"),
-                       _binance_urls(settings.binance_mode, settings.replay_port)))
-    return {key: value for key, value in settings.as_env().items()
-            if key not in _NOT_IN_STACK_FILE and derived.get(key) != value and not _has_password(value)}
+    """What the stack file records of `settings`: every setting but those recorded "never" (home,
+    state dir, DSNs), and nothing that carries a password. Those recorded "changed" (the Binance
+    URLs, the directories under the checkout) only when they differ from their default, so that
+    overriding CRYPTOFLOW_BINANCE_MODE (or _HOME) later still picks the matching values."""
+    def get(name: str) -> Any:
+        return getattr(settings, name)
+
+    out = {}
+    for s in SETTINGS:
+        value = s.show(get(s.field))
+        if s.record == "never" or _has_password(value):
+            continue
+        if s.record == "changed" and value == s.show(s.parse(s.env, _default_text(s, get))):
+            continue
+        out[s.env] = value
+    return out
 
 
 def write_stack_file(settings: Settings) -> Path:
@@ -301,7 +381,7 @@ def write_stack_file(settings: Settings) -> Path:
 
 def read_stack_file(path: Path) -> dict[str, str]:
     """The recorded settings of a stack file (missing file: empty); only keys it may carry."""
-    known = {s.env for s in SETTINGS} - _NOT_IN_STACK_FILE
+    known = {s.env for s in SETTINGS if s.record != "never"}
     return {k: v for k, v in read_credentials(path).items() if k in known}
 
 
@@ -314,13 +394,17 @@ def stack_defaults(environ: dict | None = None) -> tuple[Path, dict[str, str]]:
 
 
 def markdown_table() -> str:
+    """README's configuration table: every setting with its documented default and meaning."""
+    shown = {"{home}": "<checkout>", "{state}": "<state>", "{pg_port}": _BY_FIELD["pg_port"].default}
     rows = ["| variable | default | meaning |", "|---|---|---|"]
     for s in SETTINGS:
-        default = s.default.replace("{home}", "<checkout>").replace("{state}", "<state>").replace("{pg_port}", "5433")
+        default = s.default
+        for mark, text in shown.items():
+            default = default.replace(mark, text)
         default = default.replace("|", "\\|")
         rows.append(f"| `{s.env}` | `{default}` | {s.doc} |" if default else f"| `{s.env}` | (empty) | {s.doc} |")
     return "\n".join(rows)
 
 
-__all__ = ["Settings", "SETTINGS", "load", "ConfigError", "read_credentials", "with_local_credentials", "markdown_table",
+__all__ = ["Settings", "Setting", "SETTINGS", "load", "given", "ConfigError", "read_credentials", "with_local_credentials", "markdown_table",
            "DEFAULT_SYMBOLS", "write_stack_file", "read_stack_file", "stack_file_values", "stack_defaults"]

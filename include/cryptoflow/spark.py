@@ -6,8 +6,11 @@ import os
 import sys
 from pathlib import Path
 
+from cryptoflow import settings
+
 # Debian's libpostgresql-jdbc-java: the JDBC driver comes from a package registry, never downloaded at run time.
-POSTGRES_JDBC_JAR = os.environ.get("CRYPTOFLOW_POSTGRES_JDBC_JAR", "/usr/share/java/postgresql.jar")
+# The setting (CRYPTOFLOW_POSTGRES_JDBC_JAR) as in force when this module is first imported.
+POSTGRES_JDBC_JAR = settings.load().postgres_jdbc_jar
 
 
 def worker_python() -> str:
@@ -30,14 +33,13 @@ def local_session(app_name: str, master: str | None = None, shuffle_partitions: 
     """A SparkSession for `master` (when None: spark-submit's, else the settings'), UTC, with the JDBC driver if present."""
     from pyspark.sql import SparkSession
 
-    from cryptoflow import settings
-
+    cfg = settings.load()
     # Under spark-submit (which hands its JVM to this driver through PYSPARK_GATEWAY_PORT) the master
     # is the one spark-submit was given: the DAG's `spark_default` connection. Setting the settings'
     # master here would override it, and a job submitted to spark:// ran silently in local[*].
     builder = SparkSession.builder
     if master is not None or "PYSPARK_GATEWAY_PORT" not in os.environ:
-        builder = builder.master(master or settings.load().spark_master)
+        builder = builder.master(master or cfg.spark_master)
     # PySpark takes the workers' interpreter from PYSPARK_PYTHON when it creates the context (the
     # spark.pyspark.python property only reaches spark-submit's launcher): set both.
     os.environ["PYSPARK_PYTHON"] = worker_python()
@@ -47,7 +49,7 @@ def local_session(app_name: str, master: str | None = None, shuffle_partitions: 
         .config("spark.sql.shuffle.partitions", str(shuffle_partitions))
         .config("spark.ui.enabled", "false")
         .config(map=interpreter_conf())
-        .config("spark.driver.memory", os.environ.get("CRYPTOFLOW_SPARK_DRIVER_MEMORY", "2g"))
+        .config("spark.driver.memory", cfg.spark_driver_memory)
         # Dynamic partition overwrite: reprocessing a snapshot replaces only its own lake partitions.
         .config("spark.sql.sources.partitionOverwriteMode", "dynamic")
         # Constraint propagation re-derives every filter through the validation's wide CASE
@@ -59,6 +61,6 @@ def local_session(app_name: str, master: str | None = None, shuffle_partitions: 
         # (a .crc per Parquet file doubled that count; hdfs:// and s3a:// are not affected).
         .config("spark.hadoop.fs.file.impl", "org.apache.hadoop.fs.RawLocalFileSystem")
     )
-    if Path(POSTGRES_JDBC_JAR).exists():
-        builder = builder.config("spark.jars", POSTGRES_JDBC_JAR)
+    if Path(cfg.postgres_jdbc_jar).exists():
+        builder = builder.config("spark.jars", cfg.postgres_jdbc_jar)
     return builder.getOrCreate()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 
 import psycopg
 import pytest
@@ -37,12 +38,14 @@ def moto_s3(monkeypatch, tmp_path):
         monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
         monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
         monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+        # moto accepts any keys; made up per run so no credential-like literal sits in the repository
+        key_id, key = "cf-" + secrets.token_hex(6), secrets.token_hex(12)
         monkeypatch.setenv("AIRFLOW_CONN_CRYPTOFLOW_MODELS", json.dumps({
-            "conn_type": "aws", "login": "cf-fake-key-id", "password": "cf-fake-secret",
+            "conn_type": "aws", "login": key_id, "password": key,
             "extra": {"endpoint_url": endpoint, "region_name": "us-east-1"}}))
         monkeypatch.setenv("CRYPTOFLOW_MODEL_STORE_URI", STORE)
         s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                          aws_access_key_id="cf-fake-key-id", aws_secret_access_key="cf-fake-secret")
+                          aws_access_key_id=key_id, aws_secret_access_key=key)
         s3.create_bucket(Bucket=BUCKET)
         yield s3
     finally:

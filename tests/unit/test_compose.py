@@ -46,12 +46,9 @@ AIRFLOW_SERVICES = {
 # Services that run project code and so must see the full CRYPTOFLOW_* configuration.
 CODE_SERVICES = AIRFLOW_SERVICES | {"spark-master", "spark-worker", "collector"}
 
-# CRYPTOFLOW_* names the code reads that the stack deliberately leaves unset, with the reason.
-INTENTIONALLY_DEFAULTED = {
-    "CRYPTOFLOW_SHARED_DATA": "test fixtures' data directory; tests don't run in the stack",
-    "CRYPTOFLOW_REPLAY_DATA": "history of the local Binance replay server; the stack collects live",
-    "CRYPTOFLOW_MODELS_DIR": "models/ is found under CRYPTOFLOW_HOME (the image's /opt/cryptoflow)",
-}
+# CRYPTOFLOW_* names the code reads that the stack deliberately leaves unset, with the reason (none
+# left: every setting, SHARED_DATA, REPLAY_DATA and MODELS_DIR included, is set in the stack).
+INTENTIONALLY_DEFAULTED: dict[str, str] = {}
 # Whole families, with the reason.
 INTENTIONALLY_DEFAULTED_PREFIXES = {
     "CRYPTOFLOW_BENCH_": "benchmark sizes; `cryptoflow bench` is not run by the stack",

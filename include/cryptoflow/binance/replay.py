@@ -963,13 +963,12 @@ class ReplayServer:
 # ---------------------------------------------------------------------------------------------
 # Entry point
 
-def default_data_dirs(settings, environ=os.environ) -> list[Path]:
-    """Where the history comes from: CRYPTOFLOW_REPLAY_DATA (os.pathsep-separated), else the shared data."""
-    env = environ.get("CRYPTOFLOW_REPLAY_DATA")
-    if env:
-        return [Path(p) for p in env.split(os.pathsep) if p]
-    shared = Path(environ.get("CRYPTOFLOW_SHARED_DATA", settings.home.parent / "shared" / "data"))
-    return [shared / "cryptodatadownload"]
+def default_data_dirs(settings) -> list[Path]:
+    """Where the history comes from: the settings' replay data (CRYPTOFLOW_REPLAY_DATA), else the
+    cryptodatadownload/ of the shared data (CRYPTOFLOW_SHARED_DATA)."""
+    if settings.replay_data:
+        return list(settings.replay_data)
+    return [settings.shared_data / "cryptodatadownload"]
 
 
 def anchored_timeline(history: dict[tuple[str, str], list[Candle]], anchor_file: Path, *, play_hours: float,

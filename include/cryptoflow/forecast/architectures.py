@@ -8,7 +8,6 @@ name can't point outside models/.
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
 from pathlib import Path
 from types import ModuleType
@@ -20,8 +19,7 @@ _cache: dict[Path, ModuleType] = {}
 def models_dir() -> Path:
     from cryptoflow import settings
 
-    override = os.environ.get("CRYPTOFLOW_MODELS_DIR")
-    return Path(override) if override else settings.load().home / "models"
+    return settings.load().models_dir
 
 
 def available() -> list[str]:

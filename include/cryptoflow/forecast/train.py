@@ -10,7 +10,6 @@ deterministic ops, so the same data and configuration give the same model.
 from __future__ import annotations
 
 import functools
-import os
 import subprocess
 import time
 import uuid
@@ -146,10 +145,12 @@ def configure_tensorflow(seed: int) -> None:
     """Fixed seeds and deterministic ops; thread pools sized once (only possible before TF starts)."""
     import tensorflow as tf
 
+    from cryptoflow import settings
+
     tf.keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
+    threads = settings.load().forecast_tf_threads
     try:
-        threads = int(os.environ.get("CRYPTOFLOW_FORECAST_TF_THREADS", "1"))
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
     except RuntimeError:
@@ -159,12 +160,13 @@ def configure_tensorflow(seed: int) -> None:
 @functools.lru_cache(maxsize=1)
 def code_version() -> str:
     """Git commit of the checkout (+dirty), or CRYPTOFLOW_CODE_VERSION where there is no git (images)."""
-    if os.environ.get("CRYPTOFLOW_CODE_VERSION"):
-        return os.environ["CRYPTOFLOW_CODE_VERSION"]
     from cryptoflow import settings
 
+    cfg = settings.load()
+    if cfg.code_version:
+        return cfg.code_version
     try:
-        home = str(settings.load().home)
+        home = str(cfg.home)
         rev = subprocess.run(["git", "-C", home, "rev-parse", "--short=12", "HEAD"], capture_output=True,
                              text=True, timeout=5).stdout.strip()
         dirty = subprocess.run(["git", "-C", home, "status", "--porcelain", "--untracked-files=no"],

@@ -20,7 +20,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from cryptoflow.local import process
-from cryptoflow.settings import LIVE_REST_URL, Settings
+from cryptoflow.settings import LIVE_REST_URL, Settings, given
 
 # 20 days of minutes: enough hourly candles for the LSTM's lookback and a validation window.
 DEFAULT_HISTORY_HOURS = 20 * 24
@@ -44,8 +44,9 @@ def binance_reachable(timeout: float = 2.0) -> bool:
 
 def choose_mode(environ=os.environ, log=print) -> str:
     """An explicit CRYPTOFLOW_BINANCE_MODE wins; otherwise live where Binance answers, else replay."""
-    if environ.get("CRYPTOFLOW_BINANCE_MODE"):
-        return environ["CRYPTOFLOW_BINANCE_MODE"]
+    explicit = given(environ).get("binance_mode")
+    if explicit:
+        return explicit
     if binance_reachable():
         log("Binance is reachable: live mode")
         return "live"
@@ -62,11 +63,12 @@ def demo_settings(environ=os.environ, log=print) -> Settings:
     from cryptoflow.binance import replay
     from cryptoflow.settings import load
 
-    env = {**environ, "CRYPTOFLOW_BINANCE_MODE": choose_mode(environ, log)}
+    mode = choose_mode(environ, log)
+    env = {**environ, "CRYPTOFLOW_BINANCE_MODE": mode}
     settings = load(env)
-    if env["CRYPTOFLOW_BINANCE_MODE"] != "replay" or environ.get("CRYPTOFLOW_SYMBOLS"):
+    if mode != "replay" or "symbols" in given(environ):
         return settings
-    served = replay.symbols_with_history(replay.default_data_dirs(settings, environ))
+    served = replay.symbols_with_history(replay.default_data_dirs(settings))
     kept = [s for s in settings.symbols if s in served]
     left_out = [s for s in settings.symbols if s not in served]
     if not kept:
