@@ -171,3 +171,12 @@ def pytest_sessionstart(session):
 
 def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(_AIRFLOW_HOME, ignore_errors=True)
+
+
+def forget_object_stores() -> None:
+    """Drop Airflow's per-process cache of object stores (airflow.sdk.io.store): it keeps the first
+    filesystem built for a connection id, so a test serving `cryptoflow_models` from another
+    endpoint than an earlier test would reach the earlier one's (stopped) server."""
+    from airflow.sdk.io import store
+
+    store._STORE_CACHE.clear()

@@ -9,6 +9,7 @@ from cryptoflow.forecast import config
 from cryptoflow.forecast.data import frame_from_candles
 from cryptoflow.forecast.registry import Decision, ObjectRegistry
 from cryptoflow.forecast.train import train
+from tests.conftest import forget_object_stores
 from tests.integration.test_forecast_training import shared_candles
 
 pytestmark = pytest.mark.integration
@@ -80,7 +81,9 @@ def s3_endpoint(monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_CRYPTOFLOW_MODELS", json.dumps({
         "conn_type": "aws", "login": "testing", "password": "testing",
         "extra": {"endpoint_url": endpoint, "region_name": "us-east-1"}}))
+    forget_object_stores()  # this endpoint, not an earlier test's
     yield s3
+    forget_object_stores()
     server.stop()
 
 

@@ -15,6 +15,8 @@ import secrets
 import psycopg
 import pytest
 
+from tests.conftest import forget_object_stores
+
 pytestmark = pytest.mark.integration
 
 BUCKET = "cf-models-s3-test"
@@ -47,7 +49,9 @@ def moto_s3(monkeypatch, tmp_path):
         s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
                           aws_access_key_id=key_id, aws_secret_access_key=key)
         s3.create_bucket(Bucket=BUCKET)
+        forget_object_stores()  # this endpoint, not an earlier test's
         yield s3
+        forget_object_stores()
     finally:
         server.stop()
 
