@@ -87,6 +87,11 @@ class BinanceHook(BaseHook):
         """Closed candles of `symbol` with open time in [start_ms, end_ms] (see BinanceRestClient.fetch_klines)."""
         return self.get_conn().fetch_klines(symbol, interval or self.interval, start_ms, end_ms, **kwargs)
 
+    def tick_sizes(self, symbols=None) -> dict:
+        """{symbol: Decimal tickSize} from exchangeInfo, for `symbols` (default: the configured ones;
+        see BinanceRestClient.tick_sizes)."""
+        return self.get_conn().tick_sizes(self.symbols if symbols is None else symbols)
+
     def stream_config(self) -> dict:
         """What a collector needs to open the stream: ws_url, symbols, interval, the combined URL."""
         from cryptoflow.binance.stream import combined_url, stream_names

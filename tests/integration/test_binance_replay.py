@@ -14,12 +14,14 @@ import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
+from decimal import Decimal
 
 import pytest
+import requests
 
 from cryptoflow.binance.collector import Collector, ReadStats, SegmentWriter, list_segments, read_window
 from cryptoflow.binance.replay import ReplayServer, load_history
-from cryptoflow.binance.rest import BinanceBanned, BinanceRestClient, BinanceUnavailable
+from cryptoflow.binance.rest import BinanceBanned, BinanceRequestError, BinanceRestClient, BinanceUnavailable
 from cryptoflow.binance.stream import KlineStream
 from cryptoflow.candles import CandleFormatError, from_kline_payload, validate
 
@@ -269,6 +271,41 @@ def test_rest_pagination_drops_the_open_candle(make_server):
     assert client.requests >= 4                             # 3 pages of 1000 + the time request
     hours = client.fetch_klines("BTCUSDT", "1h", START_MS - 24 * 3_600_000, START_MS - 1)
     assert len(hours) == 24 and all(not validate(c) for c in hours)
+
+
+def test_exchange_info_tick_sizes_are_read_off_the_history(make_server, history):
+    """The same client call that reads Binance's tick sizes reads the replay's: each the coarsest
+    power of ten every price of the shared file is a multiple of; an unknown symbol is -1121."""
+    srv = make_server(symbols=["POLUSDT"])  # configured, but no file: accepted, nothing to infer from
+    client = BinanceRestClient(srv.rest_url)
+    ticks = client.tick_sizes(["BTCUSDT", "ethusdt", "ADAUSDT"])
+    assert ticks == {"BTCUSDT": Decimal("0.01"), "ETHUSDT": Decimal("0.01"), "ADAUSDT": Decimal("0.00001")}
+    for symbol, tick in ticks.items():
+        prices = [p for c in history[(symbol, "1h")] for p in (c.open, c.high, c.low, c.close)]
+        assert all(p % tick == 0 for p in prices)
+        assert any(p % (tick * 10) != 0 for p in prices)  # and no coarser tick would do
+    assert client.tick_sizes() == {**ticks, "POLUSDT": Decimal("0.00000001")}
+    assert client.tick_sizes([]) == {}
+
+    with pytest.raises(BinanceRequestError) as unknown:
+        client.tick_sizes(["BTCUSDT", "NOSUCHUSDT"])
+    assert (unknown.value.status, unknown.value.code) == (400, -1121)
+
+    # The wire, as Binance's: ?symbol=, the filter's strings with 8 decimals, weight 20.
+    before = client.server_time()
+    used = client.used_weight
+    r = requests.get(f"{srv.rest_url}/api/v3/exchangeInfo", params={"symbol": "BTCUSDT"}, timeout=5)
+    assert r.status_code == 200 and int(r.headers["X-MBX-USED-WEIGHT-1M"]) in (used + 20, 20)  # 20: a new window
+    body = r.json()
+    assert body["timezone"] == "UTC" and before <= body["serverTime"] <= client.server_time()
+    (btc,) = body["symbols"]
+    assert (btc["symbol"], btc["status"], btc["baseAsset"], btc["quoteAsset"]) == ("BTCUSDT", "TRADING", "BTC", "USDT")
+    assert btc["filters"][0] == {"filterType": "PRICE_FILTER", "minPrice": "0.01000000",
+                                 "maxPrice": "1000000.00000000", "tickSize": "0.01000000"}
+    r = requests.get(f"{srv.rest_url}/api/v3/exchangeInfo", params={"symbol": "NOSUCHUSDT"}, timeout=5)
+    assert r.status_code == 400 and r.json() == {"code": -1121, "msg": "Invalid symbol."}
+    r = requests.get(f"{srv.rest_url}/api/v3/exchangeInfo", params={"symbols": "BTCUSDT"}, timeout=5)
+    assert r.status_code == 400 and r.json()["code"] == -1100  # not a JSON array
 
 
 def test_server_shutdown_is_handled_make_before_break(make_server, make_stream):

@@ -16,15 +16,19 @@ Rules it follows, and why:
 - The still-open last candle Binance includes is dropped (`closed_only`), judged against the
   server's own clock (`/api/v3/time`): the replay's clock is not the wall clock, and a drifting local
   clock would keep or drop the wrong row.
+- Symbol rules come from `/api/v3/exchangeInfo` (weight 20): `tick_sizes` reads each symbol's
+  PRICE_FILTER tickSize, from Binance or from the replay server (which infers it from its history).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import threading
 import time
-from typing import Callable
+from decimal import Decimal, InvalidOperation
+from typing import Callable, Iterable
 
 import requests
 
@@ -34,6 +38,7 @@ log = logging.getLogger(__name__)
 
 MAX_LIMIT = 1000
 WEIGHT_HEADER = "X-MBX-USED-WEIGHT-1M"
+EXCHANGE_INFO_WEIGHT = 20
 
 
 class BinanceError(RuntimeError):
@@ -172,6 +177,46 @@ class BinanceRestClient:
         """The server's clock in ms (replay time against the replay server)."""
         return int(self.get("/api/v3/time", weight=1)["serverTime"])
 
+    def exchange_info(self, symbols: Iterable[str] | None = None) -> dict:
+        """/api/v3/exchangeInfo for `symbols` (one request, `symbols=[...]`), or for every symbol if None.
+
+        An unknown symbol fails the whole request: BinanceRequestError with code -1121.
+        """
+        params = None
+        if symbols is not None:
+            params = {"symbols": json.dumps([s.upper() for s in symbols], separators=(",", ":"))}
+        body = self.get("/api/v3/exchangeInfo", params, weight=EXCHANGE_INFO_WEIGHT)
+        if not isinstance(body, dict) or not isinstance(body.get("symbols"), list):
+            raise BinanceError(f"exchangeInfo: expected an object with a symbols list, got {type(body).__name__}")
+        return body
+
+    def tick_sizes(self, symbols: Iterable[str] | None = None) -> dict[str, Decimal]:
+        """{symbol: PRICE_FILTER tickSize} for `symbols` (every symbol the server lists if None).
+
+        A symbol the answer leaves out, or lists without a PRICE_FILTER, raises BinanceError.
+        """
+        wanted = None if symbols is None else list(dict.fromkeys(s.upper() for s in symbols))
+        if wanted == []:
+            return {}
+        out: dict[str, Decimal] = {}
+        for entry in self.exchange_info(wanted)["symbols"]:
+            if not isinstance(entry, dict) or not entry.get("symbol"):
+                raise BinanceError(f"exchangeInfo: a symbol entry without a symbol: {entry!r:.200}")
+            name = str(entry["symbol"])
+            tick = next((f.get("tickSize") for f in entry.get("filters") or []
+                         if isinstance(f, dict) and f.get("filterType") == "PRICE_FILTER"), None)
+            try:
+                value = Decimal(str(tick))
+            except InvalidOperation:
+                value = None
+            if value is None or not value.is_finite() or value <= 0:
+                raise BinanceError(f"exchangeInfo: no valid PRICE_FILTER tickSize for {name} (got {tick!r})")
+            out[name] = value
+        missing = [s for s in wanted or () if s not in out]
+        if missing:
+            raise BinanceError(f"exchangeInfo: no entry for {', '.join(missing)}")
+        return out
+
     def klines_page(self, symbol: str, interval: str, start_ms: int | None = None, end_ms: int | None = None,
                     limit: int = MAX_LIMIT) -> list[list]:
         """One /api/v3/klines request: raw 12-column rows, oldest first."""
@@ -243,4 +288,4 @@ def fetch_klines(base_url: str, symbol: str, interval: str, start_ms: int, end_m
 
 
 __all__ = ["BinanceRestClient", "fetch_klines", "BinanceError", "BinanceRequestError", "BinanceRateLimited",
-           "BinanceBanned", "BinanceUnavailable", "MAX_LIMIT", "WEIGHT_HEADER"]
+           "BinanceBanned", "BinanceUnavailable", "MAX_LIMIT", "WEIGHT_HEADER", "EXCHANGE_INFO_WEIGHT"]
