@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from selenium import webdriver
+from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
@@ -48,16 +49,51 @@ def driver(width: int = 1600, height: int = 1500) -> webdriver.Chrome:
                 f"--window-size={width},{height}", "--hide-scrollbars"):
         opts.add_argument(arg)
     opts.binary_location = os.environ.get("CHROMIUM_BINARY", "/usr/bin/chromium")
-    return webdriver.Chrome(service=Service(os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")), options=opts)
+    browser = webdriver.Chrome(service=Service(os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")), options=opts)
+    browser.set_page_load_timeout(120)  # a page that never loads is a timeout, not a hang
+    return browser
 
 
-def login(browser: webdriver.Chrome, url: str, username: str, password: str) -> None:
-    browser.get(f"{url}/login/")
-    WebDriverWait(browser, 60).until(ec.presence_of_element_located((By.ID, "username")))
-    browser.find_element(By.ID, "username").send_keys(username)
-    browser.find_element(By.ID, "password").send_keys(password)
-    browser.find_element(By.ID, "password").submit()
-    WebDriverWait(browser, 60).until(lambda b: "/login" not in b.current_url)
+def logged_in(browser: webdriver.Chrome, url: str) -> bool:
+    """Whether the browser's session is a logged-in one: Superset's /api/v1/me/ answers 401 otherwise."""
+    try:
+        browser.get(f"{url}/api/v1/me/")
+    except TimeoutException:
+        return False
+    return '"username"' in browser.page_source
+
+
+def login(browser: webdriver.Chrome, url: str, username: str, password: str, budget: float = 300.0) -> None:
+    """Log in through the form, retrying until `budget` seconds have passed.
+
+    Under load the first page after the form (the welcome page) can take longer than any single
+    wait, and a form typed into before the page finished loading can lose its text: so each try
+    waits for the page to be complete, and a try that times out asks the API whether the session
+    is in fact logged in before it tries again.
+    """
+    deadline = time.monotonic() + budget
+    attempt, said = 0, ""
+    while True:
+        attempt += 1
+        try:
+            browser.get(f"{url}/login/")
+            WebDriverWait(browser, 90).until(ec.presence_of_element_located((By.ID, "username")))
+            WebDriverWait(browser, 30).until(lambda b: b.execute_script("return document.readyState") == "complete")
+            for field, value in (("username", username), ("password", password)):
+                element = browser.find_element(By.ID, field)
+                element.clear()
+                element.send_keys(value)
+            browser.find_element(By.ID, "password").submit()
+            WebDriverWait(browser, 90).until(lambda b: "/login" not in b.current_url)
+            return
+        except TimeoutException:
+            said = " ".join(browser.find_element(By.TAG_NAME, "body").text.split())[:500]
+            if logged_in(browser, url):
+                return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"could not log in to {url} as {username} in {attempt} tries; "
+                               f"the login page said: {said!r}")
+        print(f"login try {attempt} timed out; trying again", file=sys.stderr, flush=True)
 
 
 def shoot(browser: webdriver.Chrome, url: str, slug: str, out: Path, settle: float = 60.0) -> dict:
