@@ -77,7 +77,7 @@ def test_out_of_order_and_twice_delivered_snapshots_converge(spark, warehouse, t
     assert _closes(s2) == _expected_closes(SYMBOLS, START_MS, START_MS + HOUR)
     assert r2.counts["quarantined"] == 0 and r1.counts["quarantined"] == 0
     assert s2["staging"] == 0
-    lake_df = spark.read.parquet(lake + "/candles").where("interval = '1m'")
+    lake_df = spark.read.parquet(lake + "/candles_by_day").where("interval = '1m'")
     assert lake_df.count() == lake_df.select("symbol", "open_time").distinct().count() == 120
 
 
@@ -168,7 +168,7 @@ def test_spark_job_killed_while_writing_the_lake_then_rerun_converges(spark, war
     killed = False
     try:
         deadline = time.monotonic() + 400
-        candles = lake_dir / "candles"
+        candles = lake_dir / "candles_by_day"
         while proc.poll() is None and time.monotonic() < deadline:
             # Spark writes a dynamic-overwrite job under .spark-staging-* (or _temporary) first.
             if candles.is_dir() and any(p.name.startswith((".spark-staging", "_temporary")) for p in candles.iterdir()):
@@ -189,5 +189,5 @@ def test_spark_job_killed_while_writing_the_lake_then_rerun_converges(spark, war
     assert r.counts["merge"]["inserted"] == 0            # the rerun's merge is a no-op
     state = _state(warehouse.reader_dsn)
     assert state["minutes"] == [(s, 60, 60) for s in SYMBOLS] and state["staging"] == 0
-    lake_df = spark.read.parquet(f"file://{lake_dir}/candles").where("interval = '1m'")
+    lake_df = spark.read.parquet(f"file://{lake_dir}/candles_by_day").where("interval = '1m'")
     assert lake_df.count() == lake_df.select("symbol", "open_time").distinct().count() == 120

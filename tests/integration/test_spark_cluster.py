@@ -126,7 +126,7 @@ def _lake(lake_dir: Path):
     """The lake's rows (sorted by key) and its partition directories."""
     import pyarrow.dataset as ds
 
-    root = lake_dir / "candles"
+    root = lake_dir / "candles_by_day"
     df = ds.dataset(str(root), format="parquet", partitioning="hive").to_table().to_pandas()
     for c in ("symbol", "interval", "date"):
         df[c] = df[c].astype(str)

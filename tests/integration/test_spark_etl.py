@@ -52,7 +52,7 @@ def _fingerprint(dsn: str) -> dict:
 
 
 def _lake(spark, lake_uri):
-    df = spark.read.parquet(lake_uri + "/candles")
+    df = spark.read.parquet(lake_uri + "/candles_by_day")
     return df.count(), df.select("symbol", "interval", "open_time").distinct().count()
 
 
@@ -224,9 +224,32 @@ def test_synthetic_minutes_incremental_rollups_quarantine_and_late_updates(spark
     assert [(g[0], g[1], g[2]) for g in got] == [("BTCUSDT", None, "synthetic"), ("ETHUSDT", None, "synthetic")]
     # The analytics and the lake follow what the merge kept: Binance's hour, not the rollup.
     assert metric == (got[0][3], True)
-    lake_btc3 = spark.read.parquet(lake + "/candles").where(
+    lake_btc3 = spark.read.parquet(lake + "/candles_by_day").where(
         "symbol = 'BTCUSDT' AND interval = '1h' AND open_time = timestamp'2024-01-01 03:00:00'").collect()
     assert [(r["minute_count"], r["source"]) for r in lake_btc3] == [(None, "synthetic")]
+
+    # Run 4 brings one BTC minute only. The lake's partition is the whole (interval, day), every
+    # coin in one file sorted by symbol and time: ETH's rows of the day must survive the rewrite,
+    # and the lake must equal the warehouse.
+    r4 = job.run(spark, write_minutes(landing, ("BTCUSDT",), START_MS + 3 * HOUR + 10 * MINUTE_MS,
+                                      START_MS + 3 * HOUR + 11 * MINUTE_MS, MINUTE_MS),
+                 "syn-4", dsn=wh.writer_dsn, lake_uri=lake, symbols=syms)
+    assert r4.counts["kept"] == 1 and r4.counts["lake_partitions"] == 2  # (1m, day) and (1h, day)
+    with psycopg.connect(wh.reader_dsn) as conn:
+        stored = conn.execute("SELECT symbol, interval, (extract(epoch FROM open_time) * 1000)::bigint, close, source"
+                              " FROM market.candles ORDER BY 1, 2, 3").fetchall()
+    from pyspark.sql import functions as F
+
+    lake_df = spark.read.parquet(lake + "/candles_by_day")
+    in_lake = sorted(tuple(r) for r in lake_df.select("symbol", "interval", F.unix_millis("open_time"), "close",
+                                                        "source").collect())
+    assert in_lake == [tuple(r) for r in stored]
+    root = tmp_path / "lake" / "candles_by_day"
+    files = sorted(str(f.relative_to(root)) for f in root.rglob("*.parquet"))
+    assert [f.rsplit("/", 1)[0] for f in files] == ["interval=1h/date=2024-01-01", "interval=1m/date=2024-01-01"]
+    one_file = spark.read.parquet(str(root / files[1])).collect()
+    assert [(r["symbol"], r["open_time"]) for r in one_file] == sorted((r["symbol"], r["open_time"]) for r in one_file)
+    assert {r["symbol"] for r in one_file} == set(syms)
 
 
 def _hour_row(symbol, t):

@@ -27,7 +27,7 @@ def test_out_of_order_and_repeated_snapshots_converge(spark, pg_cluster, tmp_pat
     assert a == b and a["market.candles"][0] == 2 * 90 + 2 * 2 and a["market.hourly_metrics"][0] == 2 * 2
 
     def lake(path):
-        rows = spark.read.parquet(f"file://{tmp_path}/{path}/candles").collect()
+        rows = spark.read.parquet(f"file://{tmp_path}/{path}/candles_by_day").collect()
         return sorted((r.asDict() for r in rows), key=lambda r: (r["symbol"], r["interval"], r["open_time"]))
 
     assert lake("lake-a") == lake("lake-b")

@@ -14,8 +14,8 @@ Three Spark actions per run, whatever its size:
        -> everything for PostgreSQL COPYed into UNLOGGED staging tables in ONE job (io.stage)
     -- ONE transaction: quarantine, merge_staged x2 (checked against the prediction), analytics
        replaced, staging dropped, counts: readers see all of the run or none of it
-    3. the touched lake partitions rewritten (after the commit: a failure here is repaired by
-       the rerun, whose merge is a no-op)
+    3. the touched lake partitions, one per (interval, day) with every coin in it, rewritten
+       whole (after the commit: a failure here is repaired by the rerun, whose merge is a no-op)
 
 Cost: everything read is bounded by what the run touches (its snapshots, the touched days, a month
 of hourly context either side for the 30-day correlation), so a 10-minute run costs the same with
@@ -93,17 +93,15 @@ def _merge_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return [(a, b) for a, b in out]
 
 
-def _stored(spark: SparkSession, dsn: str, interval: str, ranges: list[tuple[int, int]],
-            symbols: list[str] | None = None) -> DataFrame:
-    """market.candles rows of `interval` with open_time in any of `ranges`, as a candle frame.
+def _stored(spark: SparkSession, dsn: str, interval: str, ranges: list[tuple[int, int]]) -> DataFrame:
+    """market.candles rows of `interval` with open_time in any of `ranges`, every coin, as a candle frame.
 
-    One JDBC partition (connection) per range; a range longer than two days is split in two so
+    Every coin, not only the ones the run brought: a lake partition is one (interval, day) holding
+    all coins, and it is rewritten whole. One JDBC partition (connection) per range; a range longer than two days is split in two so
     a big backfill's context is read by both cores.
     """
     cols = ", ".join(CANDLE_FRAME)
     where = f"interval = '{interval}'"
-    if symbols is not None:
-        where += " AND symbol IN (" + ", ".join("'" + s.replace("'", "''") + "'" for s in sorted(symbols)) + ")"
     preds = []
     for lo, hi in ranges:
         slices = 1 if hi - lo <= 2 * DAY_MS else 2
@@ -118,13 +116,12 @@ def _stored(spark: SparkSession, dsn: str, interval: str, ranges: list[tuple[int
                        else F.col(c) for c in CANDLE_FRAME])
 
 
-def _any_stored(conn, interval: str, ranges: list[tuple[int, int]], symbols: list[str] | None = None) -> bool:
-    """Whether market.candles holds any `interval` row in `ranges` (of `symbols`): index probes only."""
+def _any_stored(conn, interval: str, ranges: list[tuple[int, int]]) -> bool:
+    """Whether market.candles holds any `interval` row (of any coin) in `ranges`: index probes only."""
     query = ("SELECT EXISTS (SELECT 1 FROM market.candles WHERE interval = %s AND open_time >= %s"
-             " AND open_time < %s" + (" AND symbol = ANY(%s))" if symbols is not None else ")"))
+             " AND open_time < %s)")
     for lo, hi in ranges:
-        params = (interval, _ts(lo), _ts(hi)) + ((list(symbols),) if symbols is not None else ())
-        found = conn.execute(query, params).fetchone()[0]
+        found = conn.execute(query, (interval, _ts(lo), _ts(hi))).fetchone()[0]
         conn.commit()
         if found:
             return True
@@ -142,9 +139,14 @@ class _Plan:
     changed_hi: int | None
 
     @property
-    def lake_parts(self) -> set:
-        """The touched partitions plus the 1h partitions the 1m rollups rewrite."""
+    def profile_parts(self) -> set:
+        """The touched (symbol, interval, day)s plus the 1h ones the 1m rollups rewrite: volume profiles."""
         return self.parts | {(s, "1h", d) for s, iv, d in self.parts if iv == "1m"}
+
+    @property
+    def lake_parts(self) -> set:
+        """The lake partitions (interval, day) the run rewrites, each whole with every coin in it."""
+        return {(iv, d) for _, iv, d in self.profile_parts}
 
 
 def _plan(verdicts: DataFrame, n_snapshots: int) -> _Plan:
@@ -226,10 +228,9 @@ def run(spark: SparkSession, uris: list[str], run_id: str, *, dsn: str | None = 
         reads, nothing_stored = [], set()
         for interval in sorted({iv for _, iv, _ in plan.parts} - {"1h"}):
             days = sorted({d for _, iv, d in plan.parts if iv == interval})
-            syms = sorted({s for s, iv, _ in plan.parts if iv == interval})
             ranges = _merge_ranges([(_day_ms(d), _day_ms(d) + DAY_MS) for d in days])
-            if _any_stored(conn, interval, ranges, syms):
-                reads.append(_stored(spark, dsn, interval, ranges, syms))
+            if _any_stored(conn, interval, ranges):
+                reads.append(_stored(spark, dsn, interval, ranges))
             else:
                 nothing_stored.add(interval)
         if plan.changed_lo is not None:
@@ -240,7 +241,7 @@ def run(spark: SparkSession, uris: list[str], run_id: str, *, dsn: str | None = 
             else:
                 nothing_stored.add("1h")
         counts["intervals_with_nothing_stored"] = sorted(nothing_stored)
-        lake_parts = spark.createDataFrame(sorted(plan.lake_parts), "symbol string, interval string, date date") \
+        lake_parts = spark.createDataFrame(sorted(plan.lake_parts), "interval string, date date") \
             if plan.lake_parts else None
 
         # ---- what the warehouse will hold: the merge predicted, rollups of the touched hours
@@ -291,11 +292,13 @@ def run(spark: SparkSession, uris: list[str], run_id: str, *, dsn: str | None = 
             targets += [io.StageTarget("hm", metrics.withColumn("open_time", F.timestamp_millis("open_time"))),
                         io.StageTarget("rc", corr)]
         if lake_parts is not None:
-            # Lake partitions and volume profiles: the touched (symbol, interval, day)s, whole.
-            lake_rows = cache(frames.with_partition(effective.where(F.col("interval") != "1h").unionByName(hourly))
-                              .join(F.broadcast(lake_parts), ["symbol", "interval", "date"], "left_semi")
-                              .drop("date"))
-            targets.append(io.StageTarget("vp", analytics.volume_profile(lake_rows)))
+            # Lake partitions: the touched (interval, day)s, whole, every coin (the stored reads cover
+            # whole days of every coin). Volume profiles: only the touched (symbol, interval, day)s.
+            with_date = cache(frames.with_partition(effective.where(F.col("interval") != "1h").unionByName(hourly)))
+            lake_rows = with_date.join(F.broadcast(lake_parts), ["interval", "date"], "left_semi").drop("date")
+            profile_parts = spark.createDataFrame(sorted(plan.profile_parts), "symbol string, interval string, date date")
+            targets.append(io.StageTarget("vp", analytics.volume_profile(
+                with_date.join(F.broadcast(profile_parts), ["symbol", "interval", "date"], "left_semi").drop("date"))))
         counts["lake_partitions"] = len(plan.lake_parts)
         mark("planned")
 
@@ -330,7 +333,7 @@ def run(spark: SparkSession, uris: list[str], run_id: str, *, dsn: str | None = 
                 counts["merge"] = src.as_dict()
                 counts["merge_rollups"] = der.as_dict()
                 counts["analytics"] = _replace_analytics(conn, stg, names, staged, m_lo, m_hi, d_lo, d_hi,
-                                                         plan.lake_parts)
+                                                         plan.profile_parts)
                 for name in names:
                     conn.execute(sql.SQL("DROP TABLE {}").format(stg(name)))
                 mark("merged")
@@ -363,7 +366,7 @@ def _insert_staged(conn, name: str, table: str, staging: sql.Composable) -> None
     conn.execute(sql.SQL("INSERT INTO {} ({c}) SELECT {c} FROM {}").format(sql.Identifier(schema, tname), staging, c=cols))
 
 
-def _replace_analytics(conn, stg, names, staged, m_lo, m_hi, d_lo, d_hi, lake_parts) -> dict:
+def _replace_analytics(conn, stg, names, staged, m_lo, m_hi, d_lo, d_hi, profile_parts) -> dict:
     """Delete the analytics rows this run recomputed, insert the staged ones (caller's transaction)."""
     out = {}
     if "hm" in names:
@@ -376,7 +379,7 @@ def _replace_analytics(conn, stg, names, staged, m_lo, m_hi, d_lo, d_hi, lake_pa
         _insert_staged(conn, "rc", "market.return_correlation", stg("rc"))
         out["return_correlation"] = staged["rc"]
     if "vp" in names:
-        keys = sorted(lake_parts)
+        keys = sorted(profile_parts)
         conn.execute(
             "DELETE FROM market.volume_profile v USING unnest(%s::text[], %s::text[], %s::date[]) k(s, i, d)"
             " WHERE v.symbol = k.s AND v.interval = k.i AND v.day = k.d",
