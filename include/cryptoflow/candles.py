@@ -288,7 +288,12 @@ def reject(reason: str, detail: str, raw: str, source: str, symbol=None, interva
 # ---------------------------------------------------------------------------------------------
 # Parsing
 
-_INTEGER = re.compile(r"-?[0-9]+")
+# The text forms the parsers accept, as patterns Spark's rlike can apply too (etl.frames): an
+# integer is ASCII digits with an optional minus; a decimal is what Decimal() reads once
+# parse_decimal has refused spaces, underscores, non-ASCII digits and NaN/Infinity.
+INTEGER_PATTERN = r"-?[0-9]+"
+DECIMAL_PATTERN = r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?"
+_INTEGER = re.compile(INTEGER_PATTERN)
 
 # The landing file is read by Spark as decimal(38,18) and stored as numeric: a value with more
 # integer or fractional digits would be altered (or nulled) downstream, so it is refused here and

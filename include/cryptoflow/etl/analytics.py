@@ -85,6 +85,11 @@ def volume_profile(candles: DataFrame) -> DataFrame:
                     "base_volume", "quote_volume", "candles"))
 
 
+# Relative to the sum of squares, the variance of hourly log returns is ~1 (their mean is ~0); a
+# double's one-pass rounding leaves ~1e-16. Anything below 1e-12 is a series that did not vary.
+VARIANCE_FLOOR = 1e-12
+
+
 def return_correlation(metrics: DataFrame, days: int = CORRELATION_DAYS) -> DataFrame:
     """`metrics`: hourly_metrics output. Per day and symbol pair (a < b): correlation over `days` days."""
     r = metrics.where(F.col("log_return").isNotNull()).select("symbol", "open_time", "log_return")
@@ -106,9 +111,15 @@ def return_correlation(metrics: DataFrame, days: int = CORRELATION_DAYS) -> Data
     cov = F.col("sxy") - F.col("sx") * F.col("sy") / n
     vx = F.col("sxx") - F.col("sx") * F.col("sx") / n
     vy = F.col("syy") - F.col("sy") * F.col("sy") / n
-    corr = F.when((F.col("n") >= 3) & (vx > 0) & (vy > 0), cov / F.sqrt(vx * vy))
+    # The one-pass variance of a constant series is rounding noise, not exactly 0 (0.01 three
+    # times: 5.4e-20): a variance below VARIANCE_FLOOR of the sum of squares counts as none.
+    has_variance = (vx > VARIANCE_FLOOR * F.col("sxx")) & (vy > VARIANCE_FLOOR * F.col("syy"))
+    corr = F.when((F.col("n") >= 3) & has_variance, cov / F.sqrt(vx * vy))
+    # Clamp the rounding overshoot (|r| a hair above 1), but only where there is a correlation:
+    # greatest() skips NULLs, so clamping NULL would store -1.0, a perfect anti-correlation.
+    clamped = F.when(corr.isNotNull(), F.least(F.greatest(corr, F.lit(-1.0)), F.lit(1.0)))
     return s.select("day", "symbol_a", "symbol_b", F.lit(days).alias("window_days"),
-                    F.least(F.greatest(corr, F.lit(-1.0)), F.lit(1.0)).alias("correlation"),
+                    clamped.alias("correlation"),
                     F.col("n").cast("int").alias("hours"))
 
 

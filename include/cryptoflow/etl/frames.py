@@ -15,7 +15,8 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import DecimalType
 
-from cryptoflow.candles import DECIMAL_FIELDS, LANDING_COLUMNS, spark_violations
+from cryptoflow.candles import (DECIMAL_FIELDS, DECIMAL_PATTERN, INTEGER_PATTERN, LANDING_COLUMNS,
+                                MAX_FRACTION_DIGITS, spark_violations)
 
 HOUR_MS = 3_600_000
 MINUTE_MS = 60_000
@@ -53,16 +54,21 @@ def typed_landing(raw: DataFrame) -> DataFrame:
         *[F.col(c) for c in cols if c not in DECIMAL_FIELDS + _INT_FIELDS], "raw_record",
         *[F.col(c).alias(f"_raw_{c}") for c in DECIMAL_FIELDS + _INT_FIELDS],
     )
+    # try_cast alone is more lenient than the parsers (it trims spaces, reads '+5' and non-ASCII
+    # digits as integers, and ROUNDS a decimal past 18 fraction digits): only the text forms the
+    # parsers accept are cast, the rest stays null and is reported below.
     for c in DECIMAL_FIELDS:
-        df = df.withColumn(c, F.col(f"_raw_{c}").try_cast(DEC))
+        df = df.withColumn(c, F.when(_plain_decimal(F.col(f"_raw_{c}")), F.col(f"_raw_{c}").try_cast(DEC)))
     for c in _INT_FIELDS:
-        df = df.withColumn(c, F.col(f"_raw_{c}").try_cast("bigint"))
+        df = df.withColumn(c, F.when(F.col(f"_raw_{c}").rlike(f"^{INTEGER_PATTERN}$"),
+                                     F.col(f"_raw_{c}").try_cast("bigint")))
     conditions = []
     if "_corrupt_record" in cols:
         conditions.append((F.col("_corrupt_record").isNotNull(), F.lit("malformed_row"),
                            F.lit(f"expected {len(LANDING_COLUMNS)} columns")))
     for reason, c in parsed:
-        present = F.col(f"_raw_{c}").isNotNull() & (F.length(F.trim(F.col(f"_raw_{c}"))) > 0)
+        # Only an empty field is missing; "  " is present and does not parse (as in Python).
+        present = F.col(f"_raw_{c}").isNotNull() & (F.length(F.col(f"_raw_{c}")) > 0)
         conditions.append((present & F.col(c).isNull(), F.lit(reason),
                            F.concat(F.lit(f"{c}="), F.substring(F.col(f"_raw_{c}"), 1, 40),
                                     F.lit(" does not parse"))))
@@ -75,14 +81,26 @@ def typed_landing(raw: DataFrame) -> DataFrame:
     return df.drop(*[f"_raw_{c}" for c in DECIMAL_FIELDS + _INT_FIELDS])
 
 
+def _plain_decimal(raw: Column) -> Column:
+    """Whether `raw` is a decimal the Python parser accepts: DECIMAL_PATTERN, and no more fraction
+    digits than decimal(38,18) keeps once the exponent is applied (candles._fits), so no value is
+    ever rounded on the way in."""
+    fraction = F.length(F.regexp_extract(raw, r"\.([0-9]*)", 1))
+    exponent_text = F.regexp_extract(raw, r"[eE]([+-]?[0-9]+)$", 1)
+    exponent = F.when(exponent_text == "", F.lit(0)).otherwise(exponent_text.try_cast("bigint"))
+    return raw.rlike(f"^{DECIMAL_PATTERN}$") & exponent.isNotNull() & (fraction - exponent <= MAX_FRACTION_DIGITS)
+
+
 def resolve_duplicates(df: DataFrame) -> DataFrame:
     """Adds `dup_status`: 'kept', 'collapsed' (an equal copy of a kept row) or 'conflict'.
 
     Same policy as the importers and the landing writer: copies of a key with equal values collapse
     (the kept copy is chosen by content, not arrival order); copies that differ are all conflicts.
-    Rows whose key didn't parse are left 'kept' (they fail validation anyway).
+    Rows whose key didn't parse are left 'kept' (they fail validation anyway, as missing_field):
+    Spark's window puts every null key in one partition, so they are kept out of the comparison.
     """
     key = [F.col(k) for k in KEY]
+    has_key = key[0].isNotNull() & key[1].isNotNull() & key[2].isNotNull()
     values = F.struct(*[F.col(c) for c in VALUE_COLUMNS if c in df.columns])
     ordered = Window.partitionBy(*key).orderBy(F.col("source").asc_nulls_first(), F.col("raw_record"))
     # The same partitioning and order for the whole-key aggregates: Spark then computes all three
@@ -91,14 +109,15 @@ def resolve_duplicates(df: DataFrame) -> DataFrame:
     df = (df.withColumn("_variants", F.size(F.collect_set(values).over(whole)))
             .withColumn("_copies", F.count(F.lit(1)).over(whole))
             .withColumn("_nth", F.row_number().over(ordered)))
-    status = (F.when(F.col("_variants") > 1, F.lit("conflict"))
+    status = (F.when(~has_key, F.lit("kept"))
+               .when(F.col("_variants") > 1, F.lit("conflict"))
                .when(F.col("_nth") > 1, F.lit("collapsed"))
                .otherwise(F.lit("kept")))
     detail = F.concat(F.col("_copies").cast("string"), F.lit(" copies of "), F.col("symbol"), F.lit(" "),
                       F.col("interval"), F.lit(" open_time="), F.col("open_time").cast("string"),
                       F.lit(" with "), F.col("_variants").cast("string"), F.lit(" different sets of values"))
     return (df.withColumn("dup_status", status)
-              .withColumn("dup_detail", F.when(F.col("_variants") > 1, detail))
+              .withColumn("dup_detail", F.when(has_key & (F.col("_variants") > 1), detail))
               .drop("_variants", "_copies", "_nth"))
 
 

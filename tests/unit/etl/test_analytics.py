@@ -262,29 +262,19 @@ def test_return_correlation_window_of_one_day_counts_that_day_only(correlations)
     assert [r[1:3] + r[4:] for r in one_day if r[0] == DAY1] == [r[1:3] + r[4:] for r in month if r[0] == DAY1]
 
 
-CLAMP_BUG = ("return_correlation clamps with F.least(F.greatest(corr, -1.0), 1.0), and Spark's greatest() "
-             "skips NULLs: greatest(NULL, -1.0) = -1.0, so every correlation that should be NULL (fewer than 3 "
-             "hours, a series without variance) is stored as -1.0, a perfect anti-correlation")
-
-
-@pytest.mark.xfail(strict=True, reason=CLAMP_BUG)
+# Once a bug (greatest() skips NULLs: a NULL correlation was clamped to -1.0): NULL stays NULL.
 def test_return_correlation_is_null_with_fewer_than_three_hours(correlations):
     _, _, one_day = correlations
     assert {r[4] for r in one_day if r[0] == DAY2_DATE} == {None}
 
 
-@pytest.mark.xfail(strict=True, reason=CLAMP_BUG)
 def test_return_correlation_of_a_series_without_variance_is_null(spark):
     m = _metrics_frame(spark, {"AAA": X, "ZZZ": [0.0] * 5})  # a flat price: every log return exactly 0
     assert [(r[0], r[4], r[5]) for r in collect(analytics.return_correlation(m))] == [
         (DAY1, None, 3), (DAY2_DATE, None, 5)]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "low severity: the zero-variance guard (vx > 0, vy > 0) tests the one-pass formula syy - sy*sy/n, which "
-    "for a constant NON-zero series is floating-point noise (0.01 x 3 hours: +5.4e-20 > 0), so a series "
-    "without variance gets a correlation of -1.1e-09 instead of NULL"))
+# The one-pass variance of a constant series is rounding noise (0.01 x 3: 5.4e-20), not 0.
 def test_return_correlation_of_a_constant_nonzero_series_is_null(spark):
     m = _metrics_frame(spark, {"AAA": X, "ZZZ": [0.01] * 5})
-    # Day 1 only: there corr is computed (not NULL) so the clamp bug above plays no part.
     assert [r[4] for r in collect(analytics.return_correlation(m)) if r[0] == DAY1] == [None]

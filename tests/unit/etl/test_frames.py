@@ -9,7 +9,8 @@ from __future__ import annotations
 import pytest
 from pyspark.sql import functions as F
 
-from cryptoflow.candles import (MIN_OPEN_TIME_MS, CandleFormatError, LANDING_COLUMNS, check, from_landing_row)
+from cryptoflow.candles import (MIN_OPEN_TIME_MS, CandleFormatError, LANDING_COLUMNS, check, from_landing_row,
+                               parse_decimal)
 from cryptoflow.etl import frames
 from cryptoflow.warehouse.load import CANDLE_COLUMNS
 from tests.factories import (D, DAY_MS, HOUR_MS, MINUTE_MS, T0, assert_rows, candle, candle_frame, collect,
@@ -149,13 +150,23 @@ def test_the_python_parsers_refuse_the_odd_values(label):
     assert exc.value.reason == reason
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "typed_landing is documented to judge values 'as the Python parsers say', but Spark's try_cast is "
-    "more lenient: it trims spaces, accepts '+5' and non-ASCII digits, and ROUNDS a decimal with more than "
-    "18 fraction digits (the value changes: 1E-19 -> 0) where parse_decimal/parse_int refuse all of these"))
 def test_typed_landing_refuses_what_the_python_parsers_refuse(spark):
     typed = frames.typed_landing(landing_frame(spark, [row for row, _ in ODD_VALUES.values()]))
     assert dict(collect(typed, ["source", "format_reason"])) == {k: r for k, (_, r) in ODD_VALUES.items()}
+
+
+# Text forms both parsers accept, and the exact value each must read.
+PLAIN_VALUES = {"plus": "+100.5", "exponent": "1.005E2", "leading_dot": ".5", "trailing_dot": "100.",
+                "negative_exponent": "100500E-3", "eighteen_digits": "0.000000000000000001",
+                "zero_exponent": "0E-18"}
+
+
+def test_typed_landing_reads_what_the_python_parsers_read_and_the_same_value(spark):
+    rows = [landing_row(open_time=slot(i), base_volume=v, source=k) for i, (k, v) in enumerate(PLAIN_VALUES.items())]
+    typed = frames.typed_landing(landing_frame(spark, rows))
+    got = {r["source"]: (r["format_reason"], r["base_volume"]) for r in typed.collect()}
+    for label, text in PLAIN_VALUES.items():
+        assert got[label] == (None, parse_decimal(text, "base_volume")), label
 
 
 # ---------------------------------------------------------------------------------------------
@@ -375,10 +386,7 @@ def test_validate_without_symbols_skips_the_unknown_symbol_rule(spark):
     assert collect(frames.validate(typed, None), ["status", "reason"]) == [("kept", None)]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "resolve_duplicates says rows whose key didn't parse are left 'kept' (to fail validation as "
-    "missing_field), but Spark's window puts every null key in ONE partition: two unrelated rows "
-    "missing their open_time become 'conflicting_duplicate' (with the missing_field detail)"))
+# Spark puts every null key in one window partition: such rows must not be compared as copies.
 def test_validate_rows_without_a_key_are_missing_field_not_duplicates(spark):
     rows = [landing_row(open_time=None, close_time=str(slot(0) + 59_999), close="100.6", source="a"),
             landing_row(open_time=None, close_time=str(slot(1) + 59_999), close="100.7", source="b")]
