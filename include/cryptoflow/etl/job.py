@@ -97,8 +97,8 @@ def _stored(spark: SparkSession, dsn: str, interval: str, ranges: list[tuple[int
     """market.candles rows of `interval` with open_time in any of `ranges`, every coin, as a candle frame.
 
     Every coin, not only the ones the run brought: a lake partition is one (interval, day) holding
-    all coins, and it is rewritten whole. One JDBC partition (connection) per range; a range longer than two days is split in two so
-    a big backfill's context is read by both cores.
+    all coins, and it is rewritten whole. One JDBC partition (connection) per range; a range longer
+    than two days is split in two so a big backfill's context is read by both cores.
     """
     cols = ", ".join(CANDLE_FRAME)
     where = f"interval = '{interval}'"
@@ -241,8 +241,6 @@ def run(spark: SparkSession, uris: list[str], run_id: str, *, dsn: str | None = 
             else:
                 nothing_stored.add("1h")
         counts["intervals_with_nothing_stored"] = sorted(nothing_stored)
-        lake_parts = spark.createDataFrame(sorted(plan.lake_parts), "interval string, date date") \
-            if plan.lake_parts else None
 
         # ---- what the warehouse will hold: the merge predicted, rollups of the touched hours
         fresh = F.col("interval").isin(sorted(nothing_stored)) if nothing_stored else F.lit(False)
@@ -291,14 +289,19 @@ def run(spark: SparkSession, uris: list[str], run_id: str, *, dsn: str | None = 
                 & (F.col("day") <= F.to_date(F.timestamp_millis(F.lit(d_hi)))))
             targets += [io.StageTarget("hm", metrics.withColumn("open_time", F.timestamp_millis("open_time"))),
                         io.StageTarget("rc", corr)]
-        if lake_parts is not None:
+        if plan.lake_parts:
             # Lake partitions: the touched (interval, day)s, whole, every coin (the stored reads cover
             # whole days of every coin). Volume profiles: only the touched (symbol, interval, day)s.
             with_date = cache(frames.with_partition(effective.where(F.col("interval") != "1h").unionByName(hourly)))
-            lake_rows = with_date.join(F.broadcast(lake_parts), ["interval", "date"], "left_semi").drop("date")
-            profile_parts = spark.createDataFrame(sorted(plan.profile_parts), "symbol string, interval string, date date")
+
+            def within(parts: set, schema: str) -> DataFrame:
+                keys = [c.split()[0] for c in schema.split(", ")]
+                return with_date.join(F.broadcast(spark.createDataFrame(sorted(parts), schema)), keys,
+                                      "left_semi").drop("date")
+
+            lake_rows = within(plan.lake_parts, "interval string, date date")
             targets.append(io.StageTarget("vp", analytics.volume_profile(
-                with_date.join(F.broadcast(profile_parts), ["symbol", "interval", "date"], "left_semi").drop("date"))))
+                within(plan.profile_parts, "symbol string, interval string, date date"))))
         counts["lake_partitions"] = len(plan.lake_parts)
         mark("planned")
 

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import TimeoutException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
@@ -87,7 +87,10 @@ def login(browser: webdriver.Chrome, url: str, username: str, password: str, bud
             WebDriverWait(browser, 90).until(lambda b: "/login" not in b.current_url)
             return
         except TimeoutException:
-            said = " ".join(browser.find_element(By.TAG_NAME, "body").text.split())[:500]
+            try:  # a page that never loaded has no body to quote: that must not end the retries
+                said = " ".join(browser.find_element(By.TAG_NAME, "body").text.split())[:500]
+            except WebDriverException as exc:
+                said = f"(no page: {exc.msg})"
             if logged_in(browser, url):
                 return
         if time.monotonic() > deadline:
