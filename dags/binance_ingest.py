@@ -20,6 +20,7 @@ from airflow.timetables.interval import CronDataIntervalTimetable
 from cryptoflow import ingest, settings
 from cryptoflow.assets import LANDING_SNAPSHOTS, SnapshotsSealed
 from cryptoflow.warehouse import db
+from warehouse_hook import WarehouseHook  # plugins/, on sys.path in every Airflow process
 
 
 def _ms(dt: datetime) -> int:
@@ -66,7 +67,7 @@ def binance_ingest():
         # UI or a secrets backend takes effect here), else the settings' URL.
         hook = BinanceHook(settings=cfg)
         rest = hook.get_conn()
-        with hook, db.connect() as conn, db.pipeline_run(conn, "binance_ingest", run_id, "seal_snapshot") as run:
+        with hook, WarehouseHook().connect() as conn, db.pipeline_run(conn, "binance_ingest", run_id, "seal_snapshot") as run:
             result = ingest.seal_window(cfg, start, end, rest_client=rest)
             ingest.record(conn, result, run_id, cfg.interval)
             # Closed candles missing from the warehouse before this window (a seed's edge, downtime,

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta, timezone
 from airflow.sdk import Param, PokeReturnValue, dag, task
 
 from cryptoflow import settings
+from warehouse_hook import WarehouseHook  # plugins/, on sys.path in every Airflow process
 
 
 def _range(params) -> tuple[datetime, datetime]:
@@ -42,10 +43,9 @@ def forecast_backtest():
     def wait_for_history(params=None) -> PokeReturnValue:
         """Every coin's complete candles reach the range's last hour (a seed may still be loading)."""
         from cryptoflow.forecast import data
-        from cryptoflow.warehouse import db
 
         _, end = _range(params)
-        with db.connect() as conn:
+        with WarehouseHook().connect() as conn:
             latest = {s: data.latest_complete_hour(conn, s) for s in settings.load().symbols}
         behind = {s: t for s, t in latest.items() if t is None or t < end - timedelta(hours=1)}
         for s, t in behind.items():

@@ -32,6 +32,7 @@ from airflow.timetables.interval import CronDataIntervalTimetable
 
 from cryptoflow import settings
 from cryptoflow.assets import PREDICTIONS
+from warehouse_hook import WarehouseHook  # plugins/, on sys.path in every Airflow process
 
 # How long the sensor waits for every coin before going on with those that are ready.
 WAIT_FOR_CANDLES_MINUTES = 45
@@ -70,14 +71,13 @@ def forecast_hourly():
         from airflow.sdk import get_current_context
 
         from cryptoflow.forecast import config, hourly
-        from cryptoflow.warehouse import db
 
         cfg, target = config.load(), _target(data_interval_end)
         context = get_current_context()
         now = datetime.now(timezone.utc)
         began = context["ti"].get_first_reschedule_date(context) or now
         deadline = max(target, began) + timedelta(minutes=float(params["wait_minutes"]))
-        with db.connect() as conn:
+        with WarehouseHook().connect() as conn:
             waiting = {s: r.reason for s in settings.load().symbols
                        if not (r := hourly.check_inputs(conn, s, target, cfg)).ok}
         over = now >= deadline
@@ -95,7 +95,7 @@ def forecast_hourly():
 
         cfg = config.load()
         now = _target(context["data_interval_end"])
-        with db.connect() as conn:
+        with WarehouseHook().connect() as conn:
             ready = hourly.check_inputs(conn, symbol, now, cfg)
             db.record_check(conn, context["run_id"], hourly.PIPELINE, "forecast_input_ready", ready.ok,
                             observed=ready.reason, expected="previous hour complete, lookback hours present",
@@ -110,11 +110,10 @@ def forecast_hourly():
     def train_if_needed(symbol: str, ready: dict) -> dict:
         from cryptoflow.forecast import config, data, hourly
         from cryptoflow.forecast.registry import ObjectRegistry
-        from cryptoflow.warehouse import db
 
         cfg = config.load()
         target = datetime.fromisoformat(ready["target_time"])
-        with db.connect() as conn:
+        with WarehouseHook().connect() as conn:
             registry = ObjectRegistry.from_settings(conn)
             retired = hourly.retire_if_losing(registry, symbol, target, cfg, lambda version: hourly.live_record(
                 conn, symbol, version, target, cfg.retire_window_hours))
@@ -126,11 +125,10 @@ def forecast_hourly():
     def predict(symbol: str, ready: dict, model: dict) -> dict:
         from cryptoflow.forecast import config, data, hourly, serving
         from cryptoflow.forecast.registry import ObjectRegistry
-        from cryptoflow.warehouse import db
 
         cfg = config.load()
         target = datetime.fromisoformat(ready["target_time"])
-        with db.connect() as conn:
+        with WarehouseHook().connect() as conn:
             frame = data.load_with_references(conn, symbol, before=target, hours=serving.history_hours(cfg))
         forecast, why = hourly.predict(symbol, frame, target, ObjectRegistry.from_settings(), cfg)
         return {**forecast.as_dict(), "served_because": why}
@@ -143,7 +141,7 @@ def forecast_hourly():
 
         f = Forecast(**{k: v for k, v in forecast.items() if k != "served_because"})
         f.target_time = datetime.fromisoformat(forecast["target_time"])
-        with db.connect() as conn, db.pipeline_run(conn, hourly.PIPELINE, context["run_id"], f"write:{f.symbol}") as stats:
+        with WarehouseHook().connect() as conn, db.pipeline_run(conn, hourly.PIPELINE, context["run_id"], f"write:{f.symbol}") as stats:
             stats["rows_out"] = hourly.write_predictions(conn, [f], kind="live")
             stats["details"].update(forecast)
         context["outlet_events"][PREDICTIONS].extra = {"symbol": f.symbol, "target_open_time": forecast["target_time"],
@@ -161,7 +159,7 @@ def forecast_hourly():
         from cryptoflow.forecast import hourly
         from cryptoflow.warehouse import db
 
-        with db.connect() as conn, db.pipeline_run(conn, hourly.PIPELINE, context["run_id"], f"score:{symbol}") as stats:
+        with WarehouseHook().connect() as conn, db.pipeline_run(conn, hourly.PIPELINE, context["run_id"], f"score:{symbol}") as stats:
             summary = hourly.score(conn, symbol)
             stats["rows_out"] = summary["newly_scored"]
             stats["details"].update(summary)

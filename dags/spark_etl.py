@@ -33,6 +33,7 @@ from cryptoflow import settings
 from cryptoflow.assets import LANDING_SNAPSHOTS, WAREHOUSE_CANDLES, CandlesLoaded
 from cryptoflow.etl.dq import CHECKS
 from cryptoflow.spark import POSTGRES_JDBC_JAR, interpreter_conf, worker_python
+from warehouse_hook import WarehouseHook  # plugins/, on sys.path in every Airflow process
 
 
 class CandleEtlSubmitOperator(SparkSubmitOperator):
@@ -58,12 +59,23 @@ class CandleEtlSubmitOperator(SparkSubmitOperator):
 
         self.py_files = package_zip(cfg.state_dir / "spark")
         venv_bin = str(Path(sys.executable).parent)
-        # No settings here: env_vars is a templated field shown in the UI, and the DSN has a password.
-        # spark-submit inherits the worker's environment, the job reads the settings itself.
+        # The job writes where the cryptoflow_warehouse connection points. Not through env_vars: that
+        # is a templated field shown in the UI, and the DSN has a password. spark-submit inherits
+        # this task process's environment (the provider copies os.environ), and the job reads it
+        # as its warehouse_dsn setting.
+        dsn_var = settings.env_name("warehouse_dsn")
+        dsn, before = WarehouseHook().dsn(), os.environ.get(dsn_var)
         self.env_vars = {**(self.env_vars or {}),
                          "PATH": venv_bin + os.pathsep + os.environ.get("PATH", ""),
                          "PYSPARK_PYTHON": worker_python()}
-        return super().execute(context)
+        os.environ[dsn_var] = dsn
+        try:
+            return super().execute(context)
+        finally:  # the task process is the test's own under dag.test(): leave its environment as found
+            if before is None:
+                os.environ.pop(dsn_var, None)
+            else:
+                os.environ[dsn_var] = before
 
 
 @dag(
@@ -118,12 +130,11 @@ def spark_etl():
     def data_quality(check: str, run_id=None, ti=None):
         from cryptoflow.etl import dq
         from cryptoflow.etl.plan import read_manifest
-        from cryptoflow.warehouse import db
 
         get_current_context()["dq_check"] = check
         cfg = settings.load()
         uris = read_manifest(ti.xcom_pull(task_ids="plan")["manifest"]) if check == "gaps" else None
-        with db.connect() as conn:
+        with WarehouseHook().connect() as conn:
             failures = dq.run_check(conn, check, run_id, symbols=cfg.symbols, interval=cfg.interval, snapshot_uris=uris)
         if failures:
             raise AirflowFailException(dq.describe_failures(check, failures))
@@ -132,9 +143,8 @@ def spark_etl():
     @task(outlets=[WAREHOUSE_CANDLES])
     def publish(run_id=None):
         from cryptoflow.etl import dq
-        from cryptoflow.warehouse import db
 
-        with db.connect() as conn:
+        with WarehouseHook().connect() as conn:
             run = dq.load_record(conn, run_id)
         iso = lambda ms: datetime.fromtimestamp(ms / 1000, timezone.utc).isoformat()  # noqa: E731
         loaded = CandlesLoaded(run_id, run.get("counts", {}).get("kept", 0),

@@ -9,7 +9,8 @@ from datetime import datetime, timedelta
 from airflow.sdk import dag, task
 
 from cryptoflow import settings
-from cryptoflow.warehouse import db, health
+from cryptoflow.warehouse import health
+from warehouse_hook import WarehouseHook  # plugins/, on sys.path in every Airflow process
 
 
 @dag(
@@ -24,13 +25,13 @@ from cryptoflow.warehouse import db, health
 def warehouse_health():
     @task
     def schema_is_current() -> dict:
-        with db.connect() as conn:
+        with WarehouseHook().connect() as conn:
             return health.schema_status(conn)
 
     @task
     def data_freshness(run_id: str | None = None) -> dict:
         cfg = settings.load()
-        with db.connect() as conn:
+        with WarehouseHook().connect() as conn:
             return health.freshness(conn, cfg.symbols, cfg.interval, run_id)
 
     schema_is_current() >> data_freshness()

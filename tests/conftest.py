@@ -124,8 +124,10 @@ def airflow_db():
 
 @pytest.fixture
 def use_warehouse(warehouse, monkeypatch):
-    """Point the settings (and so DAG tasks run by dag.test()) at a fresh throwaway warehouse."""
+    """Point the settings, and the `cryptoflow_warehouse` connection DAG tasks run by dag.test() go
+    through, at a fresh throwaway warehouse (as the local stack derives the one from the other)."""
     monkeypatch.setenv("CRYPTOFLOW_WAREHOUSE_DSN", warehouse.writer_dsn)
+    monkeypatch.setenv("AIRFLOW_CONN_CRYPTOFLOW_WAREHOUSE", warehouse.writer_dsn)
     monkeypatch.setenv("CRYPTOFLOW_WAREHOUSE_READER_DSN", warehouse.reader_dsn)
     return warehouse
 

@@ -242,6 +242,11 @@ class Settings:
 SETTINGS: tuple[Setting, ...] = tuple(replace(f.metadata["setting"], field=f.name) for f in fields(Settings))
 _BY_FIELD = {s.field: s for s in SETTINGS}
 
+
+def env_name(field_name: str) -> str:
+    """The CRYPTOFLOW_* variable of a Settings field, e.g. env_name("warehouse_dsn")."""
+    return _BY_FIELD[field_name].env
+
 # What "{home}", "{state}" and "{pg_port}" in a documented default stand for.
 _PLACEHOLDERS = {"{home}": "home", "{state}": "state_dir", "{pg_port}": "pg_port"}
 

@@ -12,6 +12,7 @@ def test_spark_etl_dag_loads_checks_and_publishes(airflow_db, use_warehouse, mon
     from airflow.dag_processing.dagbag import DagBag
 
     from cryptoflow.bench.etl import MINUTE_MS, START_MS, write_minutes
+    from cryptoflow.local.postgres import free_port
     from tests.conftest import PROJECT_ROOT
 
     syms = ("BTCUSDT", "ETHUSDT")
@@ -22,6 +23,9 @@ def test_spark_etl_dag_loads_checks_and_publishes(airflow_db, use_warehouse, mon
     monkeypatch.setenv("CRYPTOFLOW_SPARK_MASTER", "local[2]")
     monkeypatch.setenv("CRYPTOFLOW_SPARK_DRIVER_MEMORY", "1g")
     monkeypatch.setenv("AIRFLOW_CONN_SPARK_DEFAULT", '{"conn_type": "spark", "host": "local[2]"}')
+    # The settings' DSN is dead: the checks, the publish task and the spark-submit job itself reach
+    # the warehouse through the cryptoflow_warehouse connection (use_warehouse defines it).
+    monkeypatch.setenv("CRYPTOFLOW_WAREHOUSE_DSN", f"postgresql://nobody@127.0.0.1:{free_port()}/nothing")
 
     dag = DagBag(dag_folder=str(PROJECT_ROOT / "dags" / "spark_etl.py")).dags["spark_etl"]
     for t in dag.tasks:

@@ -170,8 +170,8 @@ def warehouse_id(api) -> int:
     res = api.get(f"{api.base}/api/v1/database/", timeout=30)
     assert res.status_code == 200, res.text
     ids = {row["database_name"]: row["id"] for row in res.json()["result"]}
-    assert superset_svc.WAREHOUSE_NAME in ids, ids
-    return ids[superset_svc.WAREHOUSE_NAME]
+    assert superset_svc.DATABASE_NAME in ids, ids
+    return ids[superset_svc.DATABASE_NAME]
 
 
 def run_sql(api, sql: str) -> requests.Response:

@@ -14,6 +14,9 @@ import pandas as pd
 
 HOUR = pd.Timedelta(hours=1)
 COLUMNS = ("close", "quote_volume")
+# Features that read another coin (see windows): the frame column they need -> that coin. Defined
+# here, where those columns are loaded, so that windows builds on data and never the reverse.
+REFERENCES = {"btc_log_return": ("btc_close", "BTCUSDT")}
 
 
 def load_hourly(conn, symbol: str, before: datetime, hours: int | None = None) -> pd.DataFrame:
@@ -60,8 +63,6 @@ def load_with_references(conn, symbol: str, *, before: datetime, hours: int | No
     """load_hourly (or load_range from `start`) with every reference coin's closes joined in, whatever
     the configured features: a served model whose features differ from the configuration's (until
     its replacement is promoted) still finds the columns it reads."""
-    from cryptoflow.forecast.windows import REFERENCES
-
     def load(s):
         return load_range(conn, s, start, before) if start is not None else load_hourly(conn, s, before, hours)
 

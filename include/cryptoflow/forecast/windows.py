@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from cryptoflow.forecast.data import HOUR, to_utc
+from cryptoflow.forecast.data import HOUR, REFERENCES, to_utc
 
 # name -> feature of hour h computed from the complete-index frame (closes/volumes up to h only).
 FEATURES: dict[str, Callable[[pd.DataFrame], pd.Series]] = {
@@ -33,8 +33,6 @@ FEATURES: dict[str, Callable[[pd.DataFrame], pd.Series]] = {
     # theirs?). Reads BTCUSDT's closes joined as a column (data.with_references).
     "btc_log_return": lambda f: np.log(_column(f, "btc_close")).diff(),
 }
-# Features that read another coin: the frame column they need -> that coin.
-REFERENCES = {"btc_log_return": ("btc_close", "BTCUSDT")}
 
 
 def reference_columns(features) -> dict[str, str]:

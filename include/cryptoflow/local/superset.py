@@ -22,10 +22,10 @@ from pathlib import Path
 
 from cryptoflow.local import process
 from cryptoflow.settings import Settings
+from cryptoflow.superset.bundle import DATABASE_NAME
 
 SERVICE = "superset"
 ADMIN_USER = "admin"
-WAREHOUSE_NAME = "cryptoflow warehouse"
 MARKER = "cryptoflow-init.json"
 
 
@@ -145,9 +145,9 @@ def reset_password(settings: Settings, env: dict[str, str], password: str, log=p
 
 def ensure_warehouse(settings: Settings, env: dict[str, str], log=print) -> None:
     """Register the warehouse (read-only role) as a Superset database, or repoint it."""
-    run_cli(settings, env, ["set-database-uri", "--database_name", WAREHOUSE_NAME],
+    run_cli(settings, env, ["set-database-uri", "--database_name", DATABASE_NAME],
             {"FLASK_SET_DATABASE_URI_URI": warehouse_uri(settings)})
-    log(f"superset: database {WAREHOUSE_NAME!r} -> {warehouse_uri(settings).split('@')[-1]}")
+    log(f"superset: database {DATABASE_NAME!r} -> {warehouse_uri(settings).split('@')[-1]}")
 
 
 # --- init marker ----------------------------------------------------------------------------------

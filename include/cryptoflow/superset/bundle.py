@@ -35,7 +35,7 @@ from cryptoflow.superset.datasets import (  # noqa: F401
     coins_by_skip_scan, dataset)
 
 NAMESPACE = uuid.UUID("6f2b9f4e-6b8c-5d0e-9a4f-2c1d7e3b5a90")  # cryptoflow's Superset objects
-DATABASE_NAME = "cryptoflow warehouse"  # also what local/superset.py registers at init
+DATABASE_NAME = "cryptoflow warehouse"  # local/superset.py registers the warehouse under this name
 DATABASE_FILE = "databases/cryptoflow_warehouse.yaml"
 # Placeholder written to git; the importer replaces it with CRYPTOFLOW_WAREHOUSE_READER_DSN (the
 # password travels in the API call's `passwords` field, never in a file).
