@@ -10,14 +10,17 @@ Invalid messages go to ops.quarantine with their reason. The sensor waits for th
 closing messages and a live collector (its heartbeat); a window sealed late is sealed from REST. `airflow backfill
 create --dag-id binance_ingest --from-date ... --to-date ...` builds the same snapshots for past
 windows from REST alone, idempotently (a window's snapshot is replaced, never duplicated).
+With CRYPTOFLOW_SOURCE=files (cryptoflow.sources) there is no stream and no network: every window,
+backfilled or not, is sealed from the candle files.
 """
 
+from contextlib import closing
 from datetime import datetime, timedelta, timezone
 
 from airflow.sdk import Metadata, dag, get_current_context, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
-from cryptoflow import ingest, settings
+from cryptoflow import ingest, settings, sources
 from cryptoflow.assets import LANDING_SNAPSHOTS, SnapshotsSealed
 from cryptoflow.warehouse import db
 from warehouse_hook import WarehouseHook  # plugins/, on sys.path in every Airflow process
@@ -52,7 +55,7 @@ def binance_ingest():
         ti = context["ti"]  # when this sensor began waiting (either sensor mode):
         first_poke = ti.get_first_reschedule_date(context) or getattr(ti, "start_date", None) or now
         ready, why = ingest.collector_ready(read_heartbeat(cfg.state_dir / "collector"), _ms(data_interval_end),
-                                            _ms(now), _ms(first_poke))
+                                            _ms(now), _ms(first_poke), has_stream=sources.active(cfg).has_stream)
         print(why)
         return ready
 
@@ -63,11 +66,13 @@ def binance_ingest():
         cfg = settings.load()
         start, end = _ms(data_interval_start), _ms(data_interval_end)
         run_id = ingest.window_run_id(cfg.interval, start)
-        # REST through the binance_default connection when there is one (an operator's edit in the
-        # UI or a secrets backend takes effect here), else the settings' URL.
-        hook = BinanceHook(settings=cfg)
-        rest = hook.get_conn()
-        with hook, WarehouseHook().connect() as conn, db.pipeline_run(conn, "binance_ingest", run_id, "seal_snapshot") as run:
+        # Binance's REST through the binance_default connection when there is one (an operator's
+        # edit in the UI or a secrets backend takes effect here), else the settings' URL. Another
+        # source (files) has no connection: its own history client.
+        source = sources.active(cfg)
+        hook = BinanceHook(settings=cfg) if source.name == "binance" else None
+        rest = hook.get_conn() if hook else source.history(cfg)
+        with closing(rest), WarehouseHook().connect() as conn, db.pipeline_run(conn, "binance_ingest", run_id, "seal_snapshot") as run:
             result = ingest.seal_window(cfg, start, end, rest_client=rest)
             ingest.record(conn, result, run_id, cfg.interval)
             # Closed candles missing from the warehouse before this window (a seed's edge, downtime,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,10 @@ TEST_AIRFLOW_ENV = {
     "CRYPTOFLOW_STATE_DIR": str(_AIRFLOW_HOME / "state"),
 }
 os.environ.update(TEST_AIRFLOW_ENV)
+# Every Airflow process has plugins/ on sys.path (the DAG files import their hooks from it); so has
+# this one, for good: a test's monkeypatch.syspath_prepend would otherwise take Airflow's own entry
+# away with it when Airflow was first imported during that test.
+sys.path.insert(0, str(PROJECT_ROOT / "plugins"))
 
 
 @dataclass(frozen=True)

@@ -164,11 +164,12 @@ def heal(rest_client, configured: tuple[str, ...], interval: str, missing: set[t
 
 
 def rest_client_for(settings: Settings):
-    """Binance's REST client at the settings' URL: for callers outside Airflow (the CLI, tests).
-    Inside Airflow the tasks pass the one of BinanceHook (the binance_default connection)."""
-    from cryptoflow.binance.rest import BinanceRestClient
+    """The configured source's history client (Binance's REST at the settings' URL, or files): for
+    callers outside Airflow (the CLI, tests). Inside Airflow the ingest tasks pass Binance's from
+    BinanceHook (the binance_default connection)."""
+    from cryptoflow import sources
 
-    return BinanceRestClient(settings.binance_rest_url)
+    return sources.active(settings).history(settings)
 
 
 def seal_window(settings: Settings, start_ms: int, end_ms: int, *, rest_client=None, collector_root=None,
@@ -229,13 +230,16 @@ CATCH_UP_MS = 300_000
 
 
 def collector_ready(heartbeat: dict | None, window_end_ms: int, now_ms: int, run_started_ms: int,
-                    grace_ms: int = DEFAULT_GRACE_MS) -> tuple[bool, str]:
+                    grace_ms: int = DEFAULT_GRACE_MS, *, has_stream: bool = True) -> tuple[bool, str]:
     """May the window be sealed now? (the binance_ingest sensor). Returns (ready, why).
 
     A live window waits for its closing messages (the grace period) and for a collector that was
     alive after them: its heartbeat is newer than the window's end + grace. Without one the
     sensor keeps waiting and times out red: a dead collector is an incident, not a quiet REST run.
+    A source without a stream (files) has no collector: its windows are sealed from its history.
     """
+    if not has_stream:
+        return True, "the source has no stream: the window is sealed from its history"
     if run_started_ms >= window_end_ms + CATCH_UP_MS:
         return True, "catching up on a past window: sealed from what was collected, healed over REST"
     if now_ms < window_end_ms + grace_ms:

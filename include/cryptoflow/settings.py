@@ -197,6 +197,9 @@ class Settings:
         "CRYPTOFLOW_SYMBOLS", ",".join(DEFAULT_SYMBOLS), "Comma-separated Binance symbols to collect and forecast.",
         parse=_symbols, show=_joined(","))
     interval: str = _setting("CRYPTOFLOW_INTERVAL", "1m", "Kline interval collected from Binance.")
+    source: str = _setting(
+        "CRYPTOFLOW_SOURCE", "binance", "Market-data source, a module of cryptoflow.sources: binance (live or "
+        "replay), or files (the candle files of CRYPTOFLOW_REPLAY_DATA, no network, history only).")
     binance_mode: str = _setting(
         "CRYPTOFLOW_BINANCE_MODE", "live", "live: talk to Binance; replay: the local replay server.", parse=_mode)
     binance_ws_url: str = _setting(

@@ -39,7 +39,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 log = logging.getLogger(__name__)
 
@@ -299,20 +299,34 @@ def read_heartbeat(root: str | Path) -> dict | None:
 class Collector:
     """Stream + segment writer + the once-a-second duty thread. `run()` blocks until `stop()`."""
 
-    def __init__(self, root: str | Path, ws_url: str, symbols, interval: str, *, window_s: int = 600,
+    def __init__(self, root: str | Path, ws_url: str | None = None, symbols=(), interval: str = "1m", *,
+                 open_stream: Callable[..., Any] | None = None, window_s: int = 600,
                  fsync_interval_s: float = 1.0, max_segment_bytes: int = 64 << 20, **stream_options):
-        from cryptoflow.binance.stream import KlineStream
-
+        """A collector of Binance's kline stream at `ws_url`, or of the stream `open_stream(on_message,
+        on_event)` opens (a source's: see from_settings)."""
         self.writer = SegmentWriter(root, window_s=window_s, fsync_interval_s=fsync_interval_s,
                                     max_segment_bytes=max_segment_bytes)
-        self.stream = KlineStream(ws_url, symbols, interval, self.writer.append, on_event=self._on_event,
-                                  **stream_options)
+        if open_stream is None:
+            from cryptoflow.binance.stream import KlineStream
+
+            def open_stream(on_message, on_event):
+                return KlineStream(ws_url, symbols, interval, on_message, on_event=on_event, **stream_options)
+        self.stream = open_stream(self.writer.append, self._on_event)
         self._stop = threading.Event()
 
     @classmethod
     def from_settings(cls, settings, root: str | Path | None = None, **options) -> "Collector":
-        return cls(root or settings.state_dir / "collector", settings.binance_ws_url, settings.symbols,
-                   settings.interval, **options)
+        """The collector of the configured source's stream (cryptoflow.sources)."""
+        from cryptoflow import sources
+        from cryptoflow.settings import ConfigError
+
+        source = sources.active(settings)
+        if not source.has_stream:
+            raise ConfigError(f"source {source.name!r} has no stream: there is nothing to collect")
+        writer = {k: options.pop(k) for k in ("window_s", "fsync_interval_s", "max_segment_bytes") if k in options}
+        return cls(root or settings.state_dir / "collector", **writer,
+                   open_stream=lambda on_message, on_event: source.stream(settings, on_message, on_event=on_event,
+                                                                          **options))
 
     def _on_event(self, name: str, detail: str) -> None:
         self.writer.event(name, detail)
