@@ -180,79 +180,118 @@ def _plan(verdicts: DataFrame, n_snapshots: int) -> _Plan:
 
 def run(spark: SparkSession, uris: list[str], run_id: str, *, dsn: str | None = None, lake_uri: str | None = None,
         symbols=None) -> RunResult:
+    """The run, step by step (the module doc's picture); `seconds` times them under these names."""
     cfg = settings_mod.load()
-    dsn = dsn or cfg.warehouse_dsn
-    lake_uri = lake_uri or cfg.lake_uri
-    symbols = tuple(symbols or cfg.symbols)
-    result = RunResult(run_id)
-    t0 = time.perf_counter()
-    marks = result.seconds
-    sc = spark.sparkContext
-    job_group = f"cryptoflow-etl-{io.staging_key(run_id)}-{time.time_ns()}"
-    sc.setJobGroup(job_group, f"spark_etl {run_id}")
+    with _Run(spark, uris, run_id, dsn or cfg.warehouse_dsn, lake_uri or cfg.lake_uri,
+              tuple(symbols or cfg.symbols)) as r:
+        r.claim_staging()
+        r.validate()                 # action 1
+        r.read_stored()
+        r.predict_warehouse()
+        r.derive_analytics()
+        r.select_lake_partitions()
+        r.stage()                    # action 2
+        r.commit()                   # the one transaction
+        r.write_lake()               # action 3
+        r.record_timings()
+    log.info("spark_etl %s: %s", run_id, r.result.counts)
+    return r.result
 
-    def mark(name):
-        marks[name] = round(time.perf_counter() - t0, 2)
 
-    conn = db.connect(dsn)  # the driver's connection: holds the run's staging lock until the end
-    cached: list[DataFrame] = []
+class _Run:
+    """One run's state, carried from step to step. Opened, it holds the driver's connection (and
+    with it the staging lock) and the frames it cached; closed, it lets go of both."""
 
-    def cache(df: DataFrame) -> DataFrame:
-        cached.append(df.cache())
+    def __init__(self, spark: SparkSession, uris: list[str], run_id: str, dsn: str, lake_uri: str,
+                 symbols: tuple[str, ...]):
+        self.spark, self.uris, self.run_id, self.dsn, self.lake_uri, self.symbols = (
+            spark, uris, run_id, dsn, lake_uri, symbols)
+        self.result = RunResult(run_id)
+        self.counts = self.result.counts
+        self.targets: list[io.StageTarget] = []
+        self.lake_rows: DataFrame | None = None
+        self.windows: tuple[int | None, ...] = (None, None, None, None)  # analytics replaced: m_lo, m_hi, d_lo, d_hi
+        self._cached: list[DataFrame] = []
+        self._t0 = time.perf_counter()
+        self._job_group = f"cryptoflow-etl-{io.staging_key(run_id)}-{time.time_ns()}"
+
+    def __enter__(self) -> _Run:
+        self.spark.sparkContext.setJobGroup(self._job_group, f"spark_etl {self.run_id}")
+        self.conn = db.connect(self.dsn)  # the driver's connection: holds the run's staging lock until the end
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.conn.close()
+        for df in self._cached:
+            df.unpersist()
+        self.spark.sparkContext.setJobGroup(None, None)
+
+    def _cache(self, df: DataFrame) -> DataFrame:
+        self._cached.append(df.cache())
         return df
 
-    try:
-        io.hold_staging_lock(conn, run_id)
-        orphans = io.drop_orphaned_staging(conn, keep_run_id=run_id)
+    def _mark(self, name: str) -> None:
+        self.result.seconds[name] = round(time.perf_counter() - self._t0, 2)
+
+    def claim_staging(self) -> None:
+        """Take the run's staging lock; drop the staging tables of runs no longer running."""
+        io.hold_staging_lock(self.conn, self.run_id)
+        orphans = io.drop_orphaned_staging(self.conn, keep_run_id=self.run_id)
         if orphans:
             log.warning("dropped staging tables of runs no longer running: %s", orphans)
+        self.counts["orphaned_staging_dropped"] = len(orphans)
 
-        # ---- action 1: validate (cached) and plan the run from one aggregation
-        verdicts = frames.validate(frames.typed_landing(io.read_landing(spark, uris)), symbols)
+    def validate(self) -> None:
+        """Action 1: read, type, judge every row (cached); plan the run from one aggregation."""
+        verdicts = frames.validate(frames.typed_landing(io.read_landing(self.spark, self.uris)), self.symbols)
         # The raw line is only kept for the quarantine: no need to hold it for every valid row.
-        verdicts = cache(verdicts.withColumn("source", F.coalesce(F.col("source"), F.lit("landing")))
-                         .withColumn("raw_record", F.when(F.col("status") == "rejected", F.col("raw_record"))))
-        plan = _plan(verdicts, len(uris))
-        counts = result.counts
-        counts.update(plan.counts)
-        counts["orphaned_staging_dropped"] = len(orphans)
-        result.ranges = plan.ranges
-        mark("validated")
+        self.verdicts = self._cache(verdicts.withColumn("source", F.coalesce(F.col("source"), F.lit("landing")))
+                                    .withColumn("raw_record", F.when(F.col("status") == "rejected", F.col("raw_record"))))
+        self.plan = _plan(self.verdicts, len(self.uris))
+        self.counts.update(self.plan.counts)
+        self.result.ranges = self.plan.ranges
+        self.new = frames.source_candles(self.verdicts)
+        self._mark("validated")
 
-        # ---- the stored rows the run needs, bounded by what it touches (read once, cached)
-        new = frames.source_candles(verdicts)
-        # An interval with nothing stored where the run reads (a backfill into an empty range, the
-        # usual bulk load) needs no read and no join: its new rows are exactly what the merge
-        # inserts. One index probe per range decides; a row stored meanwhile by another writer
-        # makes the merge's counts differ from the prediction, and the run fails (see below).
-        reads, nothing_stored = [], set()
+    def read_stored(self) -> None:
+        """The stored rows the run needs, bounded by what it touches (read once, cached later).
+
+        An interval with nothing stored where the run reads (a backfill into an empty range, the
+        usual bulk load) needs no read and no join: its new rows are exactly what the merge
+        inserts. One index probe per range decides; a row stored meanwhile by another writer
+        makes the merge's counts differ from the prediction, and the run fails (see commit).
+        """
+        plan = self.plan
+        self.reads: list[DataFrame] = []
+        self.nothing_stored: set[str] = set()
+        wanted = []
         for interval in sorted({iv for _, iv, _ in plan.parts} - {"1h"}):
             days = sorted({d for _, iv, d in plan.parts if iv == interval})
-            ranges = _merge_ranges([(_day_ms(d), _day_ms(d) + DAY_MS) for d in days])
-            if _any_stored(conn, interval, ranges):
-                reads.append(_stored(spark, dsn, interval, ranges))
-            else:
-                nothing_stored.add(interval)
+            wanted.append((interval, _merge_ranges([(_day_ms(d), _day_ms(d) + DAY_MS) for d in days])))
         if plan.changed_lo is not None:
-            lo, hi = plan.changed_lo - plan.changed_lo % DAY_MS, plan.changed_hi - plan.changed_hi % DAY_MS + DAY_MS
-            ranges = [(lo - HOURLY_CONTEXT_MS, hi + HOURLY_CONTEXT_MS)]
-            if _any_stored(conn, "1h", ranges):
-                reads.append(_stored(spark, dsn, "1h", ranges))
+            lo = plan.changed_lo - plan.changed_lo % DAY_MS
+            hi = plan.changed_hi - plan.changed_hi % DAY_MS + DAY_MS
+            wanted.append(("1h", [(lo - HOURLY_CONTEXT_MS, hi + HOURLY_CONTEXT_MS)]))
+        for interval, ranges in wanted:
+            if _any_stored(self.conn, interval, ranges):
+                self.reads.append(_stored(self.spark, self.dsn, interval, ranges))
             else:
-                nothing_stored.add("1h")
-        counts["intervals_with_nothing_stored"] = sorted(nothing_stored)
+                self.nothing_stored.add(interval)
+        self.counts["intervals_with_nothing_stored"] = sorted(self.nothing_stored)
 
-        # ---- what the warehouse will hold: the merge predicted, rollups of the touched hours
+    def predict_warehouse(self) -> None:
+        """What the warehouse will hold: the merge predicted, the 1h rollups of the touched hours."""
+        new, nothing_stored = self.new, self.nothing_stored
         fresh = F.col("interval").isin(sorted(nothing_stored)) if nothing_stored else F.lit(False)
         resolved = new.where(fresh).withColumn("refused_new", F.lit(False))
-        if reads:
-            stored = reads[0]
-            for r in reads[1:]:
+        if self.reads:
+            stored = self.reads[0]
+            for r in self.reads[1:]:
                 stored = stored.unionByName(r)
             resolved = frames.resolve_against_stored(new.where(~fresh), stored, derived=False).unionByName(resolved)
-        resolved = cache(resolved)
-        effective = resolved.drop("refused_new")
-        minutes = effective.where(F.col("interval") == "1m")
+        resolved = self._cache(resolved)
+        self.effective = resolved.drop("refused_new")
+        minutes = self.effective.where(F.col("interval") == "1m")
         if "1m" not in nothing_stored:
             # Stored minutes of the touched days: only the touched hours' are rolled up again.
             touched_hours = (new.where(F.col("interval") == "1m")
@@ -260,74 +299,86 @@ def run(spark: SparkSession, uris: list[str], run_id: str, *, dsn: str | None = 
                              .distinct())
             minutes = (minutes.withColumn("_hour", F.col("open_time") - F.col("open_time") % HOUR_MS)
                        .join(touched_hours, ["symbol", "_hour"], "left_semi").drop("_hour"))
-        rollups = cache(frames.rollup_hours(minutes))
-        hourly_resolved = cache(frames.resolve_against_stored(rollups, effective.where(F.col("interval") == "1h"),
-                                                              derived=True))
-        hourly = hourly_resolved.drop("refused_new")
-
-        targets = [
+        rollups = self._cache(frames.rollup_hours(minutes))
+        hourly_resolved = self._cache(frames.resolve_against_stored(
+            rollups, self.effective.where(F.col("interval") == "1h"), derived=True))
+        self.hourly = hourly_resolved.drop("refused_new")
+        self.targets += [
             io.StageTarget("src", frames.to_warehouse(new, CANDLE_COLUMNS)),
             io.StageTarget("der", frames.to_warehouse(rollups, CANDLE_COLUMNS)),
-            io.StageTarget("qua", verdicts.where(F.col("status") == "rejected").select(
+            io.StageTarget("qua", self.verdicts.where(F.col("status") == "rejected").select(
                 *QUARANTINE_COLUMNS[:6], F.timestamp_millis("open_time").alias("open_time"),
-                F.lit(run_id).alias("run_id"))),
+                F.lit(self.run_id).alias("run_id"))),
             io.StageTarget("predicted_conflicts", resolved.where("refused_new")),
             io.StageTarget("predicted_kept_source", hourly_resolved.where("refused_new")),
         ]
 
-        # ---- analytics of what changed (plus the lookback they need, inside the hourly context)
-        lake_rows = None
-        m_lo = m_hi = d_lo = d_hi = None
-        if plan.changed_lo is not None:
-            m_all = analytics.hourly_metrics(hourly)
-            m_lo, m_hi = plan.changed_lo, plan.changed_hi + analytics.METRIC_REACH_MS
-            metrics = m_all.where((F.col("open_time") >= m_lo) & (F.col("open_time") <= m_hi))
-            d_lo = plan.changed_lo - plan.changed_lo % DAY_MS
-            d_hi = plan.changed_hi - plan.changed_hi % DAY_MS + analytics.CORRELATION_REACH_MS
-            corr = analytics.return_correlation(m_all).where(
-                (F.col("day") >= F.to_date(F.timestamp_millis(F.lit(d_lo))))
-                & (F.col("day") <= F.to_date(F.timestamp_millis(F.lit(d_hi)))))
-            targets += [io.StageTarget("hm", metrics.withColumn("open_time", F.timestamp_millis("open_time"))),
-                        io.StageTarget("rc", corr)]
+    def derive_analytics(self) -> None:
+        """Analytics of what changed, plus the lookback they need (inside the hourly context)."""
+        plan = self.plan
+        if plan.changed_lo is None:
+            return
+        m_all = analytics.hourly_metrics(self.hourly)
+        m_lo, m_hi = plan.changed_lo, plan.changed_hi + analytics.METRIC_REACH_MS
+        metrics = m_all.where((F.col("open_time") >= m_lo) & (F.col("open_time") <= m_hi))
+        d_lo = plan.changed_lo - plan.changed_lo % DAY_MS
+        d_hi = plan.changed_hi - plan.changed_hi % DAY_MS + analytics.CORRELATION_REACH_MS
+        corr = analytics.return_correlation(m_all).where(
+            (F.col("day") >= F.to_date(F.timestamp_millis(F.lit(d_lo))))
+            & (F.col("day") <= F.to_date(F.timestamp_millis(F.lit(d_hi)))))
+        self.targets += [io.StageTarget("hm", metrics.withColumn("open_time", F.timestamp_millis("open_time"))),
+                         io.StageTarget("rc", corr)]
+        self.windows = (m_lo, m_hi, d_lo, d_hi)
+
+    def select_lake_partitions(self) -> None:
+        """The touched lake partitions (interval, day), whole, every coin (the stored reads cover whole
+        days of every coin); volume profiles of the touched (symbol, interval, day)s only."""
+        plan = self.plan
+        self.counts["lake_partitions"] = len(plan.lake_parts)
         if plan.lake_parts:
-            # Lake partitions: the touched (interval, day)s, whole, every coin (the stored reads cover
-            # whole days of every coin). Volume profiles: only the touched (symbol, interval, day)s.
-            with_date = cache(frames.with_partition(effective.where(F.col("interval") != "1h").unionByName(hourly)))
+            with_date = self._cache(frames.with_partition(
+                self.effective.where(F.col("interval") != "1h").unionByName(self.hourly)))
 
             def within(parts: set, schema: str) -> DataFrame:
                 keys = [c.split()[0] for c in schema.split(", ")]
-                return with_date.join(F.broadcast(spark.createDataFrame(sorted(parts), schema)), keys,
+                return with_date.join(F.broadcast(self.spark.createDataFrame(sorted(parts), schema)), keys,
                                       "left_semi").drop("date")
 
-            lake_rows = within(plan.lake_parts, "interval string, date date")
-            targets.append(io.StageTarget("vp", analytics.volume_profile(
+            self.lake_rows = within(plan.lake_parts, "interval string, date date")
+            self.targets.append(io.StageTarget("vp", analytics.volume_profile(
                 within(plan.profile_parts, "symbol string, interval string, date date"))))
-        counts["lake_partitions"] = len(plan.lake_parts)
-        mark("planned")
+        self._mark("planned")
 
-        # ---- action 2: everything for PostgreSQL into UNLOGGED staging tables nobody reads
-        names = {t.name: io.staging_name(run_id, t.name) for t in targets if t.name in STAGING}
-        for name, table in names.items():
-            io.create_staging(conn, table, *STAGING[name])
-        targets = [io.StageTarget(t.name, t.df, sql.Identifier("staging", names[t.name]), STAGING[t.name][1])
-                   if t.name in names else t for t in targets]
-        staged = io.stage(targets, dsn, conn, run_id)
-        counts["staged"] = staged["src"]
-        counts["staged_rollups"] = staged["der"]
-        counts["rollup_hours"] = staged["der"]
-        mark("staged")
+    def stage(self) -> None:
+        """Action 2: everything for PostgreSQL COPYed into UNLOGGED staging tables nobody reads."""
+        self.names = {t.name: io.staging_name(self.run_id, t.name) for t in self.targets if t.name in STAGING}
+        for name, table in self.names.items():
+            io.create_staging(self.conn, table, *STAGING[name])
+        targets = [io.StageTarget(t.name, t.df, self._staging(t.name), STAGING[t.name][1])
+                   if t.name in self.names else t for t in self.targets]
+        self.staged = io.stage(targets, self.dsn, self.conn, self.run_id)
+        self.counts["staged"] = self.staged["src"]
+        self.counts["staged_rollups"] = self.staged["der"]
+        self.counts["rollup_hours"] = self.staged["der"]
+        self._mark("staged")
 
-        def stg(name):
-            return sql.Identifier("staging", names[name])
+    def _staging(self, name: str) -> sql.Identifier:
+        return sql.Identifier("staging", self.names[name])
 
-        # ---- one transaction: a reader sees the run's candles, quarantine and analytics, or none
-        with db.pipeline_run(conn, PIPELINE, run_id, TASK) as stats:
+    def commit(self) -> None:
+        """One transaction: a reader sees the run's candles, quarantine and analytics, or none of them.
+
+        The merge is checked against the prediction the staged analytics were computed from: a
+        difference means market.candles changed during the run, which then fails (rerun it).
+        """
+        conn, counts, staged, stg = self.conn, self.counts, self.staged, self._staging
+        with db.pipeline_run(conn, PIPELINE, self.run_id, TASK) as stats:
             with conn.transaction():
                 _insert_staged(conn, "qua", "ops.quarantine", stg("qua"))
                 counts["rollup_incomplete_hours"] = conn.execute(sql.SQL(
                     "SELECT count(*) FROM {} WHERE NOT is_complete").format(stg("der"))).fetchone()[0]
-                src = merge_staged(conn, stg("src"), derived=False, run_id=run_id)
-                der = merge_staged(conn, stg("der"), derived=True, run_id=run_id)
+                src = merge_staged(conn, stg("src"), derived=False, run_id=self.run_id)
+                der = merge_staged(conn, stg("der"), derived=True, run_id=self.run_id)
                 if (src.conflicts, der.kept_source) != (staged["predicted_conflicts"], staged["predicted_kept_source"]):
                     raise RuntimeError(
                         f"the merge found {src.conflicts} late updates and refused {der.kept_source} rollups, the run"
@@ -335,32 +386,30 @@ def run(spark: SparkSession, uris: list[str], run_id: str, *, dsn: str | None = 
                         " market.candles changed during the run; rerun it")
                 counts["merge"] = src.as_dict()
                 counts["merge_rollups"] = der.as_dict()
-                counts["analytics"] = _replace_analytics(conn, stg, names, staged, m_lo, m_hi, d_lo, d_hi,
-                                                         plan.profile_parts)
-                for name in names:
+                counts["analytics"] = _replace_analytics(conn, stg, self.names, staged, *self.windows,
+                                                         self.plan.profile_parts)
+                for name in self.names:
                     conn.execute(sql.SQL("DROP TABLE {}").format(stg(name)))
-                mark("merged")
+                self._mark("merged")
                 stats.update(rows_in=counts["rows_in"], rows_out=src.inserted + src.updated + der.inserted + der.updated,
                              rows_quarantined=counts["quarantined"] + src.conflicts)
-                stats["details"].update(counts=counts, ranges=result.ranges, snapshots=uris[:50])
+                stats["details"].update(counts=counts, ranges=self.result.ranges, snapshots=self.uris[:50])
 
-        # ---- action 3: the lake, after the commit (a failure here: the rerun's merge is a no-op, the lake is redone)
-        if lake_rows is not None:
-            io.write_lake(frames.to_lake(lake_rows), lake_uri)
-        mark("lake_written")
-        counts["spark_jobs"] = len(sc.statusTracker().getJobIdsForGroup(job_group))
-        conn.execute("UPDATE ops.pipeline_runs SET details = details || jsonb_build_object('seconds', %s::jsonb,"
-                     " 'spark_jobs', %s::int) WHERE pipeline = %s AND task = %s AND run_id = %s",
-                     (json.dumps(marks), counts["spark_jobs"], PIPELINE, TASK, run_id))
-        conn.commit()
-        io.release_staging_lock(conn, run_id)
-    finally:
-        conn.close()
-        for df in cached:
-            df.unpersist()
-        sc.setJobGroup(None, None)
-    log.info("spark_etl %s: %s", run_id, result.counts)
-    return result
+    def write_lake(self) -> None:
+        """Action 3: the lake, after the commit (a failure here: the rerun's merge is a no-op, the lake is redone)."""
+        if self.lake_rows is not None:
+            io.write_lake(frames.to_lake(self.lake_rows), self.lake_uri)
+        self._mark("lake_written")
+
+    def record_timings(self) -> None:
+        """The steps' times and the number of Spark jobs, on the run's record; the staging lock released."""
+        sc = self.spark.sparkContext
+        self.counts["spark_jobs"] = len(sc.statusTracker().getJobIdsForGroup(self._job_group))
+        self.conn.execute("UPDATE ops.pipeline_runs SET details = details || jsonb_build_object('seconds', %s::jsonb,"
+                          " 'spark_jobs', %s::int) WHERE pipeline = %s AND task = %s AND run_id = %s",
+                          (json.dumps(self.result.seconds), self.counts["spark_jobs"], PIPELINE, TASK, self.run_id))
+        self.conn.commit()
+        io.release_staging_lock(self.conn, self.run_id)
 
 
 def _insert_staged(conn, name: str, table: str, staging: sql.Composable) -> None:
