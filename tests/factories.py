@@ -29,6 +29,15 @@ CANDLE_SCHEMA = (
 INTERVAL_MS = {"1m": MINUTE_MS, "1h": HOUR_MS, "1d": DAY_MS}
 
 
+# The exact decimal type of the candle frames' value columns, as Spark prints it in a schema.
+DEC = "decimal(38,18)"
+
+
+def slot(n: int) -> int:
+    """The open time of the n-th one-minute key used by a test case (keys never collide by accident)."""
+    return T0 + n * MINUTE_MS
+
+
 def landing_row(symbol="BTCUSDT", interval="1m", open_time=T0, close_time=None, open="100.5", high="101",
                 low="100", close="100.75", base_volume="2", quote_volume="201.25", taker_buy_base_volume="1",
                 taker_buy_quote_volume="100.5", trades="10", source="test", corrupt=None) -> tuple:
