@@ -5,7 +5,7 @@ short, overwritten with garbage or with another valid model; its metadata unread
 to it unreadable. Each time
 the hourly step must serve no forecast from that model: it falls back to the persistence forecast,
 labelled as such with the reason; never a number from a broken model. Stale input data (no prediction at all, with the reason) is covered by test_forecast_dag.py
-and test_forecast_hourly.py; a stale model by test_forecast_hourly.py.
+and unit/forecast/test_hourly.py; a stale model by unit/forecast/test_hourly.py.
 """
 
 from __future__ import annotations

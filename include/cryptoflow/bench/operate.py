@@ -28,7 +28,7 @@ The figures, at the end:
   by DAG and state, over Airflow's REST API, and RSS and PSS start/peak/end. The samples go to <state>/bench-operate-samples.jsonl.
 
 The pure parts (percentiles, lags, the forecast tally, grouping a /proc snapshot into services)
-are unit-tested in tests/unit/test_bench_operate.py. The /proc snapshot and its grouping into
+are unit-tested in tests/unit/bench/test_operate.py. The /proc snapshot and its grouping into
 services are in procmem.py (re-exported here).
 """
 

@@ -3,7 +3,7 @@
 A service is a root pid (a pid file of <state>/run/, or the PostgreSQL postmaster) with the processes
 of its session or process group and all their descendants; its memory is their summed VmRSS, and
 PSS (smaps_rollup) over all services counts shared pages once. The grouping is pure and unit-tested
-(tests/unit/test_bench_operate.py, through cryptoflow.bench.operate, which re-exports these names).
+(tests/unit/bench/test_operate.py, through cryptoflow.bench.operate, which re-exports these names).
 """
 
 from __future__ import annotations

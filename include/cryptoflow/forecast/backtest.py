@@ -39,7 +39,7 @@ def backtest(symbol: str, start: datetime, end: datetime, retrain_every_hours: i
        what costs), and which model serves (hourly.served_model) -- all from data before the hour;
     2. per model, one predict call over all the hours it served (a served model is fixed between
        trainings), from windows prepared once (windows.input_windows: the very windows the DAG
-       builds at each hour). tests/unit/test_forecast_hourly.py checks both passes against
+       builds at each hour). tests/unit/forecast/test_hourly.py checks both passes against
        hourly.predict called hour by hour.
     """
     cfg = cfg or config_mod.load()

@@ -114,7 +114,7 @@ def test_client_tick_sizes_refuses_incomplete_answers(body):
 
 
 def test_hook_tick_sizes_default_to_the_configured_symbols(monkeypatch):
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "plugins"))
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[4] / "plugins"))
     monkeypatch.delenv("AIRFLOW_CONN_BINANCE_DEFAULT", raising=False)
     monkeypatch.setenv("CRYPTOFLOW_SYMBOLS", "BTCUSDT,ADAUSDT")
     sys.modules.pop("binance_hook", None)

@@ -10,7 +10,7 @@ import pytest
 
 pytestmark = pytest.mark.quick
 
-PLUGINS = Path(__file__).resolve().parents[2] / "plugins"
+PLUGINS = Path(__file__).resolve().parents[3] / "plugins"
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import pytest
 
 from cryptoflow import cli, landing
 from cryptoflow.importers.progress import StderrProgress
-from tests.unit.test_importers_shapes import clean_rows, mangle, sci, write_file
+from tests.unit.importers.test_shapes import clean_rows, mangle, sci, write_file
 
 pytestmark = pytest.mark.quick
 

@@ -14,7 +14,7 @@ from cryptoflow.superset import bundle, importer
 
 pytestmark = pytest.mark.quick
 
-ASSETS = Path(__file__).resolve().parents[2] / bundle.ASSETS_DIR
+ASSETS = Path(__file__).resolve().parents[3] / bundle.ASSETS_DIR
 
 
 def test_files_in_git_are_what_bundle_py_generates():

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from cryptoflow.candles import REASONS
 from cryptoflow.importers import ImportRefused, import_cdd_csv
 from tests.conftest import SHARED_DATA
-from tests.unit.test_importers_shapes import FORMATS, Stamp, clean_rows, sci, write_file
+from tests.unit.importers.test_shapes import FORMATS, Stamp, clean_rows, sci, write_file
 
 pytestmark = pytest.mark.quick
 
