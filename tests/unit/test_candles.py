@@ -314,3 +314,16 @@ def test_configured_symbols_from_settings():
     from cryptoflow import settings
 
     assert symbols.configured_symbols(settings.load({"CRYPTOFLOW_SYMBOLS": "btcusdt,POLUSDT"})) == ("BTCUSDT", "POLUSDT")
+
+
+def test_the_candle_columns_are_defined_once_and_every_layer_uses_that_definition():
+    from cryptoflow import candles
+    from cryptoflow.etl import frames
+    from cryptoflow.warehouse import load
+
+    fields = [f.name for f in dataclasses.fields(candles.Candle)]
+    assert [f for f in fields if f != "closed"] == list(candles.LANDING_COLUMNS)
+    assert frames.CANDLE_FRAME is load.CANDLE_COLUMNS is candles.CANDLE_COLUMNS
+    assert frames.VALUE_COLUMNS is load._VALUE_COLUMNS is candles.VALUE_COLUMNS
+    assert len(candles.Candle("BTCUSDT", "1m", 0, 59_999, *[1] * 6, None, None, None, True, "x").values()) == (
+        len(candles.VALUE_COLUMNS) - len(candles.ROLLUP_COLUMNS))

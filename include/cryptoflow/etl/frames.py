@@ -15,21 +15,18 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import DecimalType
 
-from cryptoflow.candles import (DECIMAL_FIELDS, DECIMAL_PATTERN, INTEGER_PATTERN, LANDING_COLUMNS,
-                                MAX_FRACTION_DIGITS, spark_violations)
+from cryptoflow.candles import (CANDLE_COLUMNS, DECIMAL_FIELDS, DECIMAL_PATTERN, INTEGER_PATTERN, KEY_COLUMNS,
+                                LANDING_COLUMNS, MAX_FRACTION_DIGITS, VALUE_COLUMNS, spark_violations)
 
 HOUR_MS = 3_600_000
 MINUTE_MS = 60_000
 DAY_MS = 86_400_000
 DEC = DecimalType(38, 18)
-KEY = ("symbol", "interval", "open_time")
-# What makes two copies of a key "the same candle" (Candle.values() plus the rollup's fields);
-# mirrors warehouse.load._VALUE_COLUMNS so a predicted conflict is the one merge_staged will find.
-VALUE_COLUMNS = ("close_time", "open", "high", "low", "close", "base_volume", "quote_volume",
-                 "taker_buy_base_volume", "taker_buy_quote_volume", "trades", "minute_count", "is_complete")
-CANDLE_FRAME = ("symbol", "interval", "open_time", "close_time", "open", "high", "low", "close",
-                "base_volume", "quote_volume", "taker_buy_base_volume", "taker_buy_quote_volume", "trades",
-                "minute_count", "is_complete", "source")
+KEY = KEY_COLUMNS
+# What makes two copies of a key "the same candle", and the candle frame's columns: one definition
+# (cryptoflow.candles), which warehouse.load's merge compares too, so a predicted conflict is the
+# one merge_staged will find.
+CANDLE_FRAME = CANDLE_COLUMNS
 ROLLUP_SOURCE = "rollup:1m"
 # Quarantine frame columns (ops.quarantine minus id/timestamps; open_time in ms).
 QUARANTINE_FRAME = ("source", "reason", "detail", "raw_record", "symbol", "interval", "open_time")

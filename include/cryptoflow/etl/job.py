@@ -39,6 +39,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from cryptoflow import settings as settings_mod
+from cryptoflow.candles import DECIMAL_FIELDS
 from cryptoflow.etl import analytics, frames, io
 from cryptoflow.etl.frames import CANDLE_FRAME, DAY_MS, HOUR_MS
 from cryptoflow.warehouse import db
@@ -111,8 +112,7 @@ def _stored(spark: SparkSession, dsn: str, interval: str, ranges: list[tuple[int
     df = io.read_query(spark, dsn, f"SELECT {cols} FROM market.candles WHERE {where}", preds)
     return df.select(*[F.unix_millis(c).alias(c) if c in ("open_time", "close_time")
                        else F.col(c).cast("int").alias(c) if c == "minute_count"
-                       else F.col(c).cast(frames.DEC).alias(c) if c in frames.VALUE_COLUMNS and c not in (
-                           "close_time", "trades", "minute_count", "is_complete")
+                       else F.col(c).cast(frames.DEC).alias(c) if c in DECIMAL_FIELDS
                        else F.col(c) for c in CANDLE_FRAME])
 
 

@@ -33,18 +33,10 @@ from typing import Iterable
 import psycopg
 from psycopg import sql
 
-from cryptoflow.candles import Candle
+from cryptoflow.candles import CANDLE_COLUMNS, VALUE_COLUMNS, Candle
 
-CANDLE_COLUMNS = (
-    "symbol", "interval", "open_time", "close_time", "open", "high", "low", "close",
-    "base_volume", "quote_volume", "taker_buy_base_volume", "taker_buy_quote_volume", "trades",
-    "minute_count", "is_complete", "source",
-)
 # Columns whose difference makes a row "different" (ingested_at and source don't).
-_VALUE_COLUMNS = (
-    "close_time", "open", "high", "low", "close", "base_volume", "quote_volume",
-    "taker_buy_base_volume", "taker_buy_quote_volume", "trades", "minute_count", "is_complete",
-)
+_VALUE_COLUMNS = VALUE_COLUMNS
 # What makes a stored candle a source candle (one Binance delivered) rather than a derived rollup.
 STORED_IS_SOURCE = sql.SQL("t.minute_count IS NULL")
 
