@@ -68,13 +68,12 @@ LANDING_COLUMNS: tuple[str, ...] = (
     "base_volume", "quote_volume", "taker_buy_base_volume", "taker_buy_quote_volume",
     "trades", "source",
 )
-# A candle as the warehouse and the Spark candle frames hold it (market.candles, the lake): the
-# landing columns, then what an hourly rollup of minutes adds (None/NULL on a source candle), source last.
+# A candle as market.candles, the lake and the Spark frames hold it: the landing columns, then what
+# a rollup of minutes adds (NULL on a source candle), source last.
 KEY_COLUMNS: tuple[str, ...] = ("symbol", "interval", "open_time")
 ROLLUP_COLUMNS: tuple[str, ...] = ("minute_count", "is_complete")
 CANDLE_COLUMNS: tuple[str, ...] = LANDING_COLUMNS[:-1] + ROLLUP_COLUMNS + ("source",)
-# What makes two copies of a key different candles (Candle.values() plus the rollup's fields): all
-# but the key and the source. The Spark prediction and the SQL merge both compare exactly these.
+# What makes two copies of a key different candles: all but key and source (the Spark prediction and the SQL merge).
 VALUE_COLUMNS: tuple[str, ...] = tuple(c for c in CANDLE_COLUMNS if c not in KEY_COLUMNS + ("source",))
 PRICE_FIELDS = ("open", "high", "low", "close")
 DECIMAL_FIELDS = PRICE_FIELDS + ("base_volume", "quote_volume", "taker_buy_base_volume", "taker_buy_quote_volume")
