@@ -76,11 +76,11 @@ class BinanceHook(BaseHook):
     def get_conn(self):
         """The REST client (cryptoflow.binance.rest.BinanceRestClient), created once per hook."""
         if self._client is None:
-            from cryptoflow.binance.rest import BinanceRestClient
+            from cryptoflow import sources
 
             options = {k: v for k, v in self._overrides().items() if k in ("weight_budget", "weight_margin")}
             options.update(self.client_options)
-            self._client = BinanceRestClient(self.rest_url, **options)
+            self._client = sources.get("binance").history(self.settings, rest_url=self.rest_url, **options)
         return self._client
 
     def fetch_klines(self, symbol: str, start_ms: int, end_ms: int, interval: str | None = None, **kwargs):

@@ -9,7 +9,7 @@ never repaired. A symbol's files are parsed once, on its first request.
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,23 +21,21 @@ class FileHistory:
 
     def __init__(self, paths: list[Path]):
         self.paths = list(paths)
-        self._loaded: dict[str, dict[str, list[Candle]]] = {}
+        # symbol -> interval -> (open times, candles), both oldest first: parsed once, searched by bisect
+        self._loaded: dict[str, dict[str, tuple[list[int], list[Candle]]]] = {}
 
-    def _series(self, symbol: str, interval: str) -> list[Candle]:
+    def _series(self, symbol: str, interval: str) -> tuple[list[int], list[Candle]]:
         from cryptoflow.binance.replay.history import load_history
 
         symbol = symbol.upper()
         if symbol not in self._loaded:
-            by_interval: dict[str, list[Candle]] = {}
-            for (_, iv), candles in load_history(self.paths, [symbol]).items():
-                by_interval[iv] = candles
-            self._loaded[symbol] = by_interval
-        return self._loaded[symbol].get(interval, [])
+            self._loaded[symbol] = {iv: ([c.open_time for c in candles], candles)
+                                    for (_, iv), candles in load_history(self.paths, [symbol]).items()}
+        return self._loaded[symbol].get(interval, ([], []))
 
     def fetch_klines(self, symbol: str, interval: str, start_ms: int, end_ms: int, *,
                      closed_only: bool = True) -> list[Candle]:
-        series = self._series(symbol, interval)  # files hold closed candles only: closed_only holds
-        times = [c.open_time for c in series]
+        times, series = self._series(symbol, interval)  # files hold closed candles only: closed_only holds
         return series[bisect.bisect_left(times, start_ms):bisect.bisect_right(times, end_ms)]
 
     def close(self) -> None:
@@ -49,7 +47,6 @@ class FileSource:
     name: str = "files"
     intervals: tuple[str, ...] = tuple(INTERVAL_MS)  # whatever the files hold; absent ones are holes
     has_stream: bool = False
-    _why: str = field(default="the files source has no live feed: its windows are sealed from the files")
 
     def history(self, settings, *, paths: list[Path] | None = None, **options: Any) -> FileHistory:
         from cryptoflow.binance.replay.history import default_data_dirs
@@ -57,7 +54,7 @@ class FileSource:
         return FileHistory(paths or default_data_dirs(settings))
 
     def stream(self, settings, on_message, **options: Any):
-        raise RuntimeError(self._why)
+        raise RuntimeError("the files source has no live feed: its windows are sealed from the files")
 
 
 SOURCE = FileSource()
