@@ -78,10 +78,20 @@ def typed_landing(raw: DataFrame) -> DataFrame:
     return df.drop(*[f"_raw_{c}" for c in DECIMAL_FIELDS + _INT_FIELDS])
 
 
+# Plain digits with at most 20 before the point and 18 after: what Binance sends, and always a
+# decimal the Python parser accepts that decimal(38,18) holds exactly. One regex settles these;
+# only other spellings (signs, exponents, long zero padding) pay for the three of the full check.
+_PLAIN_FAST = r"^[0-9]{1,20}(\.[0-9]{0,18})?$"
+
+
 def _plain_decimal(raw: Column) -> Column:
     """Whether `raw` is a decimal the Python parser accepts: DECIMAL_PATTERN, and no more fraction
     digits than decimal(38,18) keeps once the exponent is applied (candles._fits), so no value is
     ever rounded on the way in."""
+    return raw.rlike(_PLAIN_FAST) | _plain_decimal_general(raw)
+
+
+def _plain_decimal_general(raw: Column) -> Column:
     fraction = F.length(F.regexp_extract(raw, r"\.([0-9]*)", 1))
     exponent_text = F.regexp_extract(raw, r"[eE]([+-]?[0-9]+)$", 1)
     exponent = F.when(exponent_text == "", F.lit(0)).otherwise(exponent_text.try_cast("bigint"))
@@ -118,15 +128,28 @@ def resolve_duplicates(df: DataFrame) -> DataFrame:
               .drop("_variants", "_copies", "_nth"))
 
 
-def validate(typed: DataFrame, symbols) -> DataFrame:
+def duplicate_keys(typed: DataFrame) -> DataFrame:
+    """The keys that more than one row of `typed` carries (readable or not): a superset of the keys
+    resolve_duplicates can find anything at, computed from the key columns alone (a narrow hash
+    aggregation, where resolve_duplicates sorts whole rows)."""
+    has_key = F.col(KEY[0]).isNotNull() & F.col(KEY[1]).isNotNull() & F.col(KEY[2]).isNotNull()
+    return typed.where(has_key).groupBy(*KEY).count().where(F.col("count") > 1).select(*KEY)
+
+
+def validate(typed: DataFrame, symbols, *, duplicates: bool = True) -> DataFrame:
     """typed_landing output -> one verdict per row: `status` in kept/collapsed/rejected, `reason`, `detail`.
 
     Order as in the importers: unreadable rows first, then duplicates, then the RULES.
+    `duplicates=False` says no key occurs twice (duplicate_keys is empty): every readable row is
+    then its key's only copy, and the sort that resolves copies is skipped.
     """
     readable = typed.where(F.col("format_reason").isNull())
     unreadable = (typed.where(F.col("format_reason").isNotNull())
                   .withColumn("dup_status", F.lit("kept")).withColumn("dup_detail", F.lit(None).cast("string")))
-    deduped = resolve_duplicates(readable).unionByName(unreadable)
+    if duplicates:
+        deduped = resolve_duplicates(readable).unionByName(unreadable)
+    else:
+        deduped = typed.withColumn("dup_status", F.lit("kept")).withColumn("dup_detail", F.lit(None).cast("string"))
     checked = spark_violations(deduped, symbols)
     reason = F.coalesce(F.col("format_reason"),
                         F.when(F.col("dup_status") == "conflict", F.lit("conflicting_duplicate")),
@@ -239,6 +262,6 @@ def to_warehouse(df: DataFrame, columns=CANDLE_FRAME) -> DataFrame:
                        for c in columns])
 
 
-__all__ = ["typed_landing", "resolve_duplicates", "validate", "source_candles", "quarantine_rows",
+__all__ = ["typed_landing", "duplicate_keys", "resolve_duplicates", "validate", "source_candles", "quarantine_rows",
            "resolve_against_stored", "rollup_hours", "to_lake", "to_warehouse", "with_partition", "day_of",
            "CANDLE_FRAME", "VALUE_COLUMNS", "KEY", "HOUR_MS", "DAY_MS", "MINUTE_MS", "ROLLUP_SOURCE"]

@@ -274,3 +274,20 @@ def test_quarantine_rows_are_the_rejected_rows_with_their_raw_line(verdicts_df, 
     assert sorted((r.source, r.reason, r.raw_record) for r in out.collect()) == want
     assert ("bad_number", raw_line(_labelled(RULE_CASES["bad_number"][0], "bad_number"))) in {
         (reason, raw) for _, reason, raw in want}
+
+
+RULE_INPUT = [_labelled(row, label) for label, (row, _, _) in RULE_CASES.items()]
+
+
+def test_duplicate_keys_are_the_keys_readable_rows_repeat(spark):
+    typed = frames.typed_landing(landing_frame(spark, VALIDATE_INPUT))
+    assert sorted(r.open_time for r in frames.duplicate_keys(typed).collect()) == [slot(i) for i in range(40, 48)]
+    assert frames.duplicate_keys(frames.typed_landing(landing_frame(spark, RULE_INPUT))).isEmpty()
+
+
+# The job skips the duplicate sort when duplicate_keys is empty: the verdicts must not change.
+def test_validate_without_the_duplicate_sort_gives_the_same_verdicts_when_no_key_repeats(spark):
+    typed = frames.typed_landing(landing_frame(spark, RULE_INPUT))
+    columns = ["source", "status", "reason", "detail"]
+    assert collect(frames.validate(typed, SYMBOLS, duplicates=False), columns) == \
+        collect(frames.validate(typed, SYMBOLS), columns)
