@@ -295,7 +295,9 @@ class _Run:
             for r in self.reads[1:]:
                 stored = stored.unionByName(r)
             resolved = frames.resolve_against_stored(new.where(~fresh), stored, derived=False).unionByName(resolved)
-        resolved = self._cache(resolved)
+            # The join is worth keeping; without stored rows `resolved` is a projection of the
+            # cached verdicts, and caching 1M decimal rows again costs more than reading them.
+            resolved = self._cache(resolved)
         self.effective = resolved.drop("refused_new")
         minutes = self.effective.where(F.col("interval") == "1m")
         if "1m" not in nothing_stored:
@@ -342,8 +344,10 @@ class _Run:
         plan = self.plan
         self.counts["lake_partitions"] = len(plan.lake_parts)
         if plan.lake_parts:
-            with_date = self._cache(frames.with_partition(
-                self.effective.where(F.col("interval") != "1h").unionByName(self.hourly)))
+            # Not cached: its inputs are (verdicts or the resolved join, the hourly resolution), and
+            # a projection of a cache read twice is cheaper than a second cache of a million rows.
+            with_date = frames.with_partition(
+                self.effective.where(F.col("interval") != "1h").unionByName(self.hourly))
 
             def within(parts: set, schema: str) -> DataFrame:
                 keys = [c.split()[0] for c in schema.split(", ")]
