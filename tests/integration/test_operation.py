@@ -112,7 +112,10 @@ def test_six_hours_through_the_scheduler(stack):
     dsn = f"postgresql://cf_writer:{creds['CF_WRITER_PASSWORD']}@127.0.0.1:{env['CRYPTOFLOW_PG_PORT']}/cryptoflow"
 
     now = datetime.now(timezone.utc)
-    end = (now - timedelta(minutes=3)).replace(minute=0, second=0, microsecond=0)  # closed on REST
+    # The six hours end at least 20 minutes ago: closed on REST, and before the window the scheduler
+    # runs by itself when the stack starts (catchup off: the latest closed window). Ending at the last
+    # full hour, a test started 3-10 minutes past it found that window run by the scheduler, not the backfill.
+    end = (now - timedelta(minutes=20)).replace(minute=0, second=0, microsecond=0)
     start = end - 6 * HOUR
     seed_start = start - 36 * HOUR
     iso = lambda t: t.strftime("%Y-%m-%dT%H:%M:%S+00:00")  # noqa: E731
