@@ -107,7 +107,7 @@ def resolve_duplicates(df: DataFrame) -> DataFrame:
     Spark's window puts every null key in one partition, so they are kept out of the comparison.
     """
     key = [F.col(k) for k in KEY]
-    has_key = key[0].isNotNull() & key[1].isNotNull() & key[2].isNotNull()
+    has_key = _has_key()
     values = F.struct(*[F.col(c) for c in VALUE_COLUMNS if c in df.columns])
     ordered = Window.partitionBy(*key).orderBy(F.col("source").asc_nulls_first(), F.col("raw_record"))
     # The same partitioning and order for the whole-key aggregates: Spark then computes all three
@@ -128,12 +128,21 @@ def resolve_duplicates(df: DataFrame) -> DataFrame:
               .drop("_variants", "_copies", "_nth"))
 
 
+def _has_key() -> Column:
+    """Whether every key column parsed (rows without a key are never anyone's copy)."""
+    return F.col(KEY[0]).isNotNull() & F.col(KEY[1]).isNotNull() & F.col(KEY[2]).isNotNull()
+
+
+def _sole_copies(df: DataFrame) -> DataFrame:
+    """`df` with resolve_duplicates' columns for rows that are their key's only copy."""
+    return df.withColumn("dup_status", F.lit("kept")).withColumn("dup_detail", F.lit(None).cast("string"))
+
+
 def duplicate_keys(typed: DataFrame) -> DataFrame:
     """The keys that more than one row of `typed` carries (readable or not): a superset of the keys
     resolve_duplicates can find anything at, computed from the key columns alone (a narrow hash
     aggregation, where resolve_duplicates sorts whole rows)."""
-    has_key = F.col(KEY[0]).isNotNull() & F.col(KEY[1]).isNotNull() & F.col(KEY[2]).isNotNull()
-    return typed.where(has_key).groupBy(*KEY).count().where(F.col("count") > 1).select(*KEY)
+    return typed.where(_has_key()).groupBy(*KEY).count().where(F.col("count") > 1).select(*KEY)
 
 
 def validate(typed: DataFrame, symbols, *, duplicates: bool = True) -> DataFrame:
@@ -143,13 +152,11 @@ def validate(typed: DataFrame, symbols, *, duplicates: bool = True) -> DataFrame
     `duplicates=False` says no key occurs twice (duplicate_keys is empty): every readable row is
     then its key's only copy, and the sort that resolves copies is skipped.
     """
-    readable = typed.where(F.col("format_reason").isNull())
-    unreadable = (typed.where(F.col("format_reason").isNotNull())
-                  .withColumn("dup_status", F.lit("kept")).withColumn("dup_detail", F.lit(None).cast("string")))
     if duplicates:
-        deduped = resolve_duplicates(readable).unionByName(unreadable)
+        readable = F.col("format_reason").isNull()
+        deduped = resolve_duplicates(typed.where(readable)).unionByName(_sole_copies(typed.where(~readable)))
     else:
-        deduped = typed.withColumn("dup_status", F.lit("kept")).withColumn("dup_detail", F.lit(None).cast("string"))
+        deduped = _sole_copies(typed)
     checked = spark_violations(deduped, symbols)
     reason = F.coalesce(F.col("format_reason"),
                         F.when(F.col("dup_status") == "conflict", F.lit("conflicting_duplicate")),

@@ -110,7 +110,8 @@ DUP_ROWS = [
     landing_row(open_time=slot(48), source="same_time_btc"),
     landing_row(symbol="ETHUSDT", open_time=slot(48), source="same_time_eth"),
 ]
-VALIDATE_INPUT = [_labelled(row, label) for label, (row, _, _) in RULE_CASES.items()] + DUP_ROWS
+RULE_INPUT = [_labelled(row, label) for label, (row, _, _) in RULE_CASES.items()]
+VALIDATE_INPUT = RULE_INPUT + DUP_ROWS
 
 
 @pytest.fixture(scope="module")
@@ -274,9 +275,6 @@ def test_quarantine_rows_are_the_rejected_rows_with_their_raw_line(verdicts_df, 
     assert sorted((r.source, r.reason, r.raw_record) for r in out.collect()) == want
     assert ("bad_number", raw_line(_labelled(RULE_CASES["bad_number"][0], "bad_number"))) in {
         (reason, raw) for _, reason, raw in want}
-
-
-RULE_INPUT = [_labelled(row, label) for label, (row, _, _) in RULE_CASES.items()]
 
 
 def test_duplicate_keys_are_the_keys_readable_rows_repeat(spark):
