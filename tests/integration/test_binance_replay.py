@@ -394,6 +394,7 @@ def test_rotation_before_the_age_limit_loses_nothing(make_server, make_stream):
     wait_for(lambda: len(closed_candles(list(got))) >= before + 6, what="candles after rotating")
     stream.stop()
     assert stream.stats.disconnects == 0 and srv.stats.connections >= 3
+    assert stream.stats.handover_timeouts == 0  # each old connection went once the new one took over
     for sym, cs in per_symbol(closed_candles(got)).items():
         opens = sorted({c.open_time for c in cs})
         assert opens == list(range(opens[0], opens[-1] + 1, MINUTE)), f"{sym}: hole across a rotation"

@@ -15,9 +15,12 @@ What it guarantees, and why:
 - Reconnects use exponential backoff with jitter, reset once a connection delivered data (a server
   that accepts and drops at once keeps the backoff growing).
 - Connections are replaced before Binance's 24 h limit (`rotate_after_s`) and as soon as a
-  `serverShutdown` event arrives, make-before-break: the new connection is open (and delivering)
-  before the old one is closed, so the switch loses nothing; the overlap may deliver a message
-  twice, which the consumer's (symbol, interval, open_time) key absorbs. An unexpected drop still
+  `serverShutdown` event arrives, make-before-break: the old connection is closed only once it has
+  handed over every stream, that is, once on each stream it has delivered up to the candle the new
+  connection started with (a new subscription starts at the current candle, so the candle that
+  closed just before it exists only on the old connection). The switch loses nothing; the overlap
+  may deliver a message twice, which the consumer's (symbol, interval, open_time) key absorbs.
+  A stream that stays silent can't hand over: after `handover_timeout_s` the old one goes anyway. An unexpected drop still
   loses what was sent meanwhile: the websocket alone can't be complete, REST backfills the holes.
 - A connection on which nothing at all arrives for `stall_timeout_s` (no data, no ping) is treated
   as dead: half-open TCP connections otherwise hang forever.
@@ -113,6 +116,21 @@ def is_server_shutdown(raw: str) -> bool:
     return False
 
 
+def kline_position(raw: str) -> tuple[str, int, int] | None:
+    """(stream, open time of the candle, open time of the first candle not yet closed) of a
+    combined-stream kline message; None for anything else. An update of candle t says every candle
+    before t has closed; the closing of t (k.x) says t has too, so the next one starts at k.T + 1."""
+    if '"kline"' not in raw:
+        return None
+    try:
+        msg = json.loads(raw)
+        k = msg["data"]["k"]
+        t = int(k["t"])
+        return str(msg["stream"]), t, (int(k["T"]) + 1 if k["x"] is True else t)
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 @dataclass
 class StreamStats:
     connects: int = 0
@@ -123,6 +141,7 @@ class StreamStats:
     pongs: int = 0
     server_shutdowns: int = 0
     rotations: int = 0
+    handover_timeouts: int = 0
     stalls: int = 0
     last_error: str = ""
 
@@ -138,6 +157,10 @@ class _Connection:
         self.replace = False          # serverShutdown received: open a new one now
         self.closing = False          # asked to close (rotation, replacement, stop)
         self.reason = ""
+        # Per stream: the open time of the first candle this connection spoke of (where it starts),
+        # and the open time of the first candle whose closing it has not delivered (how far it got).
+        self.first_open: dict[str, int] = {}
+        self.frontier: dict[str, int] = {}
         self.dead = threading.Event()
         self.thread = threading.Thread(target=self._run, name=f"kline-stream-{seq}", daemon=True)
 
@@ -218,7 +241,8 @@ class KlineStream:
                  on_event: Callable[[str, str], None] | None = None,
                  max_outgoing_per_s: int = 5, max_connects: int = 300, connect_window_s: float = 300.0,
                  backoff_initial_s: float = 1.0, backoff_max_s: float = 60.0,
-                 rotate_after_s: float = 23 * 3600.0, stall_timeout_s: float = 60.0,
+                 rotate_after_s: float = 23 * 3600.0, handover_timeout_s: float = 30.0,
+                 stall_timeout_s: float = 60.0,
                  connect_timeout_s: float = 10.0, poll_s: float = 0.25, rng: random.Random | None = None):
         self.names = stream_names(symbols, interval)
         if not self.names:
@@ -229,6 +253,7 @@ class KlineStream:
         self.on_message, self.on_event = on_message, on_event
         self.backoff_initial_s, self.backoff_max_s = backoff_initial_s, backoff_max_s
         self.rotate_after_s, self.stall_timeout_s = rotate_after_s, stall_timeout_s
+        self.handover_timeout_s = handover_timeout_s
         self.connect_timeout_s, self.poll_s = connect_timeout_s, poll_s
         self.rng = rng or random.Random()
         self.stats = StreamStats()
@@ -272,8 +297,19 @@ class KlineStream:
         """Block until stop(); re-raises the callback's exception if that is what stopped it."""
         attempt = 0
         current: _Connection | None = None
+        retiring: _Connection | None = None  # replaced, still open until `current` took over from it
+        retiring_since = 0.0
         try:
             while not self._stop_event.is_set():
+                if retiring is not None and current is not None and not current.dead.is_set():
+                    waited = time.monotonic() - retiring_since
+                    if retiring.dead.is_set() or self._handed_over(retiring, current) or waited > self.handover_timeout_s:
+                        if not retiring.dead.is_set() and not self._handed_over(retiring, current):
+                            self.stats.handover_timeouts += 1
+                            log.warning("binance stream: connection %d closed after %.0f s without handing over "
+                                        "every stream (a silent stream?)", retiring.seq, waited)
+                        retiring.closing = True
+                        retiring = None
                 if current is not None and current.dead.is_set():
                     self.stats.disconnects += 1
                     self._event("disconnected", current.reason)
@@ -282,6 +318,14 @@ class KlineStream:
                         attempt = 0
                     prompt = current.replace
                     current = None
+                    if retiring is not None and not retiring.dead.is_set():
+                        # The replacement died before taking over: the old one still reads; keep it
+                        # and try the replacement again after the backoff.
+                        current, retiring = retiring, None
+                        current.opened = time.monotonic() - self.rotate_after_s + self._backoff(attempt)
+                        attempt += 1
+                        continue
+                    retiring = None
                     if not prompt:
                         if self._stop_event.wait(self._backoff(attempt)):
                             break
@@ -293,15 +337,15 @@ class KlineStream:
                         attempt += 1
                         self._stop_event.wait(delay)
                     continue
-                if current.replace or time.monotonic() - current.opened > self.rotate_after_s:
+                if retiring is None and (current.replace or time.monotonic() - current.opened > self.rotate_after_s):
                     why = "server_shutdown" if current.replace else "rotating"
                     if why == "rotating":
                         self.stats.rotations += 1
                     self._event(why, f"replacing connection {current.seq}")
                     new, retry_after = self._open()
                     if new is not None:
-                        current.closing = True  # make-before-break: the new one is already reading
-                        current = new
+                        # make-before-break: the old one reads on until the new one took over
+                        retiring, retiring_since, current = current, time.monotonic(), new
                     else:
                         # Keep the old one as long as it lives; try again after the backoff.
                         current.replace = False
@@ -310,7 +354,7 @@ class KlineStream:
                     continue
                 self._wake.wait(self.poll_s)
                 self._wake.clear()
-                self._conns = [c for c in self._conns if not c.dead.is_set() or c is current]
+                self._conns = [c for c in self._conns if not c.dead.is_set() or c is current or c is retiring]
         finally:
             for c in self._conns:
                 c.closing = True
@@ -319,6 +363,11 @@ class KlineStream:
             self._conns = []
         if self._fatal is not None:
             raise self._fatal
+
+    def _handed_over(self, old: _Connection, new: _Connection) -> bool:
+        """Whether, on every stream, `old` delivered up to the candle `new` started with."""
+        return all(name in new.first_open and old.frontier.get(name, -1) >= new.first_open[name]
+                   for name in self.names)
 
     # -- internals -------------------------------------------------------------------------------
 
@@ -377,6 +426,12 @@ class KlineStream:
             return
         with self._deliver_lock:
             self.stats.messages += 1
+            pos = kline_position(text)
+            if pos is not None:
+                name, open_time, frontier = pos
+                conn.first_open.setdefault(name, open_time)
+                if frontier > conn.frontier.get(name, -1):
+                    conn.frontier[name] = frontier
             try:
                 self.on_message(text, received_at)
             except BaseException as exc:
@@ -390,4 +445,5 @@ class KlineStream:
             self._wake.set()
 
 
-__all__ = ["KlineStream", "RateLimiter", "StreamStats", "stream_names", "combined_url", "is_server_shutdown"]
+__all__ = ["KlineStream", "RateLimiter", "StreamStats", "stream_names", "combined_url", "is_server_shutdown",
+           "kline_position"]

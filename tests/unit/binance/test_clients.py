@@ -10,7 +10,8 @@ import requests
 
 from cryptoflow.binance.collector import ReadStats, SegmentWriter, list_segments, read_window, window_sealed
 from cryptoflow.binance.rest import BinanceBanned, BinanceRateLimited, BinanceRequestError, BinanceRestClient
-from cryptoflow.binance.stream import KlineStream, RateLimiter, combined_url, is_server_shutdown, stream_names
+from cryptoflow.binance.stream import (KlineStream, RateLimiter, combined_url, is_server_shutdown, kline_position,
+                                      stream_names)
 
 pytestmark = pytest.mark.quick
 
@@ -53,6 +54,18 @@ def test_stream_url_and_shutdown_detection():
     assert is_server_shutdown('{"stream":"x","data":{"e":"serverShutdown"}}')
     assert not is_server_shutdown('{"stream":"x","data":{"e":"kline","note":"serverShutdown"}}')
     assert not is_server_shutdown("serverShutdown{")
+
+
+def test_kline_position_says_how_far_a_connection_got():
+    def msg(t, closed):
+        return json.dumps({"stream": "btcusdt@kline_1m", "data": {"e": "kline", "k": {
+            "t": t, "T": t + 59_999, "x": closed}}})
+    # an update of candle t: every candle before t has closed; the closing of t: t has too
+    assert kline_position(msg(120_000, False)) == ("btcusdt@kline_1m", 120_000, 120_000)
+    assert kline_position(msg(120_000, True)) == ("btcusdt@kline_1m", 120_000, 180_000)
+    for other in ('{"event":{"e":"serverShutdown","E":1}}', '{"stream":"x","data":{"e":"kline","k":{}}}',
+                  "not json with \"kline\"", '{"result":null,"id":1}'):
+        assert kline_position(other) is None
 
 
 def test_stream_backoff_grows_with_jitter_and_is_capped():
