@@ -61,7 +61,7 @@ def binance_ingest():
 
     @task(outlets=[LANDING_SNAPSHOTS])
     def seal_snapshot(data_interval_start=None, data_interval_end=None, dag_run=None):
-        from binance_hook import BinanceHook  # plugins/, on sys.path in every Airflow process
+        from binance_hook import market_history  # plugins/, on sys.path in every Airflow process
 
         cfg = settings.load()
         start, end = _ms(data_interval_start), _ms(data_interval_end)
@@ -69,9 +69,7 @@ def binance_ingest():
         # Binance's REST through the binance_default connection when there is one (an operator's
         # edit in the UI or a secrets backend takes effect here), else the settings' URL. Another
         # source (files) has no connection: its own history client.
-        source = sources.active(cfg)
-        hook = BinanceHook(settings=cfg) if source.name == "binance" else None
-        rest = hook.get_conn() if hook else source.history(cfg)
+        rest = market_history(cfg)
         with closing(rest), WarehouseHook().connect() as conn, db.pipeline_run(conn, "binance_ingest", run_id, "seal_snapshot") as run:
             result = ingest.seal_window(cfg, start, end, rest_client=rest)
             ingest.record(conn, result, run_id, cfg.interval)

@@ -24,6 +24,7 @@ Backfills (`cryptoflow airflow backfill create --dag-id forecast_hourly ...`) re
 The logic lives in cryptoflow.forecast (hourly, registry, train); `cryptoflow backtest` replays it.
 """
 
+from contextlib import closing
 from datetime import datetime, timedelta, timezone
 
 from airflow.sdk import Param, PokeReturnValue, dag, task, task_group
@@ -108,18 +109,23 @@ def forecast_hourly():
 
     @task
     def train_if_needed(symbol: str, ready: dict) -> dict:
+        from binance_hook import market_history  # plugins/
+
         from cryptoflow.forecast import config, data, hourly
         from cryptoflow.forecast.registry import ObjectRegistry
 
         cfg = config.load()
         target = datetime.fromisoformat(ready["target_time"])
+        with closing(market_history()) as market:  # the coin's tick grid, from exchangeInfo
+            tick = hourly.exchange_tick(market, symbol)
         with WarehouseHook().connect() as conn:
             registry = ObjectRegistry.from_settings(conn)
             retired = hourly.retire_if_losing(registry, symbol, target, cfg, lambda version: hourly.live_record(
                 conn, symbol, version, target, cfg.retire_window_hours))
             frame = data.load_with_references(conn, symbol, before=target, hours=cfg.train_hours + cfg.lookback + 2)
-            out = hourly.ensure_model(symbol, frame, target, registry, cfg, pool=hourly.load_pool(conn, target, cfg))
-            return {**out, "retired_live": retired}
+            out = hourly.ensure_model(symbol, frame, target, registry, cfg, pool=hourly.load_pool(conn, target, cfg),
+                                      tick=tick)
+            return {**out, "retired_live": retired, "exchange_tick": tick}
 
     @task
     def predict(symbol: str, ready: dict, model: dict) -> dict:

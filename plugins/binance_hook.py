@@ -19,6 +19,16 @@ from airflow.sdk.bases.hook import BaseHook
 from cryptoflow import settings as settings_mod
 
 
+def market_history(settings=None):
+    """The configured source's history client inside Airflow: Binance's through BinanceHook (so the
+    binance_default connection applies), any other source's (files) its own. Close it when done."""
+    from cryptoflow import sources
+
+    cfg = settings or settings_mod.load()
+    source = sources.active(cfg)
+    return BinanceHook(settings=cfg).get_conn() if source.name == "binance" else source.history(cfg)
+
+
 class BinanceHook(BaseHook):
     conn_name_attr = "binance_conn_id"
     default_conn_name = "binance_default"

@@ -24,6 +24,8 @@ from cryptoflow.binance.replay import ReplayServer, load_history
 from cryptoflow.binance.rest import BinanceBanned, BinanceRequestError, BinanceRestClient, BinanceUnavailable
 from cryptoflow.binance.stream import KlineStream
 from cryptoflow.candles import CandleFormatError, from_kline_payload, validate
+from cryptoflow.forecast import hourly
+from cryptoflow.sources.files import FileHistory
 
 pytestmark = pytest.mark.integration
 
@@ -290,6 +292,11 @@ def test_exchange_info_tick_sizes_are_read_off_the_history(make_server, history)
     with pytest.raises(BinanceRequestError) as unknown:
         client.tick_sizes(["BTCUSDT", "NOSUCHUSDT"])
     assert (unknown.value.status, unknown.value.code) == (400, -1121)
+    # What training is handed: the served tick, or None (inferred from the closes) when the
+    # exchange can't say; the files source publishes none.
+    assert hourly.exchange_tick(client, "ADAUSDT") == 0.00001
+    assert hourly.exchange_tick(client, "NOSUCHUSDT") is None
+    assert hourly.exchange_tick(FileHistory([]), "BTCUSDT") is None
 
     # The wire, as Binance's: ?symbol=, the filter's strings with 8 decimals, weight 20.
     before = client.server_time()

@@ -58,14 +58,19 @@ def test_training_is_deterministic_and_never_looks_past_the_cut(btc):
     assert m["baseline_metrics"]["persistence"]["mase"] == 1.0
     assert 0.5 < m["metrics"]["mase"] < 1.5 and 0.7 < m["metrics"]["coverage"] <= 1.0
     assert m["code_version"] and m["epochs_run"] >= 1
+    # no tick from an exchange: the grid comes from the closes (BTC's are on cents)
+    assert (m["policy"]["tick"], m["policy"]["tick_source"]) == (pytest.approx(0.01), "inferred from the closes")
     assert a.lower_close < a.predicted_close < a.upper_close
     assert abs(np.log(a.predicted_close / a.last_close)) < 0.05  # a return-sized move, not a price jump
 
 
-def test_gru_architecture_is_picked_by_name(btc):
+def test_gru_architecture_is_picked_by_name_and_the_exchange_tick_is_served(btc):
     _, frame = btc
-    m = train("BTCUSDT", frame, frame.index[-10].to_pydatetime(), SMALL.with_(architecture="gru", epochs=1))
+    m = train("BTCUSDT", frame, frame.index[-10].to_pydatetime(), SMALL.with_(architecture="gru", epochs=1),
+              tick=0.1)
     assert m.model.name == "gru" and m.metadata["architecture"] == "gru"
+    # the exchange's grid wins over the one the closes show (0.01)
+    assert (m.metadata["policy"]["tick"], m.metadata["policy"]["tick_source"]) == (0.1, "exchange")
 
 
 def test_walk_forward_backtest_stores_scored_backtest_predictions(btc, use_warehouse):

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from contextlib import closing
 from datetime import datetime
 
-from cryptoflow import settings
+from cryptoflow import ingest, settings
 from cryptoflow.forecast import backtest as backtest_mod, config, data, hourly
 from cryptoflow.forecast.registry import ObjectRegistry
 
@@ -31,18 +32,19 @@ def train(symbols=None, at: datetime | None = None, dsn: str | None = None, log=
     latest complete hour), apply the promotion rule and register the model."""
     from cryptoflow.warehouse import db
 
-    cfg = config.load()
+    cfg, app = config.load(), settings.load()
     out = []
-    with db.connect(dsn) as conn:
-        registry = ObjectRegistry(settings.load().model_store_uri, conn=conn)
-        for symbol in symbols or settings.load().symbols:
+    with db.connect(dsn) as conn, closing(ingest.rest_client_for(app)) as market:
+        registry = ObjectRegistry(app.model_store_uri, conn=conn)
+        for symbol in symbols or app.symbols:
             target = at or (lambda t: t and t + data.HOUR)(data.latest_complete_hour(conn, symbol))
             if target is None:
                 log(f"{symbol}: no complete 1h candles in the warehouse; nothing trained")
                 continue
             frame = data.load_with_references(conn, symbol, before=target, hours=cfg.train_hours + cfg.lookback + 2)
             res = hourly.ensure_model(symbol, frame, target, registry, cfg, force=True,
-                                      pool=hourly.load_pool(conn, target, cfg))
+                                      pool=hourly.load_pool(conn, target, cfg),
+                                      tick=hourly.exchange_tick(market, symbol))
             if res["trained"]:
                 m, p = res["metrics"], res["baseline_metrics"]["persistence"]
                 log(f"{symbol}: {res['version']} {res['decision']} ({res['decision_reason']}); validation "

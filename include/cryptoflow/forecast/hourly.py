@@ -16,6 +16,7 @@ candles that opened before T only. Steps:
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -30,6 +31,7 @@ from cryptoflow.forecast.serving import PERSISTENCE
 from cryptoflow.forecast.train import Forecast, NotEnoughData
 
 PIPELINE = "forecast_hourly"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -121,6 +123,17 @@ def _age_hours(pointer: dict, target: datetime) -> float:
     return (to_utc(target) - to_utc(pd.Timestamp(pointer["cut"]))) / HOUR
 
 
+def exchange_tick(market, symbol: str) -> float | None:
+    """The coin's price grid as its exchange serves it (`market`: a sources.CandleHistory, e.g.
+    Binance's PRICE_FILTER tickSize), or None: training then infers the grid from the closes."""
+    try:
+        tick = market.tick_sizes([symbol]).get(symbol)
+    except Exception as exc:  # the grid only refines the served close: an unreachable exchangeInfo
+        log.warning("%s: no tickSize from the exchange (%s); the grid is inferred from the closes", symbol, exc)
+        return None  # must not cost the hour its forecast
+    return float(tick) if tick else None
+
+
 def load_pool(conn, target: datetime, cfg: ForecastConfig) -> dict[str, pd.DataFrame]:
     """Candles of the coins of cfg.pool before `target` (one model across coins); {} without a pool."""
     return {s: data.load_with_references(conn, s, before=target, hours=cfg.train_hours + cfg.lookback + 2)
@@ -129,10 +142,11 @@ def load_pool(conn, target: datetime, cfg: ForecastConfig) -> dict[str, pd.DataF
 
 def ensure_model(symbol: str, frame: pd.DataFrame, target: datetime, registry: BaseRegistry,
                  cfg: ForecastConfig, version: str | None = None, force: bool = False,
-                 pool: dict[str, pd.DataFrame] | None = None) -> dict:
+                 pool: dict[str, pd.DataFrame] | None = None, tick: float | None = None) -> dict:
     """Train if needed (or `force`) and apply the promotion rule. Returns what happened (for logs and XCom).
 
-    `pool`: the other coins' candles when cfg.pool asks for one model across coins (see load_pool)."""
+    `pool`: the other coins' candles when cfg.pool asks for one model across coins (see load_pool).
+    `tick`: the exchange's price grid for the coin, None to infer it (see train.train)."""
     reason = "requested" if force else training_reason(registry, symbol, target, cfg)
     try:
         current = registry.current_pointer(symbol)
@@ -145,7 +159,7 @@ def ensure_model(symbol: str, frame: pd.DataFrame, target: datetime, registry: B
         return out
     history = data.before(frame, target)
     try:
-        new = train_mod.train(symbol, history, target, cfg, version=version, pool=pool)
+        new = train_mod.train(symbol, history, target, cfg, version=version, pool=pool, tick=tick)
     except NotEnoughData as exc:
         out["reason"] = f"{reason}; not trained: {exc}"
         return out

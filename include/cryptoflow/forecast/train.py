@@ -207,7 +207,8 @@ _pooled_fits: dict[tuple, tuple[list, dict]] = {}
 
 
 def train(symbol: str, frame: pd.DataFrame, cut: datetime, cfg: ForecastConfig, version: str | None = None,
-          min_samples: int = 200, pool: dict[str, pd.DataFrame] | None = None) -> TrainedModel:
+          min_samples: int = 200, pool: dict[str, pd.DataFrame] | None = None,
+          tick: float | None = None) -> TrainedModel:
     """Fit `symbol`'s model on the hours before `cut`.
 
     With `cfg.pool` (one model across coins) the network is fitted on the pooled training splits of
@@ -215,6 +216,10 @@ def train(symbol: str, frame: pd.DataFrame, cut: datetime, cfg: ForecastConfig, 
     standardised with its own scaler; early stopping watches the pooled validation splits. The
     coin's model is that network with the coin's scaler, and everything judged (interval, metrics,
     promotion) is on the coin's own validation hours.
+
+    `tick`: the exchange's price grid for the coin (Binance's PRICE_FILTER tickSize, see
+    sources.CandleHistory.tick_sizes); None infers it from the recent closes (evidence.infer_tick),
+    as the backtest over files must.
     """
     import keras
 
@@ -275,8 +280,11 @@ def train(symbol: str, frame: pd.DataFrame, cut: datetime, cfg: ForecastConfig, 
                                     "source": "validation residual quantiles of the log return"}
     # How the output is served, fitted on the same hours: the shrinkage toward persistence and
     # the tick grid (evidence.py); the promotion test cross-fits it (registry.decide).
-    tick = evidence.infer_tick(feats["close"].to_numpy()[-cfg.interval_window_hours:])
-    trained.metadata["policy"] = evidence.fit_policy(val_r, va.last_close, va.actual_close, tick).as_dict()
+    tick_source = "exchange" if tick else "inferred from the closes"
+    if not tick:
+        tick = evidence.infer_tick(feats["close"].to_numpy()[-cfg.interval_window_hours:])
+    trained.metadata["policy"] = {**evidence.fit_policy(val_r, va.last_close, va.actual_close, tick).as_dict(),
+                                  "tick_source": tick_source}
     evaluation = evaluate_on(trained, feats, va, cfg)
     trained.metadata.update({
         "data_window": {

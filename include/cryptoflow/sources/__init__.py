@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol
 
 if TYPE_CHECKING:
     from cryptoflow.candles import Candle
@@ -32,6 +33,11 @@ class CandleHistory(Protocol):
     def fetch_klines(self, symbol: str, interval: str, start_ms: int, end_ms: int, *,
                      closed_only: bool = True) -> list[Candle]:
         """Candles of `symbol` with open time in [start_ms, end_ms] (inclusive, ms UTC), oldest first."""
+        ...
+
+    def tick_sizes(self, symbols: Iterable[str]) -> dict[str, Decimal]:
+        """The exchange's price grid (Binance: PRICE_FILTER tickSize) of `symbols`; {} from a source
+        that publishes none (files): the forecast then infers the grid from the closes."""
         ...
 
     def close(self) -> None: ...

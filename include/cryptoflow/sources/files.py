@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from cryptoflow.candles import INTERVAL_MS, Candle
 
@@ -37,6 +38,9 @@ class FileHistory:
                      closed_only: bool = True) -> list[Candle]:
         times, series = self._series(symbol, interval)  # files hold closed candles only: closed_only holds
         return series[bisect.bisect_left(times, start_ms):bisect.bisect_right(times, end_ms)]
+
+    def tick_sizes(self, symbols: Iterable[str]) -> dict[str, Decimal]:
+        return {}  # candle files carry no exchange rules
 
     def close(self) -> None:
         self._loaded.clear()

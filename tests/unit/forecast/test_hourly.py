@@ -204,7 +204,7 @@ def test_rejections_in_a_row_back_off_up_to_the_cadence():
 
 # --- the backtest replays the DAG's steps -----------------------------------------------------
 
-def fake_train(symbol, history, cut, cfg, version=None, min_samples=0, pool=None):
+def fake_train(symbol, history, cut, cfg, version=None, min_samples=0, pool=None, tick=None):
     """Training stand-in: a model good on a rising series at even cut hours, bad at odd ones."""
     sign = 1.0 if cut.hour % 2 == 0 else -1.0
     keras_like = WindowSum() if sign > 0 else Constant(-0.02)
