@@ -116,7 +116,8 @@ def forecast_hourly():
 
         cfg = config.load()
         target = datetime.fromisoformat(ready["target_time"])
-        with closing(market_history()) as market:  # the coin's tick grid, from exchangeInfo
+        # The coin's tick grid from exchangeInfo; one quick retry: without it the grid is inferred.
+        with closing(market_history(max_retries=1, timeout_s=5)) as market:
             tick = hourly.exchange_tick(market, symbol)
         with WarehouseHook().connect() as conn:
             registry = ObjectRegistry.from_settings(conn)

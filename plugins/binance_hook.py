@@ -19,14 +19,17 @@ from airflow.sdk.bases.hook import BaseHook
 from cryptoflow import settings as settings_mod
 
 
-def market_history(settings=None):
+def market_history(settings=None, **client_options):
     """The configured source's history client inside Airflow: Binance's through BinanceHook (so the
-    binance_default connection applies), any other source's (files) its own. Close it when done."""
+    binance_default connection applies; `client_options` go to its REST client), any other
+    source's (files) its own. Close it when done."""
     from cryptoflow import sources
 
     cfg = settings or settings_mod.load()
     source = sources.active(cfg)
-    return BinanceHook(settings=cfg).get_conn() if source.name == "binance" else source.history(cfg)
+    if source.name == "binance":
+        return BinanceHook(settings=cfg, **client_options).get_conn()
+    return source.history(cfg)
 
 
 class BinanceHook(BaseHook):
