@@ -118,7 +118,7 @@ def replay(symbol: str, frame: pd.DataFrame, start: datetime, end: datetime, cfg
         if attempt is not None:
             raw_plan.append((current, attempt["version"]))
 
-    served = serving.forecasts(symbol, frame, served_plan, registry, cfg)
+    served = serving.forecasts(symbol, frame, served_plan, registry, cfg, served_by_version=served_closes)
     raw = _raw_forecasts(symbol, raw_plan, registry, input_windows(frame, cfg.features, cfg.lookback))
     return served, raw, skipped, trainings
 

@@ -47,8 +47,12 @@ def calibration_start(model: TrainedModel):
     return pd.Timestamp(model.metadata["data_window"]["validation_start"])
 
 
-def forecasts(symbol: str, frame: pd.DataFrame, plan, registry, cfg: ForecastConfig) -> list[Forecast]:
-    """The Forecast of each plan entry, from `frame`'s candles before each entry's hour only."""
+def forecasts(symbol: str, frame: pd.DataFrame, plan, registry, cfg: ForecastConfig,
+              served_by_version: dict[str, pd.DataFrame] | None = None) -> list[Forecast]:
+    """The Forecast of each plan entry, from `frame`'s candles before each entry's hour only.
+
+    `served_by_version`: model_served frames already computed (the backtest's live retirement
+    needs them), from the model's calibration start on: reused instead of a second model call."""
     if not plan:
         return []
     targets = pd.DatetimeIndex([pd.Timestamp(to_utc(t)) for t, _, _ in plan])
@@ -72,7 +76,11 @@ def forecasts(symbol: str, frame: pd.DataFrame, plan, registry, cfg: ForecastCon
         model = registry.load(symbol, version)
         ts = targets[ks]
         since = max(calibration_start(model), ts.min() - HOUR * cfg.interval_window_hours)
-        served = model_served(model, frame, since, ts.max())
+        known = (served_by_version or {}).get(version)
+        if known is not None and len(known) and known.index.max() >= ts.max():  # starts at calibration
+            served = known.loc[(known.index >= since) & (known.index <= ts.max())]
+        else:
+            served = model_served(model, frame, since, ts.max())
         have = [k for k, t in zip(ks, ts) if t in served.index]
         if have:
             th = targets[have]
