@@ -28,3 +28,12 @@ def test_decimals_lose_only_fraction_zeros_and_text_is_escaped(spark):
     # And every decimal reads back as the value it was.
     assert [Decimal(line.split("\t")[0]) for line in lines] == [
         Decimal("0"), Decimal("100"), Decimal("-1.5"), Decimal("1E-18"), Decimal("12345678901234567890.123456789012345678")]
+
+
+def test_timestamps_are_utc_with_the_fraction_they_have_and_carriage_returns_are_escaped(spark):
+    df = spark.createDataFrame([(1_704_067_200_000, "a\rb"), (1_704_067_259_999, "no escape: / | ,")],
+                               "ms long, t string").selectExpr("timestamp_millis(ms) ts", "t")
+    assert [r.line for r in io.copy_text(df).collect()] == [
+        "2024-01-01 00:00:00+00\ta\\rb\n",
+        "2024-01-01 00:00:59.999+00\tno escape: / | ,\n",
+    ]
