@@ -55,7 +55,7 @@ def typed_landing(raw: DataFrame) -> DataFrame:
     # digits as integers, and ROUNDS a decimal past 18 fraction digits): only the text forms the
     # parsers accept are cast, the rest stays null and is reported below.
     for c in DECIMAL_FIELDS:
-        df = df.withColumn(c, F.when(_plain_decimal(F.col(f"_raw_{c}")), F.col(f"_raw_{c}").try_cast(DEC)))
+        df = df.withColumn(c, _parsed_decimal(F.col(f"_raw_{c}")))
     for c in _INT_FIELDS:
         df = df.withColumn(c, F.when(F.col(f"_raw_{c}").rlike(f"^{INTEGER_PATTERN}$"),
                                      F.col(f"_raw_{c}").try_cast("bigint")))
@@ -84,11 +84,15 @@ def typed_landing(raw: DataFrame) -> DataFrame:
 _PLAIN_FAST = r"^[0-9]{1,20}(\.[0-9]{0,18})?$"
 
 
-def _plain_decimal(raw: Column) -> Column:
-    """Whether `raw` is a decimal the Python parser accepts: DECIMAL_PATTERN, and no more fraction
-    digits than decimal(38,18) keeps once the exponent is applied (candles._fits), so no value is
-    ever rounded on the way in."""
-    return raw.rlike(_PLAIN_FAST) | _plain_decimal_general(raw)
+def _parsed_decimal(raw: Column) -> Column:
+    """`raw` as DEC where it is a decimal the Python parser accepts: DECIMAL_PATTERN, and no more
+    fraction digits than decimal(38,18) keeps once the exponent is applied (candles._fits), so no
+    value is ever rounded on the way in; null otherwise (reported as bad_number).
+
+    Branches of a CASE, not an OR: Spark evaluates the expressions an OR's right side shares
+    (the exponent's regex) for every row, a CASE's later branches only where they are reached.
+    Costs half the time of `fast | general` on Binance's plain decimals."""
+    return F.when(raw.rlike(_PLAIN_FAST), raw.try_cast(DEC)).when(_plain_decimal_general(raw), raw.try_cast(DEC))
 
 
 def _plain_decimal_general(raw: Column) -> Column:
