@@ -121,6 +121,9 @@ def spark_etl():
         name="cryptoflow-etl-candles",
         conn_id="spark_default",
         jars=POSTGRES_JDBC_JAR,
+        # The driver's JVM is started by spark-submit: its heap is set here (--driver-memory), since a
+        # session's spark.driver.memory comes too late inside a submitted job.
+        driver_memory=settings.load().spark_driver_memory,
         application_args=["--manifest", "{{ ti.xcom_pull(task_ids='plan')['manifest'] }}", "--run-id", "{{ run_id }}"],
         conf={"spark.sql.session.timeZone": "UTC", "spark.ui.enabled": "false", **interpreter_conf()},
     )

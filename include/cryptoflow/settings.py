@@ -189,7 +189,8 @@ class Settings:
         "CRYPTOFLOW_CODE_VERSION", "", "Code version recorded with each model; empty: the checkout's git commit.")
     spark_master: str = _setting("CRYPTOFLOW_SPARK_MASTER", "local[*]", "Spark master URL (local[*], spark://host:7077).")
     spark_driver_memory: str = _setting(
-        "CRYPTOFLOW_SPARK_DRIVER_MEMORY", "2g", "spark.driver.memory of the SparkSessions the jobs build.")
+        "CRYPTOFLOW_SPARK_DRIVER_MEMORY", "2g",
+        "Spark driver heap: spark-submit's --driver-memory in the DAG, spark.driver.memory elsewhere.")
     postgres_jdbc_jar: str = _setting(
         "CRYPTOFLOW_POSTGRES_JDBC_JAR", "/usr/share/java/postgresql.jar",
         "PostgreSQL JDBC driver handed to Spark (Debian's libpostgresql-jdbc-java; used if present).")

@@ -81,6 +81,10 @@ def test_dag_is_scheduled_on_landing_and_emits_candles():
     import sys
 
     assert job.conf["spark.pyspark.python"] == job.conf["spark.pyspark.driver.python"] == sys.executable
+    # The driver's heap goes on the command line (a submitted job's session can't set it any more).
+    from cryptoflow import settings
+
+    assert job._driver_memory == settings.load().spark_driver_memory
     assert [o.uri for o in dag.get_task("publish").outlets] == [WAREHOUSE_CANDLES.uri]
     # The checks: one mapped task over dq.CHECKS, each instance named by its check in the UI.
     from cryptoflow.etl.dq import CHECKS
