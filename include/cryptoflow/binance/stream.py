@@ -20,8 +20,9 @@ What it guarantees, and why:
   connection started with (a new subscription starts at the current candle, so the candle that
   closed just before it exists only on the old connection). The switch loses nothing; the overlap
   may deliver a message twice, which the consumer's (symbol, interval, open_time) key absorbs.
-  A stream that stays silent can't hand over: after `handover_timeout_s` the old one goes anyway. An unexpected drop still
-  loses what was sent meanwhile: the websocket alone can't be complete, REST backfills the holes.
+  A stream that stays silent can't hand over: after `handover_timeout_s` the old one goes anyway.
+  An unexpected drop still loses what was sent meanwhile: the websocket alone can't be complete,
+  REST backfills the holes.
 - A connection on which nothing at all arrives for `stall_timeout_s` (no data, no ping) is treated
   as dead: half-open TCP connections otherwise hang forever.
 - `stop()` ends everything cleanly (close frames sent, threads joined) within about `poll_s` + 1 s.
@@ -303,8 +304,9 @@ class KlineStream:
             while not self._stop_event.is_set():
                 if retiring is not None and current is not None and not current.dead.is_set():
                     waited = time.monotonic() - retiring_since
-                    if retiring.dead.is_set() or self._handed_over(retiring, current) or waited > self.handover_timeout_s:
-                        if not retiring.dead.is_set() and not self._handed_over(retiring, current):
+                    gone, handed = retiring.dead.is_set(), self._handed_over(retiring, current)
+                    if gone or handed or waited > self.handover_timeout_s:
+                        if not (gone or handed):
                             self.stats.handover_timeouts += 1
                             log.warning("binance stream: connection %d closed after %.0f s without handing over "
                                         "every stream (a silent stream?)", retiring.seq, waited)
