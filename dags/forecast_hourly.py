@@ -116,9 +116,13 @@ def forecast_hourly():
 
         cfg = config.load()
         target = datetime.fromisoformat(ready["target_time"])
-        # The coin's tick grid from exchangeInfo; one quick retry: without it the grid is inferred.
-        with closing(market_history(max_retries=1, timeout_s=5)) as market:
-            tick = hourly.exchange_tick(market, symbol)
+
+        def tick() -> float | None:
+            # The coin's tick grid from exchangeInfo, asked only when a model is trained; one quick
+            # retry: without it the grid is inferred from the closes.
+            with closing(market_history(max_retries=1, timeout_s=5)) as market:
+                return hourly.exchange_tick(market, symbol)
+
         with WarehouseHook().connect() as conn:
             registry = ObjectRegistry.from_settings(conn)
             retired = hourly.retire_if_losing(registry, symbol, target, cfg, lambda version: hourly.live_record(
@@ -126,7 +130,7 @@ def forecast_hourly():
             frame = data.load_with_references(conn, symbol, before=target, hours=cfg.train_hours + cfg.lookback + 2)
             out = hourly.ensure_model(symbol, frame, target, registry, cfg, pool=hourly.load_pool(conn, target, cfg),
                                       tick=tick)
-            return {**out, "retired_live": retired, "exchange_tick": tick}
+            return {**out, "retired_live": retired}
 
     @task
     def predict(symbol: str, ready: dict, model: dict) -> dict:

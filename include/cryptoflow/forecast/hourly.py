@@ -17,6 +17,7 @@ candles that opened before T only. Steps:
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -142,11 +143,14 @@ def load_pool(conn, target: datetime, cfg: ForecastConfig) -> dict[str, pd.DataF
 
 def ensure_model(symbol: str, frame: pd.DataFrame, target: datetime, registry: BaseRegistry,
                  cfg: ForecastConfig, version: str | None = None, force: bool = False,
-                 pool: dict[str, pd.DataFrame] | None = None, tick: float | None = None) -> dict:
+                 pool: dict[str, pd.DataFrame] | None = None,
+                 tick: float | Callable[[], float | None] | None = None) -> dict:
     """Train if needed (or `force`) and apply the promotion rule. Returns what happened (for logs and XCom).
 
     `pool`: the other coins' candles when cfg.pool asks for one model across coins (see load_pool).
-    `tick`: the exchange's price grid for the coin, None to infer it (see train.train)."""
+    `tick`: the exchange's price grid for the coin, None to infer it (see train.train); or a
+    callable returning it, called only when a model is trained (the DAG asks the exchange only
+    then, not every hour for every coin)."""
     reason = "requested" if force else training_reason(registry, symbol, target, cfg)
     try:
         current = registry.current_pointer(symbol)
@@ -158,6 +162,9 @@ def ensure_model(symbol: str, frame: pd.DataFrame, target: datetime, registry: B
     if reason is None:
         return out
     history = data.before(frame, target)
+    if callable(tick):
+        tick = tick()
+    out["exchange_tick"] = tick
     try:
         new = train_mod.train(symbol, history, target, cfg, version=version, pool=pool, tick=tick)
     except NotEnoughData as exc:

@@ -281,3 +281,27 @@ def test_a_stale_model_does_not_block_a_fresh_one_that_beats_persistence(monkeyp
     reg.models[("BTCUSDT", "old")] = old
     out = hourly.ensure_model("BTCUSDT", TREND, target, reg, CFG, force=True)  # a fresh current still counts
     assert out["decision"] == "keep_current"
+
+
+def test_the_exchange_tick_is_asked_for_only_when_a_model_is_trained(monkeypatch):
+    """The DAG passes a callable (exchangeInfo is a network call): an up-to-date model costs none."""
+    from cryptoflow.forecast import train as train_mod
+
+    seen = []
+
+    def recording_train(symbol, history, cut, cfg, version=None, pool=None, tick=None, **kw):
+        seen.append(tick)
+        return fake_train(symbol, history, cut, cfg, version=version, pool=pool, tick=tick)
+
+    monkeypatch.setattr(train_mod, "train", recording_train)
+    reg, asked = MemoryRegistry(), []
+
+    def tick():
+        asked.append(1)
+        return 0.01
+
+    target = T0 + 100 * H
+    out = hourly.ensure_model("BTCUSDT", TREND, target, reg, CFG, tick=tick)
+    assert out["trained"] and out["exchange_tick"] == 0.01 and seen == [0.01] and len(asked) == 1
+    out = hourly.ensure_model("BTCUSDT", TREND, target + H, reg, CFG, tick=tick)
+    assert not out["trained"] and len(asked) == 1  # model up to date: the exchange is not asked
