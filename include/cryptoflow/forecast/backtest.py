@@ -90,6 +90,11 @@ def replay(symbol: str, frame: pd.DataFrame, start: datetime, end: datetime, cfg
         rows = served_closes[version].reindex(known)
         return rows["predicted_close"].to_numpy(), rows["last_close"].to_numpy(), closes.reindex(known).to_numpy()
 
+    def since_cut(model):
+        if model.version not in served_closes:
+            served_closes[model.version] = serving.model_served(model, frame, serving.calibration_start(model), end)
+        return hourly.since_cut_record(model, frame, current, cfg, served=served_closes[model.version])
+
     for target in hourly.hours(start, end):
         current = pd.Timestamp(target)
         history = data.before(frame, target)  # the DAG running at `target` sees nothing later
@@ -110,7 +115,7 @@ def replay(symbol: str, frame: pd.DataFrame, start: datetime, end: datetime, cfg
             if log:
                 log(f"{symbol} {target:%Y-%m-%d %H}h trained {outcome['version']}: {outcome['decision']} "
                     f"({outcome['decision_reason']})")
-        model, why = hourly.served_model(registry, symbol, target, cfg)
+        model, why = hourly.served_model(registry, symbol, target, cfg, record=since_cut)
         served_plan.append((current, model and model.version, why))
         if model is not None:
             served_hours.setdefault(model.version, []).append(current)

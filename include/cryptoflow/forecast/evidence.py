@@ -173,5 +173,26 @@ def live_verdict(predicted_close, last_close, actual_close, *, window: int, min_
     return False, f"live MASE {mase:.4f} over its last {n} scored hours (DM p of worse {worse:.3g})"
 
 
+def probation_verdict(predicted_close, last_close, actual_close, *, hours: int, window: int,
+                      margin: float) -> str | None:
+    """Why a promoted model may not serve yet (or no more), or None when it may.
+
+    Its record is every hour scored since its cut, served or not (oldest first): a model earns the
+    right to serve by out-of-sample hours, not by its validation alone, and hands back to persistence
+    while its MASE over the latest `window` of them exceeds 1 + margin (no DM test: a hold, not a verdict).
+    """
+    n = len(np.asarray(predicted_close))
+    if n < hours:
+        return f"on probation: {n} of {hours} hours scored since its cut"
+    pred = np.asarray(predicted_close, dtype="float64")[-window:]
+    last = np.asarray(last_close, dtype="float64")[-window:]
+    actual = np.asarray(actual_close, dtype="float64")[-window:]
+    mae_p, mae_m = _mae(last, actual), _mae(pred, actual)
+    mase = mae_m / mae_p if mae_p > 0 else (1.0 if mae_m == 0 else math.inf)
+    if mase > 1 + margin:
+        return f"held back: MASE {mase:.4f} over its last {len(pred)} hours since its cut (serves at most {1 + margin:.4f})"
+    return None
+
+
 __all__ = ["Policy", "infer_tick", "fit_policy", "cross_fitted_closes", "diebold_mariano", "promotion_evidence",
-           "live_verdict", "retirement_rule", "ALPHAS"]
+           "live_verdict", "retirement_rule", "probation_verdict", "ALPHAS"]

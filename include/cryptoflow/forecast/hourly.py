@@ -29,7 +29,7 @@ from cryptoflow.forecast.config import ForecastConfig
 from cryptoflow.forecast.data import HOUR, floor_hour, to_utc
 from cryptoflow.forecast.registry import BaseRegistry, ModelUnavailable, decide
 from cryptoflow.forecast.serving import PERSISTENCE
-from cryptoflow.forecast.train import Forecast, NotEnoughData
+from cryptoflow.forecast.train import Forecast, NotEnoughData, TrainedModel
 
 PIPELINE = "forecast_hourly"
 log = logging.getLogger(__name__)
@@ -193,8 +193,13 @@ def ensure_model(symbol: str, frame: pd.DataFrame, target: datetime, registry: B
     return out
 
 
-def served_model(registry: BaseRegistry, symbol: str, target: datetime, cfg: ForecastConfig):
-    """(model or None, why): a promoted model younger than max_model_age_hours, else None."""
+def served_model(registry: BaseRegistry, symbol: str, target: datetime, cfg: ForecastConfig,
+                 record: Callable | None = None):
+    """(model or None, why): a promoted model younger than max_model_age_hours, and out of probation
+    (cfg.probation_hours, evidence.probation_verdict), else None.
+
+    `record(model)`: its (predicted, persistence, actual) closes on the scored hours since its cut
+    before `target` (since_cut_record); without it there is no probation."""
     try:
         ptr = registry.current_pointer(symbol)
     except ModelUnavailable as exc:
@@ -211,9 +216,32 @@ def served_model(registry: BaseRegistry, symbol: str, target: datetime, cfg: For
     if age >= cfg.max_model_age_hours:
         return None, f"promoted model {ptr['version']} is stale ({age:.0f} h old)"
     try:
-        return registry.load(symbol, ptr["version"]), f"promoted model {ptr['version']}"
+        model = registry.load(symbol, ptr["version"])
     except ModelUnavailable as exc:
         return None, f"promoted model unavailable: {exc}"
+    if cfg.probation_hours and record is not None:
+        held = evidence.probation_verdict(*record(model), hours=cfg.probation_hours,
+                                          window=cfg.retire_window_hours, margin=cfg.probation_margin)
+        if held:
+            return None, f"promoted model {ptr['version']} {held}"
+    return model, f"promoted model {ptr['version']}"
+
+
+def since_cut_record(model: TrainedModel, frame: pd.DataFrame, target: datetime, cfg: ForecastConfig,
+                     served: pd.DataFrame | None = None):
+    """(predicted, persistence, actual) closes of `model` on its latest retire_window_hours scored
+    hours since its cut and before `target`, oldest first, from `frame`'s candles (the model is fixed,
+    so these are the closes it served or would have served). `served`: serving.model_served rows
+    already computed over those hours (the backtest's), instead of a model call."""
+    target = pd.Timestamp(to_utc(target))
+    since = max(pd.Timestamp(model.metadata["data_window"]["cut"]), target - HOUR * cfg.retire_window_hours)
+    if served is None:
+        served = serving.model_served(model, frame, since, target - HOUR)
+    rows = served.loc[(served.index >= since) & (served.index < target)]
+    actual = frame["close"].reindex(rows.index)
+    known = actual.notna().to_numpy()
+    return (rows["predicted_close"].to_numpy()[known], rows["last_close"].to_numpy()[known],
+            actual.to_numpy()[known])
 
 
 def predict(symbol: str, frame: pd.DataFrame, target: datetime, registry: BaseRegistry,
@@ -223,7 +251,8 @@ def predict(symbol: str, frame: pd.DataFrame, target: datetime, registry: BaseRe
     `frame` should reach serving.history_hours(cfg) back, or the interval has fewer errors to
     calibrate on (none below cfg.interval_min_scores)."""
     history = data.before(frame, target)
-    model, why = served_model(registry, symbol, target, cfg)
+    model, why = served_model(registry, symbol, target, cfg,
+                              record=lambda m: since_cut_record(m, history, target, cfg))
     f = serving.forecasts(symbol, history, [(target, model and model.version, why)], registry, cfg)[0]
     return f, (why if f.model_version != PERSISTENCE else f.served_reason or why)
 

@@ -117,6 +117,25 @@ def test_stale_promoted_model_is_not_served():
     assert fc.model_version == hourly.PERSISTENCE and "stale" in why
 
 
+def test_a_promoted_model_serves_after_its_probation_and_only_while_it_does_not_lose():
+    cfg = CFG.with_(probation_hours=6, retire_window_hours=12)
+    f = series(160, r=0.002)  # a steady rise: a model predicting it beats persistence
+    good, bad = model(Constant(0.002), "good", cut=T0 + 100 * H), model(Constant(-0.002), "bad", cut=T0 + 100 * H)
+    for m, serves_at in ((good, T0 + 106 * H), (bad, None)):
+        reg = MemoryRegistry()
+        reg.models[("BTCUSDT", m.version)] = m
+        reg.set_current(m, "test")
+        for t in (T0 + 100 * H, T0 + 103 * H, T0 + 106 * H, T0 + 130 * H):
+            fc, why = hourly.predict("BTCUSDT", f, t, reg, cfg)
+            if serves_at is not None and t >= serves_at:
+                assert fc.model_version == m.version, why
+            else:
+                assert fc.model_version == hourly.PERSISTENCE
+                assert ("on probation" in why) if t < T0 + 106 * H else ("held back" in why), why
+    # no probation: served from its cut on
+    assert hourly.predict("BTCUSDT", f, T0 + 100 * H, reg, CFG)[0].model_version == "bad"
+
+
 # --- readiness --------------------------------------------------------------------------------
 
 def test_readiness_fresh_stale_and_gappy():
@@ -213,13 +232,14 @@ def fake_train(symbol, history, cut, cfg, version=None, min_samples=0, pool=None
     return m
 
 
-def test_backtest_batches_exactly_what_the_dag_serves_hour_by_hour(monkeypatch):
+@pytest.mark.parametrize("probation_hours", [0, 6])
+def test_backtest_batches_exactly_what_the_dag_serves_hour_by_hour(monkeypatch, probation_hours):
     from cryptoflow.forecast import backtest, train as train_mod
 
     monkeypatch.setattr(train_mod, "train", fake_train)
     f = series(400, r=0.003, noise=0.004, seed=3)  # models that pass the evidence test, and one that then loses live
     f = f.drop(index=f.index[[250, 251, 300]])  # gaps: skipped hours, then windows rebuilt after them
-    cfg = CFG.with_(retrain_every_hours=29, retry_hours=5, max_model_age_hours=40)
+    cfg = CFG.with_(retrain_every_hours=29, retry_hours=5, max_model_age_hours=40, probation_hours=probation_hours)
     start, end = T0 + 150 * H, T0 + 400 * H
     served, raw, skipped, trainings = backtest.replay("BTCUSDT", f, start, end, cfg)
 
@@ -241,7 +261,11 @@ def test_backtest_batches_exactly_what_the_dag_serves_hour_by_hour(monkeypatch):
         hourly.ensure_model("BTCUSDT", history, t, reg, cfg, version=f"bt-BTCUSDT-lstm-{t:%Y%m%dT%H}Z")
         expected.append(hourly.predict("BTCUSDT", history, t, reg, cfg)[0])
     assert sum(skipped.values()) == n_skipped > 0
-    assert any("retired" in tr for tr in trainings)  # live retirement replayed too
+    if probation_hours:  # the losing model is held back instead of served, then retired
+        assert any("on probation" in x.served_reason for x in served)
+        assert any("held back" in x.served_reason for x in served)
+    else:
+        assert any("retired" in tr for tr in trainings)  # live retirement replayed too
     assert [(x.target_time, x.model_version, x.last_close, x.served_reason) for x in served] == \
         [(x.target_time, x.model_version, x.last_close, x.served_reason) for x in expected]
     for a, b in zip(served, expected):
