@@ -128,8 +128,8 @@ def forecast_hourly():
             retired = hourly.retire_if_losing(registry, symbol, target, cfg, lambda version: hourly.live_record(
                 conn, symbol, version, target, cfg.retire_window_hours))
             frame = data.load_with_references(conn, symbol, before=target, hours=cfg.train_hours + cfg.lookback + 2)
-            out = hourly.ensure_model(symbol, frame, target, registry, cfg, pool=hourly.load_pool(conn, target, cfg),
-                                      tick=tick)
+            out = hourly.ensure_model(symbol, frame, target, registry, cfg,
+                                      pool=lambda: hourly.load_pool(conn, target, cfg), tick=tick)
             return {**out, "retired_live": retired}
 
     @task

@@ -143,14 +143,14 @@ def load_pool(conn, target: datetime, cfg: ForecastConfig) -> dict[str, pd.DataF
 
 def ensure_model(symbol: str, frame: pd.DataFrame, target: datetime, registry: BaseRegistry,
                  cfg: ForecastConfig, version: str | None = None, force: bool = False,
-                 pool: dict[str, pd.DataFrame] | None = None,
+                 pool: dict[str, pd.DataFrame] | Callable[[], dict[str, pd.DataFrame]] | None = None,
                  tick: float | Callable[[], float | None] | None = None) -> dict:
     """Train if needed (or `force`) and apply the promotion rule. Returns what happened (for logs and XCom).
 
     `pool`: the other coins' candles when cfg.pool asks for one model across coins (see load_pool).
-    `tick`: the exchange's price grid for the coin, None to infer it (see train.train); or a
-    callable returning it, called only when a model is trained (the DAG asks the exchange only
-    then, not every hour for every coin)."""
+    `tick`: the exchange's price grid for the coin, None to infer it (see train.train).
+    Either may be a callable returning it, called only when a model is trained: the DAG reads
+    the pool's candles and asks the exchange only then, not every hour for every coin."""
     reason = "requested" if force else training_reason(registry, symbol, target, cfg)
     try:
         current = registry.current_pointer(symbol)
@@ -164,6 +164,8 @@ def ensure_model(symbol: str, frame: pd.DataFrame, target: datetime, registry: B
     history = data.before(frame, target)
     if callable(tick):
         tick = tick()
+    if callable(pool):
+        pool = pool()
     out["exchange_tick"] = tick
     try:
         new = train_mod.train(symbol, history, target, cfg, version=version, pool=pool, tick=tick)

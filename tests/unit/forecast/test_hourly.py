@@ -307,25 +307,31 @@ def test_a_stale_model_does_not_block_a_fresh_one_that_beats_persistence(monkeyp
     assert out["decision"] == "keep_current"
 
 
-def test_the_exchange_tick_is_asked_for_only_when_a_model_is_trained(monkeypatch):
-    """The DAG passes a callable (exchangeInfo is a network call): an up-to-date model costs none."""
+def test_the_exchange_tick_and_the_pool_are_asked_for_only_when_a_model_is_trained(monkeypatch):
+    """The DAG passes callables (exchangeInfo is a network call, the pool a read of every pool coin's
+    candles): an up-to-date model costs neither."""
     from cryptoflow.forecast import train as train_mod
 
     seen = []
 
     def recording_train(symbol, history, cut, cfg, version=None, pool=None, tick=None, **kw):
-        seen.append(tick)
+        seen.append((tick, pool))
         return fake_train(symbol, history, cut, cfg, version=version, pool=pool, tick=tick)
 
     monkeypatch.setattr(train_mod, "train", recording_train)
     reg, asked = MemoryRegistry(), []
 
     def tick():
-        asked.append(1)
+        asked.append("tick")
         return 0.01
 
+    def pool():
+        asked.append("pool")
+        return {"ETHUSDT": TREND}
+
     target = T0 + 100 * H
-    out = hourly.ensure_model("BTCUSDT", TREND, target, reg, CFG, tick=tick)
-    assert out["trained"] and out["exchange_tick"] == 0.01 and seen == [0.01] and len(asked) == 1
-    out = hourly.ensure_model("BTCUSDT", TREND, target + H, reg, CFG, tick=tick)
-    assert not out["trained"] and len(asked) == 1  # model up to date: the exchange is not asked
+    out = hourly.ensure_model("BTCUSDT", TREND, target, reg, CFG, tick=tick, pool=pool)
+    assert out["trained"] and out["exchange_tick"] == 0.01 and asked == ["tick", "pool"]
+    assert seen[0][0] == 0.01 and list(seen[0][1]) == ["ETHUSDT"]
+    out = hourly.ensure_model("BTCUSDT", TREND, target + H, reg, CFG, tick=tick, pool=pool)
+    assert not out["trained"] and len(asked) == 2  # model up to date: neither is asked for again
