@@ -9,8 +9,9 @@ candles that opened before T only. Steps:
    margin is retired now, not at the next training (evidence.live_verdict).
 3. `ensure_model`: retrain on the cadence, when the configuration changed, or when the served model
    is missing or stale; apply the promotion rule (registry.decide: beat persistence on evidence).
-4. `predict`: the promoted model if it is fresh enough, else persistence, labelled "persistence";
-   either with its conformal interval (serving.py).
+4. `predict`: the promoted model if it is fresh enough and out of probation (its out-of-sample
+   hours since its cut, cfg.probation_hours of them at least, do not lose to persistence), else
+   persistence, labelled "persistence"; either with its conformal interval (serving.py).
 5. `write_predictions` and, later, `score` once the target hour has closed.
 """
 
@@ -231,12 +232,14 @@ def served_model(registry: BaseRegistry, symbol: str, target: datetime, cfg: For
 
 def since_cut_record(model: TrainedModel, frame: pd.DataFrame, target: datetime, cfg: ForecastConfig,
                      served: pd.DataFrame | None = None):
-    """(predicted, persistence, actual) closes of `model` on its latest retire_window_hours scored
-    hours since its cut and before `target`, oldest first, from `frame`'s candles (the model is fixed,
-    so these are the closes it served or would have served). `served`: serving.model_served rows
-    already computed over those hours (the backtest's), instead of a model call."""
+    """(predicted, persistence, actual) closes of `model` on its scored hours since its cut and before
+    `target` (the latest max(retire_window_hours, probation_hours) of them), oldest first, from
+    `frame`'s candles (the model is fixed, so these are the closes it served or would have served).
+    `served`: serving.model_served rows already computed over those hours (the backtest's), instead
+    of a model call."""
     target = pd.Timestamp(to_utc(target))
-    since = max(pd.Timestamp(model.metadata["data_window"]["cut"]), target - HOUR * cfg.retire_window_hours)
+    since = max(pd.Timestamp(model.metadata["data_window"]["cut"]),
+                target - HOUR * max(cfg.retire_window_hours, cfg.probation_hours))
     if served is None:
         served = serving.model_served(model, frame, since, target - HOUR)
     rows = served.loc[(served.index >= since) & (served.index < target)]
