@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the platform needs on a fresh Debian/Ubuntu machine with Python 3.11; idempotent.
-#   system packages (apt-get, only those missing): Java 17, PostgreSQL server, its JDBC driver, Chromium
+#   system packages (apt-get, only those missing): Java 17, PostgreSQL server, its JDBC driver, Redis
+#   (the broker of CRYPTOFLOW_AIRFLOW_EXECUTOR=celery), Chromium
 #   .venv/airflow : Airflow 3.3 + providers, pyspark, TensorFlow, ... pinned by requirements.txt
 #   .venv/superset: Superset 6.1, pinned by requirements-superset.txt (its pins conflict with Airflow's)
 # Set CRYPTOFLOW_SKIP_APT=1 to skip the system packages, CRYPTOFLOW_NO_BROWSER=1 to skip Chromium.
@@ -15,6 +16,7 @@ java_major=$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head
 [ -n "$java_major" ] && [ "$java_major" -ge 17 ] || missing+=(openjdk-17-jre-headless)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 [ -f /usr/share/java/postgresql.jar ] || missing+=(libpostgresql-jdbc-java)
+command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || missing+=(redis-server)
 if [ -z "${CRYPTOFLOW_NO_BROWSER:-}" ]; then
   command -v chromium >/dev/null 2>&1 || missing+=(chromium)
   command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
@@ -28,8 +30,8 @@ if [ ${#missing[@]} -gt 0 ] && [ -z "${CRYPTOFLOW_SKIP_APT:-}" ]; then
   say "installing system packages: ${missing[*]}"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  # Debian's postgresql package starts its own cluster on 5432; ours is private, so leave it alone but
-  # don't depend on it.
+  # Debian's postgresql and redis-server packages may start their own servers on 5432 and 6379; ours are
+  # private (own directories, ports and passwords), so leave those alone but don't depend on them.
 fi
 
 # --- Python ------------------------------------------------------------------------------------

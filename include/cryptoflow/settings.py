@@ -92,6 +92,13 @@ def _mode(name: str, raw: str) -> str:
     return mode
 
 
+def _executor(name: str, raw: str) -> str:
+    executor = raw.strip().lower()
+    if executor not in ("local", "celery"):
+        raise ConfigError(f"{name}={executor!r}: expected local or celery")
+    return executor
+
+
 def _symbols(name: str, raw: str) -> tuple[str, ...]:
     symbols = tuple(s.strip().upper() for s in raw.split(",") if s.strip())
     if not symbols:
@@ -222,6 +229,13 @@ class Settings:
         parse=_path, record="changed", derive=lambda get: str(get("home").parent / "shared" / "data"))
     airflow_port: int = _setting("CRYPTOFLOW_AIRFLOW_PORT", "8080", "Airflow UI / API port.", parse=_port)
     superset_port: int = _setting("CRYPTOFLOW_SUPERSET_PORT", "8088", "Superset port.", parse=_port)
+    airflow_executor: str = _setting(
+        "CRYPTOFLOW_AIRFLOW_EXECUTOR", "local", "Executor of the local stack's Airflow: local (LocalExecutor), or "
+        "celery (CeleryExecutor: a Celery worker, Redis on CRYPTOFLOW_REDIS_PORT as broker), as in docker-compose.",
+        parse=_executor)
+    redis_port: int = _setting(
+        "CRYPTOFLOW_REDIS_PORT", "6380", "Port of the local stack's Redis (the Celery broker; celery executor only).",
+        parse=_port)
 
     @property
     def logs_dir(self) -> Path:

@@ -2,7 +2,9 @@
 
 The four Airflow services run as separate processes (api-server, scheduler, dag-processor,
 triggerer) with the LocalExecutor, metadata in the private PostgreSQL cluster (database
-`airflow`), and the DAGs of this checkout. Connections are given as AIRFLOW_CONN_* variables built
+`airflow`), and the DAGs of this checkout. With CRYPTOFLOW_AIRFLOW_EXECUTOR=celery, the
+CeleryExecutor of docker-compose instead: a fifth process, `airflow celery worker`, runs the tasks it
+takes from the stack's Redis (cryptoflow.local.redis), results in the metadata database. Connections are given as AIRFLOW_CONN_* variables built
 from the same settings the rest of the platform reads, so there is one place to configure.
 """
 
@@ -19,9 +21,21 @@ from cryptoflow.local import process
 from cryptoflow.settings import Settings
 
 SERVICES = ("scheduler", "dag-processor", "triggerer", "api-server")
-# The log server that scheduler and triggerer start binds every interface; on one machine the
-# api-server reads task logs from disk, so it is not started at all (nothing listens beyond loopback).
-_SERVICE_ARGS = {"scheduler": ["--skip-serve-logs"], "triggerer": ["--skip-serve-logs"]}
+CELERY_WORKER = "celery-worker"
+# The log server that scheduler, triggerer and the Celery worker start binds every interface; on one
+# machine the api-server reads task logs from disk, so it is not started at all (nothing listens
+# beyond loopback).
+_COMMANDS = {"scheduler": ["scheduler", "--skip-serve-logs"], "triggerer": ["triggerer", "--skip-serve-logs"],
+             CELERY_WORKER: ["celery", "worker", "--skip-serve-logs"]}
+
+
+def services(settings: Settings) -> tuple[str, ...]:
+    """The Airflow processes of the settings' executor, in start order."""
+    return (*SERVICES, CELERY_WORKER) if settings.airflow_executor == "celery" else SERVICES
+
+
+def _argv(settings: Settings, name: str) -> list[str]:
+    return [str(venv_bin(settings) / "airflow"), *_COMMANDS.get(name, [name])]
 
 
 def venv_bin(settings: Settings) -> Path:
@@ -66,6 +80,8 @@ def airflow_env(settings: Settings, creds: dict[str, str], airflow_home: Path | 
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         # LocalExecutor forks `parallelism` workers up front: 32 by default is too many for 2 cores.
         "AIRFLOW__CORE__PARALLELISM": os.environ.get("AIRFLOW__CORE__PARALLELISM", "4"),
+        # The Celery worker's task slots, as many as the LocalExecutor's (celery executor only).
+        "AIRFLOW__CELERY__WORKER_CONCURRENCY": os.environ.get("AIRFLOW__CORE__PARALLELISM", "4"),
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         "AIRFLOW__CORE__FERNET_KEY": creds["AIRFLOW_FERNET_KEY"],
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",  # user "admin" with role Admin
@@ -83,6 +99,15 @@ def airflow_env(settings: Settings, creds: dict[str, str], airflow_home: Path | 
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
         "PYTHONUNBUFFERED": "1",
     })
+    if settings.airflow_executor == "celery":
+        from cryptoflow.local import redis
+
+        env.update({
+            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+            "AIRFLOW__CELERY__BROKER_URL": redis.broker_url(settings, creds["REDIS_PASSWORD"]),
+            # Task states and results in the metadata database, as in docker-compose.
+            "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + metadata_dsn.replace("postgresql+psycopg2://", "postgresql://", 1),
+        })
     return env
 
 
@@ -113,9 +138,8 @@ def init(settings: Settings, creds: dict[str, str], env: dict[str, str]) -> None
 
 def start(settings: Settings, env: dict[str, str]) -> None:
     run_dir = settings.state_dir / "run"
-    for name in SERVICES:
-        process.start(f"airflow-{name}", [str(venv_bin(settings) / "airflow"), name, *_SERVICE_ARGS.get(name, [])], env, run_dir,
-                      settings.logs_dir, cwd=settings.home)
+    for name in services(settings):
+        process.start(f"airflow-{name}", _argv(settings, name), env, run_dir, settings.logs_dir, cwd=settings.home)
     process.wait_http(
         f"http://{settings.bind_host}:{settings.airflow_port}/api/v2/monitor/health", 180, "Airflow api-server",
         settings.logs_dir / "airflow-api-server.log",
@@ -124,7 +148,7 @@ def start(settings: Settings, env: dict[str, str]) -> None:
 
 
 def stop(settings: Settings) -> None:
-    for name in reversed(SERVICES):
+    for name in reversed((*SERVICES, CELERY_WORKER)):
         process.stop(f"airflow-{name}", settings.state_dir / "run")
 
 

@@ -25,6 +25,7 @@ _GENERATORS = {
     "AIRFLOW_JWT_SECRET": lambda: secrets.token_urlsafe(32),
     "SUPERSET_SECRET_KEY": lambda: secrets.token_urlsafe(42),
     "SUPERSET_ADMIN_PASSWORD": lambda: secrets.token_urlsafe(12),
+    "REDIS_PASSWORD": lambda: secrets.token_urlsafe(18),         # the Celery broker (celery executor only)
 }
 
 

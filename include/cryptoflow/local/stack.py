@@ -25,7 +25,9 @@ from cryptoflow.warehouse.migrate import migrate
 FEED_SERVICES = ("replay-server", "collector")
 AIRFLOW_SERVICES = tuple(f"airflow-{s}" for s in airflow_svc.SERVICES)
 SUPERSET_SERVICE = "superset"
-# Every service the stack can run, in start order (as `cryptoflow status` lists them).
+# Every service the stack can run, in start order (as `cryptoflow status` lists them). With the
+# celery executor, `redis` and `airflow-celery-worker` run too: `status` and `down` find them by
+# their pid files, as every service beyond these (extra_services).
 SERVICES = ("postgres", *AIRFLOW_SERVICES, SUPERSET_SERVICE, *FEED_SERVICES)
 # The credentials an Airflow process of the stack needs (see airflow_svc.airflow_env).
 _AIRFLOW_CREDENTIALS = ("AIRFLOW_DB_PASSWORD", "AIRFLOW_FERNET_KEY", "AIRFLOW_SECRET_KEY", "AIRFLOW_JWT_SECRET")
@@ -83,7 +85,8 @@ def stack_airflow_env(settings: Settings, creds: dict[str, str] | None = None) -
     """
     if creds is None:
         creds = read_credentials(settings.credentials_file)
-        missing = [key for key in _AIRFLOW_CREDENTIALS if key not in creds]
+        needed = (*_AIRFLOW_CREDENTIALS, "REDIS_PASSWORD") if settings.airflow_executor == "celery" else _AIRFLOW_CREDENTIALS
+        missing = [key for key in needed if key not in creds]
         if missing:
             raise NotSetUp(f"the local stack is not set up ({settings.credentials_file} "
                            f"{'is missing' if not creds else 'lacks ' + ', '.join(missing)})")
@@ -117,11 +120,17 @@ def up(settings: Settings, with_superset: bool = True, log=print,
     if before_airflow is not None:
         before_airflow(settings)
 
+    if settings.airflow_executor == "celery":
+        from cryptoflow.local import redis
+
+        redis.start(settings, creds["REDIS_PASSWORD"])
+        log(f"Redis        127.0.0.1:{settings.redis_port}  (Celery broker)")
     env = stack_airflow_env(settings, creds)
     airflow_svc.init(settings, creds, env)
     airflow_svc.start(settings, env)
     airflow_url = f"http://{settings.bind_host}:{settings.airflow_port}"
-    log(f"Airflow      {airflow_url}  (user admin)")
+    executor = "CeleryExecutor, one worker" if settings.airflow_executor == "celery" else "LocalExecutor"
+    log(f"Airflow      {airflow_url}  (user admin; {executor})")
 
     superset_url = None
     if with_superset:
@@ -148,6 +157,8 @@ def stack_ports(settings: Settings, with_superset: bool = True, with_feed: bool 
              "Airflow": (settings.airflow_port, "CRYPTOFLOW_AIRFLOW_PORT")}
     if with_superset:
         ports["Superset"] = (settings.superset_port, "CRYPTOFLOW_SUPERSET_PORT")
+    if settings.airflow_executor == "celery":
+        ports["Redis"] = (settings.redis_port, "CRYPTOFLOW_REDIS_PORT")
     if with_feed and settings.binance_mode == "replay":
         ports["the replay server"] = (settings.replay_port, "CRYPTOFLOW_REPLAY_PORT")
     return ports

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from cryptoflow import cli, settings
+from cryptoflow.local import airflow as airflow_svc
 from cryptoflow.local import passwords, stack
 from tests.conftest import PROJECT_ROOT
 
@@ -105,6 +106,23 @@ def test_passthrough_environment_is_the_stack_services(state):
     assert env == stack.stack_airflow_env(running, creds)
     assert env["CRYPTOFLOW_BINANCE_MODE"] == "replay" and env["CRYPTOFLOW_SYMBOLS"] == DEMO_SYMBOLS
     assert creds["CF_WRITER_PASSWORD"] in env["AIRFLOW_CONN_CRYPTOFLOW_WAREHOUSE"]
+
+
+def test_celery_executor_takes_the_stacks_redis_and_metadata_database(state):
+    with pytest.raises(settings.ConfigError, match="expected local or celery"):
+        settings.load({"CRYPTOFLOW_AIRFLOW_EXECUTOR": "kubernetes"})
+    running = settings.load({"CRYPTOFLOW_STATE_DIR": str(state), "CRYPTOFLOW_AIRFLOW_EXECUTOR": "Celery",
+                             "CRYPTOFLOW_REDIS_PORT": "6499"})
+    creds, _ = passwords.ensure(running.credentials_file)
+    env = stack.stack_airflow_env(running, creds)
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    assert env["AIRFLOW__CELERY__BROKER_URL"] == f"redis://:{creds['REDIS_PASSWORD']}@127.0.0.1:6499/0"
+    assert env["AIRFLOW__CELERY__RESULT_BACKEND"] == (
+        f"db+postgresql://airflow:{creds['AIRFLOW_DB_PASSWORD']}@127.0.0.1:{running.pg_port}/airflow")
+    assert airflow_svc.services(running)[-1] == "celery-worker"
+    # The default stays the LocalExecutor, with no broker.
+    local = stack.stack_airflow_env(settings.load({"CRYPTOFLOW_STATE_DIR": str(state)}), creds)
+    assert local["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor" and "AIRFLOW__CELERY__BROKER_URL" not in local
 
 
 @pytest.mark.parametrize("args", [
