@@ -32,6 +32,10 @@ FEATURES: dict[str, Callable[[pd.DataFrame], pd.Series]] = {
     # Cross-coin: BTC's return of the same hour (altcoins follow BTC; does its last hours' move lead
     # theirs?). Reads BTCUSDT's closes joined as a column (data.with_references).
     "btc_log_return": lambda f: np.log(_column(f, "btc_close")).diff(),
+    # Level: the log close itself. For a pegged coin (USDC) it is the distance from the peg, which
+    # mean-reverts, so the model can tell a drift away from 1 from a return towards it; for a
+    # floating coin it only says which price regime the window is in (a backtest option, see README).
+    "log_level": lambda f: np.log(f["close"]),
 }
 
 

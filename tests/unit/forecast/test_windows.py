@@ -164,3 +164,9 @@ def test_cross_coin_feature_reads_the_reference_coins_closes_on_the_same_hours()
     assert np.isnan(f["btc_log_return"].iloc[3]) and np.isnan(f["btc_log_return"].iloc[4])  # BTC's missing hour
     with pytest.raises(ValueError, match="btc_close"):
         feature_frame(alt, ("log_return", "btc_log_return"))
+
+
+def test_level_feature_is_the_log_close_of_the_same_hour():
+    f = feature_frame(frame([1.0002, 0.9999, 1.0001]), ("log_return", "log_level"))
+    assert f["log_level"].tolist() == pytest.approx(np.log([1.0002, 0.9999, 1.0001]).tolist())
+    assert f["log_return"].iloc[2] == pytest.approx(np.log(1.0001 / 0.9999))
