@@ -183,6 +183,11 @@ def test_synthetic_minutes_incremental_rollups_quarantine_and_late_updates(spark
     first_min = minute_row("BTCUSDT", START_MS)
     assert (btc1[2], btc1[1], btc1[4], btc1[5]) == mins and str(btc1[0]) == first_min[4].rstrip("0").rstrip(".")
     assert reasons == r2.counts["quarantined_by_reason"]
+    # The run's record spans the whole job, validation to lake, not only its commit (Pipeline health's seconds).
+    with psycopg.connect(wh.reader_dsn) as conn:
+        took, steps = conn.execute("SELECT extract(epoch FROM finished_at - started_at)::float8, details->'seconds'"
+                                   " FROM ops.pipeline_runs WHERE run_id = 'syn-2'").fetchone()
+    assert took >= steps["lake_written"] - 0.05 and steps["lake_written"] > steps["validated"] > 0
 
     # Data-quality checks on run 1 (range 00:00-01:29): BTC's 01:07 is a gap nobody explained.
     with psycopg.connect(wh.writer_dsn) as conn:

@@ -215,6 +215,7 @@ class _Run:
         self.windows: tuple[int | None, ...] = (None, None, None, None)  # analytics replaced: m_lo, m_hi, d_lo, d_hi
         self._cached: list[DataFrame] = []
         self._t0 = time.perf_counter()
+        self._started_at = datetime.now(timezone.utc)
         self._job_group = f"cryptoflow-etl-{io.staging_key(run_id)}-{time.time_ns()}"
 
     def __enter__(self) -> _Run:
@@ -382,7 +383,8 @@ class _Run:
         difference means market.candles changed during the run, which then fails (rerun it).
         """
         conn, counts, staged, stg = self.conn, self.counts, self.staged, self._staging
-        with db.pipeline_run(conn, PIPELINE, self.run_id, TASK) as stats:
+        # The record spans the whole job (from the driver's start of the run), not only this commit.
+        with db.pipeline_run(conn, PIPELINE, self.run_id, TASK, started_at=self._started_at) as stats:
             with conn.transaction():
                 _insert_staged(conn, "qua", "ops.quarantine", stg("qua"))
                 counts["rollup_incomplete_hours"] = conn.execute(sql.SQL(
@@ -415,8 +417,9 @@ class _Run:
         """The steps' times and the number of Spark jobs, on the run's record; the staging lock released."""
         sc = self.spark.sparkContext
         self.counts["spark_jobs"] = len(sc.statusTracker().getJobIdsForGroup(self._job_group))
-        self.conn.execute("UPDATE ops.pipeline_runs SET details = details || jsonb_build_object('seconds', %s::jsonb,"
-                          " 'spark_jobs', %s::int) WHERE pipeline = %s AND task = %s AND run_id = %s",
+        # finished_at moves to the end of the lake write: the run's time on the dashboards is the job's.
+        self.conn.execute("UPDATE ops.pipeline_runs SET finished_at = now(), details = details || jsonb_build_object("
+                          "'seconds', %s::jsonb, 'spark_jobs', %s::int) WHERE pipeline = %s AND task = %s AND run_id = %s",
                           (json.dumps(self.result.seconds), self.counts["spark_jobs"], PIPELINE, TASK, self.run_id))
         self.conn.commit()
         io.release_staging_lock(self.conn, self.run_id)

@@ -17,18 +17,21 @@ def connect(dsn: str | None = None, **kw) -> psycopg.Connection:
 
 
 @contextmanager
-def pipeline_run(conn: psycopg.Connection, pipeline: str, run_id: str, task: str = ""):
+def pipeline_run(conn: psycopg.Connection, pipeline: str, run_id: str, task: str = "",
+                 started_at: datetime | None = None):
     """Record a run in ops.pipeline_runs: 'running' now, then 'success' or 'failed' with its counts.
 
     The yielded dict collects rows_in / rows_out / rows_quarantined and free-form details.
-    A rerun of the same (pipeline, task, run_id) overwrites the earlier record.
+    A rerun of the same (pipeline, task, run_id) overwrites the earlier record. `started_at`: when
+    the work began, if the record is opened only for its last step (the Spark job records at its
+    commit); the dashboards' run time is finished_at - started_at.
     """
     stats: dict = {"details": {}}
     conn.execute(
-        "INSERT INTO ops.pipeline_runs (run_id, pipeline, task) VALUES (%s, %s, %s)"
-        " ON CONFLICT (pipeline, task, run_id) DO UPDATE SET started_at = now(), finished_at = NULL,"
+        "INSERT INTO ops.pipeline_runs (run_id, pipeline, task, started_at) VALUES (%s, %s, %s, coalesce(%s, now()))"
+        " ON CONFLICT (pipeline, task, run_id) DO UPDATE SET started_at = EXCLUDED.started_at, finished_at = NULL,"
         " status = 'running', rows_in = NULL, rows_out = NULL, rows_quarantined = NULL, details = '{}'",
-        (run_id, pipeline, task),
+        (run_id, pipeline, task, started_at),
     )
     conn.commit()
     status = "failed"
