@@ -4,8 +4,9 @@ The four Airflow services run as separate processes (api-server, scheduler, dag-
 triggerer) with the LocalExecutor, metadata in the private PostgreSQL cluster (database
 `airflow`), and the DAGs of this checkout. With CRYPTOFLOW_AIRFLOW_EXECUTOR=celery, the
 CeleryExecutor of docker-compose instead: a fifth process, `airflow celery worker`, runs the tasks it
-takes from the stack's Redis (cryptoflow.local.redis), results in the metadata database. Connections are given as AIRFLOW_CONN_* variables built
-from the same settings the rest of the platform reads, so there is one place to configure.
+takes from the stack's Redis (cryptoflow.local.redis), results in the metadata database.
+Connections are given as AIRFLOW_CONN_* variables built from the same settings the rest of the
+platform reads, so there is one place to configure.
 """
 
 from __future__ import annotations

@@ -82,7 +82,3 @@ def start(settings: Settings, password: str, timeout: float = 30.0) -> None:
             tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:]) if log.exists() else ""
             raise RuntimeError(f"Redis did not come up on 127.0.0.1:{settings.redis_port}. Log tail:\n{tail}")
         time.sleep(0.2)
-
-
-def stop(settings: Settings) -> None:
-    process.stop(SERVICE, settings.state_dir / "run")
