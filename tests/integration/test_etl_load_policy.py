@@ -3,6 +3,7 @@ tables of a run that is no longer running are dropped by the next one."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timezone
 from decimal import Decimal
 
@@ -12,7 +13,7 @@ from psycopg import sql
 
 from cryptoflow.candles import Candle
 from cryptoflow.etl import io
-from cryptoflow.warehouse.load import copy_candles, create_staging, merge_staged
+from cryptoflow.warehouse.load import StoredMeanwhile, copy_candles, create_staging, insert_staged_fresh, merge_staged
 
 pytestmark = pytest.mark.integration
 
@@ -53,6 +54,27 @@ def test_a_source_candle_wins_over_a_rollup_both_ways(warehouse):
         assert _merge(conn, hour("100.8"), derived=False).conflicts == 1
         assert _stored(conn) == [(Decimal("100.7"), None, "binance")]
         assert conn.execute("SELECT reason FROM ops.quarantine").fetchall() == [("late_update_conflict",)]
+
+
+def test_the_fresh_insert_refuses_a_key_stored_meanwhile_and_keeps_nothing(warehouse):
+    """The path for a range the Spark job proved empty: a plain insert; a key stored since the
+    proof (or a batch that repeats a key) fails the whole transaction with a reason, never an upsert."""
+    with psycopg.connect(warehouse.writer_dsn, autocommit=True) as conn:
+        with conn.transaction():
+            staging = create_staging(conn)
+            copy_candles(conn, staging, [hour("100.5")])
+            r = insert_staged_fresh(conn, staging)
+        assert (r.staged, r.inserted, r.updated, r.conflicts) == (1, 1, 0, 0)
+        later = dataclasses.replace(hour("101"), open_time=T0 + HOUR, close_time=T0 + 2 * HOUR - 1)
+        with pytest.raises(StoredMeanwhile, match="changed during the run"):
+            with conn.transaction():
+                conn.execute("INSERT INTO ops.quarantine (source, reason, detail, raw_record) VALUES ('t', 'x', 'y', 'z')")
+                staging = create_staging(conn)
+                copy_candles(conn, staging, [later, hour("100.6")])  # the second key is stored
+                insert_staged_fresh(conn, staging)
+        # Nothing of the failed transaction stays: not the new hour, not the other statements.
+        assert _stored(conn) == [(Decimal("100.5"), None, "binance")]
+        assert conn.execute("SELECT count(*) FROM ops.quarantine").fetchone()[0] == 0
 
 
 def _make_staging(conn, run_id):

@@ -1,12 +1,12 @@
 """One ETL run: the snapshots of a manifest -> market.candles (+ 1h rollups, analytics) and the lake.
 
-Four Spark actions per run, whatever its size:
+Four Spark actions per run, whatever its size (two more when a key occurs twice):
 
-    0. the keys that occur twice (key columns only, a narrow    frames.duplicate_keys
-       hash aggregation): none, and step 1 skips the sort that resolves copies
-    1. read -> type -> duplicates -> RULES, cached;            frames.validate
+    1. read -> type -> RULES, cached;                          frames.validate
        ONE aggregation gives the counts, ranges and touched      (symbol, interval, day) groups
-       partitions the rest of the run is planned from
+       partitions the rest of the run is planned from; the keys that occur twice, counted on the
+       cache (frames.duplicate_keys): only if there are any are the rows judged again with the
+       sort that resolves copies
     2. stored rows the run needs (JDBC, bounded: the touched     cached, so nothing is re-read
        days of each interval, +-31 days of 1h for the analytics;  after the commit
        skipped, with its join, for an interval an index probe
@@ -45,7 +45,7 @@ from cryptoflow.candles import DECIMAL_FIELDS
 from cryptoflow.etl import analytics, frames, io
 from cryptoflow.etl.frames import CANDLE_FRAME, DAY_MS, HOUR_MS
 from cryptoflow.warehouse import db
-from cryptoflow.warehouse.load import CANDLE_COLUMNS, merge_staged
+from cryptoflow.warehouse.load import CANDLE_COLUMNS, insert_staged_fresh, merge_staged
 
 log = logging.getLogger(__name__)
 
@@ -246,19 +246,27 @@ class _Run:
 
     def validate(self) -> None:
         """Action 1: read, type, judge every row (cached); plan the run from one aggregation."""
-        typed = frames.typed_landing(io.read_landing(self.spark, self.uris))
-        # A narrow probe (key columns only) first: a backfill's snapshots rarely repeat a key, and
-        # without repeats the whole-row sort that resolves copies has nothing to find.
-        self.counts["duplicate_keys_found"] = has_dups = not frames.duplicate_keys(typed).isEmpty()
-        verdicts = frames.validate(typed, self.symbols, duplicates=has_dups)
-        # The raw line is only kept for the quarantine: no need to hold it for every valid row.
-        self.verdicts = self._cache(verdicts.withColumn("source", F.coalesce(F.col("source"), F.lit("landing")))
-                                    .withColumn("raw_record", F.when(F.col("status") == "rejected", F.col("raw_record"))))
-        self.plan = _plan(self.verdicts, len(self.uris))
+        typed = frames.typed_landing(io.read_landing(self.spark, self.uris)).drop("_file", "_corrupt_record")
+        self._judge(typed, duplicates=False)
+        # Judged first as if no key occurred twice, which skips the whole-row sort that resolves
+        # copies: a backfill's snapshots rarely repeat a key. The keys are then counted on the
+        # cache (a narrow aggregation, no second read of the files); only if one repeats are the
+        # rows judged again with the sort.
+        self.counts["duplicate_keys_found"] = has_dups = not frames.duplicate_keys(self.verdicts).isEmpty()
+        if has_dups:
+            self._cached.remove(self.verdicts.unpersist())
+            self._judge(typed, duplicates=True)
         self.counts.update(self.plan.counts)
         self.result.ranges = self.plan.ranges
         self.new = frames.source_candles(self.verdicts)
         self._mark("validated")
+
+    def _judge(self, typed: DataFrame, *, duplicates: bool) -> None:
+        verdicts = frames.validate(typed, self.symbols, duplicates=duplicates)
+        # The raw line is only kept for the quarantine: no need to hold it for every valid row.
+        self.verdicts = self._cache(verdicts.withColumn("source", F.coalesce(F.col("source"), F.lit("landing")))
+                                    .withColumn("raw_record", F.when(F.col("status") == "rejected", F.col("raw_record"))))
+        self.plan = _plan(self.verdicts, len(self.uris))
 
     def read_stored(self) -> None:
         """The stored rows the run needs, bounded by what it touches (read once, cached later).
@@ -389,8 +397,8 @@ class _Run:
                 _insert_staged(conn, "qua", "ops.quarantine", stg("qua"))
                 counts["rollup_incomplete_hours"] = conn.execute(sql.SQL(
                     "SELECT count(*) FROM {} WHERE NOT is_complete").format(stg("der"))).fetchone()[0]
-                src = merge_staged(conn, stg("src"), derived=False, run_id=self.run_id)
-                der = merge_staged(conn, stg("der"), derived=True, run_id=self.run_id)
+                src = self._merge(stg("src"), {iv for _, iv, _ in self.plan.parts}, derived=False)
+                der = self._merge(stg("der"), {"1h"}, derived=True)
                 if (src.conflicts, der.kept_source) != (staged["predicted_conflicts"], staged["predicted_kept_source"]):
                     raise RuntimeError(
                         f"the merge found {src.conflicts} late updates and refused {der.kept_source} rollups, the run"
@@ -406,6 +414,13 @@ class _Run:
                 stats.update(rows_in=counts["rows_in"], rows_out=src.inserted + src.updated + der.inserted + der.updated,
                              rows_quarantined=counts["quarantined"] + src.conflicts)
                 stats["details"].update(counts=counts, ranges=self.result.ranges, snapshots=self.uris[:50])
+
+    def _merge(self, staging: sql.Composable, intervals: set[str], *, derived: bool):
+        """merge_staged, or a plain insert where read_stored's probe proved every interval of the
+        table empty in the range the run touches (then no policy of the merge can apply)."""
+        if intervals <= self.nothing_stored:
+            return insert_staged_fresh(self.conn, staging)
+        return merge_staged(self.conn, staging, derived=derived, run_id=self.run_id)
 
     def write_lake(self) -> None:
         """Action 3: the lake, after the commit (a failure here: the rerun's merge is a no-op, the lake is redone)."""

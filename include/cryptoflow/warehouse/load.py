@@ -145,6 +145,30 @@ def merge_staged(conn: psycopg.Connection, staging: sql.Composable, *, derived: 
                        kept_source=kept_source)
 
 
+class StoredMeanwhile(RuntimeError):
+    """A key the run was told nobody stored was stored by someone else during the run."""
+
+
+def insert_staged_fresh(conn: psycopg.Connection, staging: sql.Composable) -> MergeResult:
+    """merge_staged for a staging table whose keys the caller has PROVEN absent from market.candles
+    (the Spark job's index probe found nothing stored in the range, a backfill's usual case).
+
+    Every policy of merge_staged then reduces to "insert": a plain INSERT, with no duplicate scan,
+    no conflict join and no ON CONFLICT (10.5 s against 6 s for a million rows). The primary key
+    still stands guard: a duplicate inside the batch, or a row someone stored meanwhile, fails the
+    caller's transaction with StoredMeanwhile, as merge_staged's differing counts do.
+    """
+    cols = sql.SQL(", ").join(map(sql.Identifier, CANDLE_COLUMNS))
+    try:
+        with conn.transaction():  # a savepoint inside the caller's: the error names what happened
+            inserted = conn.execute(sql.SQL("INSERT INTO market.candles ({cols}) SELECT {cols} FROM {staging}")
+                                    .format(cols=cols, staging=staging)).rowcount
+    except psycopg.errors.UniqueViolation as exc:
+        raise StoredMeanwhile(f"a key the run found empty is taken ({exc.diag.message_detail}):"
+                              " market.candles changed during the run, or the batch repeats a key; rerun it") from exc
+    return MergeResult(staged=inserted, inserted=inserted, updated=0, unchanged=0, conflicts=0, kept_source=0)
+
+
 def upsert_candles(conn: psycopg.Connection, candles: Iterable[Candle], *, derived: bool = False,
                    run_id: str | None = None, minute_counts: dict | None = None) -> MergeResult:
     """Stage `candles` with COPY and merge them, committing once: all or nothing."""
