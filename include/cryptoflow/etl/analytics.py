@@ -61,26 +61,23 @@ def hourly_metrics(hourly: DataFrame) -> DataFrame:
 
 
 def volume_profile(candles: DataFrame) -> DataFrame:
-    """`candles`: candle frame of whole days (any interval). Buckets with no volume are omitted.
-
-    Two aggregations and a broadcast join, not a window: a window over (symbol, interval, day)
-    sorts every candle with all its columns (6 of a backfill's 80 s for 1M minutes), while the
-    days' ranges are a few thousand rows and the bucket sums a hash aggregation."""
+    """`candles`: candle frame of whole days (any interval). Buckets with no volume are omitted."""
     day = F.to_date(F.timestamp_millis("open_time"))
-    rows = candles.select("symbol", "interval", day.alias("day"), "high", "low", "close", "base_volume", "quote_volume")
-    ranges = (rows.groupBy("symbol", "interval", "day")
-              .agg(F.min(F.col("low").cast("double")).alias("_lo"), F.max(F.col("high").cast("double")).alias("_hi"))
-              .withColumn("_w", (F.col("_hi") - F.col("_lo")) / PROFILE_BUCKETS).drop("_hi"))
-    df = rows.join(F.broadcast(ranges), ["symbol", "interval", "day"])
+    part = Window.partitionBy("symbol", "interval", "day")
     tp = (F.col("high") + F.col("low") + F.col("close")).cast("double") / 3
+    df = (candles.withColumn("day", day)
+          .withColumn("_lo", F.min(F.col("low").cast("double")).over(part))
+          .withColumn("_hi", F.max(F.col("high").cast("double")).over(part))
+          .withColumn("_w", (F.col("_hi") - F.col("_lo")) / PROFILE_BUCKETS))
     # Clamped both ways: (h + l + c) / 3 in floating point can land a hair outside [lo, hi]
     # (e.g. h = l = c = the day's low gives 25.879549999999998 < 25.87955).
     raw_bucket = F.floor((tp - F.col("_lo")) / F.col("_w"))
     bucket = F.when(F.col("_w") > 0, F.greatest(F.lit(0), F.least(raw_bucket, F.lit(PROFILE_BUCKETS - 1)))) \
               .otherwise(F.lit(0)).cast("int")
     return (df.withColumn("bucket", bucket)
-            .groupBy("symbol", "interval", "day", "bucket", "_lo", "_w")
-            .agg(F.sum("base_volume").alias("base_volume"), F.sum("quote_volume").alias("quote_volume"),
+            .groupBy("symbol", "interval", "day", "bucket")
+            .agg(F.first("_lo").alias("_lo"), F.first("_w").alias("_w"),
+                 F.sum("base_volume").alias("base_volume"), F.sum("quote_volume").alias("quote_volume"),
                  F.count(F.lit(1)).alias("candles"))
             .select("symbol", "interval", "day", "bucket",
                     (F.col("_lo") + F.col("bucket") * F.col("_w")).alias("price_low"),
