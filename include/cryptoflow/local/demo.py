@@ -68,11 +68,15 @@ def demo_settings(environ=os.environ, log=print) -> Settings:
     settings = load(env)
     if mode != "replay" or "symbols" in given(environ):
         return settings
-    served = replay.symbols_with_history(replay.default_data_dirs(settings))
+    dirs = replay.default_data_dirs(settings)
+    served = replay.symbols_with_history(dirs)
     kept = [s for s in settings.symbols if s in served]
     left_out = [s for s in settings.symbols if s not in served]
     if not kept:
-        raise SystemExit(f"no replay history for any of {', '.join(settings.symbols)}")
+        # Say where it looked: the usual cause is a clone without ../shared beside it.
+        raise SystemExit(f"no replay history for any of {', '.join(settings.symbols)} in "
+                         f"{', '.join(str(d) for d in dirs)}; set CRYPTOFLOW_SHARED_DATA to the shared data"
+                         " directory (or CRYPTOFLOW_REPLAY_DATA to candle files)")
     if left_out:
         log(f"Replay       no history to replay for {', '.join(left_out)}: left out of the demo "
             "(set CRYPTOFLOW_SYMBOLS to choose the coins)")

@@ -28,6 +28,13 @@ def test_replay_demo_leaves_out_coins_without_history(tmp_path):
     assert any("POLUSDT" in line and "left out" in line for line in said)
 
 
+def test_a_replay_demo_without_history_says_where_it_looked(tmp_path):
+    # A clone without ../shared beside it: the error names the directory and the setting to change.
+    with pytest.raises(SystemExit, match=f"no replay history .* in {tmp_path}/cryptodatadownload;.*CRYPTOFLOW_SHARED_DATA"):
+        demo.demo_settings({"CRYPTOFLOW_BINANCE_MODE": "replay", "CRYPTOFLOW_SHARED_DATA": str(tmp_path)},
+                           log=lambda _: None)
+
+
 def test_explicit_symbols_and_live_mode_are_kept(tmp_path):
     (tmp_path / "Binance_BTCUSDT_1h.csv").write_text("")
     explicit = demo.demo_settings({"CRYPTOFLOW_BINANCE_MODE": "replay", "CRYPTOFLOW_REPLAY_DATA": str(tmp_path),
