@@ -32,16 +32,15 @@ LANDING_RAW_SCHEMA = StructType([StructField(c, StringType()) for c in LANDING_C
 
 
 def read_landing(spark: SparkSession, uris: list[str]) -> DataFrame:
-    """The snapshots' rows, every field as the string in the file, plus `_file`.
+    """The snapshots' rows, every field as the string in the file.
 
     Strings first, so a value that doesn't parse is quarantined with its text (bad_number) rather
     than silently read as null; malformed lines come back whole in `_corrupt_record`.
     """
     if not uris:
-        return spark.createDataFrame([], LANDING_RAW_SCHEMA).withColumn("_file", F.lit(None).cast("string"))
-    df = spark.read.csv(uris, header=True, schema=LANDING_RAW_SCHEMA, mode="PERMISSIVE",
-                        columnNameOfCorruptRecord="_corrupt_record", nullValue="", emptyValue="")
-    return df.select("*", F.col("_metadata.file_path").alias("_file"))
+        return spark.createDataFrame([], LANDING_RAW_SCHEMA)
+    return spark.read.csv(uris, header=True, schema=LANDING_RAW_SCHEMA, mode="PERMISSIVE",
+                          columnNameOfCorruptRecord="_corrupt_record", nullValue="", emptyValue="")
 
 
 # ---------------------------------------------------------------------------------------------

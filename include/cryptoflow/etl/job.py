@@ -246,7 +246,7 @@ class _Run:
 
     def validate(self) -> None:
         """Action 1: read, type, judge every row (cached); plan the run from one aggregation."""
-        typed = frames.typed_landing(io.read_landing(self.spark, self.uris)).drop("_file", "_corrupt_record")
+        typed = frames.typed_landing(io.read_landing(self.spark, self.uris)).drop("_corrupt_record")
         self._judge(typed, duplicates=False)
         # Judged first as if no key occurred twice, which skips the whole-row sort that resolves
         # copies: a backfill's snapshots rarely repeat a key. The keys are then counted on the

@@ -37,6 +37,8 @@ from cryptoflow.candles import CANDLE_COLUMNS, VALUE_COLUMNS, Candle
 
 # Columns whose difference makes a row "different" (ingested_at and source don't).
 _VALUE_COLUMNS = VALUE_COLUMNS
+# market.candles' loaded columns, in COPY and INSERT order (the staging tables have the same).
+_CANDLE_COLS = sql.SQL(", ").join(map(sql.Identifier, CANDLE_COLUMNS))
 # What makes a stored candle a source candle (one Binance delivered) rather than a derived rollup.
 STORED_IS_SOURCE = sql.SQL("t.minute_count IS NULL")
 
@@ -70,7 +72,7 @@ def create_staging(conn: psycopg.Connection, name: str = "candles_stage") -> sql
 def copy_candles(conn: psycopg.Connection, table: sql.Composable, candles: Iterable[Candle],
                  minute_counts: dict | None = None) -> int:
     n = 0
-    cols = sql.SQL(", ").join(map(sql.Identifier, CANDLE_COLUMNS))
+    cols = _CANDLE_COLS
     with conn.cursor().copy(sql.SQL("COPY {} ({}) FROM STDIN").format(table, cols)) as copy:
         for c in candles:
             mc = None if minute_counts is None else minute_counts.get(c.key)
@@ -124,7 +126,7 @@ def merge_staged(conn: psycopg.Connection, staging: sql.Composable, *, derived: 
             conn.execute(sql.SQL("DELETE FROM {} s USING market.candles t WHERE {} AND {} AND ({})")
                          .format(staging, same_key, STORED_IS_SOURCE, differs))
 
-    cols = sql.SQL(", ").join(map(sql.Identifier, CANDLE_COLUMNS))
+    cols = _CANDLE_COLS
     updates = sql.SQL(", ").join(
         sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in (*_VALUE_COLUMNS, "source")
     )
@@ -158,7 +160,7 @@ def insert_staged_fresh(conn: psycopg.Connection, staging: sql.Composable) -> Me
     still stands guard: a duplicate inside the batch, or a row someone stored meanwhile, fails the
     caller's transaction with StoredMeanwhile, as merge_staged's differing counts do.
     """
-    cols = sql.SQL(", ").join(map(sql.Identifier, CANDLE_COLUMNS))
+    cols = _CANDLE_COLS
     try:
         with conn.transaction():  # a savepoint inside the caller's: the error names what happened
             inserted = conn.execute(sql.SQL("INSERT INTO market.candles ({cols}) SELECT {cols} FROM {staging}")
