@@ -1,6 +1,6 @@
 """One ETL run: the snapshots of a manifest -> market.candles (+ 1h rollups, analytics) and the lake.
 
-Four Spark actions per run, whatever its size (two more when a key occurs twice):
+Five Spark actions per run, whatever its size (two more when a key occurs twice):
 
     1. read -> type -> RULES, materialised with the lineage     frames.validate
        cut (local checkpoint); ONE aggregation over it gives     (symbol, interval, day) groups
