@@ -267,10 +267,11 @@ class _Run:
                     .withColumn("raw_record", F.when(F.col("status") == "rejected", F.col("raw_record"))))
         # Materialised with its lineage cut, not cache()d: every later plan (staging, rollups,
         # quarantine, lake) starts from a scan of these blocks instead of carrying, and analysing
-        # again, the validation's CASE trees. Measured (session 20): the 10-minute run after 12 months
-        # 11.2 s cached -> 9.0-9.7 s; the 1M-row load 67-69 s -> 64.6 s. The price: on a cluster, a block lost with its executor is not recomputed;
-        # the run fails and Airflow's retry reruns it (a run is idempotent). Its blocks are freed
-        # when the DataFrame is garbage-collected (Spark's ContextCleaner).
+        # again, the validation's CASE trees. Measured (session 20): the 10-minute run after 12
+        # months 11.2 s cached -> 9.0-9.7 s; the 1M-row load 67-69 s -> 64.6 s. The price: on a
+        # cluster, a block lost with its executor is not recomputed; the run fails and Airflow's
+        # retry reruns it (a run is idempotent). Its blocks are freed when the DataFrame is
+        # garbage-collected (Spark's ContextCleaner), not by __exit__ as the cached frames are.
         self.verdicts = verdicts.localCheckpoint(eager=True)
         self.plan = _plan(self.verdicts, len(self.uris))
 
