@@ -50,7 +50,8 @@ def local_session(app_name: str, master: str | None = None, shuffle_partitions: 
         .config("spark.ui.enabled", "false")
         .config(map=interpreter_conf())
         .config("spark.driver.memory", cfg.spark_driver_memory)
-        # Dynamic partition overwrite: reprocessing a snapshot replaces only its own lake partitions.
+        # Dynamic partition overwrite: an overwrite of a partitioned directory replaces only the
+        # partitions it writes (a safety net: the ETL writes its lake partitions aside, io.write_lake).
         .config("spark.sql.sources.partitionOverwriteMode", "dynamic")
         # Constraint propagation re-derives every filter through the validation's wide CASE
         # expressions: planning the ETL took seconds, and a plan using the verdicts twice ran the

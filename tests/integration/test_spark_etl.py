@@ -291,9 +291,15 @@ def test_killed_load_leaves_nothing_and_the_rerun_succeeds(spark, pg_cluster, tm
     with psycopg.connect(wh.reader_dsn) as conn:
         left = conn.execute(staging, (io.staging_name("kill-1", "") + "%",)).fetchall()
     assert len(left) == 6  # candles, rollups, quarantine, and the three analytics tables
+    # Its lake partitions were written aside and never published: the lake holds nothing of it.
+    pending = tmp_path / "lake" / "_pending" / io.staging_key("kill-1")
+    assert any(pending.glob("candles_by_day/interval=1m/date=*/*.parquet"))
+    assert not (tmp_path / "lake" / "candles_by_day").exists()
     # Another run (say the next 10 minutes) finds them orphaned (nobody holds their lock) and drops them.
     other = job.run(spark, uris[:1], "other-1", dsn=wh.writer_dsn, lake_uri=lake, symbols=syms)
     assert other.counts["orphaned_staging_dropped"] == len(left)
+    assert other.counts["orphaned_lake_dropped"] == 1 and not pending.exists()
+    assert not (tmp_path / "lake" / "_pending" / io.staging_key("other-1")).exists()  # published, then removed
     # The rerun (same run id) loads everything once.
     r = job.run(spark, plan.read_manifest(manifest), "kill-1", dsn=wh.writer_dsn, lake_uri=lake, symbols=syms)
     assert r.counts["merge"]["inserted"] == 2 * 50 and r.counts["merge"]["unchanged"] == 2 * 10
@@ -303,3 +309,5 @@ def test_killed_load_leaves_nothing_and_the_rerun_succeeds(spark, pg_cluster, tm
         assert conn.execute("SELECT count(*) FROM ops.quarantine").fetchone()[0] == 3
         assert conn.execute("SELECT status FROM ops.pipeline_runs WHERE run_id = 'kill-1'").fetchone() == ("success",)
         assert conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'staging'").fetchone()[0] == 0
+    lake_1m = spark.read.parquet(f"{lake}/candles_by_day").where("interval = '1m'")
+    assert lake_1m.count() == lake_1m.select("symbol", "open_time").distinct().count() == 120

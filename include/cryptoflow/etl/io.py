@@ -7,14 +7,16 @@ tables over its own connection (Arrow batches handed to COPY as buffers: no Pyth
 row). The driver then merges the staging tables in one transaction (warehouse.load.merge_staged),
 so a task that dies leaves rows only in staging tables nobody reads. A run holds an advisory lock
 while its staging tables exist; tables whose lock nobody holds (a killed run never rerun) are
-dropped by the next run (`drop_orphaned_staging`).
+dropped by the next run (`drop_orphaned_staging`). The lake is written aside, into the run's own
+directory, while that transaction runs, and published (its partitions moved in) after the commit.
 """
 
 from __future__ import annotations
 
 import hashlib
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
@@ -303,22 +305,35 @@ def drop_orphaned_staging(conn, keep_run_id: str | None = None) -> list[str]:
     by_key: dict[str, list[str]] = {}
     for (name,) in rows:
         key = name[len(STAGING_PREFIX):len(STAGING_PREFIX) + 16]
-        if len(key) == 16 and all(ch in "0123456789abcdef" for ch in key) and key != keep:
+        if _is_key(key) and key != keep:
             by_key.setdefault(key, []).append(name)
     dropped = []
     for key, names in by_key.items():
-        if not conn.execute("SELECT pg_try_advisory_lock(%s)", (_lock_id(key),)).fetchone()[0]:
-            conn.commit()
-            continue
-        try:
-            for name in names:
-                conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier("staging", name)))
-            conn.commit()
-            dropped += names
-        finally:
+        with _orphan_lock(conn, key) as orphaned:
+            if orphaned:
+                for name in names:
+                    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier("staging", name)))
+                conn.commit()
+                dropped += names
+    return dropped
+
+
+def _is_key(text: str) -> bool:
+    return len(text) == 16 and all(ch in "0123456789abcdef" for ch in text)
+
+
+@contextmanager
+def _orphan_lock(conn, key: str) -> Iterator[bool]:
+    """Tries (does not wait for) the staging lock of `key`: True while held here, so the run it
+    belongs to is gone and its leftovers may be removed; False if a live run holds it."""
+    taken = conn.execute("SELECT pg_try_advisory_lock(%s)", (_lock_id(key),)).fetchone()[0]
+    conn.commit()
+    try:
+        yield taken
+    finally:
+        if taken:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_lock_id(key),))
             conn.commit()
-    return dropped
 
 
 def create_staging(conn, name: str, like: str, columns: tuple[str, ...]) -> sql.Composable:
@@ -344,26 +359,91 @@ def lake_candles_path(lake_uri: str) -> str:
     return lake_uri.rstrip("/") + "/candles_by_day"
 
 
-def write_lake(df: DataFrame, lake_uri: str) -> None:
-    """Replace the lake partitions (interval/date) that `df` has rows for, and only those.
+def lake_pending_path(lake_uri: str, run_id: str) -> str:
+    """A run's private directory beside the lake (named by its staging key, like its staging tables).
+    Readers never look there: Spark and Parquet readers skip paths that start with '_'."""
+    return f"{lake_uri.rstrip('/')}/_pending/{staging_key(run_id)}"
+
+
+def write_lake(df: DataFrame, into: str) -> None:
+    """Write the lake partitions (interval/date) that `df` has rows for into `into`, a run's private
+    directory (lake_pending_path), replacing whatever an earlier attempt left there; publish_lake
+    then moves them into the lake once the warehouse has committed.
 
     One file per (interval, day) holding every coin, sorted by symbol then time: a day of 1m
     candles is ~14k rows, so a file per coin (the old symbol/interval/date layout) made a backfill
     write ten times as many small files for the same bytes (31 s against 9 s for the bench's 70
     days of ten coins). A reader of one coin still skips the others' row groups by the symbol statistics.
     The caller must hand whole partitions: every coin's rows of each (interval, day) it writes.
-    Relies on spark.sql.sources.partitionOverwriteMode=dynamic (cryptoflow.spark.local_session).
     """
-    spark = df.sparkSession
-    if spark.conf.get("spark.sql.sources.partitionOverwriteMode").lower() != "dynamic":
-        raise RuntimeError("the lake needs dynamic partition overwrite; a static overwrite would delete history")
     # The sort leads with the partition columns: the writer requires that order and would
     # otherwise add its own sort by (interval, date) alone, which does not keep symbol/time order.
+    # A static overwrite: the directory is the run's own, so all of it is replaced.
     (df.repartition("interval", "date").sortWithinPartitions("interval", "date", "symbol", "open_time")
-       .write.mode("overwrite").partitionBy("interval", "date")
-       .option("compression", "zstd").parquet(lake_candles_path(lake_uri)))
+       .write.mode("overwrite").option("partitionOverwriteMode", "static").partitionBy("interval", "date")
+       .option("compression", "zstd").parquet(f"{into}/candles_by_day"))
+
+
+def _hadoop_fs(spark: SparkSession, uri: str):
+    """(FileSystem, Path class) for `uri` through the JVM's Hadoop client: file://, hdfs://, s3a:// alike."""
+    jvm = spark.sparkContext._jvm
+    path_cls = jvm.org.apache.hadoop.fs.Path
+    return path_cls(uri).getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), path_cls
+
+
+def publish_lake(spark: SparkSession, pending: str, lake_uri: str) -> int:
+    """Move the partitions written into `pending` (write_lake) into the lake, each replacing the
+    partition of the same (interval, date) whole; then remove `pending`. Returns the partitions moved.
+
+    The same per-partition delete-then-rename that Spark's dynamic partition overwrite does when
+    its job commits, done after the warehouse's commit instead, so the lake never holds a run the
+    warehouse does not. Publishing again what is already published (a rerun) is a no-op move of
+    the same files. An interrupted publish leaves `pending` with the partitions not yet moved; the
+    run's rerun writes them all again.
+    """
+    fs, path_cls = _hadoop_fs(spark, pending)
+    src_root, dst_root = path_cls(f"{pending}/candles_by_day"), path_cls(lake_candles_path(lake_uri))
+    moved = 0
+    if fs.exists(src_root):
+        for iv in fs.listStatus(src_root):
+            if not (iv.isDirectory() and iv.getPath().getName().startswith("interval=")):
+                continue
+            dst_iv = path_cls(dst_root, iv.getPath().getName())
+            fs.mkdirs(dst_iv)
+            for part in fs.listStatus(iv.getPath()):
+                if not (part.isDirectory() and part.getPath().getName().startswith("date=")):
+                    continue
+                dst = path_cls(dst_iv, part.getPath().getName())
+                if fs.exists(dst):
+                    fs.delete(dst, True)
+                if not fs.rename(part.getPath(), dst):
+                    raise RuntimeError(f"could not move lake partition {part.getPath()} to {dst}")
+                moved += 1
+    fs.delete(path_cls(pending), True)
+    return moved
+
+
+def drop_orphaned_lake(spark: SparkSession, conn, lake_uri: str, keep_run_id: str | None = None) -> list[str]:
+    """Remove the pending lake directories of runs that are no longer running (their staging lock is
+    free, as in drop_orphaned_staging): a run killed before publishing and never rerun."""
+    root = f"{lake_uri.rstrip('/')}/_pending"
+    fs, path_cls = _hadoop_fs(spark, root)
+    if not fs.exists(path_cls(root)):
+        return []
+    keep = staging_key(keep_run_id) if keep_run_id else None
+    removed = []
+    for st in fs.listStatus(path_cls(root)):
+        key = st.getPath().getName()
+        if not _is_key(key) or key == keep:
+            continue
+        with _orphan_lock(conn, key) as orphaned:
+            if orphaned:
+                fs.delete(st.getPath(), True)
+                removed.append(key)
+    return removed
 
 
 __all__ = ["read_landing", "jdbc_options", "read_query", "copy_text", "StageTarget", "stage", "staging_name",
            "staging_key", "hold_staging_lock", "release_staging_lock", "drop_orphaned_staging", "create_staging",
-           "write_lake", "lake_candles_path", "LANDING_RAW_SCHEMA", "POSTGRES_JDBC_JAR"]
+           "write_lake", "publish_lake", "drop_orphaned_lake", "lake_pending_path", "lake_candles_path",
+           "LANDING_RAW_SCHEMA", "POSTGRES_JDBC_JAR"]

@@ -14,10 +14,12 @@ Five Spark actions per run, whatever its size (two more when a key occurs twice)
        -> predicted merge (frames.resolve_against_stored)
        -> 1h rollups of the touched hours, analytics of the hours/days whose inputs changed
        -> everything for PostgreSQL COPYed into UNLOGGED staging tables in ONE job (io.stage)
+    3. the touched lake partitions, one per (interval, day) with every coin in it, written whole
+       into the run's own directory beside the lake, on a second thread WHILE
     -- ONE transaction: quarantine, merge_staged x2 (checked against the prediction), analytics
        replaced, staging dropped, counts: readers see all of the run or none of it
-    3. the touched lake partitions, one per (interval, day) with every coin in it, rewritten
-       whole (after the commit: a failure here is repaired by the rerun, whose merge is a no-op)
+    -- then the lake partitions published (moved in) AFTER the commit, so the lake never holds
+       what the warehouse does not (a failure here is repaired by the rerun, whose merge is a no-op)
 
 Cost: everything read is bounded by what the run touches (its snapshots, the touched days, a month
 of hourly context either side for the 30-day correlation), so a 10-minute run costs the same with
@@ -37,6 +39,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 
 from psycopg import sql
+from pyspark import InheritableThread
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -193,8 +196,9 @@ def run(spark: SparkSession, uris: list[str], run_id: str, *, dsn: str | None = 
         r.derive_analytics()
         r.select_lake_partitions()
         r.stage()                    # action 2
-        r.commit()                   # the one transaction
-        r.write_lake()               # action 3
+        r.write_lake_aside()         # action 3, on a second thread while...
+        r.commit()                   # ...the one transaction runs
+        r.publish_lake()             # after the commit
         r.record_timings()
     log.info("spark_etl %s: %s", run_id, r.result.counts)
     return r.result
@@ -214,6 +218,8 @@ class _Run:
         self.lake_rows: DataFrame | None = None
         self.windows: tuple[int | None, ...] = (None, None, None, None)  # analytics replaced: m_lo, m_hi, d_lo, d_hi
         self._cached: list[DataFrame] = []
+        self._lake_thread: InheritableThread | None = None
+        self._lake_error: BaseException | None = None
         self._t0 = time.perf_counter()
         self._started_at = datetime.now(timezone.utc)
         self._job_group = f"cryptoflow-etl-{io.staging_key(run_id)}-{time.time_ns()}"
@@ -224,6 +230,8 @@ class _Run:
         return self
 
     def __exit__(self, *exc) -> None:
+        if self._lake_thread is not None:  # the commit failed: let the lake write end (its directory
+            self._lake_thread.join()       # is the run's own; the rerun or the next run removes it)
         self.conn.close()
         for df in self._cached:
             df.unpersist()
@@ -243,6 +251,10 @@ class _Run:
         if orphans:
             log.warning("dropped staging tables of runs no longer running: %s", orphans)
         self.counts["orphaned_staging_dropped"] = len(orphans)
+        pending = io.drop_orphaned_lake(self.spark, self.conn, self.lake_uri, keep_run_id=self.run_id)
+        if pending:
+            log.warning("removed unpublished lake directories of runs no longer running: %s", pending)
+        self.counts["orphaned_lake_dropped"] = len(pending)
 
     def validate(self) -> None:
         """Action 1: read, type, judge every row (materialised); plan the run from one aggregation."""
@@ -429,10 +441,35 @@ class _Run:
             return insert_staged_fresh(self.conn, staging)
         return merge_staged(self.conn, staging, derived=derived, run_id=self.run_id)
 
-    def write_lake(self) -> None:
-        """Action 3: the lake, after the commit (a failure here: the rerun's merge is a no-op, the lake is redone)."""
-        if self.lake_rows is not None:
-            io.write_lake(frames.to_lake(self.lake_rows), self.lake_uri)
+    def write_lake_aside(self) -> None:
+        """Action 3, on a second thread: the touched lake partitions into the run's own directory,
+        while the driver's connection commits (PostgreSQL's merge works one core, the lake's
+        shuffle and Parquet encoding the other). Readers see nothing of it until publish_lake."""
+        if self.lake_rows is None:
+            return
+        self._pending = io.lake_pending_path(self.lake_uri, self.run_id)
+        lake = frames.to_lake(self.lake_rows)
+
+        def write() -> None:
+            try:
+                io.write_lake(lake, self._pending)
+                self._mark("lake_written_aside")  # beside "merged": which of the two the run waited for
+            except BaseException as e:  # re-raised on the driver's thread by publish_lake
+                self._lake_error = e
+
+        # InheritableThread: the job runs in the run's job group (counted in spark_jobs).
+        self._lake_thread = InheritableThread(target=write, name=f"lake-{self.run_id}", daemon=True)
+        self._lake_thread.start()
+
+    def publish_lake(self) -> None:
+        """After the commit: the written partitions moved into the lake, each replacing its old self."""
+        if self._lake_thread is not None:
+            self._lake_thread.join()
+            self._lake_thread = None
+            if self._lake_error is not None:
+                raise RuntimeError("the lake write failed after the warehouse committed; rerun the run"
+                                   " (its merge is then a no-op and the lake is written again)") from self._lake_error
+            self.counts["lake_partitions_published"] = io.publish_lake(self.spark, self._pending, self.lake_uri)
         self._mark("lake_written")
 
     def record_timings(self) -> None:
