@@ -117,6 +117,25 @@ def test_staging_of_runs_no_longer_running_is_dropped(warehouse):
         cleaner.commit()
 
 
+def test_unpublished_lake_directories_of_runs_no_longer_running_are_removed(warehouse, spark, tmp_path):
+    """A run writes its lake partitions into <lake>/_pending/<key> before its commit; a run killed
+    before publishing leaves that directory. Others remove it only once nobody holds its lock."""
+    lake = f"file://{tmp_path}/lake"
+    pending = {run: tmp_path / "lake" / "_pending" / io.staging_key(run) for run in ("live-run", "dead-run", "mine")}
+    for d in pending.values():
+        (d / "candles_by_day" / "interval=1m" / "date=2024-01-01").mkdir(parents=True)
+    (tmp_path / "lake" / "_pending" / "not-a-run-key").mkdir()  # nothing the ETL named
+    dsn = warehouse.writer_dsn
+    with psycopg.connect(dsn) as live, psycopg.connect(dsn) as cleaner:
+        io.hold_staging_lock(live, "live-run")
+        assert io.drop_orphaned_lake(spark, cleaner, lake, keep_run_id="mine") == [io.staging_key("dead-run")]
+        assert [d.exists() for d in pending.values()] == [True, False, True]
+        assert (tmp_path / "lake" / "_pending" / "not-a-run-key").exists()
+        io.release_staging_lock(live, "live-run")
+        assert io.drop_orphaned_lake(spark, cleaner, lake, keep_run_id="mine") == [io.staging_key("live-run")]
+        assert [d.exists() for d in pending.values()] == [False, False, True]
+
+
 def test_a_partition_staged_twice_is_staged_once(warehouse, spark):
     """Spark may run a staging task again after it committed (a retry, a recomputed stage,
     speculation): each partition replaces its own earlier rows, so nothing is staged twice."""
