@@ -185,9 +185,13 @@ def test_synthetic_minutes_incremental_rollups_quarantine_and_late_updates(spark
     assert reasons == r2.counts["quarantined_by_reason"]
     # The run's record spans the whole job, validation to lake, not only its commit (Pipeline health's seconds).
     with psycopg.connect(wh.reader_dsn) as conn:
-        took, steps = conn.execute("SELECT extract(epoch FROM finished_at - started_at)::float8, details->'seconds'"
-                                   " FROM ops.pipeline_runs WHERE run_id = 'syn-2'").fetchone()
+        took, steps, published = conn.execute(
+            "SELECT extract(epoch FROM finished_at - started_at)::float8, details->'seconds',"
+            " details->'lake_partitions_published' FROM ops.pipeline_runs WHERE run_id = 'syn-2'").fetchone()
     assert took >= steps["lake_written"] - 0.05 and steps["lake_written"] > steps["validated"] > 0
+    # Every partition the run wrote aside was published (none left behind in its own directory).
+    assert published == r2.counts["lake_partitions_published"] == r2.counts["lake_partitions"] > 0
+    assert not any((tmp_path / "lake" / "_pending").iterdir())
 
     # Data-quality checks on run 1 (range 00:00-01:29): BTC's 01:07 is a gap nobody explained.
     with psycopg.connect(wh.writer_dsn) as conn:

@@ -473,13 +473,16 @@ class _Run:
         self._mark("lake_written")
 
     def record_timings(self) -> None:
-        """The steps' times and the number of Spark jobs, on the run's record; the staging lock released."""
+        """The steps' times, the number of Spark jobs and of lake partitions published (both after the
+        commit wrote the record's counts), on the run's record; the staging lock released."""
         sc = self.spark.sparkContext
         self.counts["spark_jobs"] = len(sc.statusTracker().getJobIdsForGroup(self._job_group))
         # finished_at moves to the end of the lake write: the run's time on the dashboards is the job's.
         self.conn.execute("UPDATE ops.pipeline_runs SET finished_at = now(), details = details || jsonb_build_object("
-                          "'seconds', %s::jsonb, 'spark_jobs', %s::int) WHERE pipeline = %s AND task = %s AND run_id = %s",
-                          (json.dumps(self.result.seconds), self.counts["spark_jobs"], PIPELINE, TASK, self.run_id))
+                          "'seconds', %s::jsonb, 'spark_jobs', %s::int, 'lake_partitions_published', %s::int)"
+                          " WHERE pipeline = %s AND task = %s AND run_id = %s",
+                          (json.dumps(self.result.seconds), self.counts["spark_jobs"],
+                           self.counts.get("lake_partitions_published", 0), PIPELINE, TASK, self.run_id))
         self.conn.commit()
         io.release_staging_lock(self.conn, self.run_id)
 
