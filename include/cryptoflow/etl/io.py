@@ -359,10 +359,14 @@ def lake_candles_path(lake_uri: str) -> str:
     return lake_uri.rstrip("/") + "/candles_by_day"
 
 
+def _lake_pending_root(lake_uri: str) -> str:
+    return f"{lake_uri.rstrip('/')}/_pending"
+
+
 def lake_pending_path(lake_uri: str, run_id: str) -> str:
     """A run's private directory beside the lake (named by its staging key, like its staging tables).
     Readers never look there: Spark and Parquet readers skip paths that start with '_'."""
-    return f"{lake_uri.rstrip('/')}/_pending/{staging_key(run_id)}"
+    return f"{_lake_pending_root(lake_uri)}/{staging_key(run_id)}"
 
 
 def write_lake(df: DataFrame, into: str) -> None:
@@ -397,9 +401,8 @@ def publish_lake(spark: SparkSession, pending: str, lake_uri: str) -> int:
 
     The same per-partition delete-then-rename that Spark's dynamic partition overwrite does when
     its job commits, done after the warehouse's commit instead, so the lake never holds a run the
-    warehouse does not. Publishing again what is already published (a rerun) is a no-op move of
-    the same files. An interrupted publish leaves `pending` with the partitions not yet moved; the
-    run's rerun writes them all again.
+    warehouse does not. An interrupted publish leaves `pending` with the partitions not yet moved
+    (those already moved hold the committed run); the run's rerun writes and publishes them all again.
     """
     fs, path_cls = _hadoop_fs(spark, pending)
     src_root, dst_root = path_cls(f"{pending}/candles_by_day"), path_cls(lake_candles_path(lake_uri))
@@ -426,7 +429,7 @@ def publish_lake(spark: SparkSession, pending: str, lake_uri: str) -> int:
 def drop_orphaned_lake(spark: SparkSession, conn, lake_uri: str, keep_run_id: str | None = None) -> list[str]:
     """Remove the pending lake directories of runs that are no longer running (their staging lock is
     free, as in drop_orphaned_staging): a run killed before publishing and never rerun."""
-    root = f"{lake_uri.rstrip('/')}/_pending"
+    root = _lake_pending_root(lake_uri)
     fs, path_cls = _hadoop_fs(spark, root)
     if not fs.exists(path_cls(root)):
         return []

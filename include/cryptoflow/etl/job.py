@@ -447,12 +447,11 @@ class _Run:
         shuffle and Parquet encoding the other). Readers see nothing of it until publish_lake."""
         if self.lake_rows is None:
             return
-        self._pending = io.lake_pending_path(self.lake_uri, self.run_id)
         lake = frames.to_lake(self.lake_rows)
 
         def write() -> None:
             try:
-                io.write_lake(lake, self._pending)
+                io.write_lake(lake, io.lake_pending_path(self.lake_uri, self.run_id))
                 self._mark("lake_written_aside")  # beside "merged": which of the two the run waited for
             except BaseException as e:  # re-raised on the driver's thread by publish_lake
                 self._lake_error = e
@@ -469,7 +468,8 @@ class _Run:
             if self._lake_error is not None:
                 raise RuntimeError("the lake write failed after the warehouse committed; rerun the run"
                                    " (its merge is then a no-op and the lake is written again)") from self._lake_error
-            self.counts["lake_partitions_published"] = io.publish_lake(self.spark, self._pending, self.lake_uri)
+            self.counts["lake_partitions_published"] = io.publish_lake(
+                self.spark, io.lake_pending_path(self.lake_uri, self.run_id), self.lake_uri)
         self._mark("lake_written")
 
     def record_timings(self) -> None:
