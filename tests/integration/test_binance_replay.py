@@ -340,8 +340,9 @@ def test_pings_answered_and_stall_detected(make_server, make_stream):
     got = []
     stream = make_stream(srv, lambda raw, ts: got.append(raw), stall_timeout_s=0.5)
     # The server resolves a ping only on a pong carrying its payload.
-    wait_for(lambda: srv.stats.pongs >= 5, what="5 pongs")
-    assert srv.stats.pong_timeouts == 0 and stream.stats.pongs >= 5
+    # Both counts are awaited: the server can read a pong before the client's thread has counted it.
+    wait_for(lambda: srv.stats.pongs >= 5 and stream.stats.pongs >= 5, what="5 pongs sent and received")
+    assert srv.stats.pong_timeouts == 0
     srv.faults.stall(1.5)  # no data, no pings: the client must give up on this connection
     wait_for(lambda: stream.stats.stalls >= 1, timeout=3.0, what="stall detection")
     wait_for(lambda: srv.stats.connections >= 2 and stream.connected(), timeout=5.0, what="reconnect after stall")
