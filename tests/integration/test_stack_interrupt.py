@@ -22,7 +22,7 @@ import pytest
 from cryptoflow.local import process
 from cryptoflow.local.postgres import LocalPostgres
 from cryptoflow.settings import read_credentials
-from tests.conftest import SHARED_DATA, stack_env
+from tests.conftest import stack_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -38,9 +38,10 @@ STAGES = [
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
+def env(tmp_path_factory, shared_data):
+    # `up --demo` replays the shared data: without it the demo refuses to start (and these skip).
     env = stack_env(tmp_path_factory.mktemp("interrupt-state"), ports=("PG", "AIRFLOW", "SUPERSET", "REPLAY"),
-                    CRYPTOFLOW_SHARED_DATA=str(SHARED_DATA), CRYPTOFLOW_BINANCE_MODE="replay",
+                    CRYPTOFLOW_SHARED_DATA=str(shared_data), CRYPTOFLOW_BINANCE_MODE="replay",
                     CRYPTOFLOW_SYMBOLS="BTCUSDT")
     yield env
     subprocess.run([CLI, "down"], env=env, capture_output=True, text=True, timeout=300)
