@@ -165,12 +165,6 @@ def cmd_bench(args) -> int:
         for name, target in bench.REGISTRY.items():
             print(f"{name:28} {target}")
         return 0
-    from cryptoflow.local.postgres import reap_orphaned_clusters
-
-    # A bench killed earlier never destroyed its throwaway cluster, which would run beside this one and
-    # skew its figures (as the test session does, only clusters whose owning process is dead).
-    for root in reap_orphaned_clusters():
-        print(f"reaped the PostgreSQL cluster of a killed run: {root}")
     results = bench.run(args.only or None, Path(args.output))
     failed = [n for n, f in results["benchmarks"].items() if "error" in f]
     return 1 if failed else 0

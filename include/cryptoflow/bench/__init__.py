@@ -15,6 +15,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+from cryptoflow.local.postgres import reap_orphaned_clusters
+
 # name -> "module:function"; modules are imported only when their benchmark runs
 # (TensorFlow and Spark are slow to import).
 REGISTRY: dict[str, str] = {
@@ -49,6 +51,10 @@ def run(names: list[str] | None, output_dir: Path, log=print) -> dict:
     unknown = [n for n in names if n not in REGISTRY]
     if unknown:
         raise SystemExit(f"unknown benchmark(s) {unknown}; known: {sorted(REGISTRY)}")
+    # A bench killed earlier never destroyed its throwaway cluster, which would run beside these and
+    # skew their figures (as the test session does, only clusters whose owning process is dead).
+    for root in reap_orphaned_clusters():
+        log(f"reaped the PostgreSQL cluster of a killed run: {root}")
     results = {
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {"python": platform.python_version(), "cpus": _cpus(), "platform": platform.platform()},
