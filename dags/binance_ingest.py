@@ -47,7 +47,7 @@ def binance_ingest():
     @task.sensor(poke_interval=5, timeout=300, mode="poke")
     def wait_for_collector(data_interval_end=None) -> bool:
         """The window's closing messages arrive just after it ends, from a live collector (its heartbeat)."""
-        from cryptoflow.binance.collector import read_heartbeat
+        from cryptoflow.collector import read_heartbeat
 
         cfg = settings.load()
         now = datetime.now(timezone.utc)

@@ -87,7 +87,7 @@ class BinanceHook(BaseHook):
         return self.settings.interval
 
     def get_conn(self):
-        """The REST client (cryptoflow.binance.rest.BinanceRestClient), created once per hook."""
+        """The REST client (cryptoflow.sources.binance.rest.BinanceRestClient), created once per hook."""
         if self._client is None:
             from cryptoflow import sources
 
@@ -107,7 +107,7 @@ class BinanceHook(BaseHook):
 
     def stream_config(self) -> dict:
         """What a collector needs to open the stream: ws_url, symbols, interval, the combined URL."""
-        from cryptoflow.binance.stream import combined_url, stream_names
+        from cryptoflow.sources.binance.stream import combined_url, stream_names
 
         return {"ws_url": self.ws_url, "symbols": list(self.symbols), "interval": self.interval,
                 "url": combined_url(self.ws_url, stream_names(self.symbols, self.interval))}

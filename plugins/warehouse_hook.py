@@ -3,7 +3,7 @@
 Every DAG task reaches PostgreSQL through this hook, so an operator who edits the connection (in
 the UI, a secrets backend, or AIRFLOW_CONN_CRYPTOFLOW_WAREHOUSE) moves the tasks with it, the
 spark-submit ETL included (its job is handed the connection's DSN). The local stack defines the
-connection from the same settings the CLI reads outside Airflow (cryptoflow.local.airflow), and
+connection from the same settings the CLI reads outside Airflow (cryptoflow_stack.airflow), and
 docker-compose.yaml defines it for the distributed stack; a missing one fails the task by name.
 """
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from cryptoflow.local.postgres import (CLUSTER_PREFIX, SCRATCH_BASE, LocalPostgres, free_port, reap_moved_clusters,
+from cryptoflow_stack.postgres import (CLUSTER_PREFIX, SCRATCH_BASE, LocalPostgres, free_port, reap_moved_clusters,
                                        reap_orphaned_clusters)
 from cryptoflow.warehouse.migrate import migrate
 

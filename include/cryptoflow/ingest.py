@@ -23,11 +23,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cryptoflow import landing, quarantine
+from cryptoflow import landing, quarantine, sources
 from cryptoflow import symbols as symbols_mod
-from cryptoflow.binance.collector import ReadStats, read_window
-from cryptoflow.candles import INTERVAL_MS, Candle, CandleFormatError, Rejection, check, from_stream_message, reject
+from cryptoflow.collector import ReadStats, read_window
+from cryptoflow.candles import INTERVAL_MS, Candle, CandleFormatError, Rejection, check, reject
 from cryptoflow.settings import Settings
+from cryptoflow.sources import Source
 
 log = logging.getLogger(__name__)
 
@@ -72,34 +73,8 @@ def _as_configured(c: Candle, configured: tuple[str, ...]) -> Candle:
     return c if name is None or name == c.symbol else dataclasses.replace(c, symbol=name)
 
 
-def _control_kind(raw: str) -> str | None:
-    """What a well-formed non-data message is ("event:<e>" or "reply"), None if it is not one.
-
-    Binance sends server events (`{"e": "serverShutdown", ...}`, bare or wrapped) and replies to
-    SUBSCRIBE & co (`{"result": ..., "id": ...}`, `{"error": ..., "id": ...}`): not data, nothing to
-    quarantine. Any other message that isn't a kline (a kline event without its `k`, a JSON array,
-    a bare number) is a broken record and is rejected like one.
-    """
-    import json
-
-    try:
-        msg = json.loads(raw)
-    except (ValueError, RecursionError):
-        return None
-    if isinstance(msg, dict) and "data" in msg and "stream" in msg:
-        msg = msg["data"]
-    if not isinstance(msg, dict):
-        return None
-    for obj in (msg, msg.get("event")):
-        if isinstance(obj, dict) and isinstance(obj.get("e"), str) and obj["e"] != "kline":
-            return f"event:{obj['e'][:40]}"
-    if "id" in msg and ("result" in msg or "error" in msg):
-        return "reply"
-    return None
-
-
 def parse_messages(messages, configured: tuple[str, ...], interval: str, start_ms: int, end_ms: int,
-                   source: str = STREAM_SOURCE, ignored: Counter | None = None
+                   source: str = STREAM_SOURCE, ignored: Counter | None = None, *, feed: Source
                    ) -> tuple[list[Candle], list[Rejection], int]:
     """Closed, valid candles of the window from raw stream messages; rejections; count of open updates.
 
@@ -113,10 +88,10 @@ def parse_messages(messages, configured: tuple[str, ...], interval: str, start_m
     for msg in messages:
         raw = msg.raw
         try:
-            c = from_stream_message(raw, source)
+            c = feed.parse_message(raw, source)
         except CandleFormatError as exc:
             if exc.reason == "not_kline":
-                kind = _control_kind(raw)
+                kind = feed.control_kind(raw)
                 if kind is not None:
                     ignored[kind] += 1
                     continue
@@ -189,7 +164,7 @@ def seal_window(settings: Settings, start_ms: int, end_ms: int, *, rest_client=N
     messages = read_window(root, r_lo, r_hi, stats, clock_slack_ms=clock_slack_ms) if root.exists() else iter(())
     ignored: Counter = Counter()
     candles, rejections, open_updates = parse_messages(messages, configured, interval, start_ms, end_ms,
-                                                       ignored=ignored)
+                                                       ignored=ignored, feed=sources.active(settings))
 
     # Conflicting duplicates leave their key empty: prepare() tells us which, so REST can settle them.
     kept, conflicts, collapsed = landing.prepare(candles)

@@ -336,6 +336,19 @@ def _local_dsn(role: str, password: str | None, port: int) -> str:
     return f"postgresql://{role}:{password}@127.0.0.1:{port}/cryptoflow"
 
 
+def local_admin_dsn(settings: Settings) -> str:
+    """The local cluster's owner DSN (`cryptoflow db migrate`'s default), password from the
+    credentials file the stack generated."""
+    password = read_credentials(settings.credentials_file).get("CF_ADMIN_PASSWORD")
+    return _local_dsn("cf_admin", password, settings.pg_port)
+
+
+def superset_url(settings: Settings) -> str:
+    """Base URL to reach Superset from this machine (a wildcard bind is reached over loopback)."""
+    host = "127.0.0.1" if settings.bind_host in ("", "0.0.0.0") else settings.bind_host
+    return f"http://{host}:{settings.superset_port}"
+
+
 def with_local_credentials(settings: Settings, creds: dict[str, str]) -> Settings:
     """The settings with the local cluster's generated passwords in the DSNs that were left at their
     default (settings loaded before `cryptoflow up` generated the credentials have none)."""

@@ -1,6 +1,6 @@
 """Superset configuration of the cryptoflow stack, read entirely from the environment.
 
-Superset loads this file through SUPERSET_CONFIG_PATH (set by cryptoflow.local.superset); every
+Superset loads this file through SUPERSET_CONFIG_PATH (set by cryptoflow_stack.superset); every
 uppercase name here overrides superset/config.py. Nothing secret lives in this file: the secret
 key comes from the generated credentials file via the environment, the metadata database sits
 under the state directory, and the web server's address is chosen by the start command

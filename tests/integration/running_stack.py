@@ -27,7 +27,7 @@ def feed_and_stack(state: Path, symbols, **settings: str) -> Iterator[dict[str, 
     """Replay server and collector first (the scheduler's live windows need them), as `cryptoflow up
     --demo` starts them, then PostgreSQL and Airflow (no Superset); everything stopped at the end."""
     from cryptoflow import settings as settings_mod
-    from cryptoflow.local import demo
+    from cryptoflow_stack import demo
 
     env = stack_env(state, ports=("PG", "AIRFLOW", "REPLAY"), CRYPTOFLOW_SHARED_DATA=str(SHARED_DATA),
                     CRYPTOFLOW_BINANCE_MODE="replay", CRYPTOFLOW_SYMBOLS=",".join(symbols), **settings)
@@ -40,7 +40,7 @@ def feed_and_stack(state: Path, symbols, **settings: str) -> Iterator[dict[str, 
 
 
 def airflow_api(env, state: Path):
-    from cryptoflow.local.airflow import AirflowApi
+    from cryptoflow_stack.airflow import AirflowApi
 
     return AirflowApi(f"http://127.0.0.1:{env['CRYPTOFLOW_AIRFLOW_PORT']}",
                       read_credentials(state / "credentials.env")["AIRFLOW_ADMIN_PASSWORD"])

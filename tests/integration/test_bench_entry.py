@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cryptoflow.local.postgres import CLUSTER_PREFIX, OWNER_FILE, SCRATCH_BASE, LocalPostgres
+from cryptoflow_stack.postgres import CLUSTER_PREFIX, OWNER_FILE, SCRATCH_BASE, LocalPostgres
 
 pytestmark = pytest.mark.integration
 

@@ -19,11 +19,12 @@ from decimal import Decimal
 import pytest
 import requests
 
-from cryptoflow.binance.collector import Collector, ReadStats, SegmentWriter, list_segments, read_window
-from cryptoflow.binance.replay import ReplayServer, load_history
-from cryptoflow.binance.rest import BinanceBanned, BinanceRequestError, BinanceRestClient, BinanceUnavailable
-from cryptoflow.binance.stream import KlineStream
-from cryptoflow.candles import CandleFormatError, from_kline_payload, validate
+from cryptoflow.collector import Collector, ReadStats, SegmentWriter, list_segments, read_window
+from binance_emulator import ReplayServer, load_history
+from cryptoflow.sources.binance.rest import BinanceBanned, BinanceRequestError, BinanceRestClient, BinanceUnavailable
+from cryptoflow.sources.binance.stream import KlineStream
+from cryptoflow.candles import CandleFormatError, validate
+from cryptoflow.sources.binance.wire import from_kline_payload
 from cryptoflow.forecast import hourly
 from cryptoflow.sources.files import FileHistory
 
@@ -353,7 +354,7 @@ def test_collector_sigkill_loses_at_most_the_tail(make_server, tmp_path):
     root = tmp_path / "segments"
     with open(tmp_path / "collector.log", "wb") as logfile:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cryptoflow.binance.collector", "--root", str(root), "--ws-url", srv.ws_url,
+            [sys.executable, "-m", "cryptoflow.collector", "--root", str(root), "--ws-url", srv.ws_url,
              "--symbols", ",".join(SYMBOLS), "--interval", "1m"],
             env=dict(os.environ), stdout=logfile, stderr=subprocess.STDOUT)
     try:

@@ -24,7 +24,7 @@ from datetime import datetime, timedelta, timezone
 import psycopg
 import pytest
 
-from cryptoflow.local.postgres import free_port
+from cryptoflow_stack.postgres import free_port
 from cryptoflow.settings import read_credentials
 from tests.integration.running_stack import (
     airflow_api,

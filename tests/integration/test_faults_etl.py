@@ -8,7 +8,7 @@
   nothing is published, and the rerun leaves the warehouse and the lake holding every candle once.
 (A job killed inside its load transaction is in test_spark_etl.py.)
 
-Input: SYNTHETIC one-minute candles from cryptoflow.bench.etl (valid by construction).
+Input: SYNTHETIC one-minute candles from cryptoflow_bench.etl (valid by construction).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from cryptoflow.bench.etl import MINUTE_MS, START_MS, minute_row, write_minutes
+from cryptoflow_bench.etl import MINUTE_MS, START_MS, minute_row, write_minutes
 from cryptoflow.etl import job, plan
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -82,7 +82,7 @@ def test_out_of_order_and_twice_delivered_snapshots_converge(spark, warehouse, t
 
 
 def test_postgres_restarted_during_the_load_then_rerun_converges(spark, tmp_path):
-    from cryptoflow.local.postgres import LocalPostgres, free_port
+    from cryptoflow_stack.postgres import LocalPostgres, free_port
     from cryptoflow.warehouse.migrate import migrate
 
     cluster = LocalPostgres(tmp_path / "pg", free_port(), superuser_password="test-admin", throwaway=True)

@@ -19,12 +19,12 @@ import time
 import psycopg
 import pytest
 
-from cryptoflow import ingest, landing, settings
-from cryptoflow.bench.soak import (CollectorProcess, received_range, wait_for, warehouse_counts,
+from cryptoflow import ingest, landing, settings, sources
+from cryptoflow_bench.soak import (CollectorProcess, received_range, wait_for, warehouse_counts,
                                    windows_between)
-from cryptoflow.binance.collector import ReadStats, read_window
-from cryptoflow.binance.replay import ReplayServer, load_history
-from cryptoflow.binance.rest import BinanceRestClient, BinanceUnavailable
+from cryptoflow.collector import ReadStats, read_window
+from binance_emulator import ReplayServer, load_history
+from cryptoflow.sources.binance.rest import BinanceRestClient, BinanceUnavailable
 from cryptoflow.warehouse.load import ms_to_ts
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -184,6 +184,6 @@ def test_collector_faults_then_ingest_and_etl_hold_every_candle_once(srv, tmp_pa
 def _missing(root, tl, cfg, w_lo, w_hi) -> bool:
     """Whether the collector's record of this window lacks a closed candle (healing will call REST)."""
     candles, _, _ = ingest.parse_messages(read_window(root, *received_range(tl, w_lo, w_hi)), tuple(cfg.symbols),
-                                          cfg.interval, w_lo, w_hi)
+                                          cfg.interval, w_lo, w_hi, feed=sources.active(cfg))
     have = {(c.symbol, c.open_time) for c in candles}
     return bool(ingest.expected_keys(tuple(cfg.symbols), cfg.interval, w_lo, w_hi) - have)

@@ -16,8 +16,8 @@ import psycopg
 import pytest
 
 from cryptoflow import ingest, landing, settings
-from cryptoflow.binance.replay import ReplayServer, load_history, synthetic_minutes
-from cryptoflow.binance.rest import BinanceRestClient
+from binance_emulator import ReplayServer, load_history, synthetic_minutes
+from cryptoflow.sources.binance.rest import BinanceRestClient
 from cryptoflow.warehouse.load import ms_to_ts
 
 pytestmark = pytest.mark.integration

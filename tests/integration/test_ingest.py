@@ -18,9 +18,9 @@ import psycopg
 import pytest
 
 from cryptoflow import ingest, landing, settings
-from cryptoflow.binance.collector import SegmentWriter
-from cryptoflow.binance.replay import ReplayServer, kline_event, load_history, partial, synthetic_minutes
-from cryptoflow.binance.rest import BinanceRestClient
+from cryptoflow.collector import SegmentWriter
+from binance_emulator import ReplayServer, kline_event, load_history, partial, synthetic_minutes
+from cryptoflow.sources.binance.rest import BinanceRestClient
 
 pytestmark = pytest.mark.integration
 
@@ -111,7 +111,7 @@ def test_binance_ingest_follows_the_binance_default_connection(tmp_path, replay,
     connection's is the replay server, and the window is sealed from REST all the same."""
     from airflow.dag_processing.dagbag import DagBag
 
-    from cryptoflow.local.postgres import free_port
+    from cryptoflow_stack.postgres import free_port
     from tests.conftest import PROJECT_ROOT
 
     for key, value in cfg_for(tmp_path, replay).as_env().items():

@@ -20,7 +20,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from cryptoflow.local.postgres import free_port
+from cryptoflow_stack.postgres import free_port
 from cryptoflow.settings import read_credentials
 from tests.conftest import PROJECT_ROOT
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from cryptoflow import cli, settings
-from cryptoflow.local import passwords, postgres, stack
-from cryptoflow.local.postgres import free_port
+from cryptoflow_stack import passwords, postgres, stack
+from cryptoflow_stack.postgres import free_port
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(os.geteuid() != 0, reason="the cluster moves only when the server runs as another user")]

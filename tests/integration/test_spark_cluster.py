@@ -1,7 +1,7 @@
 """The spark_etl job on a real Spark standalone cluster (spark://, two workers) gives what local[*] gives.
 
 The distributed path of docker-compose, without Docker: a master and two workers from pyspark's
-own distribution on loopback (cryptoflow.local.spark_cluster), the job submitted the way the DAG
+own distribution on loopback (cryptoflow_stack.spark_cluster), the job submitted the way the DAG
 submits it (spark-submit with the DAG's conf, jars and application, the package zip as
 --py-files). The same SYNTHETIC snapshots (minutes across midnight, an incomplete hour, bad rows, and
 the second half of an hour whose first half is already stored, so the executors read stored rows
@@ -23,9 +23,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from cryptoflow.bench.etl import MINUTE_MS, START_MS, _copy_rows, minute_row, write_minutes
+from cryptoflow_bench.etl import MINUTE_MS, START_MS, _copy_rows, minute_row, write_minutes
 from cryptoflow.etl import plan
-from cryptoflow.local.spark_cluster import StandaloneCluster, java_home
+from cryptoflow_stack.spark_cluster import StandaloneCluster, java_home
 from cryptoflow.spark import worker_python
 from tests.conftest import PROJECT_ROOT, make_warehouse
 from tests.integration.test_spark_etl import _bad_rows, _write

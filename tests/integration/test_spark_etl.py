@@ -21,7 +21,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from cryptoflow.bench.etl import MINUTE_MS, START_MS, minute_row, write_minutes
+from cryptoflow_bench.etl import MINUTE_MS, START_MS, minute_row, write_minutes
 from cryptoflow.candles import LANDING_COLUMNS
 from cryptoflow.etl import dq, io, job
 from cryptoflow.landing import snapshot_relpath

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cryptoflow.bench.etl import MINUTE_MS, START_MS, write_minutes
+from cryptoflow_bench.etl import MINUTE_MS, START_MS, write_minutes
 from cryptoflow.etl import job
 from tests.integration.test_spark_etl import HOUR, _fingerprint
 

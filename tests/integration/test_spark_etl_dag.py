@@ -11,8 +11,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 def test_spark_etl_dag_loads_checks_and_publishes(airflow_db, use_warehouse, monkeypatch, tmp_path):
     from airflow.dag_processing.dagbag import DagBag
 
-    from cryptoflow.bench.etl import MINUTE_MS, START_MS, write_minutes
-    from cryptoflow.local.postgres import free_port
+    from cryptoflow_bench.etl import MINUTE_MS, START_MS, write_minutes
+    from cryptoflow_stack.postgres import free_port
     from tests.conftest import PROJECT_ROOT
 
     syms = ("BTCUSDT", "ETHUSDT")
@@ -46,7 +46,7 @@ def test_a_failed_check_is_red_by_name_and_every_coin_is_still_published(airflow
     the other checks pass, and publish still hands both coins to the forecasts."""
     from airflow.dag_processing.dagbag import DagBag
 
-    from cryptoflow.bench.etl import MINUTE_MS, START_MS, write_minutes
+    from cryptoflow_bench.etl import MINUTE_MS, START_MS, write_minutes
     from tests.conftest import PROJECT_ROOT
 
     syms = ("BTCUSDT", "ETHUSDT")

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from cryptoflow.local import process
-from cryptoflow.local.postgres import LocalPostgres
+from cryptoflow_stack import process
+from cryptoflow_stack.postgres import LocalPostgres
 from cryptoflow.settings import read_credentials
 from tests.conftest import stack_env
 

@@ -27,8 +27,8 @@ import pytest
 import requests
 
 from cryptoflow import settings as cf_settings
-from cryptoflow.local import passwords, postgres
-from cryptoflow.local import superset as superset_svc
+from cryptoflow_stack import passwords, postgres
+from cryptoflow_stack import superset as superset_svc
 from cryptoflow.superset import bundle, importer
 from tests.conftest import make_warehouse
 
@@ -57,7 +57,7 @@ def _shifted(c, delta_ms: int):
 @pytest.fixture(scope="module")
 def pipeline_warehouse(pg_cluster, spark, shared_data, tmp_path_factory):
     from cryptoflow import ingest
-    from cryptoflow.binance.replay import synthetic_minutes
+    from binance_emulator import synthetic_minutes
     from cryptoflow.etl import dq, job
     from cryptoflow.forecast.hourly import write_predictions
     from cryptoflow.forecast.train import Forecast

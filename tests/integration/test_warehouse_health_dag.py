@@ -37,7 +37,7 @@ def test_dag_tasks_follow_the_cryptoflow_warehouse_connection(airflow_db, use_wa
     as here) moves the tasks with it: the settings' DSN is dead, the connection's is the warehouse."""
     from airflow.dag_processing.dagbag import DagBag
 
-    from cryptoflow.local.postgres import free_port
+    from cryptoflow_stack.postgres import free_port
     from tests.conftest import PROJECT_ROOT
 
     monkeypatch.setenv("CRYPTOFLOW_SYMBOLS", "BTCUSDT")

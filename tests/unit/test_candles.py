@@ -9,10 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from cryptoflow import symbols
-from cryptoflow.candles import (
-    INTERVAL_MS, LANDING_COLUMNS, REASONS, RULES, Candle, CandleFormatError, Rejection, _from_kline_payload_strict,
-    check, epoch_to_ms, from_kline_payload, from_landing_row, from_rest_row, from_stream_message, validate,
-)
+from cryptoflow.candles import INTERVAL_MS, LANDING_COLUMNS, REASONS, RULES, Candle, CandleFormatError, Rejection, check, epoch_to_ms, from_landing_row, validate
+from cryptoflow.sources.binance.wire import _from_kline_payload_strict, from_kline_payload, from_rest_row, from_stream_message
 
 pytestmark = pytest.mark.quick
 

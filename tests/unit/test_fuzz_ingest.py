@@ -16,10 +16,11 @@ from collections import Counter
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from cryptoflow import ingest, landing
-from cryptoflow.binance.collector import RawMessage, ReadStats, SegmentWriter, read_window
+from cryptoflow import ingest, landing, sources
+from cryptoflow.collector import RawMessage, ReadStats, SegmentWriter, read_window
 from cryptoflow.candles import REASONS
-from cryptoflow.importers import import_binance_vision, import_cdd_csv
+from cryptoflow.importers import import_cdd_csv
+from cryptoflow.sources.binance.archive import import_binance_vision
 
 pytestmark = pytest.mark.quick
 
@@ -85,7 +86,8 @@ def test_segments_keep_any_text_and_skip_a_torn_tail(tmp_path_factory, texts, ta
 def test_every_message_of_a_window_is_accounted_for(raws):
     msgs = [RawMessage(START + i, raw, "seg", i) for i, raw in enumerate(raws)]
     ignored = Counter()
-    candles, rejections, open_updates = ingest.parse_messages(msgs, CONFIGURED, "1m", START, END, ignored=ignored)
+    candles, rejections, open_updates = ingest.parse_messages(msgs, CONFIGURED, "1m", START, END, ignored=ignored,
+                                                              feed=sources.get("binance"))
     assert len(candles) + len(rejections) + open_updates + sum(ignored.values()) == len(raws)
     for r in rejections:
         assert r.reason in REASONS

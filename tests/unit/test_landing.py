@@ -9,7 +9,8 @@ from decimal import Decimal
 
 import pytest
 
-from cryptoflow.candles import LANDING_COLUMNS, from_kline_payload
+from cryptoflow.candles import LANDING_COLUMNS
+from cryptoflow.sources.binance.wire import from_kline_payload
 from cryptoflow.landing import (
     WINDOW_MS, list_snapshots, parse_snapshot_name, read_snapshot, snapshot_relpath, window_of, write_snapshot,
 )

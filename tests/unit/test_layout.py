@@ -1,8 +1,11 @@
-"""The package's shape: no module over 600 lines, no import cycle between cryptoflow's modules."""
+"""The code's shape: no module over 600 lines, no import cycle between modules or packages, and a
+runtime package (`cryptoflow`) that never imports the tooling beside it."""
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 
 import pytest
 
@@ -10,7 +13,11 @@ from tests.conftest import PROJECT_ROOT
 
 pytestmark = pytest.mark.quick
 
-PACKAGE = PROJECT_ROOT / "include" / "cryptoflow"
+INCLUDE = PROJECT_ROOT / "include"
+PACKAGE = INCLUDE / "cryptoflow"
+# Tooling: each imports cryptoflow; cryptoflow (what production runs, shipped to Spark) imports none.
+TOOLING = ("cryptoflow_stack", "cryptoflow_bench", "binance_emulator")
+PACKAGES = ("cryptoflow",) + TOOLING
 MAX_LINES = 600
 
 
@@ -26,7 +33,7 @@ def test_no_python_file_is_over_600_lines():
 
 
 def _module_name(path) -> str:
-    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    parts = list(path.relative_to(INCLUDE).with_suffix("").parts)
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
@@ -45,8 +52,8 @@ def _runtime_nodes(tree):
 
 
 def import_graph() -> dict[str, set[str]]:
-    """module -> the cryptoflow modules it imports, at any depth of the file (lazy imports too)."""
-    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    """module -> the modules of include/'s packages it imports, at any depth of the file (lazy imports too)."""
+    modules = {_module_name(p): p for pkg in PACKAGES for p in (INCLUDE / pkg).rglob("*.py")}
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
         deps: set[str] = set()
@@ -78,3 +85,54 @@ def test_no_import_cycle_between_modules():
         if module not in state:
             visit(module, [module])
     assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+def _package(module: str) -> str:
+    """cryptoflow.etl.job -> cryptoflow.etl; cryptoflow.candles -> cryptoflow.candles; tooling -> its top."""
+    parts = module.split(".")
+    if parts[0] != "cryptoflow":
+        return parts[0]
+    if len(parts) > 2 or (INCLUDE / "cryptoflow" / parts[-1]).is_dir():
+        return ".".join(parts[:2])
+    return module
+
+
+def test_no_import_cycle_between_packages():
+    edges = {(_package(a), _package(b)) for a, deps in import_graph().items() for b in deps}
+    edges = {(a, b) for a, b in edges if a != b}
+    both_ways = sorted((a, b) for a, b in edges if (b, a) in edges and a < b)
+    assert not both_ways, f"packages importing each other: {both_ways}"
+
+
+def test_runtime_imports_no_tooling():
+    leaks = sorted(f"{module} -> {dep}" for module, deps in import_graph().items() if module.split(".")[0] == "cryptoflow"
+                   for dep in deps if dep.split(".")[0] in TOOLING)
+    assert not leaks, f"the runtime package imports tooling: {leaks}"
+
+
+def test_importing_every_runtime_module_loads_no_tooling():
+    """Dynamic imports too: every module of cryptoflow imported in a fresh interpreter, then
+    sys.modules holds none of the tooling packages. (A module for Superset's virtualenv, whose
+    libraries this one lacks, is skipped.)"""
+    code = (
+        "import importlib, pkgutil, sys, cryptoflow\n"
+        "for m in pkgutil.walk_packages(cryptoflow.__path__, 'cryptoflow.'):\n"
+        "    try:\n"
+        "        importlib.import_module(m.name)\n"
+        "    except ModuleNotFoundError as exc:\n"
+        "        assert not exc.name.startswith('cryptoflow'), exc\n"
+        f"print(sorted(n for n in sys.modules if n.split('.')[0] in {TOOLING!r}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_spark_archive_ships_only_the_runtime(tmp_path):
+    import zipfile
+
+    from cryptoflow.etl.plan import package_zip
+
+    names = zipfile.ZipFile(package_zip(tmp_path)).namelist()
+    assert names and all(n.startswith("cryptoflow/") for n in names)
+    assert not [n for n in names if any(f"/{t}/" in n or n.startswith(t) for t in TOOLING)]

@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 
 from cryptoflow import settings as settings_mod
-from cryptoflow.candles import CandleFormatError, from_kline_payload
+from cryptoflow.candles import CandleFormatError
+from cryptoflow.sources.binance.wire import from_kline_payload
 
 pytestmark = pytest.mark.quick
 
@@ -81,7 +82,7 @@ def test_compose_takes_every_secret_from_the_environment():
 
 
 def test_generated_credentials_are_random_private_and_kept(tmp_path):
-    from cryptoflow.local import passwords
+    from cryptoflow_stack import passwords
 
     path = tmp_path / "state" / "credentials.env"
     creds, new = passwords.ensure(path)
@@ -101,9 +102,9 @@ def test_every_service_defaults_to_loopback():
     assert s.bind_host == "127.0.0.1"
     assert "@127.0.0.1:" in s.warehouse_dsn and "@127.0.0.1:" in s.warehouse_reader_dsn
     # The local stack passes bind_host to Airflow's api-server and to Superset's gunicorn.
-    assert '"AIRFLOW__API__HOST": settings.bind_host' in (ROOT / "include/cryptoflow/local/airflow.py").read_text()
+    assert '"AIRFLOW__API__HOST": settings.bind_host' in (ROOT / "include/cryptoflow_stack/airflow.py").read_text()
     assert '"-b", f"{settings.bind_host}:{settings.superset_port}"' in (
-        ROOT / "include/cryptoflow/local/superset.py").read_text()
+        ROOT / "include/cryptoflow_stack/superset.py").read_text()
 
 
 def _outward_address() -> str | None:
@@ -124,8 +125,8 @@ def test_replay_server_binds_loopback_unless_told_otherwise():
     import socket
     from decimal import Decimal
 
-    from cryptoflow.binance import replay
-    from cryptoflow.binance.replay import ReplayServer
+    import binance_emulator as replay
+    from binance_emulator import ReplayServer
     from cryptoflow.candles import Candle
 
     assert inspect.signature(ReplayServer).parameters["host"].default == "127.0.0.1"
@@ -158,7 +159,7 @@ REVIEWED = {
     # COPY column list from the module constant _COLUMNS; the rows go through copy.write_row.
     ("include/cryptoflow/quarantine.py", "write_rejections"),
     # Benchmark bookkeeping: row counts of a literal tuple of table names in the function itself.
-    ("include/cryptoflow/bench/superset.py", "fill"),
+    ("include/cryptoflow_bench/superset.py", "fill"),
 }
 
 

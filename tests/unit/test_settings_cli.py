@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from cryptoflow import cli, settings
-from cryptoflow.local import passwords
+from cryptoflow_stack import passwords
 
 pytestmark = pytest.mark.quick
 
@@ -67,7 +67,7 @@ def test_credentials_are_generated_once_with_mode_600(tmp_path):
 
 def test_first_run_services_get_the_generated_passwords(tmp_path):
     """Settings read before `up` generated the credentials must not reach Airflow without passwords."""
-    from cryptoflow.local.airflow import airflow_env
+    from cryptoflow_stack.airflow import airflow_env
 
     before = settings.load({"CRYPTOFLOW_STATE_DIR": str(tmp_path)})
     assert "@" in before.warehouse_dsn and ":" not in before.warehouse_dsn.split("//")[1].split("@")[0]

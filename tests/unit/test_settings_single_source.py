@@ -23,7 +23,7 @@ ALLOWED = {
     Path("include/cryptoflow/settings.py"): "the definition itself",
     Path("include/cryptoflow/forecast/config.py"): "the forecasting knobs (CRYPTOFLOW_FORECAST_<FIELD>)",
 }
-ALLOWED_DIRS = {Path("include/cryptoflow/bench"): "benchmark switches, documented per benchmark"}
+ALLOWED_DIRS = {Path("include/cryptoflow_bench"): "benchmark switches, documented per benchmark"}
 
 _NAME = r"""["'](CRYPTOFLOW_\w+)["']"""
 # A read from an environment mapping (os.environ, an `environ` parameter, a copy called env):

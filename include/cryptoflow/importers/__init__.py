@@ -1,7 +1,8 @@
 """Importers of historical candle files: each returns an ImportResult accounting for every row.
 
 - `cryptodatadownload.import_cdd_csv`: CryptoDataDownload CSVs (URL line, header, newest first).
-- `binance_vision.import_binance_vision`: data.binance.vision kline dumps (CSV or ZIP, 12 columns).
+Binance's own archive (data.binance.vision kline dumps) is read by its source:
+`cryptoflow.sources.binance.archive.import_binance_vision`, on the same rules.
 - `layout`: what a file's content says about itself (dates, unix precision, date order, interval,
   symbol): the rules both importers apply, in one place.
 - `land`: results into the landing zone.
@@ -15,6 +16,5 @@ Invariant, asserted by the tests on every shared file:
 
 from cryptoflow.importers.common import ImportRefused, ImportResult
 from cryptoflow.importers.cryptodatadownload import import_cdd_csv
-from cryptoflow.importers.binance_vision import import_binance_vision
 
-__all__ = ["ImportRefused", "ImportResult", "import_cdd_csv", "import_binance_vision"]
+__all__ = ["ImportRefused", "ImportResult", "import_cdd_csv"]

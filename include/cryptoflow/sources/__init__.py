@@ -70,6 +70,16 @@ class Source(Protocol):
         """The live feed of settings.symbols at settings.interval (raises for a source without one)."""
         ...
 
+    def parse_message(self, raw: str, label: str) -> Candle:
+        """A candle from one message of the stream, as recorded by the collector; CandleFormatError
+        if it is none (reason "not_kline" for a well-formed message that carries no candle)."""
+        ...
+
+    def control_kind(self, raw: str) -> str | None:
+        """What a well-formed non-data message of the stream is (a server event, a reply), or None:
+        such messages are counted, not quarantined."""
+        ...
+
 
 def names() -> list[str]:
     """The sources available: the modules of this package."""

@@ -1,11 +1,11 @@
-"""The pure parts of the operation benchmark (cryptoflow.bench.operate): no stack, no database."""
+"""The pure parts of the operation benchmark (cryptoflow_bench.operate): no stack, no database."""
 
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from cryptoflow import bench
-from cryptoflow.bench import operate as op
+import cryptoflow_bench as bench
+from cryptoflow_bench import operate as op
 
 pytestmark = pytest.mark.quick
 
@@ -14,7 +14,7 @@ M = timedelta(minutes=1)
 
 
 def test_registered():
-    assert bench.REGISTRY["operate"] == "cryptoflow.bench.operate:bench_operate"
+    assert bench.REGISTRY["operate"] == "cryptoflow_bench.operate:bench_operate"
     assert callable(bench._resolve(bench.REGISTRY["operate"]))
 
 

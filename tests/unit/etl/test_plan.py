@@ -39,7 +39,7 @@ def test_manifest_round_trip(tmp_path):
 
 
 def test_range_planning_lists_only_the_window(tmp_path):
-    from cryptoflow.bench.etl import MINUTE_MS, START_MS, write_minutes
+    from cryptoflow_bench.etl import MINUTE_MS, START_MS, write_minutes
 
     write_minutes(tmp_path, ["BTCUSDT"], START_MS, START_MS + 60 * MINUTE_MS, 10 * MINUTE_MS)
     got = plan.snapshots_for_range(f"file://{tmp_path}", ["1m"], START_MS + 20 * MINUTE_MS, START_MS + 40 * MINUTE_MS)

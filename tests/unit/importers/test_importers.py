@@ -8,8 +8,9 @@ from datetime import datetime, timezone
 import pytest
 
 from cryptoflow.candles import CandleFormatError
-from cryptoflow.importers import ImportRefused, import_binance_vision, import_cdd_csv
-from cryptoflow.importers.binance_vision import parse_file_name as vision_name
+from cryptoflow.importers import ImportRefused, import_cdd_csv
+from cryptoflow.sources.binance.archive import import_binance_vision
+from cryptoflow.sources.binance.archive import parse_file_name as vision_name
 from cryptoflow.importers.cryptodatadownload import parse_cdd_date, parse_file_name as cdd_name
 
 pytestmark = pytest.mark.quick

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 import pytest
 
 from cryptoflow import ingest, landing, settings, sources
-from cryptoflow.binance.rest import BinanceRestClient
+from cryptoflow.sources.binance.rest import BinanceRestClient
 from cryptoflow.candles import INTERVAL_MS
 from cryptoflow.settings import ConfigError
 
@@ -86,7 +86,7 @@ def test_the_files_source_seals_windows_without_network_and_keeps_a_missing_hour
 
 
 def test_a_source_without_a_stream_has_no_collector(tmp_path):
-    from cryptoflow.binance.collector import Collector
+    from cryptoflow.collector import Collector
 
     with pytest.raises(ConfigError, match="no stream"):
         Collector.from_settings(files_settings(tmp_path))

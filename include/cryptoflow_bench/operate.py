@@ -1,0 +1,532 @@
+"""Operation: how the running local stack keeps producing, watched for a wall-clock period.
+
+`cryptoflow bench --only operate` attaches to the stack the settings describe (CRYPTOFLOW_STATE_DIR
+names its state dir; its stack.env and credentials.env are read from there) and samples it every
+CRYPTOFLOW_BENCH_OPERATE_SAMPLE_S seconds (default 60) for CRYPTOFLOW_BENCH_OPERATE_MINUTES
+(default 120). When no stack runs (airflow-scheduler stopped) it starts one with
+`cryptoflow up --demo` and leaves it running.
+
+Every sample records, per configured coin, the newest stored 1m candle (freshness = now - its close,
+i.e. now - (max(open_time) + 1 min)), and the RSS of every service of the stack: for each pid file in
+<state>/run/ and for the PostgreSQL postmaster, the processes of its session or process group and
+their descendants (an Airflow task and the Spark driver it starts count for airflow-scheduler: the
+LocalExecutor runs them in the scheduler's session; PostgreSQL backends for postgres).
+
+The figures, at the end:
+- freshness_1m_*: percentiles over every (sample, coin) after the warm-up
+  (CRYPTOFLOW_BENCH_OPERATE_WARMUP_MINUTES, default 15); the max has a target of 12 minutes;
+- snapshot_lag_minutes_*: for each 10-minute window [T, T+10m) ending inside the observation, the
+  time from T+10m to the first sample at which every coin's newest 1m candle opens at T+9m or later.
+  It is only as fine as the sampling (snapshot_lag_resolution_minutes): the true lag lies within one
+  sample interval below the figure;
+- forecast hours: the hours H with start <= H and H + 1h <= end (every whole hour inside the
+  observation; forecast_hourly runs for H at H), each counting the coins with a live prediction for
+  target_open_time = H;
+- scored forecasts (both kinds, actual_close filled), holes in the stored 1m series (between each
+  coin's first candle and now - 12 min; explained when inside ops.explained_gaps or quarantined),
+  quarantined rows, the DAG runs of the period (ended in it, or still running or queued at its end)
+  by DAG and state, over Airflow's REST API, and RSS and PSS start/peak/end. The samples go to <state>/bench-operate-samples.jsonl.
+
+The pure parts (percentiles, lags, the forecast tally, grouping a /proc snapshot into services)
+are unit-tested in tests/unit/bench/test_operate.py. The /proc snapshot and its grouping into
+services are in procmem.py (re-exported here).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from urllib.parse import urlencode
+
+# Re-exported: the /proc helpers moved to procmem.py, and callers (the unit tests) use them from here.
+from cryptoflow_bench.procmem import (  # noqa: F401
+    Proc, group_processes, mem_available_kb, parse_stat, read_proc, rss_by_service, with_memory)
+
+MINUTE = timedelta(minutes=1)
+WINDOW = timedelta(minutes=10)
+HOUR = timedelta(hours=1)
+FRESHNESS_MAX_TARGET_MIN = 12.0
+# A minute is a hole once it is older than this: sealed 10 minutes after its window opens, loaded
+# a minute or two later.
+HOLE_GRACE = timedelta(minutes=12)
+POSTGRES = "postgres"
+SAMPLES_FILE = "bench-operate-samples.jsonl"
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name) or ""
+    return float(raw) if raw.strip() else default
+
+
+# --- pure computations -----------------------------------------------------------------------------
+
+
+def percentile(values: Iterable[float], q: float) -> float | None:
+    """The q-th percentile (0..100) with linear interpolation between order statistics; None if empty."""
+    xs = sorted(values)
+    if not xs:
+        return None
+    pos = (len(xs) - 1) * q / 100.0
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def freshness_minutes(now: datetime, newest_open: datetime | None) -> float | None:
+    """Minutes since the newest 1m candle closed (its open + 1 minute); None without a candle."""
+    if newest_open is None:
+        return None
+    return (now - (newest_open + MINUTE)).total_seconds() / 60.0
+
+
+def floor_to(t: datetime, step: timedelta) -> datetime:
+    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    return t - (t - epoch) % step
+
+
+def ceil_to(t: datetime, step: timedelta) -> datetime:
+    f = floor_to(t, step)
+    return f if f == t else f + step
+
+
+@dataclass
+class Sample:
+    at: datetime
+    newest_1m: dict[str, datetime | None]            # coin -> newest stored 1m open time
+    rss_kb: dict[str, int] = field(default_factory=dict)   # service -> summed VmRSS
+    pss_kb_total: int | None = None
+    mem_available_kb: int | None = None
+    error: str | None = None
+
+    def freshness(self) -> dict[str, float | None]:
+        return {s: freshness_minutes(self.at, t) for s, t in self.newest_1m.items()}
+
+    def to_json(self) -> dict:
+        return {
+            "at": self.at.isoformat(),
+            "newest_1m": {s: t.isoformat() if t else None for s, t in self.newest_1m.items()},
+            "freshness_1m_minutes": {s: None if f is None else round(f, 2) for s, f in self.freshness().items()},
+            "rss_mb": {k: round(v / 1024, 1) for k, v in self.rss_kb.items()},
+            "rss_mb_total": round(sum(self.rss_kb.values()) / 1024, 1),
+            "pss_mb_total": None if self.pss_kb_total is None else round(self.pss_kb_total / 1024, 1),
+            "mem_available_mb": None if self.mem_available_kb is None else round(self.mem_available_kb / 1024, 1),
+            **({"error": self.error} if self.error else {}),
+        }
+
+
+def freshness_figures(samples: Sequence[Sample], symbols: Sequence[str], warmup_until: datetime,
+                      target: float = FRESHNESS_MAX_TARGET_MIN) -> dict:
+    """p50/p95/max of freshness over every (sample, coin) at or after `warmup_until`.
+
+    A coin without any 1m candle in a sample counts as infinitely stale: the max is then None and
+    the target is missed (`freshness_1m_no_data_samples` says how often).
+    """
+    values: list[tuple[float, str]] = []
+    no_data = 0
+    used = [s for s in samples if s.at >= warmup_until and s.error is None]
+    for s in used:
+        fresh = s.freshness()
+        for sym in symbols:
+            f = fresh.get(sym)
+            if f is None:
+                no_data += 1
+            else:
+                values.append((f, sym))
+    nums = [v for v, _ in values]
+    worst = max(values) if values else None
+    mx = None if no_data or worst is None else worst[0]
+    return {
+        "samples_after_warmup": len(used),
+        "freshness_1m_p50_minutes": _round(percentile(nums, 50)),
+        "freshness_1m_p95_minutes": _round(percentile(nums, 95)),
+        "freshness_1m_max_minutes": _round(mx),
+        "freshness_1m_max_minutes_target": target,
+        "freshness_1m_max_minutes_met": mx is not None and mx <= target,
+        "freshness_1m_stalest_coin": worst[1] if worst else None,
+        "freshness_1m_no_data_samples": no_data,
+    }
+
+
+def snapshot_lags(samples: Sequence[tuple[datetime, Mapping[str, datetime | None]]], symbols: Sequence[str]
+                  ) -> tuple[dict[datetime, float], dict[datetime, float]]:
+    """Lag of each 10-minute window [T, T+10m) that ends within the samples, in minutes.
+
+    A window is in the warehouse at the first sample where every coin's newest 1m open time is
+    >= T+9m; its lag is that sample's time minus T+10m (coarse: an upper bound, at most one sample
+    interval above the true lag). Only windows ending at or after the first sample count (an older
+    one may have arrived long before it). Returns (lags of the windows that arrived, {window still
+    missing at the last sample: minutes since it ended}).
+    """
+    samples = sorted(samples, key=lambda s: s[0])
+    if not samples or not symbols:
+        return {}, {}
+    first, last = samples[0][0], samples[-1][0]
+    arrived: dict[datetime, float] = {}
+    pending: dict[datetime, float] = {}
+    t = ceil_to(first, WINDOW) - WINDOW  # the window ending at the first 10-minute boundary >= first
+    while t + WINDOW <= last:
+        end, need = t + WINDOW, t + WINDOW - MINUTE
+        for at, newest in samples:
+            if all(newest.get(sym) is not None and newest[sym] >= need for sym in symbols):
+                arrived[t] = (at - end).total_seconds() / 60.0
+                break
+        else:
+            pending[t] = (last - end).total_seconds() / 60.0
+        t += WINDOW
+    return arrived, pending
+
+
+def lag_figures(samples: Sequence[Sample], symbols: Sequence[str], sample_s: float) -> dict:
+    ok = [(s.at, s.newest_1m) for s in samples if s.error is None]
+    arrived, pending = snapshot_lags(ok, symbols)
+    lags = list(arrived.values())
+    return {
+        "snapshots_observed": len(arrived),
+        "snapshot_lag_minutes_p50": _round(percentile(lags, 50)),
+        "snapshot_lag_minutes_max": _round(max(lags) if lags else None),
+        "snapshot_lag_resolution_minutes": round(sample_s / 60.0, 2),
+        "snapshots_missing_at_end": len(pending),
+        "snapshot_missing_oldest_minutes": _round(max(pending.values()) if pending else None),
+    }
+
+
+def forecast_hours(start: datetime, end: datetime) -> list[datetime]:
+    """The whole hours inside [start, end]: H with start <= H and H + 1h <= end."""
+    out, h = [], ceil_to(start, HOUR)
+    while h + HOUR <= end:
+        out.append(h)
+        h += HOUR
+    return out
+
+
+def tally_forecasts(hours: Sequence[datetime], rows: Iterable[tuple[str, datetime]], symbols: Sequence[str]) -> dict:
+    """Per hour, how many configured coins have a live forecast for it; min/mean over the hours."""
+    wanted = set(symbols)
+    per_hour: dict[datetime, set[str]] = {h: set() for h in hours}
+    for sym, target in rows:
+        if target in per_hour and sym in wanted:
+            per_hour[target].add(sym)
+    counts = [len(per_hour[h]) for h in hours]
+    return {
+        "forecast_hours_observed": len(hours),
+        "forecasts_per_hour_min": min(counts) if counts else None,
+        "forecasts_per_hour_mean": _round(sum(counts) / len(counts) if counts else None),
+        "hours_with_every_coin_forecast": sum(1 for c in counts if c == len(wanted)),
+        "forecast_hours_missing_coins": {h.strftime("%m-%dT%H:%MZ"): sorted(wanted - per_hour[h])
+                                         for h in hours if len(per_hour[h]) < len(wanted)},
+    }
+
+
+def rss_figures(samples: Sequence[Sample]) -> dict:
+    """start/peak/end MiB per service (in the order first seen) and of the total, RSS and PSS."""
+    used = [s for s in samples if s.rss_kb]
+    if not used:
+        return {}
+    names: list[str] = []
+    for s in used:
+        names += [n for n in s.rss_kb if n not in names]
+    out: dict = {}
+
+    def put(label: str, series: list[float]):
+        series = [v for v in series if v is not None]
+        if series:
+            out[f"{label}_start"] = round(series[0] / 1024, 1)
+            out[f"{label}_peak"] = round(max(series) / 1024, 1)
+            out[f"{label}_end"] = round(series[-1] / 1024, 1)
+
+    put("rss_mb_total", [sum(s.rss_kb.values()) for s in used])
+    put("pss_mb_total", [s.pss_kb_total for s in used])
+    for name in names:
+        put(f"rss_mb_{name.replace('-', '_')}", [s.rss_kb.get(name, 0) for s in used])
+    avail = [s.mem_available_kb for s in used if s.mem_available_kb is not None]
+    if avail:
+        out["mem_available_mb_min"] = round(min(avail) / 1024, 1)
+    return out
+
+
+def dag_run_figures(runs: Iterable[Mapping]) -> dict:
+    """Runs by DAG and state (flat: dag_runs_<dag>_<state>), failed total and the failed runs' ids."""
+    by: dict[tuple[str, str], int] = {}
+    failed = []
+    for r in runs:
+        state = r.get("state") or "none"
+        by[(r["dag_id"], state)] = by.get((r["dag_id"], state), 0) + 1
+        if state == "failed":
+            failed.append(f"{r['dag_id']}/{r['dag_run_id']}")
+    out: dict = {"dag_runs_failed_in_period": len(failed), "dag_runs_failed_ids": failed[:10]}
+    for (dag, state), n in sorted(by.items()):
+        out[f"dag_runs_{dag}_{state}"] = n
+    return out
+
+
+def _round(x: float | None, nd: int = 2) -> float | None:
+    return None if x is None else round(x, nd)
+
+
+# --- the live stack ------------------------------------------------------------------------------
+
+
+class Stack:
+    """The running local stack as the settings describe it: warehouse, Airflow API, service roots."""
+
+    def __init__(self, settings, creds: dict[str, str]):
+        from cryptoflow_stack import stack
+
+        self.settings, self.creds = settings, creds
+        self.run_dir = settings.state_dir / "run"
+        try:  # where the postmaster's pid file is (the cluster may live outside the state dir, see postgres.py)
+            self.pg_data = stack.cluster(settings, creds).data_dir if "CF_ADMIN_PASSWORD" in creds else None
+        except Exception:  # no PostgreSQL binaries here (a stack elsewhere): no postgres figures
+            self.pg_data = None
+
+    def roots(self) -> dict[str, int]:
+        """{service: pid} of what runs now: every pid file of <state>/run, and the postmaster."""
+        from cryptoflow_stack import process
+
+        out: dict[str, int] = {}
+        if self.pg_data is not None:
+            try:
+                pid = int((self.pg_data / "postmaster.pid").read_text().split()[0])
+                os.kill(pid, 0)
+                out[POSTGRES] = pid
+            except (OSError, ValueError, IndexError):
+                pass
+        if self.run_dir.is_dir():
+            for f in sorted(self.run_dir.glob("*.pid")):
+                pid = process.read_pid(self.run_dir, f.stem)
+                if pid:
+                    out[f.stem] = pid
+        return out
+
+    def connect(self):
+        import psycopg
+
+        return psycopg.connect(self.settings.warehouse_reader_dsn, autocommit=True, connect_timeout=10)
+
+    def api(self):
+        from cryptoflow_stack.airflow import AirflowApi
+
+        return AirflowApi(f"http://{self.settings.bind_host}:{self.settings.airflow_port}",
+                          self.creds["AIRFLOW_ADMIN_PASSWORD"])
+
+
+def attach(log=print) -> tuple[Stack, bool]:
+    """The stack of the settings in force; started with `cryptoflow up --demo` when it is not running
+    (and left running). Returns (stack, whether this call started it)."""
+    from cryptoflow import settings as settings_mod
+    from cryptoflow_stack import stack
+
+    def load():
+        s = settings_mod.load()
+        creds = settings_mod.read_credentials(s.credentials_file)
+        return settings_mod.with_local_credentials(s, creds), creds
+
+    s, creds = load()
+    running = "CF_ADMIN_PASSWORD" in creds and stack.status(s).get("airflow-scheduler", "").startswith("running")
+    started = False
+    if not running:
+        s.logs_dir.mkdir(parents=True, exist_ok=True)
+        log_path = s.logs_dir / "bench-operate-up.log"
+        log(f"no stack runs in {s.state_dir} (airflow-scheduler stopped): starting `cryptoflow up --demo` "
+            f"(left running afterwards; output in {log_path})")
+        with open(log_path, "ab") as out:
+            res = subprocess.run([str(Path(sys.executable).parent / "cryptoflow"), "up", "--demo"],
+                                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=s.home)
+        if res.returncode != 0:
+            raise RuntimeError(f"`cryptoflow up --demo` failed (exit {res.returncode}); see {log_path}")
+        started = True
+        s, creds = load()
+    return Stack(s, creds), started
+
+
+def newest_1m(conn, symbols: Sequence[str]) -> dict[str, datetime | None]:
+    """Each coin's newest stored 1m open time (one index probe per coin)."""
+    rows = conn.execute(
+        "SELECT s, (SELECT max(c.open_time) FROM market.candles c WHERE c.symbol = s AND c.interval = '1m')"
+        " FROM unnest(%s::text[]) AS s", (list(symbols),)).fetchall()
+    return {s: t for s, t in rows}
+
+
+def take_sample(stack: Stack, conn, symbols: Sequence[str]) -> Sample:
+    at = datetime.now(timezone.utc)
+    err = None
+    try:
+        newest = newest_1m(conn, symbols)
+    except Exception as exc:  # a sample without the warehouse still has its memory figures
+        newest, err = {}, f"{type(exc).__name__}: {exc}"
+    roots = stack.roots()
+    procs = read_proc()
+    groups = group_processes(procs, roots)
+    procs = with_memory(procs, {pid for pids in groups.values() for pid in pids})
+    rss, pss = rss_by_service(procs, roots)
+    return Sample(at, newest, rss, pss, mem_available_kb(), err)
+
+
+HOLES_SQL = """
+WITH c AS (
+    SELECT symbol, open_time, lead(open_time) OVER (PARTITION BY symbol ORDER BY open_time) AS nxt
+    FROM market.candles
+    WHERE interval = '1m' AND symbol = ANY(%(symbols)s) AND open_time < %(cutoff)s
+), h AS (
+    SELECT symbol, open_time + interval '1 minute' AS lo, coalesce(nxt, %(cutoff)s) AS hi
+    FROM c WHERE coalesce(nxt, %(cutoff)s) > open_time + interval '1 minute'
+), m AS (
+    SELECT h.symbol, t FROM h, generate_series(h.lo, h.hi - interval '1 minute', interval '1 minute') AS t
+)
+SELECT m.symbol, count(*) AS missing,
+       count(*) FILTER (WHERE EXISTS (SELECT 1 FROM ops.explained_gaps g
+                                      WHERE g.symbol = m.symbol AND g.interval = '1m'
+                                        AND g.gap_start <= m.t AND m.t < g.gap_end)
+                           OR EXISTS (SELECT 1 FROM ops.quarantine q
+                                      WHERE q.symbol = m.symbol AND q.interval = '1m' AND q.open_time = m.t)) AS explained
+FROM m GROUP BY m.symbol
+"""
+
+
+def holes(conn, symbols: Sequence[str], now: datetime) -> dict:
+    """Missing 1m minutes per coin between its first stored candle and now - 12 min."""
+    cutoff = floor_to(now - HOLE_GRACE, MINUTE)
+    rows = conn.execute(HOLES_SQL, {"symbols": list(symbols), "cutoff": cutoff}).fetchall()
+    missing = {s: int(n) for s, n, _ in rows}
+    explained = {s: int(e) for s, _, e in rows}
+    unexplained = {s: missing[s] - explained[s] for s in missing if missing[s] > explained[s]}
+    return {
+        "holes_1m_until": cutoff.isoformat(),
+        "holes_1m_total": sum(missing.values()),
+        "holes_1m_explained": sum(explained.values()),
+        "holes_1m_unexplained": sum(unexplained.values()),
+        "holes_1m_unexplained_per_coin": unexplained,
+    }
+
+
+def warehouse_figures(conn, symbols: Sequence[str], start: datetime, end: datetime) -> dict:
+    hours = forecast_hours(start, end)
+    rows = []
+    if hours:
+        rows = conn.execute(
+            "SELECT symbol, target_open_time FROM forecast.predictions"
+            " WHERE kind = 'live' AND interval = '1h' AND target_open_time >= %s AND target_open_time <= %s",
+            (hours[0], hours[-1])).fetchall()
+    out = tally_forecasts(hours, rows, symbols)
+    scored = dict(conn.execute(
+        "SELECT symbol, count(*) FROM forecast.predictions WHERE actual_close IS NOT NULL AND symbol = ANY(%s)"
+        " GROUP BY symbol", (list(symbols),)).fetchall())
+    live = conn.execute("SELECT count(*) FROM forecast.predictions WHERE kind = 'live' AND created_at >= %s",
+                        (start,)).fetchone()[0]
+    out["live_forecasts_written_in_period"] = live
+    out["scored_forecasts_min_per_coin"] = min(scored.get(s, 0) for s in symbols)
+    out["scored_forecasts_total"] = sum(scored.get(s, 0) for s in symbols)
+    out.update(holes(conn, symbols, end))
+    total, recent = conn.execute(
+        "SELECT count(*), count(*) FILTER (WHERE quarantined_at >= %s) FROM ops.quarantine", (start,)).fetchone()
+    out["quarantined_rows_total"] = total
+    out["quarantined_rows_in_period"] = recent
+    return out
+
+
+def dag_runs_since(api, since: datetime, page: int = 100) -> list[dict]:
+    """Every DAG run that ended at or after `since` or has not ended (running, queued), over Airflow's
+    REST API (`end_date_gte` also passes runs without an end date), all pages: the runs of the period,
+    including one that started before it and failed within it."""
+    runs: list[dict] = []
+    while True:
+        query = urlencode({"end_date_gte": since.isoformat(), "limit": page, "offset": len(runs), "order_by": "id"})
+        body = api._request("GET", f"/api/v2/dags/~/dagRuns?{query}")
+        runs += body["dag_runs"]
+        if not body["dag_runs"] or len(runs) >= body.get("total_entries", 0):
+            return runs
+
+
+def _watch(stack: Stack, symbols: Sequence[str], path: Path, seconds: float, sample_s: float, log=print):
+    """Sample every `sample_s` until `seconds` have passed (the last sample at the deadline), each
+    sample a JSON line of `path`. Ctrl-C ends the watch early: the figures cover what was seen.
+    Returns (samples, the open warehouse connection or None, whether it was interrupted)."""
+    t0 = time.monotonic()
+    deadline = t0 + seconds
+    samples: list[Sample] = []
+    conn = None
+    k = 0
+    with open(path, "w") as out:
+        try:
+            while True:
+                if conn is None or conn.closed or conn.broken:
+                    try:
+                        conn = stack.connect()
+                    except Exception as exc:
+                        conn = None
+                        log(f"operate: warehouse unreachable: {exc}")
+                if conn is None:
+                    s = Sample(datetime.now(timezone.utc), {}, error="warehouse unreachable")
+                else:
+                    s = take_sample(stack, conn, symbols)
+                    if s.error:
+                        conn.close()
+                samples.append(s)
+                out.write(json.dumps(s.to_json()) + "\n")
+                out.flush()
+                if time.monotonic() >= deadline:
+                    return samples, conn, False
+                k += 1
+                time.sleep(max(0.0, min(t0 + k * sample_s, deadline) - time.monotonic()))
+        except KeyboardInterrupt:
+            log(f"operate: interrupted after {len(samples)} samples; reporting them")
+            return samples, conn, True
+
+
+def bench_operate(minutes: float | None = None, sample_s: float | None = None, warmup_minutes: float | None = None,
+                  log=print) -> dict:
+    """The operation benchmark (see the module doc)."""
+    minutes = _env_float("CRYPTOFLOW_BENCH_OPERATE_MINUTES", 120.0) if minutes is None else minutes
+    sample_s = _env_float("CRYPTOFLOW_BENCH_OPERATE_SAMPLE_S", 60.0) if sample_s is None else sample_s
+    warmup = _env_float("CRYPTOFLOW_BENCH_OPERATE_WARMUP_MINUTES", 15.0) if warmup_minutes is None else warmup_minutes
+    if sample_s <= 0 or minutes < 0:
+        raise ValueError("CRYPTOFLOW_BENCH_OPERATE_SAMPLE_S must be > 0 and _MINUTES >= 0")
+
+    stack, started = attach(log)
+    symbols = tuple(stack.settings.symbols)
+    samples_path = stack.settings.state_dir / SAMPLES_FILE
+    log(f"operate: watching the stack of {stack.settings.state_dir} for {minutes:g} min, a sample every "
+        f"{sample_s:g} s ({len(symbols)} coins); samples to {samples_path}")
+    start = datetime.now(timezone.utc)
+    samples, conn, interrupted = _watch(stack, symbols, samples_path, minutes * 60, sample_s, log)
+    end = samples[-1].at
+
+    figures: dict = {
+        "stack_started_by_bench": started,
+        "minutes_observed": round((end - start).total_seconds() / 60, 2),
+        "sample_interval_s": sample_s,
+        "warmup_minutes": warmup,
+        "coins": len(symbols),
+        "samples": len(samples),
+        "samples_failed": sum(1 for s in samples if s.error),
+        **({"interrupted": True} if interrupted else {}),
+    }
+    figures.update(freshness_figures(samples, symbols, start + timedelta(minutes=warmup)))
+    figures.update(lag_figures(samples, symbols, sample_s))
+    try:
+        if conn is None or conn.closed or conn.broken:
+            conn = stack.connect()
+        figures.update(warehouse_figures(conn, symbols, start, end))
+    except Exception as exc:
+        figures["warehouse_error"] = f"{type(exc).__name__}: {exc}"
+    finally:
+        if conn is not None:
+            conn.close()
+    try:
+        figures.update(dag_run_figures(dag_runs_since(stack.api(), start)))
+    except Exception as exc:
+        figures["airflow_error"] = f"{type(exc).__name__}: {exc}"
+    figures.update(rss_figures(samples))
+    figures["samples_file"] = str(samples_path)
+    return figures
+
+
+__all__ = ["bench_operate", "percentile", "freshness_minutes", "snapshot_lags", "forecast_hours", "tally_forecasts",
+           "group_processes", "rss_by_service", "rss_figures", "dag_run_figures", "freshness_figures", "parse_stat"]
