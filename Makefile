@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY := .venv/airflow/bin/python
 CF := .venv/airflow/bin/cryptoflow
 
-.PHONY: setup run up down status lint test test-quick bench lock
+.PHONY: setup run up down status lint format test test-quick bench lock
 
 setup:            ## install system packages (if missing) and both virtualenvs
 	@bash scripts/bootstrap.sh
@@ -20,9 +20,15 @@ down:             ## stop every local service
 status:
 	@$(CF) status
 
-lint: setup       ## ruff (with Airflow's AIR rules) and mypy; configured in pyproject.toml
-	@$(PY) -m ruff check dags plugins include spark_jobs tests scripts
+LINTED := dags plugins include spark_jobs models tests scripts
+
+lint: setup       ## ruff format --check, ruff (with Airflow's AIR rules) and mypy; configured in pyproject.toml
+	@$(PY) -m ruff format --check $(LINTED)
+	@$(PY) -m ruff check $(LINTED)
 	@$(PY) -m mypy
+
+format: setup     ## rewrite the code in the project's format (what `make lint` checks)
+	@$(PY) -m ruff format $(LINTED)
 
 test: lint        ## lint, then the full suite, services started for real (what CI runs)
 	@$(PY) -m pytest -q $(PYTEST_ARGS)

@@ -9,12 +9,15 @@ The demo triggers it on the last hours of its seeded history, so the Forecasts d
 scored forecasts from its first minutes, not after a day of live hours. A rerun replaces its range.
 """
 
+import logging
 from datetime import datetime, timedelta, timezone
 
 from airflow.sdk import Param, PokeReturnValue, dag, task
 
 from cryptoflow import settings
-from warehouse_hook import WarehouseHook  # plugins/, on sys.path in every Airflow process
+from cryptoflow.airflow.hooks import WarehouseHook
+
+log = logging.getLogger(__name__)
 
 
 def _range(params) -> tuple[datetime, datetime]:
@@ -49,7 +52,7 @@ def forecast_backtest():
             latest = {s: data.latest_complete_hour(conn, s) for s in settings.load().symbols}
         behind = {s: t for s, t in latest.items() if t is None or t < end - timedelta(hours=1)}
         for s, t in behind.items():
-            print(f"{s}: latest complete hour {t}, waiting for {end - timedelta(hours=1)}")
+            log.info("%s: latest complete hour %s, waiting for %s", s, t, end - timedelta(hours=1))
         return PokeReturnValue(is_done=not behind, xcom_value=sorted(latest))
 
     # One coin at a time: each trains LSTMs, and the platform keeps running beside it on 2 cores.

@@ -24,16 +24,14 @@ Backfills (`cryptoflow airflow backfill create --dag-id forecast_hourly ...`) re
 The logic lives in cryptoflow.forecast (hourly, registry, train); `cryptoflow backtest` replays it.
 """
 
-from contextlib import closing
 from datetime import datetime, timedelta, timezone
 
 from airflow.sdk import Param, PokeReturnValue, dag, task, task_group
-from airflow.sdk.exceptions import AirflowFailException
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from cryptoflow import settings
+from cryptoflow.airflow import forecast_tasks
 from cryptoflow.assets import PREDICTIONS
-from warehouse_hook import WarehouseHook  # plugins/, on sys.path in every Airflow process
 
 # How long the sensor waits for every coin before going on with those that are ready.
 WAIT_FOR_CANDLES_MINUTES = 45
@@ -71,93 +69,30 @@ def forecast_hourly():
         """
         from airflow.sdk import get_current_context
 
-        from cryptoflow.forecast import config, hourly
-
-        cfg, target = config.load(), _target(data_interval_end)
         context = get_current_context()
         now = datetime.now(timezone.utc)
         began = context["ti"].get_first_reschedule_date(context) or now
-        deadline = max(target, began) + timedelta(minutes=float(params["wait_minutes"]))
-        with WarehouseHook().connect() as conn:
-            waiting = {s: r.reason for s in settings.load().symbols
-                       if not (r := hourly.check_inputs(conn, s, target, cfg)).ok}
-        over = now >= deadline
-        for s, why in waiting.items():
-            print(f"{s}: {why}")
-        if waiting and over:
-            print(f"waited until {deadline:%H:%M}Z: going on without {', '.join(waiting)} "
-                  "(their checks fail with the reason)")
+        waiting, over = forecast_tasks.coins_waited_for(_target(data_interval_end), began,
+                                                        float(params["wait_minutes"]), now)
         return PokeReturnValue(is_done=not waiting or over, xcom_value=waiting)
 
     @task
     def check_fresh(symbol: str, **context) -> dict:
-        from cryptoflow.forecast import config, hourly
-        from cryptoflow.warehouse import db
-
-        cfg = config.load()
-        now = _target(context["data_interval_end"])
-        with WarehouseHook().connect() as conn:
-            ready = hourly.check_inputs(conn, symbol, now, cfg)
-            db.record_check(conn, context["run_id"], hourly.PIPELINE, "forecast_input_ready", ready.ok,
-                            observed=ready.reason, expected="previous hour complete, lookback hours present",
-                            symbol=symbol)
-            conn.commit()
-        if not ready.ok:
-            # Red, not skipped: an hour without a forecast is something the user must see.
-            raise AirflowFailException(f"{symbol}: no forecast for {now:%Y-%m-%d %H:%M}Z: {ready.reason}")
-        return ready.as_dict()
+        return forecast_tasks.check_fresh(symbol, _target(context["data_interval_end"]), context["run_id"])
 
     @task
     def train_if_needed(symbol: str, ready: dict) -> dict:
-        from binance_hook import market_history  # plugins/
-
-        from cryptoflow.forecast import config, data, hourly
-        from cryptoflow.forecast.registry import ObjectRegistry
-
-        cfg = config.load()
-        target = datetime.fromisoformat(ready["target_time"])
-
-        def tick() -> float | None:
-            # The coin's tick grid from exchangeInfo, asked only when a model is trained; one quick
-            # retry: without it the grid is inferred from the closes.
-            with closing(market_history(max_retries=1, timeout_s=5)) as market:
-                return hourly.exchange_tick(market, symbol)
-
-        with WarehouseHook().connect() as conn:
-            registry = ObjectRegistry.from_settings(conn)
-            retired = hourly.retire_if_losing(registry, symbol, target, cfg, lambda version: hourly.live_record(
-                conn, symbol, version, target, cfg.retire_window_hours))
-            frame = data.load_with_references(conn, symbol, before=target, hours=cfg.train_hours + cfg.lookback + 2)
-            out = hourly.ensure_model(symbol, frame, target, registry, cfg,
-                                      pool=lambda: hourly.load_pool(conn, target, cfg), tick=tick)
-            return {**out, "retired_live": retired}
+        return forecast_tasks.train_if_needed(symbol, ready)
 
     @task
     def predict(symbol: str, ready: dict, model: dict) -> dict:
-        from cryptoflow.forecast import config, data, hourly, serving
-        from cryptoflow.forecast.registry import ObjectRegistry
-
-        cfg = config.load()
-        target = datetime.fromisoformat(ready["target_time"])
-        with WarehouseHook().connect() as conn:
-            frame = data.load_with_references(conn, symbol, before=target, hours=serving.history_hours(cfg))
-        forecast, why = hourly.predict(symbol, frame, target, ObjectRegistry.from_settings(), cfg)
-        return {**forecast.as_dict(), "served_because": why}
+        return forecast_tasks.predict(symbol, ready)
 
     @task(outlets=[PREDICTIONS])
     def write(forecast: dict, **context) -> int:
-        from cryptoflow.forecast import hourly
-        from cryptoflow.forecast.train import Forecast
-        from cryptoflow.warehouse import db
-
-        f = Forecast(**{k: v for k, v in forecast.items() if k != "served_because"})
-        f.target_time = datetime.fromisoformat(forecast["target_time"])
-        with WarehouseHook().connect() as conn, db.pipeline_run(conn, hourly.PIPELINE, context["run_id"], f"write:{f.symbol}") as stats:
-            stats["rows_out"] = hourly.write_predictions(conn, [f], kind="live")
-            stats["details"].update(forecast)
-        context["outlet_events"][PREDICTIONS].extra = {"symbol": f.symbol, "target_open_time": forecast["target_time"],
-                                                       "model_version": f.model_version}
-        return stats["rows_out"]
+        rows, extra = forecast_tasks.write(forecast, context["run_id"])
+        context["outlet_events"][PREDICTIONS].extra = extra
+        return rows
 
     @task_group
     def per_symbol(symbol: str):
@@ -167,14 +102,7 @@ def forecast_hourly():
 
     @task
     def score_earlier(symbol: str, **context) -> dict:
-        from cryptoflow.forecast import hourly
-        from cryptoflow.warehouse import db
-
-        with WarehouseHook().connect() as conn, db.pipeline_run(conn, hourly.PIPELINE, context["run_id"], f"score:{symbol}") as stats:
-            summary = hourly.score(conn, symbol)
-            stats["rows_out"] = summary["newly_scored"]
-            stats["details"].update(summary)
-        return summary
+        return forecast_tasks.score_earlier(symbol, context["run_id"])
 
     coins = symbols()
     waited = wait_for_candles()

@@ -20,62 +20,16 @@
 
 from __future__ import annotations
 
-import os
-import sys
-from datetime import datetime, timedelta, timezone
-from pathlib import Path
+from datetime import datetime, timedelta
 
-from airflow.sdk.exceptions import AirflowFailException
-from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import Param, dag, get_current_context, task
 
 from cryptoflow import settings
-from cryptoflow.assets import LANDING_SNAPSHOTS, WAREHOUSE_CANDLES, CandlesLoaded
+from cryptoflow.airflow import etl_tasks
+from cryptoflow.airflow.operators import CandleEtlSubmitOperator
+from cryptoflow.assets import LANDING_SNAPSHOTS, WAREHOUSE_CANDLES
 from cryptoflow.etl.dq import CHECKS
-from cryptoflow.spark import POSTGRES_JDBC_JAR, interpreter_conf, worker_python
-from warehouse_hook import WarehouseHook  # plugins/, on sys.path in every Airflow process
-
-
-class CandleEtlSubmitOperator(SparkSubmitOperator):
-    """SparkSubmitOperator that ships the cryptoflow package it runs and refuses a silent yarn.
-
-    The package zip is built here, on the worker that runs spark-submit (a plan task on another
-    Celery worker could not hand it a local file). spark-submit is looked up next to this
-    interpreter first: the venv's bin/ need not be on the worker's PATH.
-    """
-
-    def execute(self, context):
-        from airflow.sdk import BaseHook
-
-        cfg = settings.load()
-        try:
-            BaseHook.get_connection(self._conn_id)
-        except Exception as exc:
-            # The provider would fall back to master=yarn without a word.
-            raise AirflowFailException(
-                f"Spark connection {self._conn_id!r} is not defined (set AIRFLOW_CONN_SPARK_DEFAULT, "
-                f"e.g. {{\"conn_type\": \"spark\", \"host\": \"{cfg.spark_master}\"}})") from exc
-        from cryptoflow.etl.plan import package_zip
-
-        self.py_files = package_zip(cfg.state_dir / "spark")
-        venv_bin = str(Path(sys.executable).parent)
-        # The job writes where the cryptoflow_warehouse connection points. Not through env_vars: that
-        # is a templated field shown in the UI, and the DSN has a password. spark-submit inherits
-        # this task process's environment (the provider copies os.environ), and the job reads it
-        # as its warehouse_dsn setting.
-        dsn_var = settings.env_name("warehouse_dsn")
-        dsn, before = WarehouseHook().dsn(), os.environ.get(dsn_var)
-        self.env_vars = {**(self.env_vars or {}),
-                         "PATH": venv_bin + os.pathsep + os.environ.get("PATH", ""),
-                         "PYSPARK_PYTHON": worker_python()}
-        os.environ[dsn_var] = dsn
-        try:
-            return super().execute(context)
-        finally:  # the task process is the test's own under dag.test(): leave its environment as found
-            if before is None:
-                os.environ.pop(dsn_var, None)
-            else:
-                os.environ[dsn_var] = before
+from cryptoflow.spark import POSTGRES_JDBC_JAR, interpreter_conf
 
 
 @dag(
@@ -97,22 +51,7 @@ class CandleEtlSubmitOperator(SparkSubmitOperator):
 def spark_etl():
     @task.short_circuit
     def plan(params=None, run_id=None, triggering_asset_events=None) -> dict | bool:
-        from cryptoflow.etl import plan as planning
-
-        cfg = settings.load()
-        events = [ev for evs in (triggering_asset_events or {}).values() for ev in evs]
-        uris = planning.snapshots_from_events(events)
-        if not events and params.get("uris"):
-            uris = list(params["uris"])  # explicit snapshots, e.g. history seeded by the demo or an import
-        elif not events:
-            start, end = planning.parse_time(params.get("start")), planning.parse_time(params.get("end"))
-            if start is None or end is None:
-                raise AirflowFailException("a manual run needs params start and end (ISO times)")
-            uris = planning.snapshots_for_range(cfg.landing_uri, params.get("intervals") or [cfg.interval], start, end)
-        if not uris:
-            print("no snapshots to process")
-            return False  # skips the job and the checks: nothing new, no Asset event
-        return {"manifest": planning.write_manifest(cfg.landing_uri, run_id, uris), "snapshots": len(uris)}
+        return etl_tasks.plan(params, run_id, triggering_asset_events)
 
     planned = plan()
     job = CandleEtlSubmitOperator(
@@ -131,27 +70,12 @@ def spark_etl():
     # One mapped task, one instance per check, each named in the UI by its check (map_index_template).
     @task(map_index_template="{{ dq_check }}")
     def data_quality(check: str, run_id=None, ti=None):
-        from cryptoflow.etl import dq
-        from cryptoflow.etl.plan import read_manifest
-
         get_current_context()["dq_check"] = check
-        cfg = settings.load()
-        uris = read_manifest(ti.xcom_pull(task_ids="plan")["manifest"]) if check == "gaps" else None
-        with WarehouseHook().connect() as conn:
-            failures = dq.run_check(conn, check, run_id, symbols=cfg.symbols, interval=cfg.interval, snapshot_uris=uris)
-        if failures:
-            raise AirflowFailException(dq.describe_failures(check, failures))
-        return "ok"
+        return etl_tasks.data_quality(check, run_id, ti.xcom_pull(task_ids="plan")["manifest"])
 
     @task(outlets=[WAREHOUSE_CANDLES])
     def publish(run_id=None):
-        from cryptoflow.etl import dq
-
-        with WarehouseHook().connect() as conn:
-            run = dq.load_record(conn, run_id)
-        iso = lambda ms: datetime.fromtimestamp(ms / 1000, timezone.utc).isoformat()  # noqa: E731
-        loaded = CandlesLoaded(run_id, run.get("counts", {}).get("kept", 0),
-                               {key: (iso(lo), iso(hi)) for key, (lo, hi) in run.get("ranges", {}).items()})
+        loaded = etl_tasks.candles_loaded(run_id)
         get_current_context()["outlet_events"][WAREHOUSE_CANDLES].extra = loaded.as_extra()
         return loaded.as_extra()
 

@@ -9,8 +9,8 @@ from datetime import datetime, timedelta
 from airflow.sdk import dag, task
 
 from cryptoflow import settings
+from cryptoflow.airflow.hooks import WarehouseHook
 from cryptoflow.warehouse import health
-from warehouse_hook import WarehouseHook  # plugins/, on sys.path in every Airflow process
 
 
 @dag(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +16,12 @@ import pytest
 
 from cryptoflow_stack.postgres import (CLUSTER_PREFIX, SCRATCH_BASE, LocalPostgres, free_port, reap_moved_clusters,
                                        reap_orphaned_clusters)
+from cryptoflow.settings import shared_data_dir
 from cryptoflow.warehouse.migrate import migrate
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = Path(os.environ.get("CRYPTOFLOW_SHARED_DATA", PROJECT_ROOT.parent / "shared" / "data"))
+# The process environment alone: a developer's stack file must not move the tests' fixtures.
+SHARED_DATA = shared_data_dir(os.environ)
 
 # Airflow reads its configuration when first imported, so the test Airflow home is set before any
 # test module can import it: metadata in SQLite under a throwaway directory, the project's DAGs.
@@ -36,10 +37,6 @@ TEST_AIRFLOW_ENV = {
     "CRYPTOFLOW_STATE_DIR": str(_AIRFLOW_HOME / "state"),
 }
 os.environ.update(TEST_AIRFLOW_ENV)
-# Every Airflow process has plugins/ on sys.path (the DAG files import their hooks from it); so has
-# this one, for good: a test's monkeypatch.syspath_prepend would otherwise take Airflow's own entry
-# away with it when Airflow was first imported during that test.
-sys.path.insert(0, str(PROJECT_ROOT / "plugins"))
 
 
 @dataclass(frozen=True)

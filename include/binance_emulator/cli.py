@@ -14,7 +14,8 @@ def cmd_replay_server(args) -> int:
     """Serve real historical candles over Binance's websocket and REST protocol on loopback."""
     from binance_emulator.server import serve
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # A service's log file wants times and sources: replaces the plain console format `main` set.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
     serve(settings_mod.load(), data_dirs=args.data or None, speed=args.speed,
           shift_to_present=not args.original_times, play_hours=args.play_hours, port=args.port,
           host=args.host, anchor_file=Path(args.anchor_file) if args.anchor_file else None)

@@ -93,12 +93,7 @@ class RestApi:
         weight = {"/api/v3/klines": self.klines_weight, "/api/v3/exchangeInfo": self.exchange_info_weight}.get(path, 1)
         forced = self.faults.take_rest()
         if forced is not None:
-            status, retry_after = forced
-            headers = {"X-MBX-USED-WEIGHT-1M": str(self._weight_used)}
-            if retry_after is not None:
-                headers["Retry-After"] = str(math.ceil(retry_after))
-            msg = {429: "Too many requests.", 418: "IP banned (injected)."}.get(status, "Injected server error.")
-            return self._json(conn, status, {"code": -1003 if status in (418, 429) else -1000, "msg": msg}, headers)
+            return self._injected_error(conn, *forced)
         refused, headers = self._charge(weight)
         if refused:
             return self._json(conn, refused, {"code": -1003, "msg": "Too much request weight used; "
@@ -113,6 +108,18 @@ class RestApi:
             return self._exchange_info(conn, params, now_ms, headers)
         if path != "/api/v3/klines":
             return self._json(conn, 404, {"code": -1, "msg": f"Unknown endpoint {path}."}, headers)
+        return self._klines(conn, params, now_ms, headers)
+
+    def _injected_error(self, conn, status: int, retry_after: float | None):
+        """The error a fault plan forces on a request (429/418 with Retry-After, or a 5xx)."""
+        headers = {"X-MBX-USED-WEIGHT-1M": str(self._weight_used)}
+        if retry_after is not None:
+            headers["Retry-After"] = str(math.ceil(retry_after))
+        msg = {429: "Too many requests.", 418: "IP banned (injected)."}.get(status, "Injected server error.")
+        return self._json(conn, status, {"code": -1003 if status in (418, 429) else -1000, "msg": msg}, headers)
+
+    def _klines(self, conn, params: dict, now_ms: int, headers: dict):
+        """GET /api/v3/klines: its parameters checked as Binance does, then the candles up to the replay clock."""
 
         def one(name):
             values = params.get(name)

@@ -31,7 +31,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 from urllib.parse import parse_qs, unquote
 
 from binance_emulator.faults import Faults, Stats
@@ -41,6 +41,9 @@ from binance_emulator.synthetic import partial
 from binance_emulator.timeline import Timeline, _iso, anchored_timeline
 from binance_emulator.wire import kline_event
 from cryptoflow.candles import INTERVAL_MS, Candle
+
+if TYPE_CHECKING:
+    from websockets.asyncio.server import ServerConnection
 
 log = logging.getLogger(__package__)  # one logger for the whole replay
 
@@ -60,7 +63,7 @@ class _StreamState:
 @dataclass
 class _Conn:
     id: int
-    ws: object
+    ws: ServerConnection
     combined: bool
     streams: dict
     opened: float
@@ -431,8 +434,10 @@ def serve(settings, *, data_dirs: Iterable[str | Path] | None = None, speed: flo
     previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         server.start()
-        while server._thread.is_alive():
-            server._thread.join(0.5)
+        thread = server._thread
+        assert thread is not None  # made by start()
+        while thread.is_alive():
+            thread.join(0.5)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)

@@ -2,7 +2,7 @@
 
 Which candles: real hourly history, and synthetic minutes
 ----------------------------------------------------------
-The shared data (/work/shared/data/cryptodatadownload) is hourly, while the platform collects
+The shared data (its cryptodatadownload directory) is hourly, while the platform collects
 `1m`. Decision: **both**, clearly told apart.
 - `1h` streams and REST serve the real hourly candles as loaded by cryptoflow.importers (rows the
   importer quarantines are holes here, like exchange outages, which are kept as holes too; see
@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal
+from typing import overload
 
 from cryptoflow.candles import INTERVAL_MS, Candle
 
@@ -42,7 +43,11 @@ def _q(value: Decimal) -> Decimal:
     return value.quantize(_Q8, rounding=ROUND_HALF_EVEN)
 
 
-def _split(total: Decimal | None, weights: list[Decimal]) -> list[Decimal | None]:
+@overload
+def _split(total: Decimal, weights: list[Decimal]) -> list[Decimal]: ...
+@overload
+def _split(total: Decimal | None, weights: list[Decimal]) -> list[Decimal] | list[None]: ...
+def _split(total: Decimal | None, weights: list[Decimal]) -> list[Decimal] | list[None]:
     """`total` split in proportion to `weights`, rounded down to 8 places, remainder on the last part.
 
     Rounding down keeps every part >= 0 and the remainder >= its own share, so parts sum exactly.
@@ -86,11 +91,11 @@ def _volume_weights(mids: list[Decimal], hour: Candle) -> list[Decimal]:
     if hour.base_volume <= 0 or hour.quote_volume <= 0:
         return even
     target = hour.quote_volume / hour.base_volume
-    mean = sum(mids) / n
+    mean = sum(mids, _ZERO) / n
     side = [i for i, m in enumerate(mids) if (m > target if target > mean else m < target)]
     if not side or target == mean:
         return even
-    side_mean = sum(mids[i] for i in side) / len(side)
+    side_mean = sum((mids[i] for i in side), _ZERO) / len(side)
     extra = n * (target - mean) / (len(side) * (side_mean - target))
     members = set(side)
     return [Decimal(1) + (extra if i in members else 0) for i in range(n)]

@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from operator import attrgetter
-from typing import Callable, Iterable
+from typing import Callable, Iterable, cast
 
 # Fixed-length Binance intervals in milliseconds. "1M" (calendar month) is deliberately absent:
 # it has no fixed length, so alignment and close time can't be checked by arithmetic; candles of
@@ -115,7 +115,7 @@ class Candle:
 
 def _plain(d: Decimal) -> str:
     """The decimal as Binance wrote it: str() keeps "37388.05000000" but turns "0.00000000" into
-    "0E-8"; positional notation is 4x slower, so only for those (zero volumes are common)."""
+    "0E-8"; positional notation is slower, so only for those (zero volumes are common)."""
     s = str(d)
     return format(d, "f") if "E" in s else s
 
@@ -261,11 +261,12 @@ def validate(candle: Candle, symbols: Iterable[str] | None = None) -> list[tuple
     """
     row = _PyRow(candle, symbols)
     # Hot path (every websocket message): when no optional value is None, no rule needs skipping.
+    applicable: Iterable[Rule]
     if None in _nullable_values(row):
         applicable = [r for r in RULES if not any(getattr(row, n) is None for n in r.needs)]
     else:
         applicable = RULES
-    out = []
+    out: list[tuple[str, str]] = []
     for rule in applicable:
         if not rule.ok(row):
             out.append((rule.reason, _detail(rule, row)))
@@ -304,9 +305,10 @@ MAX_FRACTION_DIGITS = 18
 
 
 def _fits(d: Decimal, name: str) -> Decimal:
-    if d and (d.adjusted() >= MAX_INTEGER_DIGITS or -d.as_tuple().exponent > MAX_FRACTION_DIGITS):
+    # `d` is finite (the callers refuse NaN/Infinity), so its exponent is an int, not 'n'/'N'/'F'.
+    if d and (d.adjusted() >= MAX_INTEGER_DIGITS or -cast(int, d.as_tuple().exponent) > MAX_FRACTION_DIGITS):
         raise CandleFormatError("bad_number", f"{name}={d} does not fit decimal(38,18)")
-    if not d and -d.as_tuple().exponent > MAX_FRACTION_DIGITS:
+    if not d and -cast(int, d.as_tuple().exponent) > MAX_FRACTION_DIGITS:
         raise CandleFormatError("bad_number", f"{name}={d} does not fit decimal(38,18)")
     return d
 

@@ -16,10 +16,11 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 from cryptoflow import settings as settings_mod
+from cryptoflow.times import ms_from_datetime, now_ms, parse_utc
 
 
 def cmd_config(args) -> int:
-    """Print the configuration in force (or the documented table with --markdown)."""
+    """Print the configuration in force by section (or docs/configuration.md with --markdown)."""
     if args.markdown:
         print(settings_mod.markdown_table())
         return 0
@@ -27,12 +28,15 @@ def cmd_config(args) -> int:
     stack_file, recorded = settings_mod.stack_defaults()
     if recorded:
         print(f"# the stack's settings from {stack_file} (recorded by `cryptoflow up`); the environment overrides them")
-    for key, value in values.items():
-        if "DSN" in key and "@" in value:  # never print passwords
-            scheme, rest = value.split("://", 1)
-            user = rest.split("@", 1)[0].split(":", 1)[0]
-            value = f"{scheme}://{user}:***@{rest.split('@', 1)[1]}"
-        print(f"{key}={value}")
+    for number, section in enumerate(settings_mod.SECTIONS):
+        print(("\n" if number else "") + f"[{section}]")
+        for key in (s.env for s in settings_mod.SETTINGS if s.section == section):
+            value = values[key]
+            if "DSN" in key and "@" in value:  # never print passwords
+                scheme, rest = value.split("://", 1)
+                user = rest.split("@", 1)[0].split(":", 1)[0]
+                value = f"{scheme}://{user}:***@{rest.split('@', 1)[1]}"
+            print(f"{key}={value}")
     return 0
 
 
@@ -52,7 +56,8 @@ def cmd_collect(args) -> int:
 
     from cryptoflow.collector import run_collector
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # A service's log file wants times and sources: replaces the plain console format `main` set.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
     run_collector(settings_mod.load(), root=args.root)
     return 0
 
@@ -63,8 +68,8 @@ def cmd_seal(args) -> int:
     from cryptoflow.warehouse import db
 
     cfg = settings_mod.load()
-    start = _utc_ms(args.start)
-    end = _utc_ms(args.end) if args.end else start + 10 * 60_000
+    start = ms_from_datetime(parse_utc(args.start))
+    end = ms_from_datetime(parse_utc(args.end)) if args.end else start + 10 * 60_000
     result = ingest.seal_window(cfg, start, end)
     if not args.no_quarantine:
         with db.connect() as conn:
@@ -73,38 +78,21 @@ def cmd_seal(args) -> int:
     return 0
 
 
-def _utc(text: str):
-    """An ISO time given on the command line, read as UTC."""
-    from datetime import datetime, timezone
-
-    return datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
-
-
-def _utc_ms(text: str) -> int:
-    return int(_utc(text).timestamp() * 1000)
-
-
 def cmd_backfill(args) -> int:
     """Fetch history for every configured symbol from Binance REST into the landing zone."""
-    import time as _time
-
-    from cryptoflow import ingest, quarantine
-    from cryptoflow.warehouse import db
+    from cryptoflow import ingest
 
     cfg = settings_mod.load()
     step = 60_000
     if args.start:
-        start, end = _utc_ms(args.start), _utc_ms(args.end) if args.end else int(_time.time() * 1000)
+        start = ms_from_datetime(parse_utc(args.start))
+        end = ms_from_datetime(parse_utc(args.end)) if args.end else now_ms()
     else:
-        end = int(_time.time() * 1000)
+        end = now_ms()
         start = end - int(args.hours * 3_600_000)
     start, end = start - start % step, end - end % step
-    result = ingest.backfill_from_rest(cfg, start, end)
-    name = f"rest_{cfg.interval}_{start}_{end}"
-    uris = ingest.land_span(cfg, result.candles, start, end)
-    if result.rejections and not args.no_quarantine:
-        with db.connect() as conn, conn.transaction():
-            quarantine.write_rejections(conn, result.rejections, f"backfill:{name}")
+    run_id = f"backfill:rest_{cfg.interval}_{start}_{end}"
+    result, uris = ingest.backfill_and_land(cfg, start, end, run_id, quarantine_rejections=not args.no_quarantine)
     print(json.dumps({"counts": result.counts, "by_reason": result.by_reason, "snapshots": uris}, indent=2))
     return 0
 
@@ -151,10 +139,8 @@ def cmd_import(args) -> int:
                 from cryptoflow import quarantine
                 from cryptoflow.warehouse import db
 
-                run_id = f"import:{import_name(path)}"
-                with db.connect() as conn, conn.transaction():  # re-importing replaces, never duplicates
-                    conn.execute("DELETE FROM ops.quarantine WHERE run_id = %s", (run_id,))
-                    quarantine.write_rejections(conn, result.rejections, run_id)
+                with db.connect() as conn:  # re-importing replaces, never duplicates
+                    quarantine.replace_run(conn, f"import:{import_name(path)}", result.rejections)
             snapshots, where = len(uris), f"-> {len(uris)} snapshots"
         for key in ("read", "loaded", "quarantined", "duplicates_collapsed"):
             total[key] += c[key]
@@ -172,7 +158,7 @@ def cmd_backtest(args) -> int:
 
     symbols = args.symbol or list(settings_mod.load().symbols)
     sets = list(args.set or []) + ([f"architecture={args.architecture}"] if args.architecture else [])
-    commands.backtest(symbols, _utc(args.start), _utc(args.end), args.retrain_every_hours, store=not args.no_store,
+    commands.backtest(symbols, parse_utc(args.start), parse_utc(args.end), args.retrain_every_hours, store=not args.no_store,
                       cfg=config.with_settings(sets))
     return 0
 
@@ -181,7 +167,7 @@ def cmd_train(args) -> int:
     """Train now (whatever the cadence), apply the promotion rule and register the model."""
     from cryptoflow.forecast import commands
 
-    commands.train(args.symbol or None, at=_utc(args.at) if args.at else None)
+    commands.train(args.symbol or None, at=parse_utc(args.at) if args.at else None)
     return 0
 
 
@@ -221,32 +207,48 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cryptoflow", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands = Commands(sub)
-    add = commands.add
+    _add_admin_commands(commands)
+    _add_ingest_commands(commands)
+    _add_import_command(commands)
+    _add_forecast_commands(commands)
+    for tool in sorted(entry_points(group="cryptoflow.cli"), key=lambda ep: ep.name):
+        tool.load()(commands)
+    parser.set_defaults(verbatim=commands.verbatim)
+    return parser
 
-    p = add("config", cmd_config)
-    p.add_argument("--markdown", action="store_true", help="print the documented table of variables")
+
+def _add_admin_commands(commands: Commands) -> None:
+    """config, db migrate, superset import."""
+    p = commands.add("config", cmd_config)
+    p.add_argument("--markdown", action="store_true", help="print the documented table of variables by section (docs/configuration.md)")
 
     commands.group("db", "Warehouse database commands.")
-    p = add("migrate", cmd_db_migrate, group="db")
+    p = commands.add("migrate", cmd_db_migrate, group="db")
     p.add_argument("--dsn", help="owner DSN (default: the local cluster's admin)")
     commands.group("superset", "Superset dashboards.")
-    add("import", cmd_superset_import, group="superset")
+    commands.add("import", cmd_superset_import, group="superset")
 
-    p = add("collect", cmd_collect)
+
+def _add_ingest_commands(commands: Commands) -> None:
+    """collect, seal, backfill: the live feed and its gaps."""
+    p = commands.add("collect", cmd_collect)
     p.add_argument("--root", help="segment directory (default <state>/collector)")
 
-    p = add("seal", cmd_seal)
+    p = commands.add("seal", cmd_seal)
     p.add_argument("--start", required=True, help="window start, UTC ISO time (e.g. 2021-08-01T00:00)")
     p.add_argument("--end", help="window end (default start + 10 minutes)")
     p.add_argument("--no-quarantine", action="store_true", help="don't write rejections to the warehouse")
 
-    p = add("backfill", cmd_backfill)
+    p = commands.add("backfill", cmd_backfill)
     p.add_argument("--hours", type=float, default=24.0, help="hours of history up to now (default 24)")
     p.add_argument("--start", help="UTC ISO start instead of --hours")
     p.add_argument("--end", help="UTC ISO end (default now)")
     p.add_argument("--no-quarantine", action="store_true", help="don't write rejections to the warehouse")
 
-    p = add("import", cmd_import)
+
+def _add_import_command(commands: Commands) -> None:
+    """import: history files (CryptoDataDownload, data.binance.vision)."""
+    p = commands.add("import", cmd_import)
     p.add_argument("format", choices=["cdd", "binance-vision"],
                    help="cdd: CryptoDataDownload CSV; binance-vision: data.binance.vision kline CSV/ZIP")
     p.add_argument("files", nargs="+", help="files to import")
@@ -260,7 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true",
                    help="report what would load and why the rest would not; write nothing (no database needed)")
 
-    p = add("backtest", cmd_backtest)
+
+def _add_forecast_commands(commands: Commands) -> None:
+    """backtest, train."""
+    p = commands.add("backtest", cmd_backtest)
     p.add_argument("--start", required=True, help="first predicted hour, UTC ISO (e.g. 2021-08-01T00:00)")
     p.add_argument("--end", required=True, help="end of the range (exclusive), UTC ISO")
     p.add_argument("--symbol", action="append", help="coin to backtest (repeatable; default all configured)")
@@ -271,17 +276,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="forecast setting for this replay, as CRYPTOFLOW_FORECAST_<FIELD> (e.g. lookback=48, "
                         "features=log_return,log_volume_change, pool=BTCUSDT,ETHUSDT,SOLUSDT)")
 
-    p = add("train", cmd_train)
+    p = commands.add("train", cmd_train)
     p.add_argument("--symbol", action="append", help="coin to train (repeatable; default all configured)")
     p.add_argument("--at", help="train on the hours before this UTC ISO time (default: now)")
 
-    for tool in sorted(entry_points(group="cryptoflow.cli"), key=lambda ep: ep.name):
-        tool.load()(commands)
-    parser.set_defaults(verbatim=commands.verbatim)
-    return parser
+
+def configure_console_logging() -> None:
+    """The commands' progress lines (their module loggers at INFO) as plain lines on the console,
+    as they read when printed; other libraries' INFO chatter stays out."""
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    for name in CONSOLE_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO)
+
+
+# The packages whose INFO lines a command shows: the runtime's and the tooling's beside it.
+CONSOLE_LOGGERS = ("cryptoflow", "cryptoflow_stack", "cryptoflow_bench", "binance_emulator")
 
 
 def main(argv: list[str] | None = None) -> int:
+    configure_console_logging()
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     verbatim = parser.get_default("verbatim")

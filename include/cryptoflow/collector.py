@@ -38,8 +38,11 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterator
+
+from cryptoflow.times import datetime_from_ms, ms_from_datetime
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +52,11 @@ _NAME = re.compile(r"^seg-(?P<window>\d{8}T\d{6}Z)-(?P<seq>\d{4,})(?P<suffix>\.j
 
 
 def _window_name(window_ms: int) -> str:
-    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(window_ms // 1000))
+    return datetime_from_ms(window_ms).strftime("%Y%m%dT%H%M%SZ")
 
 
 def _window_ms(name: str) -> int:
-    import calendar
-
-    return calendar.timegm(time.strptime(name, "%Y%m%dT%H%M%SZ")) * 1000
+    return ms_from_datetime(datetime.strptime(name, "%Y%m%dT%H%M%SZ"))
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ class Segment:
 
 def list_segments(root: str | Path) -> list[Segment]:
     """All segments under root, by window then seq."""
-    out = []
+    out: list[Segment] = []
     root = Path(root)
     if not root.is_dir():
         return out
@@ -139,6 +140,7 @@ class SegmentWriter:
     def _seal(self) -> None:
         if self._fd is None:
             return
+        assert self._path is not None  # set with _fd
         os.fsync(self._fd)
         os.close(self._fd)
         sealed = self._path.with_name(self._path.name[: -len(ACTIVE)] + SEALED)
@@ -151,9 +153,11 @@ class SegmentWriter:
         window = int(received_at * 1000) // self.window_ms * self.window_ms
         with self._lock:
             # A clock stepping back keeps writing the current segment; the reader filters by "r".
-            if self._fd is None or (window > self._window) or self._size + len(data) > self.max_segment_bytes:
+            if (self._fd is None or self._window is None or (window > self._window)
+                    or self._size + len(data) > self.max_segment_bytes):
                 self._seal()
                 self._open(max(window, self._window or window))
+            assert self._fd is not None  # opened above if it was not
             view = memoryview(data)
             while view:
                 written = os.write(self._fd, view)

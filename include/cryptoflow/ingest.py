@@ -29,6 +29,7 @@ from cryptoflow.collector import ReadStats, read_window
 from cryptoflow.candles import INTERVAL_MS, Candle, CandleFormatError, Rejection, check, reject
 from cryptoflow.settings import Settings
 from cryptoflow.sources import Source
+from cryptoflow.times import datetime_from_ms, merge_ranges, ms_from_datetime
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +128,7 @@ def heal(rest_client, configured: tuple[str, ...], interval: str, missing: set[t
         lo, hi = min(times), max(times) + step
         wanted = set(times)
         for seg in symbols_mod.segments_between(name, lo, hi):
+            assert seg.end_ms is not None  # clipped to [lo, hi)
             for c in rest_client.fetch_klines(seg.symbol, interval, seg.start_ms, seg.end_ms - 1):
                 if c.open_time not in wanted:
                     continue
@@ -233,25 +235,20 @@ def record(conn, result: SealResult | HealResult, run_id: str, interval: str) ->
     `run_id` names the window (not the Airflow try): sealing a window again replaces its earlier
     quarantine rows instead of adding a second copy of each.
     """
-    from cryptoflow.warehouse.load import ms_to_ts
-
     with conn.transaction():
-        conn.execute("DELETE FROM ops.quarantine WHERE run_id = %s", (run_id,))
-        quarantine.write_rejections(conn, result.rejections, run_id)
+        quarantine.replace_run(conn, run_id, result.rejections)
         with conn.cursor() as cur:
             cur.executemany(
                 "INSERT INTO ops.healed_gaps (symbol, interval, open_time, run_id) VALUES (%s, %s, %s, %s)"
                 " ON CONFLICT (symbol, interval, open_time) DO NOTHING",
-                [(s, interval, ms_to_ts(t), run_id) for s, t in result.healed],
+                [(s, interval, datetime_from_ms(t), run_id) for s, t in result.healed],
             )
             _explain_holes(cur, result.holes, interval)
 
 
 def window_run_id(interval: str, start_ms: int) -> str:
     """The bookkeeping id of a window, the same for every run that seals it."""
-    from cryptoflow.warehouse.load import ms_to_ts
-
-    return f"binance_ingest:{interval}:{ms_to_ts(start_ms).strftime('%Y-%m-%dT%H:%MZ')}"
+    return f"binance_ingest:{interval}:{datetime_from_ms(start_ms).strftime('%Y-%m-%dT%H:%MZ')}"
 
 
 def land_span(settings: Settings, candles: list[Candle], start_ms: int, end_ms: int) -> list[str]:
@@ -284,10 +281,25 @@ def backfill_from_rest(settings: Settings, start_ms: int, end_ms: int, rest_clie
     parsed, read = [], 0
     for name in configured:
         for seg in symbols_mod.segments_between(name, start_ms, end_ms):
+            assert seg.end_ms is not None  # clipped to [start_ms, end_ms)
             for c in rest_client.fetch_klines(seg.symbol, settings.interval, seg.start_ms, seg.end_ms - 1):
                 read += 1
                 parsed.append((_as_configured(c, configured), ",".join(c.landing_row())))
     return finish(read, parsed, [], symbols=configured)
+
+
+def backfill_and_land(settings: Settings, start_ms: int, end_ms: int, run_id: str, *,
+                      quarantine_rejections: bool = True, rest_client=None):
+    """History of [start, end) from REST landed as daily snapshots (`land_span`), its rejections
+    quarantined under `run_id` (replacing that run's earlier rows). Returns (ImportResult, URIs)."""
+    from cryptoflow.warehouse import db
+
+    result = backfill_from_rest(settings, start_ms, end_ms, rest_client)
+    uris = land_span(settings, result.candles, start_ms, end_ms)
+    if result.rejections and quarantine_rejections:
+        with db.connect(settings.warehouse_dsn) as conn:
+            quarantine.replace_run(conn, run_id, result.rejections)
+    return result, uris
 
 
 # --- completeness: closed candles missing from the warehouse, healed over REST -------------------
@@ -322,20 +334,18 @@ def missing_ranges(conn, symbols, interval: str, lo_ms: int, before_ms: int) -> 
     stored candles and the tail after the last one. A symbol with nothing stored in that span has
     no history to be incomplete against yet (its first load, a seed, is still on its way).
     """
-    from cryptoflow.warehouse.load import ms_to_ts
-
     step = INTERVAL_MS[interval]
     rows = conn.execute(
         """
         SELECT symbol, open_time, lead(open_time) OVER (PARTITION BY symbol ORDER BY open_time) AS next
         FROM market.candles
         WHERE interval = %(iv)s AND symbol = ANY(%(symbols)s) AND open_time >= %(lo)s AND open_time < %(hi)s
-        """, {"iv": interval, "symbols": list(symbols), "lo": ms_to_ts(lo_ms), "hi": ms_to_ts(before_ms)},
+        """, {"iv": interval, "symbols": list(symbols), "lo": datetime_from_ms(lo_ms), "hi": datetime_from_ms(before_ms)},
     ).fetchall()
     out: dict[str, list[tuple[int, int]]] = {}
     for symbol, t, nxt in rows:
-        a = int(t.timestamp() * 1000) + step
-        b = before_ms if nxt is None else int(nxt.timestamp() * 1000)
+        a = ms_from_datetime(t) + step
+        b = before_ms if nxt is None else ms_from_datetime(nxt)
         if b > a:
             out.setdefault(symbol, []).append((a, b))
     return out
@@ -343,20 +353,18 @@ def missing_ranges(conn, symbols, interval: str, lo_ms: int, before_ms: int) -> 
 
 def _known_keys(conn, interval: str, ranges: dict[str, list[tuple[int, int]]]) -> set[tuple[str, int]]:
     """Missing keys that healing must not chase again: quarantined rows and explained gaps."""
-    from cryptoflow.warehouse.load import ms_to_ts
-
     known: set[tuple[str, int]] = set()
     step = INTERVAL_MS[interval]
     for symbol, spans in ranges.items():
         lo, hi = min(a for a, _ in spans), max(b for _, b in spans)
         for (t,) in conn.execute("SELECT open_time FROM ops.quarantine WHERE symbol = %s AND interval = %s"
                                  " AND open_time >= %s AND open_time < %s",
-                                 (symbol, interval, ms_to_ts(lo), ms_to_ts(hi))).fetchall():
-            known.add((symbol, int(t.timestamp() * 1000)))
+                                 (symbol, interval, datetime_from_ms(lo), datetime_from_ms(hi))).fetchall():
+            known.add((symbol, ms_from_datetime(t)))
         for a, b in conn.execute("SELECT gap_start, gap_end FROM ops.explained_gaps WHERE symbol = %s AND interval = %s"
                                  " AND gap_end > %s AND gap_start < %s",
-                                 (symbol, interval, ms_to_ts(lo), ms_to_ts(hi))).fetchall():
-            a_ms, b_ms = int(a.timestamp() * 1000), int(b.timestamp() * 1000)
+                                 (symbol, interval, datetime_from_ms(lo), datetime_from_ms(hi))).fetchall():
+            a_ms, b_ms = ms_from_datetime(a), ms_from_datetime(b)
             first = -(-a_ms // step) * step
             known.update((symbol, t) for t in range(max(first, lo), min(b_ms, hi), step))
     return known
@@ -428,7 +436,7 @@ def heal_history(conn, settings: Settings, before_ms: int, *, rest_client=None,
     rejections += conflicts
     uris = []
     step = INTERVAL_MS[interval]
-    for lo, hi in _stretches(sorted({c.open_time for c in kept}), step):
+    for lo, hi in merge_ranges((t, t + step) for t in {c.open_time for c in kept}):
         snap = landing.write_snapshot(healed_root(settings.landing_uri), interval, lo, hi,
                                       [c for c in kept if lo <= c.open_time < hi])
         rejections += snap.rejections
@@ -441,17 +449,6 @@ def heal_history(conn, settings: Settings, before_ms: int, *, rest_client=None,
                     len(holes), holes[:10])
     return HealResult(uris=uris, wanted=len(wanted), healed=healed, holes=holes, rejections=rejections,
                       deferred=deferred)
-
-
-def _stretches(times: list[int], step: int) -> list[tuple[int, int]]:
-    """Contiguous [start, end) stretches of sorted open times (any symbol)."""
-    out: list[tuple[int, int]] = []
-    for t in times:
-        if out and t <= out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], t + step))
-        else:
-            out.append((t, t + step))
-    return out
 
 
 def hole_ranges(holes: list[tuple[str, int]], step: int) -> list[tuple[str, int, int]]:
@@ -473,9 +470,7 @@ def record_heal(conn, result: HealResult, run_id: str, interval: str) -> None:
 
 def _explain_holes(cur, holes: list[tuple[str, int]], interval: str) -> None:
     """Candles neither the stream nor REST had: explained gaps with the reason (dq_gaps, the healer)."""
-    from cryptoflow.warehouse.load import ms_to_ts
-
     cur.executemany(
         "INSERT INTO ops.explained_gaps (symbol, interval, gap_start, gap_end, reason) VALUES (%s, %s, %s, %s, %s)"
         " ON CONFLICT (symbol, interval, gap_start) DO NOTHING",
-        [(s, interval, ms_to_ts(a), ms_to_ts(b), HOLE_REASON) for s, a, b in hole_ranges(holes, INTERVAL_MS[interval])])
+        [(s, interval, datetime_from_ms(a), datetime_from_ms(b), HOLE_REASON) for s, a, b in hole_ranges(holes, INTERVAL_MS[interval])])

@@ -28,13 +28,14 @@ import hashlib
 import io
 import os
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from itertools import count, groupby
 from operator import attrgetter
 from pathlib import Path
 from urllib.parse import urlparse
 
 from cryptoflow.candles import LANDING_COLUMNS, Candle, Rejection, from_landing_row, reject
+from cryptoflow.times import datetime_from_ms, ms_from_datetime
 
 WINDOW_MS = 10 * 60_000
 
@@ -65,11 +66,11 @@ def window_of(open_time_ms: int, window_ms: int = WINDOW_MS) -> tuple[int, int]:
 
 
 def _compact(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return datetime_from_ms(ms).strftime("%Y%m%dT%H%M%SZ")
 
 
 def snapshot_relpath(interval: str, window_start_ms: int, window_end_ms: int) -> str:
-    day = datetime.fromtimestamp(window_start_ms / 1000, timezone.utc).strftime("%Y-%m-%d")
+    day = datetime_from_ms(window_start_ms).strftime("%Y-%m-%d")
     return f"interval={interval}/date={day}/{_compact(window_start_ms)}_{_compact(window_end_ms)}.csv"
 
 
@@ -82,7 +83,7 @@ def parse_snapshot_name(name: str) -> tuple[int, int]:
     stem = Path(name).name.removesuffix(".csv")
     a, _, b = stem.partition("_")
     def ms(s):
-        return int(datetime.strptime(s, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc).timestamp() * 1000)
+        return ms_from_datetime(datetime.strptime(s, "%Y%m%dT%H%M%SZ"))
     return ms(a), ms(b)
 
 
@@ -215,10 +216,10 @@ def write_atomic(uri: str, data: bytes) -> None:
         with filesystem.open_output_stream(fpath) as out:  # one PUT: the object appears whole or not at all
             out.write(data)
         return
-    tmp = f"{parent}/.{fpath.rsplit('/', 1)[1]}.{os.getpid()}.tmp"
-    with filesystem.open_output_stream(tmp) as out:
+    tmp_fpath = f"{parent}/.{fpath.rsplit('/', 1)[1]}.{os.getpid()}.tmp"
+    with filesystem.open_output_stream(tmp_fpath) as out:
         out.write(data)
-    filesystem.move(tmp, fpath)
+    filesystem.move(tmp_fpath, fpath)
 
 
 def read_bytes(uri: str) -> bytes:

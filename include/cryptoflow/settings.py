@@ -5,7 +5,10 @@ Every component (CLI, DAGs, Spark jobs, tests, docker-compose) reads its configu
 loopback, `file://` landing zone, lake and model store under the state directory, Spark `local[*]`.
 The distributed stack sets the same names to `hdfs://`, `s3://` and `spark://` values.
 
-`cryptoflow config` prints the table below with the values in force.
+The settings come in sections: core (the platform's), forecast (the forecasting knobs that
+cryptoflow.forecast.config gathers), bench (the benchmarks' switches) and bootstrap (read by
+scripts/bootstrap.sh before Python exists, declared for the table). `cryptoflow config` prints them
+with the values in force, by section; docs/configuration.md is `cryptoflow config --markdown`.
 
 `cryptoflow up` records the settings its services run with in <state>/stack.env (no passwords: those
 are in credentials.env). `load()` of the process environment takes that file's values as defaults
@@ -59,7 +62,32 @@ def _integer(name: str, raw: str) -> int:
     try:
         return int(raw)
     except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not an integer") from None
+        raise ConfigError(f"{name}={raw!r} is not a valid int") from None
+
+
+def _real(name: str, raw: str) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a valid float") from None
+
+
+def _stripped(name: str, raw: str) -> str:
+    return raw.strip()
+
+
+def _words(name: str, raw: str) -> tuple[str, ...]:
+    """A comma-separated list, possibly empty."""
+    return tuple(word.strip() for word in raw.split(",") if word.strip())
+
+
+def _flag(name: str, raw: str) -> bool:
+    """On when set to anything (non-empty), as the switches have always been read."""
+    return bool(raw)
+
+
+def _shown_flag(on: Any) -> str:
+    return "1" if on else ""
 
 
 def _port(name: str, raw: str) -> int:
@@ -121,7 +149,7 @@ Getter = Callable[[str], Any]
 class Setting:
     """One CRYPTOFLOW_* variable: its name, documented default and meaning, and how its text is read.
 
-    `default` is what README's table shows; "{home}", "{state}" and "{pg_port}" in it stand for
+    `default` is what docs/configuration.md shows; "{home}", "{state}" and "{pg_port}" in it stand for
     those settings' values. `derive`, when given, computes the default instead (from other settings).
     `record` says what the stack file keeps of it: "always", "changed" (only a value other than the
     default, so that it follows the settings it is derived from) or "never".
@@ -134,12 +162,40 @@ class Setting:
     show: Callable[[Any], str] = str
     derive: Callable[[Getter], str] | None = None
     record: str = "always"
+    section: str = "core"
     field: str = ""  # the attribute of Settings it is declared on (filled in below)
+
+    @property
+    def key(self) -> str:
+        """Its name within its section (forecast_lookback -> lookback): the field of the section's users."""
+        return self.field.removeprefix(self.section + "_")
 
 
 def _setting(env: str, default: str, doc: str, **how: Any) -> Any:
     """The declaration of one setting: a Settings field carrying its Setting."""
     return field(metadata={"setting": Setting(env, default, doc, **how)})
+
+
+def _in_section(section: str) -> Callable[..., Any]:
+    """The declaration of a setting outside core, its variable named after its field (filled in with
+    it). Never recorded in the stack file: these reach the stack's services through the environment."""
+    def declare(default: str, doc: str, parse: Callable[[str, str], Any] = _text) -> Any:
+        shows: dict[Callable[[str, str], Any], Callable[[Any], str]] = {_words: _joined(","), _flag: _shown_flag}
+        return _setting("", default, doc, parse=parse, show=shows.get(parse, str), section=section, record="never")
+    return declare
+
+
+_forecast, _bench, _bootstrap = _in_section("forecast"), _in_section("bench"), _in_section("bootstrap")
+
+# What each section is, under its heading in docs/configuration.md.
+SECTION_DOCS = {
+    "core": "The platform: where its state, stores and services are, what it collects, how Spark runs.",
+    "forecast": "The forecasting knobs (cryptoflow.forecast.config.ForecastConfig, one field each; `cryptoflow "
+                "backtest --set FIELD=VALUE` overrides them). Those that shape a model are stored with it: "
+                "changing one makes the current model stale.",
+    "bench": "Switches of the benchmarks (`cryptoflow bench`); each benchmark's module says what it measures.",
+    "bootstrap": "Read by scripts/bootstrap.sh, which runs before the Python environment exists.",
+}
 
 
 def _credentials_of(get: Getter) -> dict[str, str]:
@@ -156,7 +212,7 @@ def _binance_urls(mode: str, replay_port: int) -> tuple[str, str]:
 @dataclass(frozen=True)
 class Settings:
     """The configuration in force. Each field is declared once, with its variable: SETTINGS, load(),
-    as_env(), the stack file and README's table (`cryptoflow config --markdown`) all follow from it.
+    as_env(), the stack file and docs/configuration.md (`cryptoflow config --markdown`) all follow from it.
     Never recorded in the stack file: where the file is found (home, state dir), and the DSNs, which
     carry passwords (the local cluster's are filled in from credentials.env when the DSNs are unset)."""
 
@@ -189,9 +245,6 @@ class Settings:
     models_dir: Path = _setting(
         "CRYPTOFLOW_MODELS_DIR", "{home}/models", "Directory of the Keras architectures (`<name>.py`, each with `build()`).",
         parse=_path, record="changed")
-    forecast_tf_threads: int = _setting(
-        "CRYPTOFLOW_FORECAST_TF_THREADS", "1", "TensorFlow intra- and inter-op threads of a training process.",
-        parse=_integer)
     code_version: str = _setting(
         "CRYPTOFLOW_CODE_VERSION", "", "Code version recorded with each model; empty: the checkout's git commit.")
     spark_master: str = _setting("CRYPTOFLOW_SPARK_MASTER", "local[*]", "Spark master URL (local[*], spark://host:7077).")
@@ -237,6 +290,72 @@ class Settings:
         "CRYPTOFLOW_REDIS_PORT", "6380", "Port of the local stack's Redis (the Celery broker; celery executor only).",
         parse=_port)
 
+    forecast_tf_threads: int = _setting(
+        "CRYPTOFLOW_FORECAST_TF_THREADS", "1", "TensorFlow intra- and inter-op threads of a training process.",
+        parse=_integer, section="forecast")
+    # The other sections' variables are named after their fields: forecast_lookback is CRYPTOFLOW_FORECAST_LOOKBACK.
+    forecast_architecture: str = _forecast("lstm", "Model architecture: a file name in models/ (models/lstm.py).", _stripped)
+    forecast_features: tuple[str, ...] = _forecast(
+        "log_return", "Comma-separated model inputs (forecast.windows.FEATURES), e.g. log_return,log_volume_change.", _words)
+    forecast_pool: tuple[str, ...] = _forecast(
+        "", "Comma-separated coins trained as one model (pooled); empty: one model per coin.", _words)
+    forecast_lookback: int = _forecast("24", "Hours of returns the model sees.", _integer)
+    forecast_horizon: int = _forecast("1", "Returns the model outputs; the first one is served (the next hour).", _integer)
+    forecast_train_hours: int = _forecast("2160", "Hours of history per training, the most recent before the cut.", _integer)
+    forecast_validation_fraction: float = _forecast(
+        "0.2", "Latest part of the training window: early stopping, promotion, intervals.", _real)
+    forecast_epochs: int = _forecast("30", "Training epochs at most.", _integer)
+    forecast_batch_size: int = _forecast("64", "Training batch size.", _integer)
+    forecast_patience: int = _forecast("3", "Epochs without validation improvement before training stops.", _integer)
+    forecast_learning_rate: float = _forecast("0.001", "Learning rate of the optimiser.", _real)
+    forecast_seed: int = _forecast("42", "Random seed of a training.", _integer)
+    forecast_interval_level: float = _forecast("0.9", "Central prediction interval (conformal, see forecast.intervals).", _real)
+    forecast_interval_window_hours: int = _forecast(
+        "336", "Interval calibration: the served forecast's errors on this many hours before.", _integer)
+    forecast_volatility_span_hours: int = _forecast("24", "EWMA span of the volatility that scales those errors.", _integer)
+    forecast_interval_min_scores: int = _forecast("48", "Fewer calibration errors than this: no interval.", _integer)
+    forecast_promotion_p_value: float = _forecast(
+        "0.05", "A new model serves only if it beats persistence at this level (Diebold-Mariano test).", _real)
+    forecast_retire_window_hours: int = _forecast("72", "Live retirement: the served model's latest scored hours ...", _integer)
+    forecast_retire_min_hours: int = _forecast("24", "... judged once it has this many ...", _integer)
+    forecast_retire_margin: float = _forecast("0.01", "... retired when its live MASE exceeds 1 + margin ...", _real)
+    forecast_retire_p_value: float = _forecast("0.1", "... and a Diebold-Mariano test says it is worse at this level.", _real)
+    forecast_probation_hours: int = _forecast(
+        "0", "A promoted model serves only once it has this many hours scored since its cut ...", _integer)
+    forecast_probation_margin: float = _forecast(
+        "0.0", "... and while its MASE over its latest retire_window_hours is at most 1 + margin.", _real)
+    forecast_retrain_every_hours: int = _forecast("24", "Cadence of retraining (hours).", _integer)
+    forecast_max_model_age_hours: int = _forecast("168", "An older model is stale: it is retrained and not served.", _integer)
+    forecast_retry_hours: int = _forecast(
+        "6", "After a rejected or failed attempt, wait this long before retrying (hours).", _integer)
+    forecast_freshness_tolerance_hours: int = _forecast("0", "How many hours the latest complete candle may lag.", _integer)
+    forecast_ewma_span: int = _forecast("12", "EWMA baseline on returns (hours).", _integer)
+    forecast_drift_hours: int = _forecast("24", "Drift baseline: mean return over this many hours.", _integer)
+
+    bench_rows: int = _bench("1000000", "Candles of warehouse_copy and etl_load.", _integer)
+    bench_runs: int = _bench("3", "Timed runs per history length of etl_incremental.", _integer)
+    bench_spark_master: str = _bench("local[2]", "Spark master of the ETL benchmarks.")
+    bench_messages: int = _bench("200000", "Messages of ingest_parse when its module runs as a script.", _integer)
+    bench_repeats: int = _bench("5", "Repeats of each chart's query in superset_queries.", _integer)
+    bench_forecast_days: int = _bench("30", "Days of the forecast benchmark's walk-forward backtest per coin.", _integer)
+    bench_forecast_retrain_hours: int = _bench("168", "Retraining cadence of the forecast benchmarks' backtests.", _integer)
+    bench_forecast_symbols: tuple[str, ...] = _bench("", "Coins of the forecast benchmark; empty: CRYPTOFLOW_SYMBOLS.", _words)
+    bench_forecast_end_offset_days: int = _bench(
+        "0", "Ends the forecast benchmark's backtest window this many days before the data does.", _integer)
+    bench_forecast_mase_only: bool = _bench("", "Set (non-empty): the forecast benchmark skips its speed figures.", _flag)
+    bench_verbose: bool = _bench("", "Set (non-empty): the forecast benchmark logs every backtest step.", _flag)
+    bench_compare_symbols: tuple[str, ...] = _bench("BTCUSDT,ETHUSDT,SOLUSDT", "Coins of forecast_compare.", _words)
+    bench_compare_days: int = _bench("14", "Days of forecast_compare's walk-forward backtest.", _integer)
+    bench_compare_variants: tuple[str, ...] = _bench(
+        "", "Variants forecast_compare runs (cryptoflow_bench.forecast.VARIANTS); empty: all.", _words)
+    bench_operate_minutes: float = _bench("120", "How long the operate benchmark watches the stack (minutes).", _real)
+    bench_operate_sample_s: float = _bench("60", "Seconds between two samples of the operate benchmark.", _real)
+    bench_operate_warmup_minutes: float = _bench(
+        "15", "Minutes of the operate benchmark's start left out of its freshness figures.", _real)
+
+    skip_apt: bool = _bootstrap("", "Set (non-empty): no system packages are installed.", _flag)
+    no_browser: bool = _bootstrap("", "Set (non-empty): Chromium (the dashboards' screenshots) is not installed.", _flag)
+
     @property
     def logs_dir(self) -> Path:
         return self.state_dir / "logs"
@@ -255,10 +374,13 @@ class Settings:
         return {s.env: s.show(getattr(self, s.field)) for s in SETTINGS}
 
 
-# The single table of configuration, in declaration order: README's table is generated from it
+# The single table of configuration, in declaration order: docs/configuration.md is generated from it
 # (`cryptoflow config --markdown`).
-SETTINGS: tuple[Setting, ...] = tuple(replace(f.metadata["setting"], field=f.name) for f in fields(Settings))
+SETTINGS: tuple[Setting, ...] = tuple(
+    replace(f.metadata["setting"], field=f.name, env=f.metadata["setting"].env or f"CRYPTOFLOW_{f.name.upper()}")
+    for f in fields(Settings))
 _BY_FIELD = {s.field: s for s in SETTINGS}
+SECTIONS: tuple[str, ...] = tuple(SECTION_DOCS)
 
 
 def env_name(field_name: str) -> str:
@@ -312,14 +434,35 @@ def load(environ: Mapping[str, str] | None = None, *, stack_file: bool | None = 
     Passwords of the local cluster come from the generated credentials file when the DSNs are
     not set explicitly; a DSN can't be built before `cryptoflow up` has written that file.
     """
+    return Settings(**_resolve(_environment(environ, stack_file), _BY_FIELD))
+
+
+def _environment(environ: Mapping[str, str] | None, stack_file: bool | None) -> dict[str, str]:
+    """The variables `load()` reads: `environ` (default os.environ), over the stack file when asked."""
     env = dict(os.environ if environ is None else environ)
-    home, state = _locate(env)
     if (environ is None) if stack_file is None else stack_file:
-        recorded = read_stack_file(state / STACK_FILE_NAME)
+        recorded = read_stack_file(_locate(env)[1] / STACK_FILE_NAME)
         if recorded:
             env = {**recorded, **{k: v for k, v in env.items() if v}}
-    values = _resolve(env, _BY_FIELD, {"home": home, "state_dir": state})
-    return Settings(**values)
+    return env
+
+
+def section_values(section: str, environ: Mapping[str, str] | None = None,
+                   texts: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """One section's values by key (forecast_lookback -> "lookback"), read as `load()` reads them;
+    `texts` (by key) come over the environment, parsed as the variable would be."""
+    env = _environment(environ, None)
+    declared = {s.key: s for s in SETTINGS if s.section == section}
+    env.update({declared[key].env: text for key, text in (texts or {}).items()})
+    values = _resolve(env, [s.field for s in declared.values()])
+    return {key: values[s.field] for key, s in declared.items()}
+
+
+def shared_data_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """The shared data (replay history, test fixtures): the `shared_data` setting, for code that
+    needs no other setting (benchmarks, test fixtures)."""
+    path: Path = _resolve(_environment(environ, None), ("shared_data",))["shared_data"]
+    return path
 
 
 def given(environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -352,7 +495,7 @@ def superset_url(settings: Settings) -> str:
 def with_local_credentials(settings: Settings, creds: dict[str, str]) -> Settings:
     """The settings with the local cluster's generated passwords in the DSNs that were left at their
     default (settings loaded before `cryptoflow up` generated the credentials have none)."""
-    changes = {}
+    changes: dict[str, Any] = {}
     if settings.warehouse_dsn == _local_dsn("cf_writer", None, settings.pg_port) and "CF_WRITER_PASSWORD" in creds:
         changes["warehouse_dsn"] = _local_dsn("cf_writer", creds["CF_WRITER_PASSWORD"], settings.pg_port)
     if settings.warehouse_reader_dsn == _local_dsn("cf_reader", None, settings.pg_port) and "CF_READER_PASSWORD" in creds:
@@ -430,17 +573,22 @@ def stack_defaults(environ: dict | None = None) -> tuple[Path, dict[str, str]]:
 
 
 def markdown_table() -> str:
-    """README's configuration table: every setting with its documented default and meaning."""
+    """docs/configuration.md: every setting with its documented default and meaning, by section."""
     shown = {"{home}": "<checkout>", "{state}": "<state>", "{pg_port}": _BY_FIELD["pg_port"].default}
-    rows = ["| variable | default | meaning |", "|---|---|---|"]
-    for s in SETTINGS:
-        default = s.default
-        for mark, text in shown.items():
-            default = default.replace(mark, text)
-        default = default.replace("|", "\\|")
-        rows.append(f"| `{s.env}` | `{default}` | {s.doc} |" if default else f"| `{s.env}` | (empty) | {s.doc} |")
+    rows = ["# Configuration", "",
+            "Generated from `include/cryptoflow/settings.py` by `cryptoflow config --markdown`: edit the settings, not",
+            "this file. Every variable is optional; `cryptoflow config` prints the values in force."]
+    for section in SECTIONS:
+        rows += ["", f"## {section}", "", SECTION_DOCS[section], "", "| variable | default | meaning |", "|---|---|---|"]
+        for s in (s for s in SETTINGS if s.section == section):
+            default = s.default
+            for mark, text in shown.items():
+                default = default.replace(mark, text)
+            default = default.replace("|", "\\|")
+            rows.append(f"| `{s.env}` | `{default}` | {s.doc} |" if default else f"| `{s.env}` | (empty) | {s.doc} |")
     return "\n".join(rows)
 
 
 __all__ = ["Settings", "Setting", "SETTINGS", "load", "given", "ConfigError", "read_credentials", "with_local_credentials", "markdown_table",
-           "DEFAULT_SYMBOLS", "write_stack_file", "read_stack_file", "stack_file_values", "stack_defaults"]
+           "DEFAULT_SYMBOLS", "write_stack_file", "read_stack_file", "stack_file_values", "stack_defaults",
+           "SECTIONS", "SECTION_DOCS", "section_values", "shared_data_dir"]

@@ -48,7 +48,7 @@ def local_session(app_name: str, master: str | None = None, shuffle_partitions: 
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.shuffle.partitions", str(shuffle_partitions))
         .config("spark.ui.enabled", "false")
-        .config(map=interpreter_conf())
+        .config(map=interpreter_conf())  # type: ignore[arg-type]  # pyspark takes an invariant Dict it only reads
         .config("spark.driver.memory", cfg.spark_driver_memory)
         # Dynamic partition overwrite: an overwrite of a partitioned directory replaces only the
         # partitions it writes (a safety net: the ETL writes its lake partitions aside, io.write_lake).

@@ -11,15 +11,11 @@ it, so nobody asks Binance for (or interpolates) candles that never existed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
 
+from cryptoflow.times import utc_ms
 
-def _ms(*args) -> int:
-    return int(datetime(*args, tzinfo=timezone.utc).timestamp() * 1000)
-
-
-MATIC_DELISTED_MS = _ms(2024, 9, 10, 3, 0)   # first instant without MATIC trading
-POL_LISTED_MS = _ms(2024, 9, 13, 10, 0)      # first instant of POL trading
+MATIC_DELISTED_MS = utc_ms(2024, 9, 10, 3, 0)   # first instant without MATIC trading
+POL_LISTED_MS = utc_ms(2024, 9, 13, 10, 0)      # first instant of POL trading
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import platform
 import time
 from datetime import datetime, timezone
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Callable
 
 from cryptoflow_stack.postgres import reap_orphaned_clusters
+
+log = logging.getLogger(__name__)
 
 # name -> "module:function"; modules are imported only when their benchmark runs
 # (TensorFlow and Spark are slow to import).
@@ -46,7 +49,7 @@ def _resolve(target: str) -> Callable[[], dict]:
     return getattr(importlib.import_module(module), func)
 
 
-def run(names: list[str] | None, output_dir: Path, log=print) -> dict:
+def run(names: list[str] | None, output_dir: Path) -> dict:
     names = names or [n for n in REGISTRY if n not in OPT_IN]
     unknown = [n for n in names if n not in REGISTRY]
     if unknown:
@@ -54,14 +57,14 @@ def run(names: list[str] | None, output_dir: Path, log=print) -> dict:
     # A bench killed earlier never destroyed its throwaway cluster, which would run beside these and
     # skew their figures (as the test session does, only clusters whose owning process is dead).
     for root in reap_orphaned_clusters():
-        log(f"reaped the PostgreSQL cluster of a killed run: {root}")
-    results = {
+        log.info("reaped the PostgreSQL cluster of a killed run: %s", root)
+    results: dict = {
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {"python": platform.python_version(), "cpus": _cpus(), "platform": platform.platform()},
         "benchmarks": {},
     }
     for name in names:
-        log(f"running benchmark {name} ...")
+        log.info("running benchmark %s ...", name)
         t0 = time.perf_counter()
         try:
             figures = _resolve(REGISTRY[name])()
@@ -73,7 +76,7 @@ def run(names: list[str] | None, output_dir: Path, log=print) -> dict:
     (output_dir / "bench.json").write_text(json.dumps(results, indent=2, default=str))
     table = format_table(results)
     (output_dir / "bench.md").write_text(table + "\n")
-    log(table)
+    print(table)  # the command's result
     return results
 
 

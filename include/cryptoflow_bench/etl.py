@@ -16,16 +16,18 @@ import csv
 import os
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
+from typing import cast
 
 from cryptoflow.candles import LANDING_COLUMNS
 from cryptoflow.landing import snapshot_relpath
+from cryptoflow import settings
 from cryptoflow.settings import DEFAULT_SYMBOLS
+from cryptoflow.times import datetime_from_ms, utc_ms
 
 MINUTE_MS = 60_000
 DAY_MS = 86_400_000
-START_MS = int(datetime(2024, 1, 1, tzinfo=timezone.utc).timestamp() * 1000)
+START_MS = utc_ms(2024, 1, 1)
 
 
 def minute_row(symbol: str, t: int, source: str = "synthetic") -> list[str]:
@@ -65,8 +67,8 @@ def _copy_rows(conn, rows) -> None:
         " quote_volume, taker_buy_base_volume, taker_buy_quote_volume, trades, source) FROM STDIN"
     ) as copy:
         for r in rows:
-            copy.write_row((r[0], r[1], datetime.fromtimestamp(int(r[2]) / 1000, timezone.utc),
-                            datetime.fromtimestamp(int(r[3]) / 1000, timezone.utc), *r[4:12], int(r[12]), r[13]))
+            copy.write_row((r[0], r[1], datetime_from_ms(int(r[2])), datetime_from_ms(int(r[3])),
+                            *r[4:12], int(r[12]), r[13]))
 
 
 class _Env:
@@ -91,7 +93,7 @@ class _Env:
         from cryptoflow.spark import local_session
 
         t0 = time.perf_counter()
-        self.spark = local_session("cryptoflow-bench-etl", master=os.environ.get("CRYPTOFLOW_BENCH_SPARK_MASTER", "local[2]"))
+        self.spark = local_session("cryptoflow-bench-etl", master=settings.load().bench_spark_master)
         self.spark_start_seconds = time.perf_counter() - t0
         return self
 
@@ -103,8 +105,9 @@ class _Env:
             self.tmp.cleanup()
 
 
-def bench_etl_load(n: int = int(os.environ.get("CRYPTOFLOW_BENCH_ROWS", "1000000"))) -> dict:
+def bench_etl_load(n: int | None = None) -> dict:
     """ETL rows/s for n one-minute candles vs the COPY ceiling on the same machine and table."""
+    n = settings.load().bench_rows if n is None else n
     import psycopg
 
     from cryptoflow.etl import job
@@ -133,7 +136,7 @@ def bench_etl_load(n: int = int(os.environ.get("CRYPTOFLOW_BENCH_ROWS", "1000000
         etl_s = time.perf_counter() - t0
         loaded = result.counts["merge"]["inserted"]
         with psycopg.connect(env.dsn) as conn:
-            stored = conn.execute("SELECT count(*) FROM market.candles WHERE interval = '1m'").fetchone()[0]
+            stored = cast(tuple, conn.execute("SELECT count(*) FROM market.candles WHERE interval = '1m'").fetchone())[0]
         ceiling = len(symbols) * minutes / ceiling_s
         etl = loaded / etl_s
         return {
@@ -186,8 +189,8 @@ def seed_history(dsn: str, symbols, lo_ms: int, hi_ms: int) -> None:
 
     with psycopg.connect(dsn) as conn:
         for day in range(lo_ms, hi_ms, DAY_MS):
-            args = {"symbols": list(symbols), "lo": datetime.fromtimestamp(day / 1000, timezone.utc),
-                    "hi": datetime.fromtimestamp(min(day + DAY_MS, hi_ms) / 1000, timezone.utc)}
+            args = {"symbols": list(symbols), "lo": datetime_from_ms(day),
+                    "hi": datetime_from_ms(min(day + DAY_MS, hi_ms))}
             for statement in (_SEED_MINUTES, _SEED_HOURS, _SEED_METRICS):
                 conn.execute(statement, args)
             conn.commit()
@@ -197,7 +200,7 @@ def seed_history(dsn: str, symbols, lo_ms: int, hi_ms: int) -> None:
 
 
 def bench_etl_incremental(months=(1, 3, 6, 12), symbols=DEFAULT_SYMBOLS,
-                          runs: int = int(os.environ.get("CRYPTOFLOW_BENCH_RUNS", "3"))) -> dict:
+                          runs: int | None = None) -> dict:
     """Median seconds of one 10-minute ETL run after 1..12 months of 1m history (target: flat).
 
     The history is written into the warehouse directly in SQL (seed_history), not through the
@@ -208,7 +211,8 @@ def bench_etl_incremental(months=(1, 3, 6, 12), symbols=DEFAULT_SYMBOLS,
     """
     from cryptoflow.etl import job
 
-    figures = {"load_average_1m_before": round(os.getloadavg()[0], 1)}
+    runs = settings.load().bench_runs if runs is None else runs
+    figures: dict = {"load_average_1m_before": round(os.getloadavg()[0], 1)}
     with _Env() as env:
         filled_to = START_MS
         warm = True

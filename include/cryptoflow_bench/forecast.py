@@ -17,12 +17,11 @@ Figures:
 
 from __future__ import annotations
 
-import os
+import logging
 import statistics
 import tempfile
 import time
 from datetime import timedelta
-from pathlib import Path
 
 from cryptoflow import settings
 from cryptoflow.forecast import backtest, config
@@ -32,16 +31,11 @@ from cryptoflow.forecast.train import NotEnoughData, train
 from cryptoflow.forecast.windows import REFERENCES
 
 
-def _shared_dir() -> Path:
-    env = os.environ.get("CRYPTOFLOW_SHARED_DATA")
-    return Path(env) if env else settings.load().home.parent / "shared" / "data"
-
-
 def _frames(symbols) -> dict:
     from cryptoflow.importers.cryptodatadownload import import_cdd_csv
 
     def read(s):
-        path = _shared_dir() / "cryptodatadownload" / f"Binance_{s}_1h.csv"
+        path = settings.shared_data_dir() / "cryptodatadownload" / f"Binance_{s}_1h.csv"
         return frame_from_candles(import_cdd_csv(path, allow_missing_trades=True).candles) if path.exists() else None
 
     # The reference coins' closes joined in, as the DAG's loader does (cross-coin features read them).
@@ -56,17 +50,17 @@ def _progress(msg: str) -> None:
 
 
 def bench_forecast(days: int | None = None, retrain_hours: int | None = None, log=_progress) -> dict:
-    days = days or int(os.environ.get("CRYPTOFLOW_BENCH_FORECAST_DAYS", "30"))
-    retrain_hours = retrain_hours or int(os.environ.get("CRYPTOFLOW_BENCH_FORECAST_RETRAIN_HOURS", "168"))
+    app = settings.load()
+    days = days or app.bench_forecast_days
+    retrain_hours = retrain_hours or app.bench_forecast_retrain_hours
     cfg = config.load()
-    symbols = [s for s in os.environ.get("CRYPTOFLOW_BENCH_FORECAST_SYMBOLS", "").split(",") if s] \
-        or settings.load().symbols
+    symbols = list(app.bench_forecast_symbols or app.symbols)
     frames = _frames(symbols)
     fig: dict = {"coins_with_data": len(frames), "coins_without_data": ",".join(s for s in symbols if s not in frames),
                  "architecture": cfg.architecture, "train_hours": cfg.train_hours, "lookback": cfg.lookback,
-                 "tf_threads": int(os.environ.get("CRYPTOFLOW_FORECAST_TF_THREADS", "1"))}
+                 "tf_threads": app.forecast_tf_threads}
 
-    if os.environ.get("CRYPTOFLOW_BENCH_FORECAST_MASE_ONLY"):  # split long runs: skip the speed figures
+    if app.bench_forecast_mase_only:  # split long runs: skip the speed figures
         return _mase_per_coin(fig, frames, cfg, days, retrain_hours, log)
 
     # 1. train + predict every coin, as the hourly DAG does when all models are due.
@@ -106,7 +100,9 @@ def bench_forecast(days: int | None = None, retrain_hours: int | None = None, lo
         loads = []
         for _ in range(5):
             t = time.perf_counter()
-            ObjectRegistry(f"file://{tmp}").current(sym).forecast(f, cut)
+            current = ObjectRegistry(f"file://{tmp}").current(sym)
+            assert current is not None  # recorded as current above
+            current.forecast(f, cut)
             loads.append((time.perf_counter() - t) * 1000)
         fig["load_and_predict_ms_p50"] = round(statistics.median(loads), 1)
 
@@ -120,7 +116,8 @@ def _mase_per_coin(fig: dict, frames: dict, cfg, days: int, retrain_hours: int, 
 
     fig["backtest_days"], fig["backtest_retrain_every_hours"] = days, retrain_hours
     # An earlier window (e.g. 30: the 30 days before the last 30) checks rules on hours they were not tuned on.
-    offset = int(os.environ.get("CRYPTOFLOW_BENCH_FORECAST_END_OFFSET_DAYS", "0"))
+    app = settings.load()
+    offset = app.bench_forecast_end_offset_days
     if offset:
         fig["backtest_end_offset_days"] = offset
     for s, f in frames.items():
@@ -131,8 +128,9 @@ def _mase_per_coin(fig: dict, frames: dict, cfg, days: int, retrain_hours: int, 
         if start >= end:
             log(f"backtest {s}: no hours to replay {offset} days before its data ends")
             continue
-        rep = backtest.backtest(s, start, end, retrain_hours, cfg=cfg, frame=f, store=False,
-                                log=lambda msg: log(msg) if os.environ.get("CRYPTOFLOW_BENCH_VERBOSE") else None)
+        # The backtest logs every training and retirement: shown only when asked for.
+        logging.getLogger(backtest.__name__).setLevel(logging.INFO if app.bench_verbose else logging.WARNING)
+        rep = backtest.backtest(s, start, end, retrain_hours, cfg=cfg, frame=f, store=False)
         ms = rep["metrics"]
         log(f"backtest {s}: {rep['hours_scored']} h in {rep['seconds']} s, MASE served {ms['served']['mase']:.4f}")
         short = s.removesuffix("USDT")
@@ -186,15 +184,16 @@ VARIANTS: dict[str, dict] = {
 def bench_forecast_compare(log=_progress) -> dict:
     """Walk-forward MASE of each variant (VARIANTS) beside persistence/drift/EWMA on the same hours.
 
-    Env: CRYPTOFLOW_BENCH_COMPARE_SYMBOLS (default BTCUSDT,ETHUSDT,SOLUSDT), _DAYS (14), _VARIANTS
+    Settings (bench section): CRYPTOFLOW_BENCH_COMPARE_SYMBOLS (default BTCUSDT,ETHUSDT,SOLUSDT), _DAYS (14), _VARIANTS
     (all), CRYPTOFLOW_BENCH_FORECAST_RETRAIN_HOURS (168). Figures per variant and coin: mase (served,
     promotion rule applied), mase_raw (latest trained model, promoted or not), direction (raw),
     served share; then each variant's mean over the coins.
     """
-    symbols = os.environ.get("CRYPTOFLOW_BENCH_COMPARE_SYMBOLS", "BTCUSDT,ETHUSDT,SOLUSDT").split(",")
-    days = int(os.environ.get("CRYPTOFLOW_BENCH_COMPARE_DAYS", "14"))
-    retrain_hours = int(os.environ.get("CRYPTOFLOW_BENCH_FORECAST_RETRAIN_HOURS", "168"))
-    names = [v for v in os.environ.get("CRYPTOFLOW_BENCH_COMPARE_VARIANTS", ",".join(VARIANTS)).split(",") if v]
+    app = settings.load()
+    symbols = list(app.bench_compare_symbols)
+    days = app.bench_compare_days
+    retrain_hours = app.bench_forecast_retrain_hours
+    names = list(app.bench_compare_variants or VARIANTS)
     frames = _frames(symbols)
     base = config.load()
     end = min(f.index[-1] for f in frames.values()) + HOUR  # the same hours for every coin

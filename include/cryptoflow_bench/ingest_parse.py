@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import tempfile
 import time
-from pathlib import Path
 
+from cryptoflow import settings
 from cryptoflow.candles import check
 from cryptoflow.sources.binance.wire import from_stream_message
 from cryptoflow.landing import WINDOW_MS, prepare, render, write_snapshot
@@ -30,8 +29,8 @@ _SYMBOLS = ("BTCUSDT", "ETHUSDT", "XRPUSDT", "BNBUSDT", "DOGEUSDT", "ADAUSDT", "
 
 def _real_ohlcv(limit: int = 5000) -> list[tuple[str, ...]]:
     """(open, high, low, close, base vol, quote vol, trades) strings from the shared CDD files."""
-    root = Path(os.environ.get("CRYPTOFLOW_SHARED_DATA", Path(__file__).resolve().parents[4] / "shared" / "data"))
-    rows = []
+    root = settings.shared_data_dir()
+    rows: list[tuple[str, ...]] = []
     for path in sorted((root / "cryptodatadownload").glob("Binance_*_1h.csv")):
         with path.open() as f:
             next(f)
@@ -147,4 +146,4 @@ def bench_parse_and_land(n: int = 200_000, repeats: int = 3) -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(bench_parse_and_land(int(os.environ.get("CRYPTOFLOW_BENCH_MESSAGES", "200000"))), indent=2))
+    print(json.dumps(bench_parse_and_land(settings.load().bench_messages), indent=2))

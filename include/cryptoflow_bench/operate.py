@@ -35,6 +35,7 @@ services are in procmem.py (re-exported here).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import subprocess
@@ -50,6 +51,8 @@ from urllib.parse import urlencode
 from cryptoflow_bench.procmem import (  # noqa: F401
     Proc, group_processes, mem_available_kb, parse_stat, read_proc, rss_by_service, with_memory)
 
+log = logging.getLogger(__name__)
+
 MINUTE = timedelta(minutes=1)
 WINDOW = timedelta(minutes=10)
 HOUR = timedelta(hours=1)
@@ -59,11 +62,6 @@ FRESHNESS_MAX_TARGET_MIN = 12.0
 HOLE_GRACE = timedelta(minutes=12)
 POSTGRES = "postgres"
 SAMPLES_FILE = "bench-operate-samples.jsonl"
-
-
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name) or ""
-    return float(raw) if raw.strip() else default
 
 
 # --- pure computations -----------------------------------------------------------------------------
@@ -174,7 +172,7 @@ def snapshot_lags(samples: Sequence[tuple[datetime, Mapping[str, datetime | None
     while t + WINDOW <= last:
         end, need = t + WINDOW, t + WINDOW - MINUTE
         for at, newest in samples:
-            if all(newest.get(sym) is not None and newest[sym] >= need for sym in symbols):
+            if all((seen := newest.get(sym)) is not None and seen >= need for sym in symbols):
                 arrived[t] = (at - end).total_seconds() / 60.0
                 break
         else:
@@ -234,8 +232,8 @@ def rss_figures(samples: Sequence[Sample]) -> dict:
         names += [n for n in s.rss_kb if n not in names]
     out: dict = {}
 
-    def put(label: str, series: list[float]):
-        series = [v for v in series if v is not None]
+    def put(label: str, values: Sequence[float | None]):
+        series = [v for v in values if v is not None]
         if series:
             out[f"{label}_start"] = round(series[0] / 1024, 1)
             out[f"{label}_peak"] = round(max(series) / 1024, 1)
@@ -300,9 +298,9 @@ class Stack:
                 pass
         if self.run_dir.is_dir():
             for f in sorted(self.run_dir.glob("*.pid")):
-                pid = process.read_pid(self.run_dir, f.stem)
-                if pid:
-                    out[f.stem] = pid
+                service_pid = process.read_pid(self.run_dir, f.stem)
+                if service_pid:
+                    out[f.stem] = service_pid
         return out
 
     def connect(self):
@@ -317,7 +315,7 @@ class Stack:
                           self.creds["AIRFLOW_ADMIN_PASSWORD"])
 
 
-def attach(log=print) -> tuple[Stack, bool]:
+def attach() -> tuple[Stack, bool]:
     """The stack of the settings in force; started with `cryptoflow up --demo` when it is not running
     (and left running). Returns (stack, whether this call started it)."""
     from cryptoflow import settings as settings_mod
@@ -334,8 +332,8 @@ def attach(log=print) -> tuple[Stack, bool]:
     if not running:
         s.logs_dir.mkdir(parents=True, exist_ok=True)
         log_path = s.logs_dir / "bench-operate-up.log"
-        log(f"no stack runs in {s.state_dir} (airflow-scheduler stopped): starting `cryptoflow up --demo` "
-            f"(left running afterwards; output in {log_path})")
+        log.info("no stack runs in %s (airflow-scheduler stopped): starting `cryptoflow up --demo` "
+                 "(left running afterwards; output in %s)", s.state_dir, log_path)
         with open(log_path, "ab") as out:
             res = subprocess.run([str(Path(sys.executable).parent / "cryptoflow"), "up", "--demo"],
                                  stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=s.home)
@@ -444,7 +442,7 @@ def dag_runs_since(api, since: datetime, page: int = 100) -> list[dict]:
             return runs
 
 
-def _watch(stack: Stack, symbols: Sequence[str], path: Path, seconds: float, sample_s: float, log=print):
+def _watch(stack: Stack, symbols: Sequence[str], path: Path, seconds: float, sample_s: float):
     """Sample every `sample_s` until `seconds` have passed (the last sample at the deadline), each
     sample a JSON line of `path`. Ctrl-C ends the watch early: the figures cover what was seen.
     Returns (samples, the open warehouse connection or None, whether it was interrupted)."""
@@ -461,7 +459,7 @@ def _watch(stack: Stack, symbols: Sequence[str], path: Path, seconds: float, sam
                         conn = stack.connect()
                     except Exception as exc:
                         conn = None
-                        log(f"operate: warehouse unreachable: {exc}")
+                        log.info("operate: warehouse unreachable: %s", exc)
                 if conn is None:
                     s = Sample(datetime.now(timezone.utc), {}, error="warehouse unreachable")
                 else:
@@ -476,26 +474,29 @@ def _watch(stack: Stack, symbols: Sequence[str], path: Path, seconds: float, sam
                 k += 1
                 time.sleep(max(0.0, min(t0 + k * sample_s, deadline) - time.monotonic()))
         except KeyboardInterrupt:
-            log(f"operate: interrupted after {len(samples)} samples; reporting them")
+            log.info("operate: interrupted after %d samples; reporting them", len(samples))
             return samples, conn, True
 
 
-def bench_operate(minutes: float | None = None, sample_s: float | None = None, warmup_minutes: float | None = None,
-                  log=print) -> dict:
+def bench_operate(minutes: float | None = None, sample_s: float | None = None,
+                  warmup_minutes: float | None = None) -> dict:
     """The operation benchmark (see the module doc)."""
-    minutes = _env_float("CRYPTOFLOW_BENCH_OPERATE_MINUTES", 120.0) if minutes is None else minutes
-    sample_s = _env_float("CRYPTOFLOW_BENCH_OPERATE_SAMPLE_S", 60.0) if sample_s is None else sample_s
-    warmup = _env_float("CRYPTOFLOW_BENCH_OPERATE_WARMUP_MINUTES", 15.0) if warmup_minutes is None else warmup_minutes
+    from cryptoflow import settings as settings_mod
+
+    switches = settings_mod.load()
+    minutes = switches.bench_operate_minutes if minutes is None else minutes
+    sample_s = switches.bench_operate_sample_s if sample_s is None else sample_s
+    warmup = switches.bench_operate_warmup_minutes if warmup_minutes is None else warmup_minutes
     if sample_s <= 0 or minutes < 0:
         raise ValueError("CRYPTOFLOW_BENCH_OPERATE_SAMPLE_S must be > 0 and _MINUTES >= 0")
 
-    stack, started = attach(log)
+    stack, started = attach()
     symbols = tuple(stack.settings.symbols)
     samples_path = stack.settings.state_dir / SAMPLES_FILE
-    log(f"operate: watching the stack of {stack.settings.state_dir} for {minutes:g} min, a sample every "
-        f"{sample_s:g} s ({len(symbols)} coins); samples to {samples_path}")
+    log.info(f"operate: watching the stack of {stack.settings.state_dir} for {minutes:g} min, a sample every "
+             f"{sample_s:g} s ({len(symbols)} coins); samples to {samples_path}")
     start = datetime.now(timezone.utc)
-    samples, conn, interrupted = _watch(stack, symbols, samples_path, minutes * 60, sample_s, log)
+    samples, conn, interrupted = _watch(stack, symbols, samples_path, minutes * 60, sample_s)
     end = samples[-1].at
 
     figures: dict = {

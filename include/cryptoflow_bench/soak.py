@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,6 +27,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 WINDOW_MS = 600_000
 MINUTE_MS = 60_000
@@ -65,6 +67,7 @@ class CollectorProcess:
 
     @property
     def pid(self) -> int:
+        assert self.proc is not None, "not started"
         return self.proc.pid
 
     def alive(self) -> bool:
@@ -72,6 +75,7 @@ class CollectorProcess:
 
     def kill(self) -> int:
         """SIGKILL: no cleanup, no sealing, whatever was in flight is gone."""
+        assert self.proc is not None, "not started"
         self.proc.send_signal(signal.SIGKILL)
         return self.proc.wait(10)
 
@@ -95,7 +99,7 @@ class CollectorProcess:
 class RssSampler:
     """Samples the RSS of some pids every `every_s` in a thread; start/peak/end per pid, in MiB."""
 
-    def __init__(self, pids: dict[str, callable], every_s: float = 0.5):
+    def __init__(self, pids: dict[str, Callable[[], int]], every_s: float = 0.5):
         self.pids, self.every_s = pids, every_s
         self.samples: dict[str, list[int]] = {name: [] for name in pids}
         self._stop = threading.Event()
@@ -189,24 +193,21 @@ def warehouse_counts(dsn: str, interval: str, start_ms: int, end_ms: int) -> dic
     """{symbol: (rows, distinct open times)} of market.candles in [start, end)."""
     import psycopg
 
-    from cryptoflow.warehouse.load import ms_to_ts
+    from cryptoflow.times import datetime_from_ms
 
     with psycopg.connect(dsn) as conn:
         rows = conn.execute(
             "SELECT symbol, count(*), count(DISTINCT open_time) FROM market.candles"
             " WHERE interval = %s AND open_time >= %s AND open_time < %s GROUP BY symbol",
-            (interval, ms_to_ts(start_ms), ms_to_ts(end_ms))).fetchall()
+            (interval, datetime_from_ms(start_ms), datetime_from_ms(end_ms))).fetchall()
     return {s: (n, d) for s, n, d in rows}
 
 
 def bench_soak(hours: float = 24.0, speed: float = 1440.0, symbols=SOAK_SYMBOLS, etl_runs: int = 3,
                seed_hours: int = 48) -> dict:
     """The soak benchmark (see module doc). Figures: candles in/out per coin, RSS, durations."""
-    from cryptoflow import ingest, settings as settings_mod
-    from binance_emulator import ReplayServer, default_data_dirs, load_history
-    from cryptoflow.sources.binance.rest import BinanceRestClient
+    from cryptoflow import settings as settings_mod
     from cryptoflow_stack.postgres import LocalPostgres, free_port
-    from cryptoflow.warehouse.migrate import migrate
 
     tmp = Path(tempfile.mkdtemp(prefix="cryptoflow-soak-"))
     figures: dict = {"hours": hours, "speed": speed, "symbols": len(symbols)}
@@ -215,59 +216,19 @@ def bench_soak(hours: float = 24.0, speed: float = 1440.0, symbols=SOAK_SYMBOLS,
     srv = collector = None
     spark = None
     try:
-        cluster.init()
-        cluster.start(fsync=False)
-        cluster.ensure_login_role("cf_writer", writer_pw := secrets.token_urlsafe(16))
-        cluster.ensure_login_role("cf_reader", secrets.token_urlsafe(16))
-        cluster.ensure_database("cryptoflow")
-        migrate(cluster.dsn("cryptoflow"))
-        dsn = cluster.dsn("cryptoflow", "cf_writer", writer_pw)
-        env = {"CRYPTOFLOW_STATE_DIR": str(tmp / "state"), "CRYPTOFLOW_SYMBOLS": ",".join(symbols),
-               "CRYPTOFLOW_BINANCE_MODE": "replay", "CRYPTOFLOW_WAREHOUSE_DSN": dsn,
-               "CRYPTOFLOW_LAKE_URI": f"file://{tmp}/lake", "CRYPTOFLOW_LANDING_URI": f"file://{tmp}/landing"}
-        base = settings_mod.load(env)
-        history = load_history(default_data_dirs(base), symbols)
-        srv = ReplayServer(history, speed=speed, shift_to_present=True, play_hours=hours, symbols=symbols,
-                           host="127.0.0.1", port=0).start()
+        dsn = _start_warehouse(cluster)
+        env = _soak_env(tmp, symbols, dsn)
+        srv = _start_replay(settings_mod.load(env), symbols, hours, speed)
         cfg = settings_mod.load({**env, "CRYPTOFLOW_BINANCE_REST_URL": srv.rest_url})
         root = tmp / "state" / "collector"
-        root.mkdir(parents=True)
-        # Short segments (5 s of wall clock = 2 replay hours at 1440x): each window's read stays small.
-        collector = CollectorProcess(root, srv.ws_url, symbols, log_path=tmp / "collector.log", window_s=5,
-                                     backoff_initial_s=0.2, backoff_max_s=2.0).start()
+        collector = _start_collector(root, srv.ws_url, symbols, tmp / "collector.log")
         tl = srv.timeline
         first_ms = tl.now_ms()
         window_lo = -(-first_ms // WINDOW_MS) * WINDOW_MS
-        # History before the stream (as `cryptoflow up --demo` seeds it), so the forecast has its lookback.
-        from cryptoflow.importers.land import land
-
-        t_seed = time.perf_counter()
-        seed = ingest.backfill_from_rest(cfg, window_lo - seed_hours * 3_600_000, window_lo,
-                                         rest_client=BinanceRestClient(srv.rest_url))
-        seed_uris = land(seed, cfg.landing_uri, "soak-seed")
-        figures["seed_candles"] = seed.counts["loaded"]
-        figures["seed_seconds"] = round(time.perf_counter() - t_seed, 1)
+        seed_uris = _seed_history(cfg, srv.rest_url, window_lo, seed_hours, figures)
         me = os.getpid()
         with RssSampler({"collector": lambda: collector.pid, "driver": lambda: me}, every_s=1.0) as rss:
-            t0 = time.perf_counter()
-            # Seal each window as soon as the replay clock is a minute past its end (as the DAG would).
-            rest = BinanceRestClient(srv.rest_url)
-            totals = SealTotals()
-            sealed_until = -(-first_ms // WINDOW_MS) * WINDOW_MS
-            seal_s = 0.0
-            while sealed_until + WINDOW_MS <= tl.end_ms:
-                end = sealed_until + WINDOW_MS
-                wait_for(lambda end=end, lo=sealed_until: tl.now_ms() >= end + MINUTE_MS
-                         and time.time() * 1000 > received_range(tl, lo, end)[1],
-                         timeout=600, what="replay clock", poll_s=0.05)
-                t1 = time.perf_counter()
-                res = ingest.seal_window(cfg, sealed_until, end, rest_client=rest, collector_root=root,
-                                         received_ms=received_range(tl, sealed_until, end), clock_slack_ms=5_000)
-                seal_s += time.perf_counter() - t1
-                totals.add(res)
-                sealed_until = end
-            figures["replay_wall_s"] = round(time.perf_counter() - t0, 1)
-            figures["seal_seconds_total"] = round(seal_s, 1)
+            totals, sealed_until = _seal_windows(cfg, srv.rest_url, tl, root, first_ms, figures)
             figures["collector_alive_at_end"] = collector.alive()
             collector.stop()
             from pyspark.sql import SparkSession  # noqa: F401  (imported here: Spark is slow to import)
@@ -277,56 +238,157 @@ def bench_soak(hours: float = 24.0, speed: float = 1440.0, symbols=SOAK_SYMBOLS,
 
             t2 = time.perf_counter()
             spark = local_session("cryptoflow-soak", master="local[2]")
-            chunks = [totals.snapshots[i::etl_runs] for i in range(etl_runs)]
-            chunks[0] = seed_uris + chunks[0]
-            # Out of arrival order on purpose: run i takes every etl_runs-th window.
-            for i, uris in enumerate(chunks):
+            for i, uris in enumerate(etl_chunks(totals.snapshots, seed_uris, etl_runs)):
                 job.run(spark, sorted(uris), f"soak-{i}", dsn=dsn, lake_uri=cfg.lake_uri, symbols=symbols)
             figures["etl_seconds"] = round(time.perf_counter() - t2, 1)
             figures["etl_runs"] = etl_runs
-
-            t3 = time.perf_counter()
-            try:
-                figures.update(_forecast_once(dsn, symbols, sealed_until))
-            except Exception as exc:  # the figures above still count; the failure is reported with them
-                figures["forecast_error"] = f"{type(exc).__name__}: {exc}"
-            figures["forecast_seconds"] = round(time.perf_counter() - t3, 1)
+            figures.update(_timed_forecast(dsn, symbols, sealed_until))
         figures.update(rss.figures())
-
-        stored = warehouse_counts(dsn, "1m", window_lo, sealed_until)
-        lost = doubled = 0
-        per_coin = {}
-        for sym in symbols:
-            source = len(tl.candles(sym, "1m", window_lo, sealed_until - 1)) if sym in tl.symbols else 0
-            rows, distinct = stored.get(sym, (0, 0))
-            per_coin[sym] = f"{source}/{rows}"
-            lost += max(0, source - distinct)
-            doubled += rows - distinct
-        figures["candles_source_total"] = sum(len(tl.candles(s, "1m", window_lo, sealed_until - 1))
-                                              for s in symbols if s in tl.symbols)
-        figures["candles_warehouse_total"] = sum(r for r, _ in stored.values())
-        figures["candles_lost"] = lost
-        figures["candles_doubled"] = doubled
-        figures["per_coin_source_vs_warehouse"] = per_coin
-        figures["windows_sealed"] = len(totals.snapshots)
-        figures["from_stream"] = totals.from_stream
-        figures["healed_from_rest"] = totals.healed
-        figures["holes"] = totals.holes
-        figures["rejected"] = totals.rejected
+        figures.update(candle_figures(tl, warehouse_counts(dsn, "1m", window_lo, sealed_until), symbols,
+                                      window_lo, sealed_until))
+        figures.update(seal_figures(totals))
         figures["stream_messages_received"] = _count_messages(root)
     finally:
-        if spark is not None:
-            spark.stop()
-        if collector is not None:
-            collector.stop()
-        if srv is not None:
-            srv.stop()
-        cluster.destroy()
+        _tear_down(spark, collector, srv, cluster)
         figures["total_seconds"] = round(time.perf_counter() - t_all, 1)
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)
     return figures
+
+
+def _start_warehouse(cluster) -> str:
+    """The throwaway cluster started, its roles and migrated database made: the writer's DSN."""
+    from cryptoflow.warehouse.migrate import migrate
+
+    cluster.init()
+    cluster.start(fsync=False)
+    cluster.ensure_login_role("cf_writer", writer_pw := secrets.token_urlsafe(16))
+    cluster.ensure_login_role("cf_reader", secrets.token_urlsafe(16))
+    cluster.ensure_database("cryptoflow")
+    migrate(cluster.dsn("cryptoflow"))
+    return cluster.dsn("cryptoflow", "cf_writer", writer_pw)
+
+
+def _start_replay(base, symbols, hours: float, speed: float):
+    """The replay server over the shared history, started: `hours` of it, `speed` times the wall clock."""
+    from binance_emulator import ReplayServer, default_data_dirs, load_history
+
+    history = load_history(default_data_dirs(base), symbols)
+    return ReplayServer(history, speed=speed, shift_to_present=True, play_hours=hours, symbols=symbols,
+                        host="127.0.0.1", port=0).start()
+
+
+def _start_collector(root: Path, ws_url: str, symbols, log_path: Path) -> CollectorProcess:
+    root.mkdir(parents=True)
+    # Short segments (5 s of wall clock = 2 replay hours at 1440x): each window's read stays small.
+    return CollectorProcess(root, ws_url, symbols, log_path=log_path, window_s=5,
+                            backoff_initial_s=0.2, backoff_max_s=2.0).start()
+
+
+def _soak_env(tmp: Path, symbols, dsn: str) -> dict[str, str]:
+    """The settings' environment of a soak run: its state, lake and landing under `tmp`."""
+    return {"CRYPTOFLOW_STATE_DIR": str(tmp / "state"), "CRYPTOFLOW_SYMBOLS": ",".join(symbols),
+            "CRYPTOFLOW_BINANCE_MODE": "replay", "CRYPTOFLOW_WAREHOUSE_DSN": dsn,
+            "CRYPTOFLOW_LAKE_URI": f"file://{tmp}/lake", "CRYPTOFLOW_LANDING_URI": f"file://{tmp}/landing"}
+
+
+def _seed_history(cfg, rest_url: str, window_lo: int, seed_hours: int, figures: dict) -> list[str]:
+    """History before the stream (as `cryptoflow up --demo` seeds it), so the forecast has its
+    lookback: landed, its landing URIs returned."""
+    from cryptoflow import ingest
+    from cryptoflow.importers.land import land
+    from cryptoflow.sources.binance.rest import BinanceRestClient
+
+    t_seed = time.perf_counter()
+    seed = ingest.backfill_from_rest(cfg, window_lo - seed_hours * 3_600_000, window_lo,
+                                     rest_client=BinanceRestClient(rest_url))
+    seed_uris = land(seed, cfg.landing_uri, "soak-seed")
+    figures["seed_candles"] = seed.counts["loaded"]
+    figures["seed_seconds"] = round(time.perf_counter() - t_seed, 1)
+    return seed_uris
+
+
+def _seal_windows(cfg, rest_url: str, tl, root: Path, first_ms: int, figures: dict) -> tuple[SealTotals, int]:
+    """Seal each window as soon as the replay clock is a minute past its end (as the DAG would),
+    until the replay ends: (the totals, where sealing stopped)."""
+    from cryptoflow import ingest
+    from cryptoflow.sources.binance.rest import BinanceRestClient
+
+    t0 = time.perf_counter()
+    rest = BinanceRestClient(rest_url)
+    totals = SealTotals()
+    sealed_until = -(-first_ms // WINDOW_MS) * WINDOW_MS
+    seal_s = 0.0
+    while sealed_until + WINDOW_MS <= tl.end_ms:
+        end = sealed_until + WINDOW_MS
+        wait_for(lambda end=end, lo=sealed_until: tl.now_ms() >= end + MINUTE_MS
+                 and time.time() * 1000 > received_range(tl, lo, end)[1],
+                 timeout=600, what="replay clock", poll_s=0.05)
+        t1 = time.perf_counter()
+        res = ingest.seal_window(cfg, sealed_until, end, rest_client=rest, collector_root=root,
+                                 received_ms=received_range(tl, sealed_until, end), clock_slack_ms=5_000)
+        seal_s += time.perf_counter() - t1
+        totals.add(res)
+        sealed_until = end
+    figures["replay_wall_s"] = round(time.perf_counter() - t0, 1)
+    figures["seal_seconds_total"] = round(seal_s, 1)
+    return totals, sealed_until
+
+
+def etl_chunks(snapshots: list[str], seed_uris: list[str], etl_runs: int) -> list[list[str]]:
+    """The landing URIs of each ETL run: out of arrival order on purpose, run i takes every
+    etl_runs-th window; the first run also takes the seeded history."""
+    chunks = [snapshots[i::etl_runs] for i in range(etl_runs)]
+    chunks[0] = seed_uris + chunks[0]
+    return chunks
+
+
+def _timed_forecast(dsn: str, symbols, at_ms: int) -> dict:
+    """_forecast_once's figures and its duration; a failure is reported beside the other figures."""
+    figures: dict = {}
+    t3 = time.perf_counter()
+    try:
+        figures.update(_forecast_once(dsn, symbols, at_ms))
+    except Exception as exc:  # the figures above still count; the failure is reported with them
+        figures["forecast_error"] = f"{type(exc).__name__}: {exc}"
+    figures["forecast_seconds"] = round(time.perf_counter() - t3, 1)
+    return figures
+
+
+def candle_figures(tl, stored: dict[str, tuple[int, int]], symbols, window_lo: int, sealed_until: int) -> dict:
+    """Candles of the replay's source against the warehouse's (`stored`: warehouse_counts) in the
+    sealed windows: totals, lost (source candles missing), doubled (rows beyond one per open time)."""
+    lost = doubled = 0
+    per_coin = {}
+    for sym in symbols:
+        source = len(tl.candles(sym, "1m", window_lo, sealed_until - 1)) if sym in tl.symbols else 0
+        rows, distinct = stored.get(sym, (0, 0))
+        per_coin[sym] = f"{source}/{rows}"
+        lost += max(0, source - distinct)
+        doubled += rows - distinct
+    return {
+        "candles_source_total": sum(len(tl.candles(s, "1m", window_lo, sealed_until - 1))
+                                    for s in symbols if s in tl.symbols),
+        "candles_warehouse_total": sum(r for r, _ in stored.values()),
+        "candles_lost": lost,
+        "candles_doubled": doubled,
+        "per_coin_source_vs_warehouse": per_coin,
+    }
+
+
+def seal_figures(totals: SealTotals) -> dict:
+    return {"windows_sealed": len(totals.snapshots), "from_stream": totals.from_stream,
+            "healed_from_rest": totals.healed, "holes": totals.holes, "rejected": totals.rejected}
+
+
+def _tear_down(spark, collector: CollectorProcess | None, srv, cluster) -> None:
+    """Stops whatever of the run started (Spark, the collector, the replay server), then destroys the cluster."""
+    if spark is not None:
+        spark.stop()
+    if collector is not None:
+        collector.stop()
+    if srv is not None:
+        srv.stop()
+    cluster.destroy()
 
 
 def _count_messages(root: Path) -> int:
@@ -344,16 +406,15 @@ def _forecast_once(dsn: str, symbols, at_ms: int) -> dict:
     The registry is empty (training needs weeks of history; this is about the pipeline holding up),
     so a coin with fresh data gets the persistence forecast, labelled as such.
     """
-    from datetime import datetime, timezone
-
     import psycopg
 
     from cryptoflow.forecast import data, hourly
+    from cryptoflow.times import datetime_from_ms
     from cryptoflow.forecast.config import ForecastConfig
     from cryptoflow.forecast.registry import ObjectRegistry
 
     cfg = ForecastConfig()
-    now = datetime.fromtimestamp(at_ms / 1000, timezone.utc)
+    now = datetime_from_ms(at_ms)
     registry = ObjectRegistry(f"file://{tempfile.mkdtemp(prefix='soak-models-')}", conn_id=None)
     outcomes = {}
     with psycopg.connect(dsn) as conn:
@@ -364,6 +425,7 @@ def _forecast_once(dsn: str, symbols, at_ms: int) -> dict:
             if not ready.ok:
                 outcomes[sym] = f"skipped: {ready.reason}"
                 continue
+            assert ready.target_time is not None  # set when ready.ok
             f, why = hourly.predict(sym, frame, ready.target_time, registry, cfg)
             outcomes[sym] = why if f.model_version == hourly.PERSISTENCE else f"{f.model_version}: {why}"
     return {"forecast": outcomes}

@@ -14,11 +14,14 @@ timed alone, straight on PostgreSQL as cf_reader.
 
 from __future__ import annotations
 
-import os
+import logging
 import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import cast
+
+log = logging.getLogger(__name__)
 
 TARGET_MS = 1000
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "XRPUSDT", "BNBUSDT", "DOGEUSDT", "ADAUSDT", "POLUSDT", "DOTUSDT", "SOLUSDT",
@@ -141,10 +144,10 @@ FROM generate_series(1, 20000) i
 ]
 
 
-def fill(admin_dsn: str, log=print, minutes: int = 525_600) -> dict:
+def fill(admin_dsn: str, minutes: int = 525_600) -> dict:
     import psycopg
 
-    seconds = {}
+    seconds: dict[str, float] = {}
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
         def step(name, sql, params=None):
             t0 = time.perf_counter()
@@ -154,7 +157,7 @@ def fill(admin_dsn: str, log=print, minutes: int = 525_600) -> dict:
         for k, symbol in enumerate(SYMBOLS):
             step("minutes", FILL[0], {"symbol": symbol, "base": 10.0 ** (k % 5), "k": k, "minutes": minutes})
             step("rollup", ROLLUP, {"symbol": symbol})
-            log(f"  {symbol}: a year of 1m candles and their 1h rollups")
+            log.info("  %s: a year of 1m candles and their 1h rollups", symbol)
         step("metrics", METRICS)
         step("correlation", CORRELATION)
         for sql in FORECASTS:
@@ -162,10 +165,10 @@ def fill(admin_dsn: str, log=print, minutes: int = 525_600) -> dict:
         for sql in OPS:
             step("ops", sql, {"symbols": list(SYMBOLS)})
         step("analyze", "VACUUM ANALYZE")
-        counts = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in (
+        counts = {t: cast(tuple, conn.execute(f"SELECT count(*) FROM {t}").fetchone())[0] for t in (
             "market.candles", "market.hourly_metrics", "market.return_correlation", "forecast.predictions",
             "ops.pipeline_runs", "ops.data_quality_results", "ops.quarantine", "ops.healed_gaps")}
-        minutes = conn.execute("SELECT count(*) FROM market.candles WHERE interval = '1m'").fetchone()[0]
+        minutes = cast(tuple, conn.execute("SELECT count(*) FROM market.candles WHERE interval = '1m'").fetchone())[0]
     return {"minute_candles": minutes, **{f"rows_{t.split('.')[1]}": n for t, n in counts.items()},
             **{f"fill_{k}_s": round(v, 1) for k, v in seconds.items()}}
 
@@ -216,7 +219,7 @@ def time_charts(api, base: str, reader_dsn: str, repeats: int) -> dict:
             "worst_api_ms_met": worst_api < TARGET_MS, "worst_sql_ms": worst_sql, **figures}
 
 
-def bench_superset_queries(repeats: int = int(os.environ.get("CRYPTOFLOW_BENCH_REPEATS", "5")), log=print) -> dict:
+def bench_superset_queries(repeats: int | None = None) -> dict:
     from cryptoflow import settings as cf_settings
     from cryptoflow_stack import passwords
     from cryptoflow_stack import superset as superset_svc
@@ -224,9 +227,10 @@ def bench_superset_queries(repeats: int = int(os.environ.get("CRYPTOFLOW_BENCH_R
     from cryptoflow.superset import importer
     from cryptoflow.warehouse.migrate import migrate
 
-    home = Path(__file__).resolve().parents[3]
-    with tempfile.TemporaryDirectory(prefix="cf-bench-superset-") as root:
-        root = Path(root)
+    repeats = cf_settings.load().bench_repeats if repeats is None else repeats
+    home = cf_settings.load().home
+    with tempfile.TemporaryDirectory(prefix="cf-bench-superset-") as tmp:
+        root = Path(tmp)
         pg = LocalPostgres(root / "pg", free_port(), superuser_password="bench-admin", throwaway=True)
         pg.init()
         pg.start(fsync=False)
@@ -237,9 +241,9 @@ def bench_superset_queries(repeats: int = int(os.environ.get("CRYPTOFLOW_BENCH_R
             pg.ensure_database("cryptoflow")
             migrate(pg.dsn("cryptoflow"))
             t0 = time.perf_counter()
-            figures = fill(pg.dsn("cryptoflow"), log)
+            figures = fill(pg.dsn("cryptoflow"))
             figures["fill_s"] = round(time.perf_counter() - t0, 1)
-            log(f"  filled in {figures['fill_s']} s")
+            log.info("  filled in %s s", figures["fill_s"])
             reader = pg.dsn("cryptoflow", "cf_reader", "bench-reader")
             settings = cf_settings.load({
                 "CRYPTOFLOW_HOME": str(home), "CRYPTOFLOW_STATE_DIR": str(root / "state"),
@@ -247,9 +251,9 @@ def bench_superset_queries(repeats: int = int(os.environ.get("CRYPTOFLOW_BENCH_R
                 "CRYPTOFLOW_WAREHOUSE_DSN": pg.dsn("cryptoflow", "cf_writer", "bench-writer"),
             })
             creds, _ = passwords.ensure(settings.credentials_file)
-            superset_svc.init(settings, creds, log=log)
+            superset_svc.init(settings, creds)
             superset_svc.start(settings, creds)
-            superset_svc.import_dashboards(settings, creds, log=log)
+            superset_svc.import_dashboards(settings, creds)
             base = superset_svc.url(settings)
             api = importer.session(importer.Target(base, "admin", creds["SUPERSET_ADMIN_PASSWORD"]))
             figures.update(time_charts(api, base, reader, repeats))

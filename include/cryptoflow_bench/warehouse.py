@@ -5,12 +5,14 @@ The Spark ETL's end-to-end load rate is judged against this figure (target: at l
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
-from datetime import datetime, timezone
+from pathlib import Path
+from typing import cast
 
+from cryptoflow import settings
 from cryptoflow_stack.postgres import LocalPostgres, free_port
+from cryptoflow.times import datetime_from_ms, utc_ms
 from cryptoflow.warehouse.migrate import migrate
 
 MINUTE_MS = 60_000
@@ -18,7 +20,7 @@ MINUTE_MS = 60_000
 
 def synthetic_minute_rows(n: int, symbols=("BTCUSDT", "ETHUSDT")):
     """n deterministic, valid 1m candles spread over the symbols (a random walk, not real prices)."""
-    start = int(datetime(2024, 1, 1, tzinfo=timezone.utc).timestamp() * 1000)
+    start = utc_ms(2024, 1, 1)
     per_symbol = -(-n // len(symbols))
     price = 100.0
     for i in range(n):
@@ -26,15 +28,15 @@ def synthetic_minute_rows(n: int, symbols=("BTCUSDT", "ETHUSDT")):
         t = start + (i % per_symbol) * MINUTE_MS
         price = max(1.0, price * (1 + ((i * 7919) % 200 - 100) / 100_000))
         o, c = price, price * 1.0003
-        yield (sym, "1m", datetime.fromtimestamp(t / 1000, timezone.utc),
-               datetime.fromtimestamp((t + MINUTE_MS - 1) / 1000, timezone.utc),
+        yield (sym, "1m", datetime_from_ms(t), datetime_from_ms(t + MINUTE_MS - 1),
                f"{o:.8f}", f"{c * 1.001:.8f}", f"{o * 0.999:.8f}", f"{c:.8f}",
                "12.5", f"{12.5 * o:.8f}", "6.1", f"{6.1 * o:.8f}", 321, "bench")
 
 
-def bench_copy_ceiling(n: int = int(os.environ.get("CRYPTOFLOW_BENCH_ROWS", "1000000"))) -> dict:
+def bench_copy_ceiling(n: int | None = None) -> dict:
+    n = settings.load().bench_rows if n is None else n
     with tempfile.TemporaryDirectory(prefix="cf-bench-pg-") as root:
-        pg = LocalPostgres(root, free_port(), superuser_password="bench", throwaway=True)
+        pg = LocalPostgres(Path(root), free_port(), superuser_password="bench", throwaway=True)
         pg.init()
         pg.start()
         try:
@@ -54,7 +56,7 @@ def bench_copy_ceiling(n: int = int(os.environ.get("CRYPTOFLOW_BENCH_ROWS", "100
                         copy.write_row(row)
                 conn.commit()
                 seconds = time.perf_counter() - t0
-                loaded = conn.execute("SELECT count(*) FROM market.candles").fetchone()[0]
+                loaded = cast(tuple, conn.execute("SELECT count(*) FROM market.candles").fetchone())[0]
         finally:
             pg.destroy()
     return {"rows": loaded, "seconds": round(seconds, 2), "rows_per_second": round(loaded / seconds)}

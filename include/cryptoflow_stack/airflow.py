@@ -51,7 +51,7 @@ def connections_env(settings: Settings) -> dict[str, str]:
         "AIRFLOW_CONN_SPARK_DEFAULT": json.dumps({"conn_type": "spark", "host": settings.spark_master}),
         "AIRFLOW_CONN_CRYPTOFLOW_WAREHOUSE": settings.warehouse_dsn,
     }
-    models = {"conn_type": "aws", "extra": {"region_name": os.environ.get("AWS_DEFAULT_REGION", "us-east-1")}}
+    models: dict = {"conn_type": "aws", "extra": {"region_name": os.environ.get("AWS_DEFAULT_REGION", "us-east-1")}}
     if settings.s3_endpoint_url:
         models["extra"]["endpoint_url"] = settings.s3_endpoint_url
     if os.environ.get("AWS_ACCESS_KEY_ID"):

@@ -12,15 +12,18 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import sys
-import time
 from pathlib import Path
 from urllib.parse import urlparse
 
 from cryptoflow_stack import process
 from cryptoflow.settings import LIVE_REST_URL, Settings, given
+from cryptoflow.times import datetime_from_ms, ms_from_datetime, now_ms
+
+log = logging.getLogger(__name__)
 
 # 20 days of minutes: enough hourly candles for the LSTM's lookback and a validation window.
 DEFAULT_HISTORY_HOURS = 20 * 24
@@ -42,19 +45,19 @@ def binance_reachable(timeout: float = 2.0) -> bool:
         return False
 
 
-def choose_mode(environ=os.environ, log=print) -> str:
+def choose_mode(environ=os.environ) -> str:
     """An explicit CRYPTOFLOW_BINANCE_MODE wins; otherwise live where Binance answers, else replay."""
     explicit = given(environ).get("binance_mode")
     if explicit:
         return explicit
     if binance_reachable():
-        log("Binance is reachable: live mode")
+        log.info("Binance is reachable: live mode")
         return "live"
-    log("Binance is out of reach: the demo replays the shared historical candles (replay mode)")
+    log.info("Binance is out of reach: the demo replays the shared historical candles (replay mode)")
     return "replay"
 
 
-def demo_settings(environ=os.environ, log=print) -> Settings:
+def demo_settings(environ=os.environ) -> Settings:
     """The demo's settings: the chosen mode and, in replay mode, only the coins the replay can serve.
 
     A coin with no history to replay (POLUSDT has no shared file) would stay silent, and every
@@ -63,7 +66,7 @@ def demo_settings(environ=os.environ, log=print) -> Settings:
     import binance_emulator as replay
     from cryptoflow.settings import load
 
-    mode = choose_mode(environ, log)
+    mode = choose_mode(environ)
     env = {**environ, "CRYPTOFLOW_BINANCE_MODE": mode}
     settings = load(env)
     if mode != "replay" or "symbols" in given(environ):
@@ -78,8 +81,8 @@ def demo_settings(environ=os.environ, log=print) -> Settings:
                          f"{', '.join(str(d) for d in dirs)}; set CRYPTOFLOW_SHARED_DATA to the shared data"
                          " directory (or CRYPTOFLOW_REPLAY_DATA to candle files)")
     if left_out:
-        log(f"Replay       no history to replay for {', '.join(left_out)}: left out of the demo "
-            "(set CRYPTOFLOW_SYMBOLS to choose the coins)")
+        log.info(f"Replay       no history to replay for {', '.join(left_out)}: left out of the demo "
+                 "(set CRYPTOFLOW_SYMBOLS to choose the coins)")
     return load({**env, "CRYPTOFLOW_SYMBOLS": ",".join(kept)})
 
 
@@ -87,7 +90,7 @@ def _cli() -> str:
     return str(Path(sys.executable).parent / "cryptoflow")
 
 
-def start_feed(settings: Settings, log=print, play_hours: float = DEFAULT_HISTORY_HOURS + 24) -> None:
+def start_feed(settings: Settings, play_hours: float = DEFAULT_HISTORY_HOURS + 24) -> None:
     """Replay server (in replay mode) and the collector, as background services of the stack."""
     env = {**os.environ, **settings.as_env()}
     run_dir, logs = settings.state_dir / "run", settings.logs_dir
@@ -99,12 +102,12 @@ def start_feed(settings: Settings, log=print, play_hours: float = DEFAULT_HISTOR
         process.wait_http(f"{settings.binance_rest_url}/api/v3/ping", 60, "replay server",
                           logs / "replay-server.log",
                           pid_alive=lambda: process.read_pid(run_dir, "replay-server") is not None)
-        log(f"Replay       {settings.binance_rest_url} (REST) and {settings.binance_ws_url} (websocket)")
+        log.info(f"Replay       {settings.binance_rest_url} (REST) and {settings.binance_ws_url} (websocket)")
     process.start("collector", [_cli(), "collect"], env, run_dir, logs, cwd=settings.home)
-    log(f"Collector    segments in {settings.state_dir / 'collector'}, log {logs / 'collector.log'}")
+    log.info(f"Collector    segments in {settings.state_dir / 'collector'}, log {logs / 'collector.log'}")
 
 
-def seed_history(settings: Settings, hours: float, log=print) -> tuple[list[str], int]:
+def seed_history(settings: Settings, hours: float) -> tuple[list[str], int]:
     """Backfill `hours` of history from REST into landing snapshots; returns their URIs and the end (ms).
 
     One snapshot per UTC day, named by the span it holds (ingest.land_span), so the healing and
@@ -112,20 +115,14 @@ def seed_history(settings: Settings, hours: float, log=print) -> tuple[list[str]
     the minutes from there to the first 10-minute window the scheduler seals are healed over REST
     by that window's run (binance_ingest), like any other gap.
     """
-    from cryptoflow import ingest, quarantine
-    from cryptoflow.warehouse import db
+    from cryptoflow import ingest
 
-    end = int(time.time() * 1000)
+    end = now_ms()
     end -= end % 3_600_000
     start = end - int(hours * 3_600_000)
-    result = ingest.backfill_from_rest(settings, start, end)
-    uris = ingest.land_span(settings, result.candles, start, end)
-    if result.rejections:
-        with db.connect(settings.warehouse_dsn) as conn, conn.transaction():
-            conn.execute("DELETE FROM ops.quarantine WHERE run_id = %s", (SEED_RUN_ID,))
-            quarantine.write_rejections(conn, result.rejections, SEED_RUN_ID)
-    log(f"History      {result.counts['loaded']} candles of {len(settings.symbols)} coins from REST "
-        f"({result.counts['quarantined']} quarantined) in {len(uris)} snapshots")
+    result, uris = ingest.backfill_and_land(settings, start, end, SEED_RUN_ID)
+    log.info(f"History      {result.counts['loaded']} candles of {len(settings.symbols)} coins from REST "
+             f"({result.counts['quarantined']} quarantined) in {len(uris)} snapshots")
     return uris, end
 
 
@@ -136,11 +133,10 @@ def stored_spans(settings: Settings) -> dict[str, tuple[int, int]]:
 
     with db.connect(settings.warehouse_dsn) as conn:
         rows = conn.execute(
-            "SELECT symbol, (extract(epoch FROM min(open_time)) * 1000)::bigint,"
-            " (extract(epoch FROM max(open_time)) * 1000)::bigint FROM market.candles"
+            "SELECT symbol, min(open_time), max(open_time) FROM market.candles"
             " WHERE interval = %s AND symbol = ANY(%s) GROUP BY symbol",
             (settings.interval, list(settings.symbols))).fetchall()
-    return {s: (lo, hi) for s, lo, hi in rows}
+    return {s: (ms_from_datetime(lo), ms_from_datetime(hi)) for s, lo, hi in rows}
 
 
 def why_seed(spans: dict[str, tuple[int, int]], symbols, now_ms: int, hours: float) -> str | None:
@@ -162,39 +158,36 @@ def why_seed(spans: dict[str, tuple[int, int]], symbols, now_ms: int, hours: flo
     return None
 
 
-def run(settings: Settings, airflow_api, log=print, hours: float = DEFAULT_HISTORY_HOURS,
+def run(settings: Settings, airflow_api, hours: float = DEFAULT_HISTORY_HOURS,
         backtest_hours: int = DEFAULT_BACKTEST_HOURS) -> None:
     """Seed the history, load it, and backtest its last hours (the feed is already running:
     `cryptoflow up --demo` starts it before the scheduler). A restarted demo whose history is
     stored seeds nothing: binance_ingest heals the time it was down, from the same replayed
     timeline (the replay server's anchor)."""
-    from datetime import datetime, timezone
-
     spans = stored_spans(settings)
-    reason = why_seed(spans, settings.symbols, int(time.time() * 1000), hours)
+    reason = why_seed(spans, settings.symbols, now_ms(), hours)
     if reason is None:
-        since = datetime.fromtimestamp(min(hi for _, hi in spans.values()) / 1000,
-                                       timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        log(f"History      kept: every coin's history is stored (up to {since} at least); the next binance_ingest"
-            " run heals the time since then over REST")
-        log("The 10-minute binance_ingest runs from now on; watch it in the Airflow UI.")
+        since = datetime_from_ms(min(hi for _, hi in spans.values())).strftime("%Y-%m-%d %H:%M UTC")
+        log.info(f"History      kept: every coin's history is stored (up to {since} at least); the next "
+                 "binance_ingest run heals the time since then over REST")
+        log.info("The 10-minute binance_ingest runs from now on; watch it in the Airflow UI.")
         return
     if spans:
-        log(f"History      seeding: {reason}")
-    uris, end = seed_history(settings, hours, log)
+        log.info(f"History      seeding: {reason}")
+    uris, end = seed_history(settings, hours)
     dags = airflow_api.dag_ids()
     if "spark_etl" in dags:
         airflow_api.trigger("spark_etl", {"uris": uris})
-        log("Triggered    spark_etl on the seeded history")
+        log.info("Triggered    spark_etl on the seeded history")
     else:
-        log("spark_etl is not deployed: history stays in the landing zone")
+        log.info("spark_etl is not deployed: history stays in the landing zone")
     if "forecast_backtest" in dags and backtest_hours > 0:
-        iso = lambda ms: datetime.fromtimestamp(ms / 1000, timezone.utc).isoformat()  # noqa: E731
         bt_start = end - backtest_hours * 3_600_000
-        airflow_api.trigger("forecast_backtest", {"start": iso(bt_start), "end": iso(end)})
-        log(f"Triggered    forecast_backtest on the last {backtest_hours} seeded hours (walk-forward, labelled "
-            "'backtest' on the Forecasts dashboard); forecast_hourly forecasts every hour from now on")
-    log("The 10-minute binance_ingest runs from now on; watch it in the Airflow UI.")
+        airflow_api.trigger("forecast_backtest", {"start": datetime_from_ms(bt_start).isoformat(),
+                                                  "end": datetime_from_ms(end).isoformat()})
+        log.info(f"Triggered    forecast_backtest on the last {backtest_hours} seeded hours (walk-forward, "
+                 "labelled 'backtest' on the Forecasts dashboard); forecast_hourly forecasts every hour from now on")
+    log.info("The 10-minute binance_ingest runs from now on; watch it in the Airflow UI.")
 
 
 __all__ = ["run", "choose_mode", "demo_settings", "start_feed", "seed_history", "binance_reachable"]

@@ -273,8 +273,8 @@ def _start_time(pid: int) -> str | None:
 def _owner_alive(root: Path) -> bool | None:
     """Whether the process in root's owner file still runs; None without a readable owner file."""
     try:
-        pid, started = (root / OWNER_FILE).read_text().split()
-        pid = int(pid)
+        pid_text, started = (root / OWNER_FILE).read_text().split()
+        pid = int(pid_text)
     except (OSError, ValueError):  # no file (not a throwaway cluster), someone else's, or half written
         return None
     return _start_time(pid) == started

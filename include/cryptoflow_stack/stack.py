@@ -7,6 +7,7 @@ pid files, then every other process that carries the stack in its environment (p
 
 from __future__ import annotations
 
+import logging
 import re
 import signal
 from collections.abc import Callable, Iterator
@@ -19,6 +20,8 @@ from cryptoflow_stack import passwords, process
 from cryptoflow_stack.postgres import LocalPostgres, moved_clusters
 from cryptoflow.settings import Settings, read_credentials, with_local_credentials, write_stack_file
 from cryptoflow.warehouse.migrate import migrate
+
+log = logging.getLogger(__name__)
 
 # The feed of the demo (cryptoflow_stack.demo.start_feed): background services beside Airflow and
 # Superset, tracked by pid files like them. `status` always lists them, `down` always stops them.
@@ -50,16 +53,16 @@ def cluster(settings: Settings, creds: dict[str, str]) -> LocalPostgres:
                          superuser="cf_admin", superuser_password=creds["CF_ADMIN_PASSWORD"])
 
 
-def start_warehouse(settings: Settings, creds: dict[str, str], log=print) -> LocalPostgres:
+def start_warehouse(settings: Settings, creds: dict[str, str]) -> LocalPostgres:
     """Private cluster up, databases and login roles in place, warehouse migrated."""
     pg = cluster(settings, creds)
     if pg.init():
-        log(f"initialised PostgreSQL cluster in {pg.root}")
+        log.info("initialised PostgreSQL cluster in %s", pg.root)
     pg.start()
     pg.ensure_database("cryptoflow")
     applied = migrate(pg.dsn("cryptoflow"))
     for m in applied:
-        log(f"applied migration {m.path.name}")
+        log.info("applied migration %s", m.path.name)
     pg.ensure_login_role("cf_writer", creds["CF_WRITER_PASSWORD"])
     pg.ensure_login_role("cf_reader", creds["CF_READER_PASSWORD"])
     pg.ensure_login_role("airflow", creds["AIRFLOW_DB_PASSWORD"])
@@ -93,7 +96,7 @@ def stack_airflow_env(settings: Settings, creds: dict[str, str] | None = None) -
     return airflow_svc.airflow_env(with_local_credentials(settings, creds), creds)
 
 
-def up(settings: Settings, with_superset: bool = True, log=print,
+def up(settings: Settings, with_superset: bool = True,
        before_airflow: Callable[[Settings], None] | None = None) -> Endpoints:
     """Start the stack with `settings` (recorded in <state>/stack.env for the commands run beside it).
 
@@ -108,14 +111,15 @@ def up(settings: Settings, with_superset: bool = True, log=print,
     # below (Airflow tasks, Superset) must get DSNs that carry them.
     settings = with_local_credentials(settings, creds)
     if new:
-        log(f"generated credentials in {settings.credentials_file} (mode 600); shown once:")
+        # Printed to the user's terminal, never logged: a log handler may write them to a file.
+        print(f"generated credentials in {settings.credentials_file} (mode 600); shown once:")
         for key in ("AIRFLOW_ADMIN_PASSWORD", "SUPERSET_ADMIN_PASSWORD", "CF_WRITER_PASSWORD", "CF_READER_PASSWORD"):
             if key in new:
-                log(f"  {key}={creds[key]}")
+                print(f"  {key}={creds[key]}")
     settings.logs_dir.mkdir(parents=True, exist_ok=True)
 
-    start_warehouse(settings, creds, log)
-    log(f"PostgreSQL   postgresql://127.0.0.1:{settings.pg_port}/cryptoflow")
+    start_warehouse(settings, creds)
+    log.info(f"PostgreSQL   postgresql://127.0.0.1:{settings.pg_port}/cryptoflow")
 
     if before_airflow is not None:
         before_airflow(settings)
@@ -124,26 +128,26 @@ def up(settings: Settings, with_superset: bool = True, log=print,
         from cryptoflow_stack import redis
 
         redis.start(settings, creds["REDIS_PASSWORD"])
-        log(f"Redis        127.0.0.1:{settings.redis_port}  (Celery broker)")
+        log.info(f"Redis        127.0.0.1:{settings.redis_port}  (Celery broker)")
     env = stack_airflow_env(settings, creds)
     airflow_svc.init(settings, creds, env)
     airflow_svc.start(settings, env)
     airflow_url = f"http://{settings.bind_host}:{settings.airflow_port}"
     executor = "CeleryExecutor, one worker" if settings.airflow_executor == "celery" else "LocalExecutor"
-    log(f"Airflow      {airflow_url}  (user admin; {executor})")
+    log.info(f"Airflow      {airflow_url}  (user admin; {executor})")
 
     superset_url = None
     if with_superset:
         from cryptoflow_stack import superset as superset_svc
 
-        superset_svc.init(settings, creds, log=log)
-        log(f"superset: starting on port {settings.superset_port}")
+        superset_svc.init(settings, creds)
+        log.info(f"superset: starting on port {settings.superset_port}")
         superset_svc.start(settings, creds)
-        superset_svc.import_dashboards(settings, creds, log=log)
+        superset_svc.import_dashboards(settings, creds)
         superset_url = f"http://{settings.bind_host}:{settings.superset_port}"
-        log(f"Superset     {superset_url}  (user admin)")
-    log(f"credentials  {settings.credentials_file}")
-    log(f"settings     {stack_file}  (`cryptoflow config` shows them, `cryptoflow airflow ...` runs Airflow's CLI)")
+        log.info(f"Superset     {superset_url}  (user admin)")
+    log.info(f"credentials  {settings.credentials_file}")
+    log.info(f"settings     {stack_file}  (`cryptoflow config` shows them, `cryptoflow airflow ...` runs Airflow's CLI)")
     return Endpoints(settings, f"postgresql://127.0.0.1:{settings.pg_port}/cryptoflow", airflow_url, superset_url,
                      settings.credentials_file)
 
@@ -207,7 +211,7 @@ def _raise_interrupt(signum, frame):
 
 
 @contextmanager
-def stopped_if_interrupted(settings: Settings, log=print) -> Iterator[None]:
+def stopped_if_interrupted(settings: Settings) -> Iterator[None]:
     """Around `up` (and the demo after it): on Ctrl-C, SIGTERM or SIGHUP, stop every service that
     was not running before, and every stray of the stack if none was; then raise Interrupted.
 
@@ -260,7 +264,7 @@ def stop_services(settings: Settings, names: list[str] | None = None) -> None:
             process.stop(name, run_dir)
 
 
-def down(settings: Settings, log=print) -> None:
+def down(settings: Settings) -> None:
     """Stop every service, then whatever else carries the stack (strays without a pid file)."""
     stop_services(settings)
     strays = process.stop_processes(process.stack_processes(settings.state_dir))
@@ -268,18 +272,19 @@ def down(settings: Settings, log=print) -> None:
         by_service: dict[str, int] = {}
         for p in strays:
             by_service[p.service or "?"] = by_service.get(p.service or "?", 0) + 1
-        log(f"stopped {len(strays)} process(es) without a pid file: "
-            + ", ".join(f"{name} x{n}" for name, n in sorted(by_service.items())))
+        log.info("stopped %d process(es) without a pid file: %s", len(strays),
+                 ", ".join(f"{name} x{n}" for name, n in sorted(by_service.items())))
     creds = read_credentials(settings.credentials_file)
     if "CF_ADMIN_PASSWORD" in creds:
         pg = cluster(settings, creds)
         if pg.moved:
-            log(f"PostgreSQL cluster kept in {pg.root} ({pg.requested_root} is not accessible to the postgres user)")
+            log.info("PostgreSQL cluster kept in %s (%s is not accessible to the postgres user)",
+                     pg.root, pg.requested_root)
     abandoned = [m for m in moved_clusters() if m.checkout_gone]
     if abandoned:
-        log(f"{len(abandoned)} PostgreSQL cluster(s) of deleted checkouts remain: "
-            + "; ".join(m.describe() for m in abandoned) + " (`cryptoflow db reap` removes them)")
-    log("stopped")
+        log.info("%d PostgreSQL cluster(s) of deleted checkouts remain: %s (`cryptoflow db reap` removes them)",
+                 len(abandoned), "; ".join(m.describe() for m in abandoned))
+    log.info("stopped")
 
 
 def extra_services(settings: Settings) -> list[str]:

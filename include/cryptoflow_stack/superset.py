@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import os
 import subprocess
 import time
@@ -24,6 +25,8 @@ from cryptoflow_stack import process
 from cryptoflow import settings as settings_mod
 from cryptoflow.settings import Settings
 from cryptoflow.superset.bundle import DATABASE_NAME
+
+log = logging.getLogger(__name__)
 
 SERVICE = "superset"
 ADMIN_USER = "admin"
@@ -109,28 +112,28 @@ def run_cli(settings: Settings, env: dict[str, str], args: list[str],
     return output
 
 
-def ensure_admin(settings: Settings, env: dict[str, str], password: str, log=print,
+def ensure_admin(settings: Settings, env: dict[str, str], password: str,
                  probably_exists: bool = False) -> None:
     """Create user `admin`, or reset its password so the credentials file is the truth.
 
     `probably_exists` (the marker says we created it) tries the reset first: one app boot, not two.
     """
-    if probably_exists and reset_password(settings, env, password, log):
+    if probably_exists and reset_password(settings, env, password):
         return
     out = run_cli(settings, env, ["fab", "create-admin", "--username", ADMIN_USER, "--firstname", "Cryptoflow",
                                   "--lastname", "Admin", "--email", "admin@cryptoflow.invalid"],
                   {"FLASK_FAB_CREATE_ADMIN_PASSWORD": password})
     if "already exists" in out:
-        if not reset_password(settings, env, password, log):
+        if not reset_password(settings, env, password):
             raise SupersetError(f"Superset says user {ADMIN_USER} exists and is not found:\n{out[-2000:]}")
     elif "created" in out:
-        log(f"superset: created user {ADMIN_USER}")
+        log.info("superset: created user %s", ADMIN_USER)
     else:
         # create-admin exits 0 on errors such as a missing Admin role: read what it said.
         raise SupersetError(f"could not create Superset user {ADMIN_USER}:\n{out[-2000:]}")
 
 
-def reset_password(settings: Settings, env: dict[str, str], password: str, log=print) -> bool:
+def reset_password(settings: Settings, env: dict[str, str], password: str) -> bool:
     """Set the admin's password; False if the user does not exist."""
     out = run_cli(settings, env, ["fab", "reset-password", "--username", ADMIN_USER],
                   {"FLASK_FAB_RESET_PASSWORD_PASSWORD": password})
@@ -138,15 +141,15 @@ def reset_password(settings: Settings, env: dict[str, str], password: str, log=p
         return False
     if "reseted" not in out:  # sic: FAB's spelling; it exits 0 whatever happened
         raise SupersetError(f"could not reset the password of Superset user {ADMIN_USER}:\n{out[-2000:]}")
-    log(f"superset: reset the password of user {ADMIN_USER}")
+    log.info("superset: reset the password of user %s", ADMIN_USER)
     return True
 
 
-def ensure_warehouse(settings: Settings, env: dict[str, str], log=print) -> None:
+def ensure_warehouse(settings: Settings, env: dict[str, str]) -> None:
     """Register the warehouse (read-only role) as a Superset database, or repoint it."""
     run_cli(settings, env, ["set-database-uri", "--database_name", DATABASE_NAME],
             {"FLASK_SET_DATABASE_URI_URI": warehouse_uri(settings)})
-    log(f"superset: database {DATABASE_NAME!r} -> {warehouse_uri(settings).split('@')[-1]}")
+    log.info("superset: database %r -> %s", DATABASE_NAME, warehouse_uri(settings).split("@")[-1])
 
 
 # --- init marker ----------------------------------------------------------------------------------
@@ -190,7 +193,7 @@ def write_marker(settings: Settings, data: dict) -> None:
 
 # --- lifecycle ----------------------------------------------------------------------------------
 
-def init(settings: Settings, creds: dict[str, str], log=print, force: bool = False) -> None:
+def init(settings: Settings, creds: dict[str, str], force: bool = False) -> None:
     """Metadata schema, roles, admin user and warehouse connection; idempotent.
 
     The schema migration and `superset init` run once per Superset version; the admin password
@@ -210,7 +213,7 @@ def init(settings: Settings, creds: dict[str, str], log=print, force: bool = Fal
         done.setdefault("roles", legacy)
     wanted = {"schema": version, "roles": version, **fingerprints(settings, creds)}
     if all(done.get(step) == value for step, value in wanted.items()):
-        log(f"superset: metadata up to date ({version})")
+        log.info("superset: metadata up to date (%s)", version)
         return
 
     def did(step: str) -> None:
@@ -218,24 +221,24 @@ def init(settings: Settings, creds: dict[str, str], log=print, force: bool = Fal
         write_marker(settings, done)
 
     if done.get("schema") != version:
-        _timed(log, "db upgrade", lambda: run_cli(settings, env, ["db", "upgrade"]))
+        _timed("db upgrade", lambda: run_cli(settings, env, ["db", "upgrade"]))
         did("schema")
     if done.get("admin") != wanted["admin"]:
-        ensure_admin(settings, env, creds["SUPERSET_ADMIN_PASSWORD"], log, probably_exists="admin" in done)
+        ensure_admin(settings, env, creds["SUPERSET_ADMIN_PASSWORD"], probably_exists="admin" in done)
         did("admin")
     if done.get("roles") != version:
         # Roles and permissions: after create-admin, as Superset's own bring-up does.
-        _timed(log, "init", lambda: run_cli(settings, env, ["init"]))
+        _timed("init", lambda: run_cli(settings, env, ["init"]))
         did("roles")
     if done.get("warehouse") != wanted["warehouse"]:
-        ensure_warehouse(settings, env, log)
+        ensure_warehouse(settings, env)
         did("warehouse")
 
 
-def _timed(log, name: str, step) -> None:
+def _timed(name: str, step) -> None:
     began = time.monotonic()
     step()
-    log(f"superset: {name} done in {time.monotonic() - began:.0f} s")
+    log.info("superset: %s done in %.0f s", name, time.monotonic() - began)
 
 
 def start(settings: Settings, creds: dict[str, str], timeout: float = 120.0) -> int:
@@ -263,7 +266,7 @@ def start(settings: Settings, creds: dict[str, str], timeout: float = 120.0) -> 
     return pid
 
 
-def import_dashboards(settings: Settings, creds: dict[str, str], log=print) -> dict[str, int]:
+def import_dashboards(settings: Settings, creds: dict[str, str]) -> dict[str, int]:
     """Import the dashboards as code (include/superset/assets/) into the running Superset.
 
     Every `cryptoflow up` does it: the import overwrites by UUID, so it is idempotent, and edits
@@ -272,7 +275,7 @@ def import_dashboards(settings: Settings, creds: dict[str, str], log=print) -> d
     from cryptoflow.superset import bundle, importer
 
     target = importer.Target(url(settings), ADMIN_USER, creds["SUPERSET_ADMIN_PASSWORD"])
-    return importer.import_bundle(target, settings.warehouse_reader_dsn, settings.home / bundle.ASSETS_DIR, log)
+    return importer.import_bundle(target, settings.warehouse_reader_dsn, settings.home / bundle.ASSETS_DIR)
 
 
 def stop(settings: Settings) -> bool:

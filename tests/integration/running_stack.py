@@ -32,7 +32,7 @@ def feed_and_stack(state: Path, symbols, **settings: str) -> Iterator[dict[str, 
     env = stack_env(state, ports=("PG", "AIRFLOW", "REPLAY"), CRYPTOFLOW_SHARED_DATA=str(SHARED_DATA),
                     CRYPTOFLOW_BINANCE_MODE="replay", CRYPTOFLOW_SYMBOLS=",".join(symbols), **settings)
     try:
-        demo.start_feed(settings_mod.load(env), log=lambda *_: None)
+        demo.start_feed(settings_mod.load(env))
         cli(["up", "--no-superset"], env, timeout=900)
         yield env
     finally:

@@ -13,7 +13,8 @@ from psycopg import sql
 
 from cryptoflow.candles import Candle
 from cryptoflow.etl import io
-from cryptoflow.warehouse.load import StoredMeanwhile, copy_candles, create_staging, insert_staged_fresh, merge_staged
+from cryptoflow.warehouse.load import (StoredMeanwhile, copy_candles, create_temp_candle_staging, insert_staged_fresh,
+                                       merge_staged)
 
 pytestmark = pytest.mark.integration
 
@@ -29,7 +30,7 @@ def hour(close: str, source: str = "binance") -> Candle:
 
 def _merge(conn, candle, *, derived, minute_count=None):
     with conn.transaction():
-        staging = create_staging(conn)
+        staging = create_temp_candle_staging(conn)
         copy_candles(conn, staging, [candle], None if minute_count is None else {candle.key: minute_count})
         return merge_staged(conn, staging, derived=derived, run_id="policy")
 
@@ -61,7 +62,7 @@ def test_the_fresh_insert_refuses_a_key_stored_meanwhile_and_keeps_nothing(wareh
     proof (or a batch that repeats a key) fails the whole transaction with a reason, never an upsert."""
     with psycopg.connect(warehouse.writer_dsn, autocommit=True) as conn:
         with conn.transaction():
-            staging = create_staging(conn)
+            staging = create_temp_candle_staging(conn)
             copy_candles(conn, staging, [hour("100.5")])
             r = insert_staged_fresh(conn, staging)
         assert (r.staged, r.inserted, r.updated, r.conflicts) == (1, 1, 0, 0)
@@ -69,7 +70,7 @@ def test_the_fresh_insert_refuses_a_key_stored_meanwhile_and_keeps_nothing(wareh
         with pytest.raises(StoredMeanwhile, match="changed during the run"):
             with conn.transaction():
                 conn.execute("INSERT INTO ops.quarantine (source, reason, detail, raw_record) VALUES ('t', 'x', 'y', 'z')")
-                staging = create_staging(conn)
+                staging = create_temp_candle_staging(conn)
                 copy_candles(conn, staging, [later, hour("100.6")])  # the second key is stored
                 insert_staged_fresh(conn, staging)
         # Nothing of the failed transaction stays: not the new hour, not the other statements.
@@ -79,7 +80,7 @@ def test_the_fresh_insert_refuses_a_key_stored_meanwhile_and_keeps_nothing(wareh
 
 def _make_staging(conn, run_id):
     for what in ("src", "der"):
-        io.create_staging(conn, io.staging_name(run_id, what), "market.candles", ("symbol", "open_time"))
+        io.create_unlogged_staging(conn, io.staging_name(run_id, what), "market.candles", ("symbol", "open_time"))
 
 
 def _staging_tables(conn):
@@ -142,7 +143,7 @@ def test_a_partition_staged_twice_is_staged_once(warehouse, spark):
     from pyspark.sql import functions as F
 
     with psycopg.connect(warehouse.writer_dsn) as conn:
-        table = io.create_staging(conn, io.staging_name("twice", "qua"), "ops.quarantine", ("reason", "detail"))
+        table = io.create_unlogged_staging(conn, io.staging_name("twice", "qua"), "ops.quarantine", ("reason", "detail"))
         # Identical rows on purpose: equal quarantine rows are legitimate and must all survive.
         rows = spark.range(0, 1000, numPartitions=4).select(F.lit("bad_number").alias("reason"),
                                                            F.lit("same").alias("detail"))

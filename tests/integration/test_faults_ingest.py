@@ -25,7 +25,7 @@ from cryptoflow_bench.soak import (CollectorProcess, received_range, wait_for, w
 from cryptoflow.collector import ReadStats, read_window
 from binance_emulator import ReplayServer, load_history
 from cryptoflow.sources.binance.rest import BinanceRestClient, BinanceUnavailable
-from cryptoflow.warehouse.load import ms_to_ts
+from cryptoflow.times import datetime_from_ms
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -176,8 +176,8 @@ def test_collector_faults_then_ingest_and_etl_hold_every_candle_once(srv, tmp_pa
             rows = conn.execute(
                 "SELECT open_time, open, high, low, close, base_volume, quote_volume, trades FROM market.candles"
                 " WHERE symbol = %s AND interval = '1m' AND open_time >= %s AND open_time < %s ORDER BY open_time",
-                (sym, ms_to_ts(lo), ms_to_ts(hi))).fetchall()
-            assert [(ms_to_ts(c.open_time), c.open, c.high, c.low, c.close, c.base_volume, c.quote_volume, c.trades)
+                (sym, datetime_from_ms(lo), datetime_from_ms(hi))).fetchall()
+            assert [(datetime_from_ms(c.open_time), c.open, c.high, c.low, c.close, c.base_volume, c.quote_volume, c.trades)
                     for c in source] == rows, sym
 
 

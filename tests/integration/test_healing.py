@@ -18,7 +18,7 @@ import pytest
 from cryptoflow import ingest, landing, settings
 from binance_emulator import ReplayServer, load_history, synthetic_minutes
 from cryptoflow.sources.binance.rest import BinanceRestClient
-from cryptoflow.warehouse.load import ms_to_ts
+from cryptoflow.times import datetime_from_ms
 
 pytestmark = pytest.mark.integration
 
@@ -69,11 +69,11 @@ def test_missing_candles_are_found_healed_and_recorded(tmp_path, history, replay
     with psycopg.connect(use_warehouse.writer_dsn) as conn:
         # ETH 00:20-00:22 were quarantined (REST would give the same bad rows again): not chased.
         conn.execute("DELETE FROM market.candles WHERE symbol = 'ETHUSDT' AND open_time >= %s AND open_time < %s",
-                     (ms_to_ts(START + 20 * MIN), ms_to_ts(START + 22 * MIN)))
+                     (datetime_from_ms(START + 20 * MIN), datetime_from_ms(START + 22 * MIN)))
         conn.execute("INSERT INTO ops.quarantine (source, reason, raw_record, symbol, interval, open_time, run_id)"
                      " SELECT 'binance_ws', 'high_below_low', 'x', 'ETHUSDT', '1m', t, 'test'"
                      " FROM generate_series(%s::timestamptz, %s::timestamptz, interval '1 minute') t",
-                     (ms_to_ts(START + 20 * MIN), ms_to_ts(START + 21 * MIN)))
+                     (datetime_from_ms(START + 20 * MIN), datetime_from_ms(START + 21 * MIN)))
         conn.commit()
 
         missing = ingest.find_missing(conn, cfg, BEFORE)
@@ -118,7 +118,7 @@ def test_what_rest_lacks_stays_an_explained_hole(tmp_path, history, replay, use_
         conn.commit()
         assert len(result.healed) == 7 and result.holes == [("BTCUSDT", START + i * MIN) for i in (55, 56, 57)]
         gaps = conn.execute("SELECT gap_start, gap_end, reason FROM ops.explained_gaps").fetchall()
-        assert gaps == [(ms_to_ts(START + 55 * MIN), ms_to_ts(START + 58 * MIN), ingest.HOLE_REASON)]
+        assert gaps == [(datetime_from_ms(START + 55 * MIN), datetime_from_ms(START + 58 * MIN), ingest.HOLE_REASON)]
         # Holes are never chased again; the healed stretches are landed.
         assert ingest.find_missing(conn, cfg, BEFORE) == set()
 

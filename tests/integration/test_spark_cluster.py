@@ -96,7 +96,7 @@ def _submit(op, master: str, py_files, manifest, run_id, wh, lake) -> float:
     venv_bin = str(Path(sys.executable).parent)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRYPTOFLOW_")}
     env.update({
-        # What CandleEtlSubmitOperator.execute adds, and the settings the job reads itself. No
+        # What CandleEtlSubmitOperator.submit_env adds, and the settings the job reads itself. No
         # CRYPTOFLOW_SPARK_MASTER: the master is the one spark-submit is given (the connection's).
         "PATH": venv_bin + os.pathsep + os.environ.get("PATH", ""), "PYSPARK_PYTHON": worker_python(),
         "CRYPTOFLOW_STATE_DIR": os.environ["CRYPTOFLOW_STATE_DIR"], "CRYPTOFLOW_WAREHOUSE_DSN": wh.writer_dsn,

@@ -13,8 +13,10 @@ forecast.hourly.write_predictions (made-up numbers: no model is trained here).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import logging
 import math
 import os
 import secrets
@@ -121,6 +123,25 @@ def pipeline_warehouse(pg_cluster, spark, shared_data, tmp_path_factory):
     return wh
 
 
+@contextlib.contextmanager
+def _lines_logged(lines: list[str]):
+    """Appends to `lines` what the Superset service and the importer log meanwhile (a module-scoped
+    fixture cannot use caplog)."""
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: lines.append(record.getMessage())  # type: ignore[method-assign]
+    loggers = [logging.getLogger(superset_svc.__name__), logging.getLogger(importer.__name__)]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.addHandler(handler)
+        lg.setLevel(logging.INFO)
+    try:
+        yield lines
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.removeHandler(handler)
+            lg.setLevel(level)
+
+
 @pytest.fixture(scope="module")
 def stack(pipeline_warehouse, tmp_path_factory):
     """(settings, credentials, init log) of a Superset running on a free loopback port."""
@@ -136,13 +157,15 @@ def stack(pipeline_warehouse, tmp_path_factory):
     log: list[str] = []
     try:
         began = time.monotonic()
-        superset_svc.init(settings, creds, log=log.append)
+        with _lines_logged(log):
+            superset_svc.init(settings, creds)
         log.append(f"init took {time.monotonic() - began:.0f} s")
         began = time.monotonic()
         superset_svc.start(settings, creds)
         log.append(f"start took {time.monotonic() - began:.0f} s")
         began = time.monotonic()
-        superset_svc.import_dashboards(settings, creds, log=log.append)
+        with _lines_logged(log):
+            superset_svc.import_dashboards(settings, creds)
         log.append(f"import took {time.monotonic() - began:.0f} s")
         yield settings, creds, log
     finally:
@@ -245,7 +268,8 @@ def test_second_init_is_fast_and_keeps_the_password(stack):
     settings, creds, _ = stack
     log: list[str] = []
     began = time.monotonic()
-    superset_svc.init(settings, creds, log=log.append)
+    with _lines_logged(log):
+        superset_svc.init(settings, creds)
     assert time.monotonic() - began < 2, log
     assert any("up to date" in line for line in log), log
     assert login(superset_svc.url(settings), "admin", creds["SUPERSET_ADMIN_PASSWORD"]).status_code == 200
@@ -273,7 +297,7 @@ def test_second_import_updates_and_never_duplicates(api, stack):
     # Someone renamed a chart in the UI: the next import puts the file's name back.
     chart = next(c for c in _list(api, "chart") if c["slice_name"] == bundle.C_VOLUME)
     assert api.put(f"{api.base}/api/v1/chart/{chart['id']}", json={"slice_name": "renamed"}, timeout=60).status_code == 200
-    superset_svc.import_dashboards(settings, creds, log=lambda *_: None)
+    superset_svc.import_dashboards(settings, creds)
     after = {kind: len(_list(api, kind)) for kind in ("database", "dataset", "chart", "dashboard")}
     assert after == before
     assert api.get(f"{api.base}/api/v1/chart/{chart['id']}", timeout=60).json()["result"]["slice_name"] == bundle.C_VOLUME

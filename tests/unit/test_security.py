@@ -156,8 +156,6 @@ REVIEWED = {
     # constants, intervals that passed the candle rules, timestamps formatted from ints, and
     # symbols quoted with '' doubling (and alphanumeric by the rules before).
     ("include/cryptoflow/etl/job.py", "_stored"),
-    # COPY column list from the module constant _COLUMNS; the rows go through copy.write_row.
-    ("include/cryptoflow/quarantine.py", "write_rejections"),
     # Benchmark bookkeeping: row counts of a literal tuple of table names in the function itself.
     ("include/cryptoflow_bench/superset.py", "fill"),
 }

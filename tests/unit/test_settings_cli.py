@@ -54,6 +54,44 @@ def test_every_setting_is_documented_and_read(tmp_path):
     assert documented == exported
 
 
+def test_the_configuration_document_is_generated_from_the_settings(capsys):
+    # Regenerate with `cryptoflow config --markdown > docs/configuration.md`.
+    assert cli.main(["config", "--markdown"]) == 0
+    document = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    assert document == capsys.readouterr().out == settings.markdown_table() + "\n"
+    assert all(f"\n## {section}\n" in document for section in settings.SECTIONS)
+    assert all(f"`{s.env}`" in document for s in settings.SETTINGS)
+
+
+def test_config_shows_every_setting_by_section(tmp_path, monkeypatch, capsys):
+    for key in [k for k in __import__("os").environ if k.startswith("CRYPTOFLOW_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("CRYPTOFLOW_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("CRYPTOFLOW_FORECAST_LOOKBACK", "48")
+    assert cli.main(["config"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    headers = [line for line in out if line.startswith("[")]
+    assert headers == [f"[{section}]" for section in settings.SECTIONS]
+    assert {line.split("=", 1)[0] for line in out if "=" in line} == {s.env for s in settings.SETTINGS}
+    assert out.index("CRYPTOFLOW_FORECAST_LOOKBACK=48") > out.index("[forecast]") > out.index("CRYPTOFLOW_SYMBOLS=" +
+                                                                                           ",".join(settings.DEFAULT_SYMBOLS))
+    assert out.index("CRYPTOFLOW_BENCH_ROWS=1000000") > out.index("[bench]")
+
+
+def test_sections_are_read_alone_and_parsed_like_the_rest(tmp_path):
+    assert settings.section_values("bench", {"CRYPTOFLOW_BENCH_FORECAST_SYMBOLS": "BTCUSDT, ETHUSDT",
+                                             "CRYPTOFLOW_BENCH_VERBOSE": "yes"})["forecast_symbols"] == ("BTCUSDT", "ETHUSDT")
+    s = settings.load({"CRYPTOFLOW_STATE_DIR": str(tmp_path), "CRYPTOFLOW_BENCH_VERBOSE": "yes"})
+    assert s.bench_verbose is True and s.as_env()["CRYPTOFLOW_BENCH_VERBOSE"] == "1" and s.bench_rows == 1000000
+    assert settings.section_values("forecast", {"CRYPTOFLOW_FORECAST_LOOKBACK": "48"}, {"lookback": "12"})["lookback"] == 12
+    with pytest.raises(settings.ConfigError, match="CRYPTOFLOW_BENCH_OPERATE_MINUTES"):
+        settings.load({"CRYPTOFLOW_STATE_DIR": str(tmp_path), "CRYPTOFLOW_BENCH_OPERATE_MINUTES": "long"})
+    # Sections other than core stay out of the stack file, as they always have.
+    recorded = settings.stack_file_values(settings.load({"CRYPTOFLOW_STATE_DIR": str(tmp_path),
+                                                         "CRYPTOFLOW_FORECAST_LOOKBACK": "48"}))
+    assert not [key for key in recorded if key.startswith(("CRYPTOFLOW_FORECAST_L", "CRYPTOFLOW_BENCH_"))]
+
+
 def test_credentials_are_generated_once_with_mode_600(tmp_path):
     path = tmp_path / "credentials.env"
     first, new = passwords.ensure(path)

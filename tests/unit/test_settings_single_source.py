@@ -1,13 +1,15 @@
 """One configuration definition: production code reads CRYPTOFLOW_* only through cryptoflow.settings.
 
-`include/cryptoflow/settings.py` declares every variable (name, default, parsing, README row) and
-`forecast/config.py` the CRYPTOFLOW_FORECAST_* knobs; benchmarks document their own switches. Any
-other module gets its configuration from `settings.load()`. Setting a variable for a child process
-(`env["CRYPTOFLOW_X"] = ...`, `{"CRYPTOFLOW_X": ...}`) is not reading it and stays allowed.
+`include/cryptoflow/settings.py` declares every variable (section, name, default, parsing, row of
+docs/configuration.md), the forecasting knobs and the benchmarks' switches included. Any other module
+gets its configuration from `settings.load()` (or a section of it: `settings.section_values()`).
+Setting a variable for a child process (`env["CRYPTOFLOW_X"] = ...`, `{"CRYPTOFLOW_X": ...}`) is not
+reading it and stays allowed.
 """
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -18,12 +20,15 @@ from cryptoflow import settings
 pytestmark = pytest.mark.quick
 
 ROOT = Path(__file__).resolve().parents[2]
-PRODUCTION_DIRS = ("include", "plugins", "dags", "spark_jobs", "models")
+# All of include/ (its packages are listed to prove they are there), and every other folder of code.
+PACKAGES = ("include/cryptoflow", "include/cryptoflow_stack", "include/cryptoflow_bench", "include/binance_emulator")
+PRODUCTION_DIRS = ("include", "plugins", "dags", "spark_jobs", "models", "scripts")
 ALLOWED = {
     Path("include/cryptoflow/settings.py"): "the definition itself",
-    Path("include/cryptoflow/forecast/config.py"): "the forecasting knobs (CRYPTOFLOW_FORECAST_<FIELD>)",
+    # Loaded by Superset itself (SUPERSET_CONFIG_PATH) to find the project's configuration; its owner
+    # may route it through cryptoflow.settings, which the Superset image installs.
+    Path("include/docker/superset/superset_config.py"): "Superset's configuration in the compose image",
 }
-ALLOWED_DIRS = {Path("include/cryptoflow_bench"): "benchmark switches, documented per benchmark"}
 
 _NAME = r"""["'](CRYPTOFLOW_\w+)["']"""
 # A read from an environment mapping (os.environ, an `environ` parameter, a copy called env):
@@ -44,9 +49,8 @@ def _production_files():
     for folder in PRODUCTION_DIRS:
         for path in sorted((ROOT / folder).rglob("*.py")):
             rel = path.relative_to(ROOT)
-            if rel in ALLOWED or any(rel.is_relative_to(d) for d in ALLOWED_DIRS):
-                continue
-            yield rel, path
+            if rel not in ALLOWED:
+                yield rel, path
 
 
 @pytest.mark.parametrize("line, names", [
@@ -74,10 +78,81 @@ def test_no_production_module_reads_cryptoflow_variables_itself():
         "and read it through settings.load()")
 
 
+def test_no_production_module_builds_variable_names_from_a_prefix():
+    # Reading CRYPTOFLOW_<SECTION>_<FIELD> by prefix is how undeclared variables crept in.
+    prefix = re.compile(r"""["']CRYPTOFLOW_(?:\w*_)?["']""")
+    offenders = [str(rel) for rel, path in _production_files() if prefix.search(path.read_text())]
+    assert not offenders
+
+
 def test_the_allowed_files_exist():
     # An exemption for a file that moved would silently exempt nothing (or the wrong thing).
-    for rel in (*ALLOWED, *ALLOWED_DIRS):
+    for rel in ALLOWED:
         assert (ROOT / rel).exists(), rel
+
+
+def test_every_package_of_code_is_scanned():
+    scanned = {rel for rel, _ in _production_files()}
+    for package in PACKAGES:
+        assert any(rel.is_relative_to(package) for rel in scanned), package
+    for folder in PRODUCTION_DIRS:
+        assert (ROOT / folder).is_dir(), folder
+
+
+def test_the_benchmarks_and_the_forecast_knobs_are_scanned():
+    # Once exempt; a read there must now fail the scan like anywhere else.
+    scanned = {rel for rel, _ in _production_files()}
+    assert Path("include/cryptoflow/forecast/config.py") in scanned
+    assert Path("include/cryptoflow_bench/forecast.py") in scanned
+
+
+def default_reads(source: str) -> list[str]:
+    """Functions whose default arguments read the environment or the settings: evaluated once, at
+    import, so a later setting is ignored. (The live mapping itself, `environ=os.environ`, is no read.)"""
+    out = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for default in (*node.args.defaults, *node.args.kw_defaults):
+                calls = [ast.unparse(n.func) for n in ast.walk(default) if isinstance(n, ast.Call)] if default else []
+                if any(re.search(r"environ|getenv|settings|\bload$", call) for call in calls):
+                    out.append(node.name)
+    return out
+
+
+@pytest.mark.parametrize("source, read", [
+    ('def bench(n: int = int(os.environ.get("CRYPTOFLOW_BENCH_ROWS", "1"))) -> dict: ...', True),
+    ('def bench(months=(1, 3),\n          runs: int = int(os.environ.get("CRYPTOFLOW_BENCH_RUNS", "3"))): ...', True),
+    ("def bench(*, master: str = settings.load().bench_spark_master): ...", True),
+    ("def choose_mode(environ=os.environ) -> str: ...", False),
+    ("def bench(n: int | None = None, symbols=tuple(DEFAULT_SYMBOLS)) -> dict: ...", False),
+])
+def test_the_scan_finds_switches_read_in_default_arguments(source, read):
+    assert bool(default_reads(source)) is read
+
+
+def test_no_switch_is_read_when_a_module_is_imported():
+    offenders = {str(rel): names for rel, path in _production_files() if (names := default_reads(path.read_text()))}
+    assert not offenders
+
+
+def test_the_forecast_knobs_and_the_bench_switches_are_declared_in_sections():
+    from cryptoflow.forecast.config import ForecastConfig
+
+    by_env = {s.env: s for s in settings.SETTINGS}
+    for name in ForecastConfig.__dataclass_fields__:
+        assert by_env[f"CRYPTOFLOW_FORECAST_{name.upper()}"].section == "forecast", name
+    bench = [s.env for s in settings.SETTINGS if s.section == "bench"]
+    assert "CRYPTOFLOW_BENCH_ROWS" in bench and all(name.startswith("CRYPTOFLOW_BENCH_") for name in bench)
+    assert set(settings.SECTIONS) == {s.section for s in settings.SETTINGS}
+    assert all(s.doc and "\n" not in s.doc for s in settings.SETTINGS)
+
+
+def test_the_shared_data_is_derived_in_one_place(tmp_path):
+    home = tmp_path / "checkout"
+    assert settings.shared_data_dir({"CRYPTOFLOW_HOME": str(home)}) == home.resolve().parent / "shared" / "data"
+    assert settings.shared_data_dir({"CRYPTOFLOW_SHARED_DATA": "/data/shared"}) == Path("/data/shared")
+    derivations = {str(rel) for rel, path in _production_files() if '"shared" / "data"' in path.read_text()}
+    assert not derivations, f"the shared data's path derived outside cryptoflow.settings: {derivations}"
 
 
 def test_every_setting_is_declared_once_with_its_own_name():

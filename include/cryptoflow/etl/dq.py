@@ -14,10 +14,11 @@ the run's, not the history's:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 from cryptoflow.candles import INTERVAL_MS
 from cryptoflow.symbols import exchange_symbol
+from cryptoflow.times import datetime_from_ms, ms_from_datetime
 from cryptoflow.warehouse import db
 
 PIPELINE = "spark_etl"
@@ -40,10 +41,6 @@ def load_record(conn, run_id: str) -> dict:
     if row is None:
         raise LookupError(f"no spark_etl load recorded for run {run_id!r}")
     return {"status": row[0], "rows_in": row[1], **(row[2] or {})}
-
-
-def _ts(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, timezone.utc)
 
 
 def _record(conn, run_id: str, checks: list[Check]) -> list[Check]:
@@ -77,15 +74,15 @@ def freshness(conn, run_id: str, symbols, interval: str, max_lag: timedelta = ti
     newest = max(hi for _, hi in ranges.values()) + INTERVAL_MS[interval]
     stored = dict(conn.execute("SELECT symbol, max(open_time) FROM market.candles WHERE interval = %s"
                                " AND symbol = ANY(%s) AND open_time >= %s GROUP BY symbol",
-                               (interval, list(symbols), _ts(newest) - 4 * max_lag)).fetchall())
+                               (interval, list(symbols), datetime_from_ms(newest) - 4 * max_lag)).fetchall())
     checks = []
     for s in symbols:
         last = stored.get(s)
-        lag = None if last is None else _ts(newest) - (last + timedelta(milliseconds=INTERVAL_MS[interval]))
+        lag = None if last is None else datetime_from_ms(newest) - (last + timedelta(milliseconds=INTERVAL_MS[interval]))
         traded = exchange_symbol(s, newest - INTERVAL_MS[interval]) is not None
         ok = (lag is not None and lag <= max_lag) or not traded
         checks.append(Check(f"freshness_{interval}", ok, "no recent data" if lag is None else f"{lag.total_seconds() / 60:.1f} min",
-                            f"<= {max_lag} behind {_ts(newest).isoformat()}", s,
+                            f"<= {max_lag} behind {datetime_from_ms(newest).isoformat()}", s,
                             None if traded else {"explained": "no exchange pair at that time"}))
     return _record(conn, run_id, checks)
 
@@ -97,7 +94,7 @@ def duplicate_keys(conn, run_id: str) -> list[Check]:
         symbol, interval = key.split("/")
         n = conn.execute("SELECT count(*) FROM (SELECT 1 FROM market.candles WHERE symbol = %s AND interval = %s"
                          " AND open_time BETWEEN %s AND %s GROUP BY open_time HAVING count(*) > 1) d",
-                         (symbol, interval, _ts(lo), _ts(hi))).fetchone()[0]
+                         (symbol, interval, datetime_from_ms(lo), datetime_from_ms(hi))).fetchone()[0]
         checks.append(Check(f"duplicate_keys_{interval}", n == 0, n, 0, symbol))
     return _record(conn, run_id, checks or [Check("duplicate_keys", True, "nothing loaded", 0)])
 
@@ -131,10 +128,10 @@ def gaps(conn, run_id: str, interval: str, windows: list[tuple[int, int]] | None
         missing = [r[0] for r in conn.execute(
             "SELECT t FROM generate_series(%s::timestamptz, %s::timestamptz, %s * interval '1 millisecond') t"
             " WHERE NOT EXISTS (SELECT 1 FROM market.candles c WHERE c.symbol = %s AND c.interval = %s AND c.open_time = t)",
-            (_ts(lo), _ts(hi), step, symbol, interval)).fetchall()]
+            (datetime_from_ms(lo), datetime_from_ms(hi), step, symbol, interval)).fetchall()]
         unexplained, between = [], 0
         for t in missing:
-            ms = int(t.timestamp() * 1000)
+            ms = ms_from_datetime(t)
             if exchange_symbol(symbol, ms) is None:
                 continue
             if windows is not None and not any(a <= ms < b for a, b in windows):

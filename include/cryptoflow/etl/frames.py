@@ -15,6 +15,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import DecimalType
 
+from cryptoflow import quarantine
 from cryptoflow.candles import (CANDLE_COLUMNS, DECIMAL_FIELDS, DECIMAL_PATTERN, INTEGER_PATTERN, KEY_COLUMNS,
                                 LANDING_COLUMNS, MAX_FRACTION_DIGITS, VALUE_COLUMNS, spark_violations)
 
@@ -28,8 +29,9 @@ KEY = KEY_COLUMNS
 # one merge_staged will find.
 CANDLE_FRAME = CANDLE_COLUMNS
 ROLLUP_SOURCE = "rollup:1m"
-# Quarantine frame columns (ops.quarantine minus id/timestamps; open_time in ms).
-QUARANTINE_FRAME = ("source", "reason", "detail", "raw_record", "symbol", "interval", "open_time")
+# Quarantine frame columns: ops.quarantine's (cryptoflow.quarantine) but run_id, which the job adds
+# when it stages them; open_time in ms.
+QUARANTINE_FRAME = tuple(c for c in quarantine.COLUMNS if c != "run_id")
 
 _INT_FIELDS = ("open_time", "close_time", "trades")
 
@@ -63,10 +65,10 @@ def typed_landing(raw: DataFrame) -> DataFrame:
     if "_corrupt_record" in cols:
         conditions.append((F.col("_corrupt_record").isNotNull(), F.lit("malformed_row"),
                            F.lit(f"expected {len(LANDING_COLUMNS)} columns")))
-    for reason, c in parsed:
+    for parse_reason, c in parsed:
         # Only an empty field is missing; "  " is present and does not parse (as in Python).
         present = F.col(f"_raw_{c}").isNotNull() & (F.length(F.col(f"_raw_{c}")) > 0)
-        conditions.append((present & F.col(c).isNull(), F.lit(reason),
+        conditions.append((present & F.col(c).isNull(), F.lit(parse_reason),
                            F.concat(F.lit(f"{c}="), F.substring(F.col(f"_raw_{c}"), 1, 40),
                                     F.lit(" does not parse"))))
     reason = F.lit(None).cast("string")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, cast
 
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
@@ -50,7 +50,7 @@ def read_landing(spark: SparkSession, uris: list[str]) -> DataFrame:
 
 def jdbc_options(dsn: str) -> dict[str, str]:
     """Spark JDBC options for a libpq DSN/URI (the driver jar is Debian's, see cryptoflow.spark)."""
-    p = conninfo_to_dict(dsn)
+    p = cast("dict[str, str]", conninfo_to_dict(dsn))  # parsed from a string alone: every value a str
     host = p.get("host") or "127.0.0.1"
     url = f"jdbc:postgresql://{host}:{p.get('port') or 5432}/{p.get('dbname') or ''}"
     # Timeouts and keepalives: a PostgreSQL that restarts or vanishes mid-read fails the task
@@ -133,8 +133,15 @@ def _stage_partition(dsn: str, statements: list[str | None], clears: list[str | 
     (run, partition), tags its rows with the partition (STAGE_PART_COLUMN's default reads the
     setting) and first deletes what an earlier attempt of the same partition committed.
     Yields (target, rows) counts. Self-contained (nothing of cryptoflow inside): the Python workers
-    need not have the package installed.
+    need not have the package installed: every piece is a closure made by the factories below
+    (cloudpickle ships a closure by value, a module-level function by reference).
     """
+    return _copy_task(statements, clears, _task_connector(dsn, lock_class), _arrow_lines_reader(),
+                      _task_closer(), _counts_batcher())
+
+
+def _arrow_lines_reader():
+    """A closure (shipped by value, see _stage_partition): column -> the bytes of its lines."""
 
     def _lines_bytes(column) -> memoryview | bytes:
         """The concatenated values of an Arrow string column without a Python object per row.
@@ -155,13 +162,67 @@ def _stage_partition(dsn: str, statements: list[str | None], clears: list[str | 
             return b""
         return memoryview(data)[int(offsets[0]):int(offsets[-1])]
 
+    return _lines_bytes
+
+
+def _task_connector(dsn: str, lock_class: int):
+    """A closure (shipped by value): partition -> the task's connection, its transaction holding the
+    (run, partition) advisory lock and tagging the rows it stages with the partition."""
+
+    def connect(part: int):
+        import psycopg
+
+        # keepalives: a vanished server fails the task, never hangs it
+        conn = psycopg.connect(dsn, connect_timeout=30, keepalives=1, keepalives_idle=30,
+                               keepalives_interval=10, keepalives_count=3)
+        conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (lock_class, part))
+        conn.execute("SELECT set_config('cryptoflow.stage_part', %s, true)", (str(part),))
+        return conn
+
+    return connect
+
+
+def _task_closer():
+    """A closure (shipped by value): ends a task's open COPY as failed (its rows discarded) and
+    closes its connection (an uncommitted transaction rolls back)."""
+
+    def close(copy_cm, conn) -> None:
+        if copy_cm is not None:
+            try:
+                copy_cm.__exit__(RuntimeError, RuntimeError("task failed"), None)
+            except Exception:
+                pass
+        if conn is not None:
+            conn.close()
+
+    return close
+
+
+def _counts_batcher():
+    """A closure (shipped by value): {target: rows} -> the Arrow batch a task yields."""
+
+    def counts_batch(counts: dict[int, int]):
+        import pyarrow as pa
+
+        keys = sorted(counts)
+        return pa.RecordBatch.from_pydict({"target": keys, "rows": [counts[k] for k in keys]},
+                                          schema=pa.schema([("target", pa.int32()), ("rows", pa.int64())]))
+
+    return counts_batch
+
+
+def _copy_task(statements: list[str | None], clears: list[str | None], connect, lines_bytes, close,
+               counts_batch):
+    """The task function of _stage_partition (a closure, shipped by value): its Arrow batches of
+    (target index, line), each run of equal targets one COPY; yields the rows per target."""
+
     def run(batches: Iterable):
         import numpy as np
-        import psycopg
-        import pyarrow as pa
         from pyspark import TaskContext
 
-        part = TaskContext.get().partitionId()
+        context = TaskContext.get()
+        assert context is not None  # run() runs inside a Spark task
+        part = context.partitionId()
         counts: dict[int, int] = {}
         conn = copy = copy_cm = None
         current = None
@@ -180,34 +241,24 @@ def _stage_partition(dsn: str, statements: list[str | None], clears: list[str | 
                     if t != current:
                         if copy_cm is not None:
                             copy_cm.__exit__(None, None, None)
-                        if conn is None:  # keepalives: a vanished server fails the task, never hangs it
-                            conn = psycopg.connect(dsn, connect_timeout=30, keepalives=1, keepalives_idle=30,
-                                                   keepalives_interval=10, keepalives_count=3)
-                            conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (lock_class, part))
-                            conn.execute("SELECT set_config('cryptoflow.stage_part', %s, true)", (str(part),))
+                        if conn is None:
+                            conn = connect(part)
                         if t not in cleared:
                             conn.execute(clears[t], (part,))
                             cleared.add(t)
                         copy_cm = conn.cursor().copy(statements[t])
                         copy = copy_cm.__enter__()
                         current = t
-                    copy.write(_lines_bytes(batch.column(1).slice(a, b - a)))
+                    assert copy is not None  # opened for `current`, which is t
+                    copy.write(lines_bytes(batch.column(1).slice(a, b - a)))
             if copy_cm is not None:
                 copy_cm.__exit__(None, None, None)
                 copy_cm = None
             if conn is not None:
                 conn.commit()
         finally:
-            if copy_cm is not None:
-                try:
-                    copy_cm.__exit__(RuntimeError, RuntimeError("task failed"), None)
-                except Exception:
-                    pass
-            if conn is not None:
-                conn.close()
-        keys = sorted(counts)
-        yield pa.RecordBatch.from_pydict({"target": keys, "rows": [counts[k] for k in keys]},
-                                         schema=pa.schema([("target", pa.int32()), ("rows", pa.int64())]))
+            close(copy_cm, conn)
+        yield counts_batch(counts)
 
     return run
 
@@ -222,7 +273,9 @@ def stage(targets: list[StageTarget], dsn: str, conn, run_id: str, parallelism: 
     """
     if not targets:
         return {}
-    statements, clears, parts = [], [], []
+    statements: list[str | None] = []
+    clears: list[str | None] = []
+    parts: list[DataFrame] = []
     for i, t in enumerate(targets):
         if t.table is None:
             statements.append(None)
@@ -336,7 +389,7 @@ def _orphan_lock(conn, key: str) -> Iterator[bool]:
             conn.commit()
 
 
-def create_staging(conn, name: str, like: str, columns: tuple[str, ...]) -> sql.Composable:
+def create_unlogged_staging(conn, name: str, like: str, columns: tuple[str, ...]) -> sql.Composable:
     """(Re)create UNLOGGED staging.<name> with `columns` of table `like` (schema.table); committed."""
     ident = sql.Identifier("staging", name)
     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(ident))
@@ -375,9 +428,8 @@ def write_lake(df: DataFrame, into: str) -> None:
     then moves them into the lake once the warehouse has committed.
 
     One file per (interval, day) holding every coin, sorted by symbol then time: a day of 1m
-    candles is ~14k rows, so a file per coin (the old symbol/interval/date layout) made a backfill
-    write ten times as many small files for the same bytes (31 s against 9 s for the bench's 70
-    days of ten coins). A reader of one coin still skips the others' row groups by the symbol statistics.
+    candles is small, so a file per coin (the old symbol/interval/date layout) made a backfill
+    write many small files for the same bytes, and small files are slow to write and to read. A reader of one coin still skips the others' row groups by the symbol statistics.
     The caller must hand whole partitions: every coin's rows of each (interval, day) it writes.
     """
     # The sort leads with the partition columns: the writer requires that order and would
@@ -391,6 +443,7 @@ def write_lake(df: DataFrame, into: str) -> None:
 def _hadoop_fs(spark: SparkSession, uri: str):
     """(FileSystem, Path class) for `uri` through the JVM's Hadoop client: file://, hdfs://, s3a:// alike."""
     jvm = spark.sparkContext._jvm
+    assert jvm is not None  # set once the session's context is up
     path_cls = jvm.org.apache.hadoop.fs.Path
     return path_cls(uri).getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), path_cls
 
@@ -447,6 +500,6 @@ def drop_orphaned_lake(spark: SparkSession, conn, lake_uri: str, keep_run_id: st
 
 
 __all__ = ["read_landing", "jdbc_options", "read_query", "copy_text", "StageTarget", "stage", "staging_name",
-           "staging_key", "hold_staging_lock", "release_staging_lock", "drop_orphaned_staging", "create_staging",
+           "staging_key", "hold_staging_lock", "release_staging_lock", "drop_orphaned_staging", "create_unlogged_staging",
            "write_lake", "publish_lake", "drop_orphaned_lake", "lake_pending_path", "lake_candles_path",
            "LANDING_RAW_SCHEMA", "POSTGRES_JDBC_JAR"]

@@ -37,16 +37,19 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
+from typing import cast
 
 from psycopg import sql
 from pyspark import InheritableThread
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from cryptoflow import quarantine
 from cryptoflow import settings as settings_mod
 from cryptoflow.candles import DECIMAL_FIELDS
 from cryptoflow.etl import analytics, frames, io
 from cryptoflow.etl.frames import CANDLE_FRAME, DAY_MS, HOUR_MS
+from cryptoflow.times import datetime_from_ms, merge_ranges, utc_ms
 from cryptoflow.warehouse import db
 from cryptoflow.warehouse.load import CANDLE_COLUMNS, insert_staged_fresh, merge_staged
 
@@ -57,12 +60,11 @@ TASK = "load"
 # Hourly context around the changed hours: the correlation window (30 days) plus a day of slack
 # for the previous hour of the first return and for day boundaries.
 HOURLY_CONTEXT_MS = 31 * DAY_MS
-QUARANTINE_COLUMNS = ("source", "reason", "detail", "raw_record", "symbol", "interval", "open_time", "run_id")
 # staging suffix -> (table it is shaped like, columns)
 STAGING = {
     "src": ("market.candles", CANDLE_COLUMNS),
     "der": ("market.candles", CANDLE_COLUMNS),
-    "qua": ("ops.quarantine", QUARANTINE_COLUMNS),
+    "qua": ("ops.quarantine", quarantine.COLUMNS),
     "hm": ("market.hourly_metrics", analytics.METRICS_COLUMNS),
     "rc": ("market.return_correlation", analytics.CORRELATION_COLUMNS),
     "vp": ("market.volume_profile", analytics.PROFILE_COLUMNS),
@@ -81,22 +83,11 @@ class RunResult:
 
 
 def _ts(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, timezone.utc).isoformat()
+    return datetime_from_ms(ms).isoformat()
 
 
 def _day_ms(d: date) -> int:
-    return int(datetime(d.year, d.month, d.day, tzinfo=timezone.utc).timestamp() * 1000)
-
-
-def _merge_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """[lo, hi) ranges sorted, touching or overlapping ones merged."""
-    out: list[list[int]] = []
-    for lo, hi in sorted(ranges):
-        if out and lo <= out[-1][1]:
-            out[-1][1] = max(out[-1][1], hi)
-        else:
-            out.append([lo, hi])
-    return [(a, b) for a, b in out]
+    return utc_ms(d.year, d.month, d.day)
 
 
 def _stored(spark: SparkSession, dsn: str, interval: str, ranges: list[tuple[int, int]]) -> DataFrame:
@@ -216,7 +207,8 @@ class _Run:
         self.counts = self.result.counts
         self.targets: list[io.StageTarget] = []
         self.lake_rows: DataFrame | None = None
-        self.windows: tuple[int | None, ...] = (None, None, None, None)  # analytics replaced: m_lo, m_hi, d_lo, d_hi
+        # analytics replaced: m_lo, m_hi, d_lo, d_hi
+        self.windows: tuple[int | None, int | None, int | None, int | None] = (None, None, None, None)
         self._cached: list[DataFrame] = []
         self._lake_thread: InheritableThread | None = None
         self._lake_error: BaseException | None = None
@@ -235,7 +227,8 @@ class _Run:
         self.conn.close()
         for df in self._cached:
             df.unpersist()
-        self.spark.sparkContext.setJobGroup(None, None)
+        # None clears the group (Spark's setLocalProperty with null); pyspark's annotation says str only
+        self.spark.sparkContext.setJobGroup(None, None)  # type: ignore[arg-type]
 
     def _cache(self, df: DataFrame) -> DataFrame:
         self._cached.append(df.cache())
@@ -279,9 +272,8 @@ class _Run:
                     .withColumn("raw_record", F.when(F.col("status") == "rejected", F.col("raw_record"))))
         # Materialised with its lineage cut, not cache()d: every later plan (staging, rollups,
         # quarantine, lake) starts from a scan of these blocks instead of carrying, and analysing
-        # again, the validation's CASE trees. Measured (session 20): the 10-minute run after 12
-        # months 11.2 s cached -> 9.0-9.7 s; the 1M-row load 67-69 s -> 64.6 s. The price: on a
-        # cluster, a block lost with its executor is not recomputed; the run fails and Airflow's
+        # again, the validation's CASE trees: faster for a 10-minute run and a bulk load alike. The
+        # price: on a cluster, a block lost with its executor is not recomputed; the run fails and Airflow's
         # retry reruns it (a run is idempotent). Its blocks are freed when the DataFrame is
         # garbage-collected (Spark's ContextCleaner), not by __exit__ as the cached frames are.
         self.verdicts = verdicts.localCheckpoint(eager=True)
@@ -301,8 +293,8 @@ class _Run:
         wanted = []
         for interval in sorted({iv for _, iv, _ in plan.parts} - {"1h"}):
             days = sorted({d for _, iv, d in plan.parts if iv == interval})
-            wanted.append((interval, _merge_ranges([(_day_ms(d), _day_ms(d) + DAY_MS) for d in days])))
-        if plan.changed_lo is not None:
+            wanted.append((interval, merge_ranges([(_day_ms(d), _day_ms(d) + DAY_MS) for d in days])))
+        if plan.changed_lo is not None and plan.changed_hi is not None:  # both set or neither
             lo = plan.changed_lo - plan.changed_lo % DAY_MS
             hi = plan.changed_hi - plan.changed_hi % DAY_MS + DAY_MS
             wanted.append(("1h", [(lo - HOURLY_CONTEXT_MS, hi + HOURLY_CONTEXT_MS)]))
@@ -343,7 +335,7 @@ class _Run:
             io.StageTarget("src", frames.to_warehouse(new, CANDLE_COLUMNS)),
             io.StageTarget("der", frames.to_warehouse(rollups, CANDLE_COLUMNS)),
             io.StageTarget("qua", self.verdicts.where(F.col("status") == "rejected").select(
-                *QUARANTINE_COLUMNS[:6], F.timestamp_millis("open_time").alias("open_time"),
+                *quarantine.COLUMNS[:6], F.timestamp_millis("open_time").alias("open_time"),
                 F.lit(self.run_id).alias("run_id"))),
             io.StageTarget("predicted_conflicts", resolved.where("refused_new")),
             io.StageTarget("predicted_kept_source", hourly_resolved.where("refused_new")),
@@ -352,7 +344,7 @@ class _Run:
     def derive_analytics(self) -> None:
         """Analytics of what changed, plus the lookback they need (inside the hourly context)."""
         plan = self.plan
-        if plan.changed_lo is None:
+        if plan.changed_lo is None or plan.changed_hi is None:  # both set or neither
             return
         m_all = analytics.hourly_metrics(self.hourly)
         m_lo, m_hi = plan.changed_lo, plan.changed_hi + analytics.METRIC_REACH_MS
@@ -391,7 +383,7 @@ class _Run:
         """Action 2: everything for PostgreSQL COPYed into UNLOGGED staging tables nobody reads."""
         self.names = {t.name: io.staging_name(self.run_id, t.name) for t in self.targets if t.name in STAGING}
         for name, table in self.names.items():
-            io.create_staging(self.conn, table, *STAGING[name])
+            io.create_unlogged_staging(self.conn, table, *STAGING[name])
         targets = [io.StageTarget(t.name, t.df, self._staging(t.name), STAGING[t.name][1])
                    if t.name in self.names else t for t in self.targets]
         self.staged = io.stage(targets, self.dsn, self.conn, self.run_id)
@@ -414,8 +406,8 @@ class _Run:
         with db.pipeline_run(conn, PIPELINE, self.run_id, TASK, started_at=self._started_at) as stats:
             with conn.transaction():
                 _insert_staged(conn, "qua", "ops.quarantine", stg("qua"))
-                counts["rollup_incomplete_hours"] = conn.execute(sql.SQL(
-                    "SELECT count(*) FROM {} WHERE NOT is_complete").format(stg("der"))).fetchone()[0]
+                counts["rollup_incomplete_hours"] = cast(tuple, conn.execute(sql.SQL(  # an aggregate: one row
+                    "SELECT count(*) FROM {} WHERE NOT is_complete").format(stg("der"))).fetchone())[0]
                 src = self._merge(stg("src"), {iv for _, iv, _ in self.plan.parts}, derived=False)
                 der = self._merge(stg("der"), {"1h"}, derived=True)
                 if (src.conflicts, der.kept_source) != (staged["predicted_conflicts"], staged["predicted_kept_source"]):

@@ -10,15 +10,19 @@ the Spark driver can read it, and spark-submit's command line stays short for a 
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timezone
+import logging
 
 from cryptoflow import landing
+# A run's params give its range as ISO text or ms; the DAGs read them through this name.
+from cryptoflow.times import parse_utc_ms as parse_time
 
-def snapshots_from_events(events, warn=print) -> list[str]:
+log = logging.getLogger(__name__)
+
+def snapshots_from_events(events) -> list[str]:
     """Snapshot URIs named by the triggering LANDING_SNAPSHOTS events (events, or their extras).
 
-    An event of another shape (one made by hand in the UI, say) names no snapshot: it is reported
-    through `warn` and skipped, so it never holds back the snapshots the other events name."""
+    An event of another shape (one made by hand in the UI, say) names no snapshot: it is logged as
+    a warning and skipped, so it never holds back the snapshots the other events name."""
     from cryptoflow.assets import MalformedEvent, SnapshotsSealed
 
     out: set[str] = set()
@@ -27,21 +31,8 @@ def snapshots_from_events(events, warn=print) -> list[str]:
         try:
             out.update(SnapshotsSealed.from_extra(extra).uris)
         except MalformedEvent as exc:
-            warn(f"skipped an event that names no snapshot: {exc}")
+            log.warning("skipped an event that names no snapshot: %s", exc)
     return sorted(out)
-
-
-def parse_time(value) -> int | None:
-    """ms UTC from an ISO string, a datetime or ms; None stays None."""
-    if value in (None, ""):
-        return None
-    if isinstance(value, (int, float)):
-        return int(value)
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return int(value.timestamp() * 1000)
 
 
 def snapshots_for_range(landing_uri: str, intervals, start_ms: int | None, end_ms: int | None) -> list[str]:

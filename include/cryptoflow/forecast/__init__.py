@@ -11,8 +11,13 @@ The pieces, each importable without Airflow (the DAG `forecast_hourly` only wire
   validation residuals.
 - `registry`: model files + metadata through ObjectStoragePath (file://, s3://), `current.json` pointer,
   promotion rule, index rows in forecast.model_versions.
+- `evidence`: when a model may serve instead of persistence (promotion on evidence) and how its
+  output is served (shrinkage toward persistence, the coin's tick grid).
+- `intervals`: prediction intervals from the served forecast's own recent errors (split conformal).
+- `serving`: the served forecasts of a plan of hours, one path for the hourly DAG and the backtest.
 - `hourly`: what one run of the DAG does for one coin (check, train if needed, predict, write, score).
 - `backtest`: the same steps replayed hour by hour over a date range (kind='backtest').
+- `commands`: the plain functions behind `cryptoflow backtest` and `cryptoflow train`.
 
 TensorFlow is imported lazily (only `train`, `registry` loading and `architectures` need it): it takes
 seconds to import, and the DAG file must parse fast.

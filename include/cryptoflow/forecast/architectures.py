@@ -35,6 +35,7 @@ def load(name: str) -> ModuleType:
         raise ValueError(f"unknown architecture {name!r}: no {path}; available: {available()}")
     if path not in _cache:
         spec = importlib.util.spec_from_file_location(f"cryptoflow_models_{name}", path)
+        assert spec is not None and spec.loader is not None  # a .py path always gets the source loader
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         if not callable(getattr(module, "build", None)):

@@ -14,6 +14,7 @@ visible even where the promotion rule fell back to persistence.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from datetime import datetime
@@ -28,10 +29,12 @@ from cryptoflow.forecast.registry import MemoryRegistry
 from cryptoflow.forecast.train import Forecast
 from cryptoflow.forecast.windows import Samples, feature_frame, input_windows
 
+log = logging.getLogger(__name__)
+
 
 def backtest(symbol: str, start: datetime, end: datetime, retrain_every_hours: int | None = None, *,
              cfg: ForecastConfig | None = None, conn=None, frame: pd.DataFrame | None = None,
-             store: bool = True, log=None, pool: dict[str, pd.DataFrame] | None = None) -> dict:
+             store: bool = True, pool: dict[str, pd.DataFrame] | None = None) -> dict:
     """Replay [start, end) for one symbol; `frame` (all candles) or `conn` (read from the warehouse).
 
     Two passes, so the model calls are batched without changing what is served:
@@ -53,7 +56,7 @@ def backtest(symbol: str, start: datetime, end: datetime, retrain_every_hours: i
     if pool is None and cfg.pool and conn is not None:
         pool = {s: data.load_with_references(conn, s, start=start - HOUR * (cfg.train_hours + cfg.lookback + 2), before=end)
                 for s in cfg.pool}
-    served, raw, skipped, trainings = replay(symbol, frame, start, end, cfg, log, pool)
+    served, raw, skipped, trainings = replay(symbol, frame, start, end, cfg, pool)
     actuals = frame["close"]
     report = _report(symbol, start, end, cfg, served, raw, actuals, frame)
     report.update({"skipped_hours": dict(skipped), "trainings": [t for t in trainings if "retired" not in t],
@@ -67,12 +70,13 @@ def backtest(symbol: str, start: datetime, end: datetime, retrain_every_hours: i
     return report
 
 
-def replay(symbol: str, frame: pd.DataFrame, start: datetime, end: datetime, cfg: ForecastConfig, log=None,
+def replay(symbol: str, frame: pd.DataFrame, start: datetime, end: datetime, cfg: ForecastConfig,
            pool: dict[str, pd.DataFrame] | None = None):
     """(served forecasts, latest-trained-model forecasts, skipped hours by reason, trainings and
     live retirements) for the hours in [start, end), as the hourly DAG would have made them."""
     registry = MemoryRegistry()
-    skipped, trainings = Counter(), []
+    skipped: Counter[str] = Counter()
+    trainings: list[dict] = []
     served_plan: list[tuple[pd.Timestamp, str | None, str]] = []  # (hour, model version or None, why)
     raw_plan: list[tuple[pd.Timestamp, str]] = []                 # (hour, latest trained version)
     # Live retirement needs what each served model served on the hours before: its served closes
@@ -102,19 +106,7 @@ def replay(symbol: str, frame: pd.DataFrame, start: datetime, end: datetime, cfg
         if not ready.ok or ready.target_time != target:
             skipped[ready.reason.split(":")[0]] += 1
             continue
-        retired = hourly.retire_if_losing(registry, symbol, target, cfg, scored)
-        if retired:
-            trainings.append({"retired": f"{target:%Y-%m-%d %H}h", "why": retired})
-            if log:
-                log(f"{symbol} {target:%Y-%m-%d %H}h retired: {retired}")
-        # Backtest versions are named by cut so a report can be tied to its models.
-        outcome = hourly.ensure_model(symbol, history, target, registry, cfg,
-                                      version=f"bt-{symbol}-{cfg.architecture}-{target:%Y%m%dT%H}Z", pool=pool)
-        if outcome["trained"]:
-            trainings.append({k: outcome[k] for k in ("version", "decision", "decision_reason", "train_seconds")})
-            if log:
-                log(f"{symbol} {target:%Y-%m-%d %H}h trained {outcome['version']}: {outcome['decision']} "
-                    f"({outcome['decision_reason']})")
+        trainings += _retire_and_train(symbol, history, target, registry, cfg, scored, pool)
         model, why = hourly.served_model(registry, symbol, target, cfg, record=since_cut)
         served_plan.append((current, model and model.version, why))
         if model is not None:
@@ -126,6 +118,24 @@ def replay(symbol: str, frame: pd.DataFrame, start: datetime, end: datetime, cfg
     served = serving.forecasts(symbol, frame, served_plan, registry, cfg, served_by_version=served_closes)
     raw = _raw_forecasts(symbol, raw_plan, registry, input_windows(frame, cfg.features, cfg.lookback))
     return served, raw, skipped, trainings
+
+
+def _retire_and_train(symbol: str, history: pd.DataFrame, target, registry: MemoryRegistry, cfg: ForecastConfig,
+                      scored, pool: dict[str, pd.DataFrame] | None) -> list[dict]:
+    """The hourly DAG's model steps at `target`: retire a losing model, train when due; their records."""
+    records: list[dict] = []
+    retired = hourly.retire_if_losing(registry, symbol, target, cfg, scored)
+    if retired:
+        records.append({"retired": f"{target:%Y-%m-%d %H}h", "why": retired})
+        log.info("%s %sh retired: %s", symbol, f"{target:%Y-%m-%d %H}", retired)
+    # Backtest versions are named by cut so a report can be tied to its models.
+    outcome = hourly.ensure_model(symbol, history, target, registry, cfg,
+                                  version=f"bt-{symbol}-{cfg.architecture}-{target:%Y%m%dT%H}Z", pool=pool)
+    if outcome["trained"]:
+        records.append({k: outcome[k] for k in ("version", "decision", "decision_reason", "train_seconds")})
+        log.info("%s %sh trained %s: %s (%s)", symbol, f"{target:%Y-%m-%d %H}", outcome["version"],
+                 outcome["decision"], outcome["decision_reason"])
+    return records
 
 
 def _raw_forecasts(symbol, plan, registry, windows: Samples) -> list[Forecast]:

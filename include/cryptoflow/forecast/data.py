@@ -12,6 +12,8 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
+from cryptoflow.times import datetime_from_ms
+
 HOUR = pd.Timedelta(hours=1)
 COLUMNS = ("close", "quote_volume")
 # Features that read another coin (see windows): the frame column they need -> that coin. Defined
@@ -79,7 +81,7 @@ def latest_complete_hour(conn, symbol: str) -> datetime | None:
 
 def frame_from_candles(candles: Iterable) -> pd.DataFrame:
     """The same frame from Candle objects (importer output), for tests and benchmarks without a DB."""
-    rows = [(datetime.fromtimestamp(c.open_time / 1000, timezone.utc), float(c.close), float(c.quote_volume))
+    rows = [(datetime_from_ms(c.open_time), float(c.close), float(c.quote_volume))
             for c in candles if c.interval == "1h"]
     rows.sort()
     return _frame(rows)

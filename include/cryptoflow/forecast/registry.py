@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import tempfile
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -91,22 +92,12 @@ def decide(new: TrainedModel, current: TrainedModel | None, frame: pd.DataFrame,
             "mae_new_raw": mae(new_f.loc[idx, "predicted_close"]), "alpha": new.policy.alpha,
             "round_to_tick": new.policy.round_to_tick, "dm_statistic": ev["statistic"],
             "dm_p_value": ev["p_value"], "p_value_required": p_value}
-    new_ok = ev["p_value"] < p_value
-    verdict = (f"beats persistence beyond chance (DM p={ev['p_value']:.3g} < {p_value:g}, "
-               f"cross-fitted MASE {ev['mase_cross_fitted']:.4f})" if new_ok else
-               f"not better than persistence beyond chance (DM p={ev['p_value']:.3g}, needs < {p_value:g}; "
-               f"cross-fitted MASE {ev['mase_cross_fitted']:.4f}, shrinkage {new.policy.alpha:g})")
-    if new_ok:
-        retire, why = evidence.live_verdict(ev["served"], last, actual, **evidence.retirement_rule(cfg))
-        comp["latest_hours"] = why
-        if retire:
-            new_ok = False
-            verdict = (f"beats persistence over its validation (DM p={ev['p_value']:.3g}) but would be retired on "
-                       f"the latest of those hours: {why}")
+    new_ok, verdict = _judge_new(new, ev, last, actual, cfg, comp)
     if current is None:
         if new_ok:
             return Decision("promote", f"no current model; new model {verdict}", comp)
         return Decision("none_served", f"new model {verdict}; persistence serves", comp)
+    assert cur_f is not None  # forecast above whenever there is a current model
     comp["mae_current"] = mae(cur_f.loc[idx, "predicted_close"])
     comp["current_version"] = current.version
     cur_ok = comp["mae_current"] <= comp["mae_persistence"]
@@ -119,15 +110,42 @@ def decide(new: TrainedModel, current: TrainedModel | None, frame: pd.DataFrame,
                     comp)
 
 
-class BaseRegistry:
+def _judge_new(new: TrainedModel, ev: dict, last: np.ndarray, actual: np.ndarray, cfg: ForecastConfig,
+               comp: dict) -> tuple[bool, str]:
+    """(whether the new model may serve, why): it beats persistence beyond chance and the
+    live-retirement rule would keep it on the latest validation hours (their verdict into `comp`)."""
+    p_value = cfg.promotion_p_value
+    new_ok = ev["p_value"] < p_value
+    verdict = (f"beats persistence beyond chance (DM p={ev['p_value']:.3g} < {p_value:g}, "
+               f"cross-fitted MASE {ev['mase_cross_fitted']:.4f})" if new_ok else
+               f"not better than persistence beyond chance (DM p={ev['p_value']:.3g}, needs < {p_value:g}; "
+               f"cross-fitted MASE {ev['mase_cross_fitted']:.4f}, shrinkage {new.policy.alpha:g})")
+    if new_ok:
+        retire, why = evidence.live_verdict(ev["served"], last, actual, **evidence.retirement_rule(cfg))
+        comp["latest_hours"] = why
+        if retire:
+            new_ok = False
+            verdict = (f"beats persistence over its validation (DM p={ev['p_value']:.3g}) but would be retired on "
+                       f"the latest of those hours: {why}")
+    return new_ok, verdict
+
+
+class BaseRegistry(ABC):
     """What the hourly steps need from a registry (object store or in memory, for the backtest)."""
 
+    @abstractmethod
     def current_pointer(self, symbol: str) -> dict | None: ...
+    @abstractmethod
     def last_attempt(self, symbol: str) -> dict | None: ...
+    @abstractmethod
     def load(self, symbol: str, version: str) -> TrainedModel: ...
+    @abstractmethod
     def save(self, trained: TrainedModel, status: str, reason: str) -> str: ...
+    @abstractmethod
     def set_current(self, trained: TrainedModel, reason: str) -> None: ...
+    @abstractmethod
     def clear_current(self, symbol: str, reason: str) -> None: ...
+    @abstractmethod
     def put_attempt(self, symbol: str, attempt: dict) -> None: ...
 
     def retire(self, symbol: str, reason: str, at) -> None:

@@ -15,6 +15,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -23,6 +24,9 @@ from cryptoflow.forecast import architectures, baselines, evidence, metrics
 from cryptoflow.forecast.config import ForecastConfig
 from cryptoflow.forecast.data import HOUR, before, to_utc
 from cryptoflow.forecast.windows import Samples, Scaler, feature_frame, latest_window, make_samples
+
+if TYPE_CHECKING:
+    import keras  # imported at run time only where a model is built or loaded
 
 
 class NotEnoughData(ValueError):
@@ -48,7 +52,7 @@ class Forecast:
 
 @dataclass
 class TrainedModel:
-    model: object              # keras.Model
+    model: keras.Model
     scaler: Scaler
     metadata: dict = field(default_factory=dict)
 
@@ -206,6 +210,87 @@ def _split(samples: Samples, cfg: ForecastConfig) -> tuple[Samples, Samples]:
 _pooled_fits: dict[tuple, tuple[list, dict]] = {}
 
 
+def _pool_parts(symbol: str, own: tuple, cut: datetime, cfg: ForecastConfig, min_samples: int,
+                pool: dict[str, pd.DataFrame] | None) -> dict[str, tuple]:
+    """{coin: (training, validation, scaler)}: `symbol`'s own `own`, and every coin of `cfg.pool`
+    in `pool` with at least `min_samples` windows before the cut."""
+    parts = {symbol: own}
+    for other in cfg.pool:
+        if other == symbol or pool is None or other not in pool:
+            continue
+        try:
+            _, o_samples = training_samples(pool[other], cut, cfg)  # other coins: before the cut too
+        except NotEnoughData:
+            continue
+        if len(o_samples) >= min_samples:
+            o_tr, o_va = _split(o_samples, cfg)
+            parts[other] = (o_tr, o_va, Scaler.fit(o_tr.X))
+    return parts
+
+
+def _stacked(parts: dict[str, tuple], order: list[str]):
+    """(Xtr, ytr, Xva, yva): the coins' splits in `order`, each standardised with its own scaler."""
+    Xtr = np.concatenate([parts[k][2].x(parts[k][0].X) for k in order])
+    ytr = np.concatenate([parts[k][2].y(parts[k][0].y) for k in order])
+    Xva = np.concatenate([parts[k][2].x(parts[k][1].X) for k in order])
+    yva = np.concatenate([parts[k][2].y(parts[k][1].y) for k in order])
+    return Xtr, ytr, Xva, yva
+
+
+def _fit(order: list[str], cut: datetime, cfg: ForecastConfig, Xtr, ytr, Xva, yva):
+    """(model, history): the network fitted with early stopping, or a pooled fit's weights reused."""
+    import keras
+
+    configure_tensorflow(cfg.seed)
+    model = architectures.build(cfg.architecture, cfg.lookback, len(cfg.features), cfg.horizon)
+    model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss="mse")
+    key = (tuple(order), to_utc(cut).isoformat(), cfg.model_fingerprint()) if len(order) > 1 else None
+    if key in _pooled_fits:
+        weights, hist = _pooled_fits[key]
+        model.set_weights(weights)
+    else:
+        hist = model.fit(
+            Xtr, ytr, validation_data=(Xva, yva),
+            epochs=cfg.epochs, batch_size=cfg.batch_size, shuffle=True, verbose=0,
+            callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience,
+                                                     restore_best_weights=True)],
+        ).history
+        if key is not None:
+            _pooled_fits[key] = (model.get_weights(), hist)
+    return model, hist
+
+
+def _fit_interval_and_policy(trained: TrainedModel, feats: pd.DataFrame, va: Samples, cfg: ForecastConfig,
+                             tick: float | None) -> None:
+    """The metadata's interval and serving policy, both fitted on the validation hours."""
+    # Validation: residuals of the next-hour return give the interval; metrics beside the baselines.
+    val_r = trained.predict_returns(va.X)[:, 0]
+    resid = va.y[:, 0] - val_r
+    alpha = (1 - cfg.interval_level) / 2
+    trained.metadata["interval"] = {"level": cfg.interval_level, "q_low": float(np.quantile(resid, alpha)),
+                                    "q_high": float(np.quantile(resid, 1 - alpha)),
+                                    "source": "validation residual quantiles of the log return"}
+    # How the output is served, fitted on the same hours: the shrinkage toward persistence and
+    # the tick grid (evidence.py); the promotion test cross-fits it (registry.decide).
+    tick_source = "exchange" if tick else "inferred from the closes"
+    if not tick:
+        tick = evidence.infer_tick(feats["close"].to_numpy()[-cfg.interval_window_hours:])
+    trained.metadata["policy"] = {**evidence.fit_policy(val_r, va.last_close, va.actual_close, tick).as_dict(),
+                                  "tick_source": tick_source}
+
+
+def _data_window(tr: Samples, va: Samples, cut_utc: datetime, cfg: ForecastConfig) -> dict:
+    """The hours trained and validated on (the first window's lookback included), as metadata."""
+    return {
+        "cut": cut_utc.isoformat(),
+        "train_start": to_utc(tr.target_time[0] - HOUR * cfg.lookback).isoformat(),
+        "train_end": to_utc(tr.target_time[-1] + HOUR).isoformat(),
+        "validation_start": to_utc(va.target_time[0]).isoformat(),
+        "validation_end": to_utc(va.target_time[-1] + HOUR).isoformat(),
+        "n_train": len(tr), "n_validation": len(va),
+    }
+
+
 def train(symbol: str, frame: pd.DataFrame, cut: datetime, cfg: ForecastConfig, version: str | None = None,
           min_samples: int = 200, pool: dict[str, pd.DataFrame] | None = None,
           tick: float | None = None) -> TrainedModel:
@@ -230,39 +315,10 @@ def train(symbol: str, frame: pd.DataFrame, cut: datetime, cfg: ForecastConfig, 
     tr, va = _split(samples, cfg)
     scaler = Scaler.fit(tr.X)
 
-    parts = {symbol: (tr, va, scaler)}
-    for other in cfg.pool:
-        if other == symbol or pool is None or other not in pool:
-            continue
-        try:
-            _, o_samples = training_samples(pool[other], cut, cfg)  # other coins: before the cut too
-        except NotEnoughData:
-            continue
-        if len(o_samples) >= min_samples:
-            o_tr, o_va = _split(o_samples, cfg)
-            parts[other] = (o_tr, o_va, Scaler.fit(o_tr.X))
+    parts = _pool_parts(symbol, (tr, va, scaler), cut, cfg, min_samples, pool)
     order = sorted(parts)  # the same order whichever coin trains: the same network for all
-    Xtr = np.concatenate([parts[k][2].x(parts[k][0].X) for k in order])
-    ytr = np.concatenate([parts[k][2].y(parts[k][0].y) for k in order])
-    Xva = np.concatenate([parts[k][2].x(parts[k][1].X) for k in order])
-    yva = np.concatenate([parts[k][2].y(parts[k][1].y) for k in order])
-
-    configure_tensorflow(cfg.seed)
-    model = architectures.build(cfg.architecture, cfg.lookback, len(cfg.features), cfg.horizon)
-    model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss="mse")
-    key = (tuple(order), to_utc(cut).isoformat(), cfg.model_fingerprint()) if len(order) > 1 else None
-    if key in _pooled_fits:
-        weights, hist = _pooled_fits[key]
-        model.set_weights(weights)
-    else:
-        hist = model.fit(
-            Xtr, ytr, validation_data=(Xva, yva),
-            epochs=cfg.epochs, batch_size=cfg.batch_size, shuffle=True, verbose=0,
-            callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience,
-                                                     restore_best_weights=True)],
-        ).history
-        if key is not None:
-            _pooled_fits[key] = (model.get_weights(), hist)
+    Xtr, ytr, Xva, yva = _stacked(parts, order)
+    model, hist = _fit(order, cut, cfg, Xtr, ytr, Xva, yva)
     cut_utc = to_utc(cut)
     version = version or f"{symbol}-{cfg.architecture}-{cut_utc:%Y%m%dT%H}Z-{uuid.uuid4().hex[:6]}"
     trained = TrainedModel(model, scaler, {
@@ -270,31 +326,10 @@ def train(symbol: str, frame: pd.DataFrame, cut: datetime, cfg: ForecastConfig, 
         "hyperparameters": cfg.hyperparameters(), "fingerprint": cfg.model_fingerprint(),
         "scaler": scaler.to_dict(),
     })
-
-    # Validation: residuals of the next-hour return give the interval; metrics beside the baselines.
-    val_r = trained.predict_returns(va.X)[:, 0]
-    resid = va.y[:, 0] - val_r
-    alpha = (1 - cfg.interval_level) / 2
-    trained.metadata["interval"] = {"level": cfg.interval_level, "q_low": float(np.quantile(resid, alpha)),
-                                    "q_high": float(np.quantile(resid, 1 - alpha)),
-                                    "source": "validation residual quantiles of the log return"}
-    # How the output is served, fitted on the same hours: the shrinkage toward persistence and
-    # the tick grid (evidence.py); the promotion test cross-fits it (registry.decide).
-    tick_source = "exchange" if tick else "inferred from the closes"
-    if not tick:
-        tick = evidence.infer_tick(feats["close"].to_numpy()[-cfg.interval_window_hours:])
-    trained.metadata["policy"] = {**evidence.fit_policy(val_r, va.last_close, va.actual_close, tick).as_dict(),
-                                  "tick_source": tick_source}
+    _fit_interval_and_policy(trained, feats, va, cfg, tick)
     evaluation = evaluate_on(trained, feats, va, cfg)
     trained.metadata.update({
-        "data_window": {
-            "cut": cut_utc.isoformat(),
-            "train_start": to_utc(tr.target_time[0] - HOUR * cfg.lookback).isoformat(),
-            "train_end": to_utc(tr.target_time[-1] + HOUR).isoformat(),
-            "validation_start": to_utc(va.target_time[0]).isoformat(),
-            "validation_end": to_utc(va.target_time[-1] + HOUR).isoformat(),
-            "n_train": len(tr), "n_validation": len(va),
-        },
+        "data_window": _data_window(tr, va, cut_utc, cfg),
         "metrics": evaluation["model"],
         "baseline_metrics": {k: v for k, v in evaluation.items() if k != "model"},
         "epochs_run": len(hist["loss"]),

@@ -23,7 +23,7 @@ The time of a row comes from whichever column is exact (rules in cryptoflow.impo
 - `date` as `YYYY-MM-DD HH:MM:SS`, `YYYY-MM-DD HH-AM` (12-hour clock), unpadded hours, missing
   seconds, `/` separators, `31-08-2021 23:00`, `08/31/2021 11:00 PM`, `06-12-21` plus a time
   column; anything else is unparseable_date.
-Other quirks of real files (see /work/shared/data/README.md):
+Other quirks of real files (see the README of the shared data directory):
 - `NULL` trade counts: missing data. The prices may be fine, but the row is not a complete
   candle, and the issue wants such rows quarantined with their reason (missing_trade_count)
   rather than loaded as if clean. `allow_missing_trades=True` loads them with trades=NULL
@@ -263,7 +263,22 @@ def import_cdd_csv(path: str | Path, *, symbols=None, allow_missing_trades: bool
     cols = _columns(header)
     rows = _first_pass(data, cols, progress)
     notes: list[str] = []
+    file_symbol, volumes = _decide_symbol(rows, cols, name_symbol, symbol, notes)
+    order = _decide_order(rows, notes)
+    timed = _second_pass(rows, cols, file_symbol, order)
+    interval, note = layout.decide_interval((t.open_time for t in timed.values()), name_interval)
+    if interval is None:
+        raise ImportRefused(f"no interval: {note}")
+    notes += [note] if note else []
+    _check_sequence(rows, timed, cols, interval)
+    parsed, rejections = _third_pass(rows, timed, cols, volumes, file_symbol, interval, source, progress)
+    return finish(len(rows), parsed, rejections, symbols=symbols, allow_missing_trades=allow_missing_trades,
+                  notes=notes, symbol=file_symbol, interval=interval)
 
+
+def _decide_symbol(rows: list[_Row], cols: _Columns, name_symbol: str | None, symbol: str | None,
+                   notes: list[str]) -> tuple[str, tuple[int, int]]:
+    """(the file's symbol, its volume columns), from its rows, its name and what the user states."""
     try:
         file_symbol, note = layout.decide_symbol(
             (r.fields[cols.pos["symbol"]] for r in rows if r.fields), lambda s: cols.volume_columns(s) is not None,
@@ -274,8 +289,12 @@ def import_cdd_csv(path: str | Path, *, symbols=None, allow_missing_trades: bool
     volumes = cols.volume_columns(file_symbol)
     if volumes is None:  # decide_symbol only returns a symbol the header's volume columns fit
         raise ImportRefused(f"the header's volume columns don't fit {file_symbol}")
-    order = _decide_order(rows, notes)
+    return file_symbol, volumes
 
+
+def _second_pass(rows: list[_Row], cols: _Columns, file_symbol: str, order: str | None) -> dict[int, _Timed]:
+    """Each readable row's symbol checked and open time decided: {row index: _Timed}; the others
+    get their error."""
     timed: dict[int, _Timed] = {}  # by row index: the rows without error from here on
     for i, row in enumerate(rows):
         fields = row.fields
@@ -295,13 +314,13 @@ def import_cdd_csv(path: str | Path, *, symbols=None, allow_missing_trades: bool
             timed[i] = _Timed(i, fields, unix, date, open_time, from_date)
         except CandleFormatError as exc:
             row.error = exc
+    return timed
 
-    interval, note = layout.decide_interval((t.open_time for t in timed.values()), name_interval)
-    if interval is None:
-        raise ImportRefused(f"no interval: {note}")
-    notes += [note] if note else []
-    _check_sequence(rows, timed, cols, interval)
 
+def _third_pass(rows: list[_Row], timed: dict[int, _Timed], cols: _Columns, volumes: tuple[int, int],
+                file_symbol: str, interval: str, source: str,
+                progress: Progress | None) -> tuple[list[tuple[Candle, str]], list[Rejection]]:
+    """(candles with their raw lines, rejections): every row parsed or quarantined with its error."""
     parsed: list[tuple[Candle, str]] = []
     rejections: list[Rejection] = []
     for i, row in enumerate(rows):
@@ -314,8 +333,7 @@ def import_cdd_csv(path: str | Path, *, symbols=None, allow_missing_trades: bool
             parsed.append((_candle(t.fields, cols, volumes, file_symbol, interval, t.open_time, source), row.raw))
         except CandleFormatError as exc:
             rejections.append(reject(exc.reason, exc.detail, row.raw, source, file_symbol, interval, row.open_time))
-    return finish(len(rows), parsed, rejections, symbols=symbols, allow_missing_trades=allow_missing_trades,
-                  notes=notes, symbol=file_symbol, interval=interval)
+    return parsed, rejections
 
 
 def _check_sequence(rows: list[_Row], timed: dict[int, _Timed], cols: _Columns, interval: str) -> None:

@@ -9,19 +9,17 @@ snapshots byte for byte. Rejected rows go to ops.quarantine with their reason.
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime, timezone
 from pathlib import Path
 
 from cryptoflow import landing
 from cryptoflow.importers.common import ImportResult
+from cryptoflow.times import datetime_from_ms, utc_ms
 
 
 def month_window(ms: int) -> tuple[int, int]:
     """[first ms of the UTC month holding `ms`, first ms of the next month)."""
-    t = datetime.fromtimestamp(ms / 1000, timezone.utc)
-    start = datetime(t.year, t.month, 1, tzinfo=timezone.utc)
-    end = datetime(t.year + (t.month == 12), t.month % 12 + 1, 1, tzinfo=timezone.utc)
-    return int(start.timestamp() * 1000), int(end.timestamp() * 1000)
+    t = datetime_from_ms(ms)
+    return utc_ms(t.year, t.month, 1), utc_ms(t.year + (t.month == 12), t.month % 12 + 1, 1)
 
 
 def land(result: ImportResult, landing_uri: str, name: str) -> list[str]:

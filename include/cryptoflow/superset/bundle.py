@@ -102,6 +102,22 @@ def placeholder_id(chart: str) -> int:
 
 def dashboard_doc(slug: str) -> dict:
     title, rows, filters = DASHBOARDS[slug]
+    return {
+        "dashboard_title": title, "description": None, "css": "", "slug": slug, "certified_by": None,
+        "certification_details": None, "published": True, "uuid": uid("dashboard", slug),
+        "position": _dashboard_position(title, rows),
+        "metadata": {"native_filter_configuration": _native_filters(slug, filters), "color_scheme": "supersetColors",
+                     "refresh_frequency": 0, "expanded_slices": {}, "label_colors": {}, "shared_label_colors": [],
+                     "timed_refresh_immune_slices": [], "cross_filters_enabled": False, "default_filters": "{}",
+                     "chart_configuration": {},
+                     "global_chart_configuration": {"scope": {"rootPath": ["ROOT_ID"], "excluded": []},
+                                                    "chartsInScope": []}},
+        "version": VERSION,
+    }
+
+
+def _dashboard_position(title: str, rows) -> dict:
+    """The dashboard's layout: a header, then each row's charts and markdown blocks in order."""
     position: dict = {
         "DASHBOARD_VERSION_KEY": "v2",
         "ROOT_ID": {"type": "ROOT", "id": "ROOT_ID", "children": ["GRID_ID"]},
@@ -126,13 +142,18 @@ def dashboard_doc(slug: str) -> dict:
                                      "meta": {"chartId": placeholder_id(item), "uuid": uid("chart", item),
                                               "sliceName": item, "width": width, "height": height}}
             position[row_id]["children"].append(item_id)
+    return position
+
+
+def _native_filters(slug: str, filters) -> list[dict]:
+    """The dashboard's native filters (time range, or a column's values with its default)."""
     native = []
     for f in filters:
         fid = "NATIVE_FILTER-" + uid("filter", f"{slug}/{f['name']}")[:13]
         if f["filterType"] == "filter_time":
             default = {"extraFormData": {"time_range": f["default"]}, "filterState": {"value": f["default"]},
                        "ownState": {}}
-            targets = [{}]
+            targets: list[dict] = [{}]
             control = {}
         else:
             default = {"extraFormData": {}, "filterState": {}, "ownState": {}}
@@ -147,17 +168,7 @@ def dashboard_doc(slug: str) -> dict:
             "scope": {"rootPath": ["ROOT_ID"], "excluded": [placeholder_id(c) for c in f.get("exclude", ())]},
             "description": "",
         })
-    return {
-        "dashboard_title": title, "description": None, "css": "", "slug": slug, "certified_by": None,
-        "certification_details": None, "published": True, "uuid": uid("dashboard", slug), "position": position,
-        "metadata": {"native_filter_configuration": native, "color_scheme": "supersetColors",
-                     "refresh_frequency": 0, "expanded_slices": {}, "label_colors": {}, "shared_label_colors": [],
-                     "timed_refresh_immune_slices": [], "cross_filters_enabled": False, "default_filters": "{}",
-                     "chart_configuration": {},
-                     "global_chart_configuration": {"scope": {"rootPath": ["ROOT_ID"], "excluded": []},
-                                                    "chartsInScope": []}},
-        "version": VERSION,
-    }
+    return native
 
 
 def file_name(name: str) -> str:

@@ -97,9 +97,8 @@ CORRELATION = dataset(
 # half-built hour draws its forecast and scores nothing. The candle decides, not the stored
 # actual_close, whoever wrote that: one rule for every row. The join is in FROM, once per row, and
 # prices become float8 once, inside it: Superset inlines this SQL and repeats each column's
-# expression in every metric using it (with a join or subquery in those expressions, a year took
-# seconds). A year of both kinds for ten coins (175k forecasts) aggregates in ~0.3 s; time and coin
-# filters reach the predictions before the join.
+# expression in every metric using it (a join or subquery in those expressions would then run once
+# per metric). Time and coin filters reach the predictions before the join.
 FORECASTS = dataset(
     "forecast_vs_actual",
     _sql("forecast_vs_actual"),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,8 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import requests
 
 from cryptoflow.superset import bundle
+
+log = logging.getLogger(__name__)
 
 ROOT = "cryptoflow_assets"
 
@@ -115,7 +118,7 @@ def existing_database_uuid(s: requests.Session, url: str) -> str | None:
     return detail.json()["result"].get("uuid") if detail.status_code == 200 else None
 
 
-def import_bundle(target: Target, reader_dsn: str, assets_dir: Path, log=print) -> dict[str, int]:
+def import_bundle(target: Target, reader_dsn: str, assets_dir: Path) -> dict[str, int]:
     """Import (create or overwrite) every object of the bundle; returns the count per kind."""
     files = read_assets(assets_dir)
     masked, password = superset_uri(reader_dsn)
@@ -132,12 +135,12 @@ def import_bundle(target: Target, reader_dsn: str, assets_dir: Path, log=print) 
         raise BundleImportError(f"Superset refused the bundle: HTTP {res.status_code} {res.text[:2000]}")
     counts = {kind: sum(1 for rel in files if rel.startswith(kind + "/"))
               for kind in ("databases", "datasets", "charts", "dashboards")}
-    log("superset: imported " + ", ".join(f"{n} {kind}" for kind, n in counts.items())
-        + f" from {assets_dir} (database user {urlsplit(masked).username})")
+    log.info("superset: imported %s from %s (database user %s)",
+             ", ".join(f"{n} {kind}" for kind, n in counts.items()), assets_dir, urlsplit(masked).username)
     return counts
 
 
-def run(settings, default_url: str, log=print) -> dict[str, int]:
+def run(settings, default_url: str) -> dict[str, int]:
     """Import into the Superset at SUPERSET_URL, else `default_url` (the local stack's address:
     the caller knows it, this module knows no stack).
 
@@ -157,4 +160,4 @@ def run(settings, default_url: str, log=print) -> dict[str, int]:
                 f"no Superset admin password: set SUPERSET_ADMIN_PASSWORD or run `cryptoflow up` first "
                 f"(it generates {settings.credentials_file})")
     return import_bundle(Target(url.rstrip("/"), "admin", password), settings.warehouse_reader_dsn,
-                         settings.home / bundle.ASSETS_DIR, log)
+                         settings.home / bundle.ASSETS_DIR)

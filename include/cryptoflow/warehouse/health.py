@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import psycopg
 
@@ -28,7 +28,7 @@ def freshness(conn: psycopg.Connection, symbols, interval: str, run_id: str,
               max_age: timedelta = timedelta(minutes=30)) -> dict[str, float | None]:
     """Age in minutes of each symbol's newest candle of `interval`; one data-quality result per symbol."""
     now = db.utcnow()
-    rows = dict(conn.execute(
+    rows: dict[str, datetime] = dict(conn.execute(
         "SELECT symbol, max(open_time) FROM market.candles WHERE interval = %s AND symbol = ANY(%s) GROUP BY symbol",
         (interval, list(symbols)),
     ).fetchall())

@@ -10,6 +10,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import psycopg
 
@@ -52,7 +53,7 @@ def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
 def applied(conn: psycopg.Connection) -> dict[int, str]:
     with conn.cursor() as cur:
         cur.execute("SELECT to_regclass('public.schema_migrations') IS NOT NULL")
-        if not cur.fetchone()[0]:
+        if not cast(tuple, cur.fetchone())[0]:  # a SELECT without FROM: always one row
             return {}
         cur.execute("SELECT version, checksum FROM public.schema_migrations")
         return dict(cur.fetchall())

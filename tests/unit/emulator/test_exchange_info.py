@@ -3,9 +3,7 @@ and the REST client's and the Airflow hook's tick_sizes over a stubbed answer.""
 
 from __future__ import annotations
 
-import sys
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from hypothesis import given, strategies as st
@@ -114,11 +112,9 @@ def test_client_tick_sizes_refuses_incomplete_answers(body):
 
 
 def test_hook_tick_sizes_default_to_the_configured_symbols(monkeypatch):
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[4] / "plugins"))
     monkeypatch.delenv("AIRFLOW_CONN_BINANCE_DEFAULT", raising=False)
     monkeypatch.setenv("CRYPTOFLOW_SYMBOLS", "BTCUSDT,ADAUSDT")
-    sys.modules.pop("binance_hook", None)
-    from binance_hook import BinanceHook
+    from cryptoflow.airflow.hooks import BinanceHook
 
     session = _Session({"symbols": [_entry("BTCUSDT", "0.01000000"), _entry("ADAUSDT", "0.00010000")]})
     hook = BinanceHook(session=session)

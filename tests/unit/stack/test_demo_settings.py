@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 import binance_emulator as replay
@@ -17,12 +19,12 @@ def test_symbols_with_history_reads_file_names(tmp_path):
     assert replay.symbols_with_history([tmp_path]) == {"BTCUSDT", "ETHUSDT"}
 
 
-def test_replay_demo_leaves_out_coins_without_history(tmp_path):
+def test_replay_demo_leaves_out_coins_without_history(tmp_path, caplog):
     (tmp_path / "Binance_BTCUSDT_1h.csv").write_text("")
     (tmp_path / "Binance_SOLUSDT_1h.csv").write_text("")
-    said: list[str] = []
-    settings = demo.demo_settings({"CRYPTOFLOW_BINANCE_MODE": "replay", "CRYPTOFLOW_REPLAY_DATA": str(tmp_path)},
-                                  log=said.append)
+    with caplog.at_level(logging.INFO, logger=demo.__name__):
+        settings = demo.demo_settings({"CRYPTOFLOW_BINANCE_MODE": "replay", "CRYPTOFLOW_REPLAY_DATA": str(tmp_path)})
+    said = [r.getMessage() for r in caplog.records if r.name == demo.__name__]
     assert settings.symbols == ("BTCUSDT", "SOLUSDT")
     assert settings.binance_mode == "replay"
     assert any("POLUSDT" in line and "left out" in line for line in said)
@@ -31,17 +33,15 @@ def test_replay_demo_leaves_out_coins_without_history(tmp_path):
 def test_a_replay_demo_without_history_says_where_it_looked(tmp_path):
     # A clone without ../shared beside it: the error names the directory and the setting to change.
     with pytest.raises(SystemExit, match=f"no replay history .* in {tmp_path}/cryptodatadownload;.*CRYPTOFLOW_SHARED_DATA"):
-        demo.demo_settings({"CRYPTOFLOW_BINANCE_MODE": "replay", "CRYPTOFLOW_SHARED_DATA": str(tmp_path)},
-                           log=lambda _: None)
+        demo.demo_settings({"CRYPTOFLOW_BINANCE_MODE": "replay", "CRYPTOFLOW_SHARED_DATA": str(tmp_path)})
 
 
 def test_explicit_symbols_and_live_mode_are_kept(tmp_path):
     (tmp_path / "Binance_BTCUSDT_1h.csv").write_text("")
     explicit = demo.demo_settings({"CRYPTOFLOW_BINANCE_MODE": "replay", "CRYPTOFLOW_REPLAY_DATA": str(tmp_path),
-                                   "CRYPTOFLOW_SYMBOLS": "BTCUSDT,ETHUSDT"}, log=lambda _: None)
+                                   "CRYPTOFLOW_SYMBOLS": "BTCUSDT,ETHUSDT"})
     assert explicit.symbols == ("BTCUSDT", "ETHUSDT")
-    live = demo.demo_settings({"CRYPTOFLOW_BINANCE_MODE": "live", "CRYPTOFLOW_REPLAY_DATA": str(tmp_path)},
-                              log=lambda _: None)
+    live = demo.demo_settings({"CRYPTOFLOW_BINANCE_MODE": "live", "CRYPTOFLOW_REPLAY_DATA": str(tmp_path)})
     assert live.symbols == tuple(DEFAULT_SYMBOLS)
 
 

@@ -6,6 +6,7 @@ workers), its pid file is lost, and the stack's environment variable still finds
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import subprocess
@@ -42,7 +43,7 @@ def _wait_for(predicate, timeout=10.0):
     return False
 
 
-def test_a_service_and_its_children_are_found_and_stopped_without_their_pid_file(state, capsys):
+def test_a_service_and_its_children_are_found_and_stopped_without_their_pid_file(state, capsys, caplog):
     pid = process.start("forking", [sys.executable, "-c", FORKING_SERVICE], dict(os.environ),
                         state / "run", state / "logs")
     assert _wait_for(lambda: len(process.stack_processes(state)) == 2)
@@ -54,8 +55,9 @@ def test_a_service_and_its_children_are_found_and_stopped_without_their_pid_file
     process.pid_file(state / "run", "forking").unlink()  # lost, as after an interrupted `up`
     assert cli.main(["status"]) == 0
     assert "(no pid file)            2 process(es) of this stack" in capsys.readouterr().out
-    stack.down(settings.load(), log=print)
-    assert "stopped 2 process(es) without a pid file: forking x2" in capsys.readouterr().out
+    with caplog.at_level(logging.INFO, logger=stack.__name__):
+        stack.down(settings.load())
+    assert "stopped 2 process(es) without a pid file: forking x2" in caplog.text
     assert process.stack_processes(state) == []
     assert not process._alive(pid)
 

@@ -302,69 +302,93 @@ class KlineStream:
         retiring_since = 0.0
         try:
             while not self._stop_event.is_set():
-                if retiring is not None and current is not None and not current.dead.is_set():
-                    waited = time.monotonic() - retiring_since
-                    gone, handed = retiring.dead.is_set(), self._handed_over(retiring, current)
-                    if gone or handed or waited > self.handover_timeout_s:
-                        if not (gone or handed):
-                            self.stats.handover_timeouts += 1
-                            log.warning("binance stream: connection %d closed after %.0f s without handing over "
-                                        "every stream (a silent stream?)", retiring.seq, waited)
-                        retiring.closing = True
-                        retiring = None
+                retiring = self._settle_handover(retiring, retiring_since, current)
                 if current is not None and current.dead.is_set():
-                    self.stats.disconnects += 1
-                    self._event("disconnected", current.reason)
-                    log.warning("binance stream connection %d ended: %s", current.seq, current.reason)
-                    if current.got_data:
-                        attempt = 0
-                    prompt = current.replace
-                    current = None
-                    if retiring is not None and not retiring.dead.is_set():
-                        # The replacement died before taking over: the old one still reads; keep it
-                        # and try the replacement again after the backoff.
-                        current, retiring = retiring, None
-                        current.opened = time.monotonic() - self.rotate_after_s + self._backoff(attempt)
-                        attempt += 1
+                    current, retiring, attempt, then = self._after_disconnect(current, retiring, attempt)
+                    if then == "break":
+                        break
+                    if then == "continue":
                         continue
-                    retiring = None
-                    if not prompt:
-                        if self._stop_event.wait(self._backoff(attempt)):
-                            break
-                        attempt += 1
                 if current is None:
-                    current, retry_after = self._open()
-                    if current is None:
-                        delay = max(self._backoff(attempt), retry_after)
-                        attempt += 1
-                        self._stop_event.wait(delay)
+                    current, attempt = self._connect(attempt)
                     continue
                 if retiring is None and (current.replace or time.monotonic() - current.opened > self.rotate_after_s):
-                    why = "server_shutdown" if current.replace else "rotating"
-                    if why == "rotating":
-                        self.stats.rotations += 1
-                    self._event(why, f"replacing connection {current.seq}")
-                    new, retry_after = self._open()
-                    if new is not None:
-                        # make-before-break: the old one reads on until the new one took over
-                        retiring, retiring_since, current = current, time.monotonic(), new
-                    else:
-                        # Keep the old one as long as it lives; try again after the backoff.
-                        current.replace = False
-                        current.opened = time.monotonic() - self.rotate_after_s + max(self._backoff(attempt), retry_after)
-                        attempt += 1
+                    current, retiring, retiring_since, attempt = self._replace(current, retiring_since, attempt)
                     continue
                 self._wake.wait(self.poll_s)
                 self._wake.clear()
                 self._conns = [c for c in self._conns if not c.dead.is_set() or c is current or c is retiring]
         finally:
-            for c in self._conns:
-                c.closing = True
-            for c in self._conns:
-                c.thread.join(self.poll_s + 2.0)
-            self._conns = []
+            self._close_all()
         if self._fatal is not None:
             raise self._fatal
+
+    def _settle_handover(self, retiring: _Connection | None, retiring_since: float,
+                         current: _Connection | None) -> _Connection | None:
+        """`retiring`, or None (it is told to close) once the live `current` took over from it, it
+        died, or the handover timed out."""
+        if retiring is not None and current is not None and not current.dead.is_set():
+            waited = time.monotonic() - retiring_since
+            gone, handed = retiring.dead.is_set(), self._handed_over(retiring, current)
+            if gone or handed or waited > self.handover_timeout_s:
+                if not (gone or handed):
+                    self.stats.handover_timeouts += 1
+                    log.warning("binance stream: connection %d closed after %.0f s without handing over "
+                                "every stream (a silent stream?)", retiring.seq, waited)
+                retiring.closing = True
+                retiring = None
+        return retiring
+
+    def _after_disconnect(self, current: _Connection, retiring: _Connection | None, attempt: int):
+        """`current` died: (current, retiring, attempt, then), `then` being what the loop does next:
+        "continue" (the old connection kept), "break" (stopped during the backoff) or None (reconnect)."""
+        self.stats.disconnects += 1
+        self._event("disconnected", current.reason)
+        log.warning("binance stream connection %d ended: %s", current.seq, current.reason)
+        if current.got_data:
+            attempt = 0
+        prompt = current.replace
+        if retiring is not None and not retiring.dead.is_set():
+            # The replacement died before taking over: the old one still reads; keep it
+            # and try the replacement again after the backoff.
+            retiring.opened = time.monotonic() - self.rotate_after_s + self._backoff(attempt)
+            return retiring, None, attempt + 1, "continue"
+        if not prompt:
+            if self._stop_event.wait(self._backoff(attempt)):
+                return None, None, attempt, "break"
+            attempt += 1
+        return None, None, attempt, None
+
+    def _connect(self, attempt: int) -> tuple[_Connection | None, int]:
+        """(a new connection, attempt), or (None, attempt + 1) after waiting out the backoff."""
+        current, retry_after = self._open()
+        if current is None:
+            delay = max(self._backoff(attempt), retry_after)
+            attempt += 1
+            self._stop_event.wait(delay)
+        return current, attempt
+
+    def _replace(self, current: _Connection, retiring_since: float, attempt: int):
+        """Rotation or a server's shutdown notice: (current, retiring, retiring_since, attempt)."""
+        why = "server_shutdown" if current.replace else "rotating"
+        if why == "rotating":
+            self.stats.rotations += 1
+        self._event(why, f"replacing connection {current.seq}")
+        new, retry_after = self._open()
+        if new is not None:
+            # make-before-break: the old one reads on until the new one took over
+            return new, current, time.monotonic(), attempt
+        # Keep the old one as long as it lives; try again after the backoff.
+        current.replace = False
+        current.opened = time.monotonic() - self.rotate_after_s + max(self._backoff(attempt), retry_after)
+        return current, None, retiring_since, attempt + 1
+
+    def _close_all(self) -> None:
+        for c in self._conns:
+            c.closing = True
+        for c in self._conns:
+            c.thread.join(self.poll_s + 2.0)
+        self._conns = []
 
     def _handed_over(self, old: _Connection, new: _Connection) -> bool:
         """Whether, on every stream, `old` delivered up to the candle `new` started with."""

@@ -1,20 +1,30 @@
-"""Airflow hook for Binance market data: the REST klines client and the stream settings.
+"""Airflow hooks of cryptoflow: Binance market data and the warehouse.
 
-Base URLs, symbols and interval come from cryptoflow.settings (CRYPTOFLOW_BINANCE_MODE=live|replay
-picks Binance or the local replay server). An Airflow connection `binance_default` (or the id
-given), if it exists, overrides the URLs, so an operator can point a deployment elsewhere without
-touching the environment:
+BinanceHook: the REST klines client and the stream settings. Base URLs, symbols and interval come
+from cryptoflow.settings (CRYPTOFLOW_BINANCE_MODE=live|replay picks Binance or the local replay
+server). An Airflow connection `binance_default` (or the id given), if it exists, overrides the
+URLs, so an operator can point a deployment elsewhere without touching the environment:
 - `host` (with `schema`/`port` if given), e.g. `https://api.binance.com`, or extra `rest_url`: REST base URL;
 - extra `ws_url`: websocket base URL;
 - extra `weight_budget`, `weight_margin`: REST weight budget (e.g. for an IP shared with other jobs).
 A missing connection is the normal case and not an error.
+
+WarehouseHook: the postgres provider's PostgresHook on `cryptoflow_warehouse`. Every DAG task
+reaches PostgreSQL through it, so an operator who edits the connection (in the UI, a secrets
+backend, or AIRFLOW_CONN_CRYPTOFLOW_WAREHOUSE) moves the tasks with it, the spark-submit ETL
+included (its job is handed the connection's DSN). The local stack defines the connection from the
+same settings the CLI reads outside Airflow (cryptoflow_stack.airflow), and docker-compose.yaml
+defines it for the distributed stack; a missing one fails the task by name.
 """
 
 from __future__ import annotations
 
 import json
 
+import psycopg
+from airflow.providers.postgres.hooks.postgres import PostgresHook
 from airflow.sdk.bases.hook import BaseHook
+from psycopg.conninfo import make_conninfo
 
 from cryptoflow import settings as settings_mod
 
@@ -130,3 +140,24 @@ class BinanceHook(BaseHook):
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class WarehouseHook(PostgresHook):
+    default_conn_name = "cryptoflow_warehouse"
+    hook_name = "cryptoflow warehouse"
+
+    def connect(self) -> psycopg.Connection:
+        """A psycopg 3 connection (the driver cryptoflow.warehouse is written for); close it with `with`."""
+        conn = self.get_conn()  # the provider's own path: IAM tokens, extras, options
+        if not isinstance(conn, psycopg.Connection):  # psycopg2 would come with SQLAlchemy 1.x
+            conn.close()
+            raise RuntimeError("the warehouse code needs psycopg 3: PostgresHook returned "
+                               f"{type(conn).__module__}.{type(conn).__name__} (is SQLAlchemy 2 installed?)")
+        return conn
+
+    def dsn(self) -> str:
+        """The connection as a libpq conninfo string: what a process outside Airflow (spark-submit) takes."""
+        c = self.connection
+        extra = {k: v for k, v in c.extra_dejson.items() if k not in self.ignored_extra_options}
+        return make_conninfo(host=c.host, port=c.port, user=c.login, password=c.password,
+                             dbname=self.database or c.schema, **extra)

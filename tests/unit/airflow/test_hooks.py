@@ -1,24 +1,18 @@
-"""The Airflow hook: URLs from cryptoflow settings, overridable by the binance_default connection."""
+"""The Binance hook: URLs from cryptoflow settings, overridable by the binance_default connection."""
 
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
 pytestmark = pytest.mark.quick
 
-PLUGINS = Path(__file__).resolve().parents[3] / "plugins"
-
 
 @pytest.fixture
 def hook_cls(monkeypatch):
-    monkeypatch.syspath_prepend(str(PLUGINS))
     monkeypatch.delenv("AIRFLOW_CONN_BINANCE_DEFAULT", raising=False)
-    sys.modules.pop("binance_hook", None)
-    from binance_hook import BinanceHook
+    from cryptoflow.airflow.hooks import BinanceHook
     return BinanceHook
 
 
