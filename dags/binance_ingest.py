@@ -30,7 +30,11 @@ from cryptoflow.assets import LANDING_SNAPSHOTS
     start_date=datetime(2017, 7, 1, tzinfo=timezone.utc),
     catchup=False,
     max_active_runs=4,
-    default_args={"retries": 3, "retry_delay": timedelta(minutes=1), "retry_exponential_backoff": True},
+    default_args={
+        "retries": 3,
+        "retry_delay": timedelta(minutes=1),
+        "retry_exponential_backoff": True,
+    },
     tags=["ingest", "binance"],
     doc_md=__doc__,
 )
@@ -47,9 +51,11 @@ def binance_ingest():
 
     @task(outlets=[LANDING_SNAPSHOTS])
     def seal_snapshot(data_interval_start=None, data_interval_end=None, dag_run=None):
-        sealed, summary = ingest_tasks.seal_snapshot(ingest_tasks.ms(data_interval_start),
-                                                     ingest_tasks.ms(data_interval_end),
-                                                     backfill=dag_run.run_type == "backfill")
+        sealed, summary = ingest_tasks.seal_snapshot(
+            ingest_tasks.ms(data_interval_start),
+            ingest_tasks.ms(data_interval_end),
+            backfill=dag_run.run_type == "backfill",
+        )
         yield Metadata(LANDING_SNAPSHOTS, sealed.as_extra())
         # Airflow's way to attach metadata to an outlet: yield Metadata, then return the XCom value.
         return summary  # noqa: B901

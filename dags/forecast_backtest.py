@@ -25,8 +25,13 @@ def _range(params) -> tuple[datetime, datetime]:
 
     start, end = parse_time(params.get("start")), parse_time(params.get("end"))
     if start is None or end is None or end <= start:
-        raise ValueError(f"params start and end (ISO times, start < end) are required, got {params}")
-    return (datetime.fromtimestamp(start / 1000, timezone.utc), datetime.fromtimestamp(end / 1000, timezone.utc))
+        raise ValueError(
+            f"params start and end (ISO times, start < end) are required, got {params}"
+        )
+    return (
+        datetime.fromtimestamp(start / 1000, timezone.utc),
+        datetime.fromtimestamp(end / 1000, timezone.utc),
+    )
 
 
 @dag(
@@ -35,8 +40,12 @@ def _range(params) -> tuple[datetime, datetime]:
     catchup=False,
     max_active_runs=1,
     params={
-        "start": Param(None, type=["null", "string"], description="first hour to backtest (ISO, UTC)"),
-        "end": Param(None, type=["null", "string"], description="end of the range (ISO, UTC), exclusive"),
+        "start": Param(
+            None, type=["null", "string"], description="first hour to backtest (ISO, UTC)"
+        ),
+        "end": Param(
+            None, type=["null", "string"], description="end of the range (ISO, UTC), exclusive"
+        ),
     },
     tags=["forecast", "backtest"],
     doc_md=__doc__,
@@ -63,8 +72,13 @@ def forecast_backtest():
         start, end = _range(params)
         report = commands.backtest([symbol], start, end)[0]
         m = report.get("metrics") or {}
-        return {"symbol": symbol, "hours_scored": report["hours_scored"], "served_by_model": report["served_by_model"],
-                "mase_served": (m.get("served") or {}).get("mase"), "skipped_hours": report.get("skipped_hours")}
+        return {
+            "symbol": symbol,
+            "hours_scored": report["hours_scored"],
+            "served_by_model": report["served_by_model"],
+            "mase_served": (m.get("served") or {}).get("mase"),
+            "skipped_hours": report.get("skipped_hours"),
+        }
 
     backtest.expand(symbol=wait_for_history())
 

@@ -49,8 +49,14 @@ def _target(data_interval_end) -> datetime:
     catchup=False,
     max_active_runs=1,
     default_args={"retries": 1, "retry_delay": timedelta(minutes=2)},
-    params={"wait_minutes": Param(WAIT_FOR_CANDLES_MINUTES, type="number", minimum=0,
-                                  description="how long to wait for every coin's hour before going on without the late ones")},
+    params={
+        "wait_minutes": Param(
+            WAIT_FOR_CANDLES_MINUTES,
+            type="number",
+            minimum=0,
+            description="how long to wait for every coin's hour before going on without the late ones",
+        )
+    },
     tags=["forecast"],
     doc_md=__doc__,
 )
@@ -72,13 +78,16 @@ def forecast_hourly():
         context = get_current_context()
         now = datetime.now(timezone.utc)
         began = context["ti"].get_first_reschedule_date(context) or now
-        waiting, over = forecast_tasks.coins_waited_for(_target(data_interval_end), began,
-                                                        float(params["wait_minutes"]), now)
+        waiting, over = forecast_tasks.coins_waited_for(
+            _target(data_interval_end), began, float(params["wait_minutes"]), now
+        )
         return PokeReturnValue(is_done=not waiting or over, xcom_value=waiting)
 
     @task
     def check_fresh(symbol: str, **context) -> dict:
-        return forecast_tasks.check_fresh(symbol, _target(context["data_interval_end"]), context["run_id"])
+        return forecast_tasks.check_fresh(
+            symbol, _target(context["data_interval_end"]), context["run_id"]
+        )
 
     @task
     def train_if_needed(symbol: str, ready: dict) -> dict:

@@ -40,10 +40,22 @@ from cryptoflow.spark import POSTGRES_JDBC_JAR, interpreter_conf
     max_active_runs=1,
     default_args={"retries": 2, "retry_delay": timedelta(minutes=1)},
     params={
-        "start": Param(None, type=["null", "string"], description="manual runs: window start (ISO, UTC)"),
-        "end": Param(None, type=["null", "string"], description="manual runs: window end (ISO, UTC), exclusive"),
-        "uris": Param(None, type=["null", "array"], description="manual runs: snapshot URIs to process (instead of start/end)"),
-        "intervals": Param(["1m"], type="array", description="manual runs: landing intervals to read"),
+        "start": Param(
+            None, type=["null", "string"], description="manual runs: window start (ISO, UTC)"
+        ),
+        "end": Param(
+            None,
+            type=["null", "string"],
+            description="manual runs: window end (ISO, UTC), exclusive",
+        ),
+        "uris": Param(
+            None,
+            type=["null", "array"],
+            description="manual runs: snapshot URIs to process (instead of start/end)",
+        ),
+        "intervals": Param(
+            ["1m"], type="array", description="manual runs: landing intervals to read"
+        ),
     },
     tags=["etl", "spark"],
     doc_md=__doc__,
@@ -63,8 +75,17 @@ def spark_etl():
         # The driver's JVM is started by spark-submit: its heap is set here (--driver-memory), since a
         # session's spark.driver.memory comes too late inside a submitted job.
         driver_memory=settings.load().spark_driver_memory,
-        application_args=["--manifest", "{{ ti.xcom_pull(task_ids='plan')['manifest'] }}", "--run-id", "{{ run_id }}"],
-        conf={"spark.sql.session.timeZone": "UTC", "spark.ui.enabled": "false", **interpreter_conf()},
+        application_args=[
+            "--manifest",
+            "{{ ti.xcom_pull(task_ids='plan')['manifest'] }}",
+            "--run-id",
+            "{{ run_id }}",
+        ],
+        conf={
+            "spark.sql.session.timeZone": "UTC",
+            "spark.ui.enabled": "false",
+            **interpreter_conf(),
+        },
     )
 
     # One mapped task, one instance per check, each named in the UI by its check (map_index_template).

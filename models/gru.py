@@ -4,8 +4,11 @@ import keras
 
 
 def build(lookback: int, n_features: int, horizon: int) -> keras.Model:
-    return keras.Sequential([
-        keras.Input(shape=(lookback, n_features)),
-        keras.layers.GRU(32),
-        keras.layers.Dense(horizon),
-    ], name="gru")
+    return keras.Sequential(
+        [
+            keras.Input(shape=(lookback, n_features)),
+            keras.layers.GRU(32),
+            keras.layers.Dense(horizon),
+        ],
+        name="gru",
+    )

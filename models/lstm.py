@@ -8,9 +8,12 @@ import keras
 
 
 def build(lookback: int, n_features: int, horizon: int) -> keras.Model:
-    return keras.Sequential([
-        keras.Input(shape=(lookback, n_features)),
-        keras.layers.LSTM(50, return_sequences=True),
-        keras.layers.LSTM(50),
-        keras.layers.Dense(horizon),
-    ], name="lstm")
+    return keras.Sequential(
+        [
+            keras.Input(shape=(lookback, n_features)),
+            keras.layers.LSTM(50, return_sequences=True),
+            keras.layers.LSTM(50),
+            keras.layers.Dense(horizon),
+        ],
+        name="lstm",
+    )

@@ -18,10 +18,16 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--manifest", required=True, help="URI of the file listing the snapshot URIs, one a line")
-    parser.add_argument("--run-id", required=True, help="Airflow run id (bookkeeping, staging names, quarantine)")
+    parser.add_argument(
+        "--manifest", required=True, help="URI of the file listing the snapshot URIs, one a line"
+    )
+    parser.add_argument(
+        "--run-id", required=True, help="Airflow run id (bookkeeping, staging names, quarantine)"
+    )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
 
     from cryptoflow.etl import job, plan
     from cryptoflow.spark import local_session

@@ -14,8 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from cryptoflow_stack.postgres import (CLUSTER_PREFIX, SCRATCH_BASE, LocalPostgres, free_port, reap_moved_clusters,
-                                       reap_orphaned_clusters)
+from cryptoflow_stack.postgres import (
+    CLUSTER_PREFIX,
+    SCRATCH_BASE,
+    LocalPostgres,
+    free_port,
+    reap_moved_clusters,
+    reap_orphaned_clusters,
+)
 from cryptoflow.settings import shared_data_dir
 from cryptoflow.warehouse.migrate import migrate
 
@@ -119,7 +125,9 @@ def airflow_db():
     import sys
 
     airflow = Path(sys.executable).parent / "airflow"
-    res = subprocess.run([str(airflow), "db", "migrate"], env=dict(os.environ), capture_output=True, text=True)
+    res = subprocess.run(
+        [str(airflow), "db", "migrate"], env=dict(os.environ), capture_output=True, text=True
+    )
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     yield _AIRFLOW_HOME
 
@@ -170,7 +178,9 @@ def pytest_sessionstart(session):
     # The stacks of earlier runs' tmp dirs (root-only, so their clusters moved) once pytest deleted them.
     for moved in reap_moved_clusters(SCRATCH_BASE):
         if reporter:
-            reporter.write_line(f"reaped the PostgreSQL cluster of a deleted test stack: {moved.describe()}")
+            reporter.write_line(
+                f"reaped the PostgreSQL cluster of a deleted test stack: {moved.describe()}"
+            )
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -38,17 +38,45 @@ def slot(n: int) -> int:
     return T0 + n * MINUTE_MS
 
 
-def landing_row(symbol="BTCUSDT", interval="1m", open_time=T0, close_time=None, open="100.5", high="101",
-                low="100", close="100.75", base_volume="2", quote_volume="201.25", taker_buy_base_volume="1",
-                taker_buy_quote_volume="100.5", trades="10", source="test", corrupt=None) -> tuple:
+def landing_row(
+    symbol="BTCUSDT",
+    interval="1m",
+    open_time=T0,
+    close_time=None,
+    open="100.5",
+    high="101",
+    low="100",
+    close="100.75",
+    base_volume="2",
+    quote_volume="201.25",
+    taker_buy_base_volume="1",
+    taker_buy_quote_volume="100.5",
+    trades="10",
+    source="test",
+    corrupt=None,
+) -> tuple:
     """A landing row of strings (close_time defaults to open_time + 1m - 1); ints are stringified."""
     if close_time is None and isinstance(open_time, int):
         close_time = open_time + INTERVAL_MS.get(interval, MINUTE_MS) - 1
-    values = dict(symbol=symbol, interval=interval, open_time=open_time, close_time=close_time, open=open,
-                  high=high, low=low, close=close, base_volume=base_volume, quote_volume=quote_volume,
-                  taker_buy_base_volume=taker_buy_base_volume, taker_buy_quote_volume=taker_buy_quote_volume,
-                  trades=trades, source=source)
-    return tuple(None if values[c] is None else str(values[c]) for c in LANDING_COLUMNS) + (corrupt,)
+    values = dict(
+        symbol=symbol,
+        interval=interval,
+        open_time=open_time,
+        close_time=close_time,
+        open=open,
+        high=high,
+        low=low,
+        close=close,
+        base_volume=base_volume,
+        quote_volume=quote_volume,
+        taker_buy_base_volume=taker_buy_base_volume,
+        taker_buy_quote_volume=taker_buy_quote_volume,
+        trades=trades,
+        source=source,
+    )
+    return tuple(None if values[c] is None else str(values[c]) for c in LANDING_COLUMNS) + (
+        corrupt,
+    )
 
 
 def landing_frame(spark, rows, *, with_corrupt: bool = True):
@@ -60,12 +88,28 @@ def landing_frame(spark, rows, *, with_corrupt: bool = True):
 
 def raw_line(row: tuple) -> str:
     """What typed_landing puts in raw_record for a landing_row (nulls as empty fields)."""
-    return ",".join("" if v is None else v for v in row[:len(LANDING_COLUMNS)])
+    return ",".join("" if v is None else v for v in row[: len(LANDING_COLUMNS)])
 
 
-def candle(symbol="BTCUSDT", interval="1m", open_time=T0, *, open="100", high="110", low="90", close="105",
-           base_volume="1", quote_volume="100", taker_buy_base_volume="0.5", taker_buy_quote_volume="50",
-           trades=10, minute_count=None, is_complete=True, source="test", close_time=None) -> tuple:
+def candle(
+    symbol="BTCUSDT",
+    interval="1m",
+    open_time=T0,
+    *,
+    open="100",
+    high="110",
+    low="90",
+    close="105",
+    base_volume="1",
+    quote_volume="100",
+    taker_buy_base_volume="0.5",
+    taker_buy_quote_volume="50",
+    trades=10,
+    minute_count=None,
+    is_complete=True,
+    source="test",
+    close_time=None,
+) -> tuple:
     """A candle-frame row in CANDLE_FRAME order; decimal fields given as strings become exact Decimals."""
     if close_time is None:
         close_time = open_time + INTERVAL_MS[interval] - 1
@@ -73,9 +117,24 @@ def candle(symbol="BTCUSDT", interval="1m", open_time=T0, *, open="100", high="1
     def dec(v):
         return None if v is None else D(v)
 
-    return (symbol, interval, open_time, close_time, dec(open), dec(high), dec(low), dec(close), dec(base_volume),
-            dec(quote_volume), dec(taker_buy_base_volume), dec(taker_buy_quote_volume), trades, minute_count,
-            is_complete, source)
+    return (
+        symbol,
+        interval,
+        open_time,
+        close_time,
+        dec(open),
+        dec(high),
+        dec(low),
+        dec(close),
+        dec(base_volume),
+        dec(quote_volume),
+        dec(taker_buy_base_volume),
+        dec(taker_buy_quote_volume),
+        trades,
+        minute_count,
+        is_complete,
+        source,
+    )
 
 
 def candle_frame(spark, rows):

@@ -21,14 +21,43 @@ in a background thread (tests). Everything is importable from here, as before th
 
 from binance_emulator.exchange_info import price_tick, symbol_info
 from binance_emulator.faults import Faults, Stats
-from cryptoflow.sources.files import default_data_dirs, history_files, load_history, symbols_with_history
+from cryptoflow.sources.files import (
+    default_data_dirs,
+    history_files,
+    load_history,
+    symbols_with_history,
+)
 from binance_emulator.server import ReplayServer, serve
 from binance_emulator.synthetic import (
-    HOUR_MS, MINUTE_MS, SYNTHETIC_INTERVALS, aggregate, partial, synthetic_minutes,
+    HOUR_MS,
+    MINUTE_MS,
+    SYNTHETIC_INTERVALS,
+    aggregate,
+    partial,
+    synthetic_minutes,
 )
 from binance_emulator.timeline import Timeline, anchored_timeline
 from binance_emulator.wire import kline_event, rest_row
 
-__all__ = ["ReplayServer", "Timeline", "anchored_timeline", "Faults", "Stats", "load_history", "synthetic_minutes", "aggregate",
-           "partial", "kline_event", "rest_row", "serve", "default_data_dirs", "SYNTHETIC_INTERVALS",
-           "HOUR_MS", "MINUTE_MS", "history_files", "symbols_with_history", "price_tick", "symbol_info"]
+__all__ = [
+    "ReplayServer",
+    "Timeline",
+    "anchored_timeline",
+    "Faults",
+    "Stats",
+    "load_history",
+    "synthetic_minutes",
+    "aggregate",
+    "partial",
+    "kline_event",
+    "rest_row",
+    "serve",
+    "default_data_dirs",
+    "SYNTHETIC_INTERVALS",
+    "HOUR_MS",
+    "MINUTE_MS",
+    "history_files",
+    "symbols_with_history",
+    "price_tick",
+    "symbol_info",
+]

@@ -15,21 +15,43 @@ def cmd_replay_server(args) -> int:
     from binance_emulator.server import serve
 
     # A service's log file wants times and sources: replaces the plain console format `main` set.
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
-    serve(settings_mod.load(), data_dirs=args.data or None, speed=args.speed,
-          shift_to_present=not args.original_times, play_hours=args.play_hours, port=args.port,
-          host=args.host, anchor_file=Path(args.anchor_file) if args.anchor_file else None)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
+    )
+    serve(
+        settings_mod.load(),
+        data_dirs=args.data or None,
+        speed=args.speed,
+        shift_to_present=not args.original_times,
+        play_hours=args.play_hours,
+        port=args.port,
+        host=args.host,
+        anchor_file=Path(args.anchor_file) if args.anchor_file else None,
+    )
     return 0
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", action="append", metavar="DIR",
-                   help="directory of candle files (default: CRYPTOFLOW_REPLAY_DATA or ../shared/data/cryptodatadownload)")
+    p.add_argument(
+        "--data",
+        action="append",
+        metavar="DIR",
+        help="directory of candle files (default: CRYPTOFLOW_REPLAY_DATA or ../shared/data/cryptodatadownload)",
+    )
     p.add_argument("--speed", type=float, default=1.0, help="replay speed factor (1 = real time)")
-    p.add_argument("--play-hours", type=float, default=24.0, help="hours of history played before reaching now")
-    p.add_argument("--original-times", action="store_true", help="serve the original timestamps (no shift to now)")
-    p.add_argument("--anchor-file", metavar="PATH",
-                   help="keep the timeline across restarts (real time only): recorded on the first start, reused after")
+    p.add_argument(
+        "--play-hours", type=float, default=24.0, help="hours of history played before reaching now"
+    )
+    p.add_argument(
+        "--original-times",
+        action="store_true",
+        help="serve the original timestamps (no shift to now)",
+    )
+    p.add_argument(
+        "--anchor-file",
+        metavar="PATH",
+        help="keep the timeline across restarts (real time only): recorded on the first start, reused after",
+    )
     p.add_argument("--port", type=int, help="port (default CRYPTOFLOW_REPLAY_PORT)")
     p.add_argument("--host", help="bind address (default CRYPTOFLOW_BIND_HOST, loopback)")
 

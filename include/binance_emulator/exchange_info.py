@@ -81,25 +81,62 @@ def symbol_info(symbol: str, tick: Decimal, highest: Decimal | None) -> dict:
     """One entry of exchangeInfo's `symbols`."""
     base, quote = split_symbol(symbol)
     return {
-        "symbol": symbol, "status": "TRADING", "baseAsset": base, "baseAssetPrecision": PRECISION,
-        "quoteAsset": quote, "quotePrecision": PRECISION, "quoteAssetPrecision": PRECISION,
-        "filters": [{"filterType": "PRICE_FILTER", "minPrice": _fmt(tick), "maxPrice": _fmt(max_price(highest)),
-                     "tickSize": _fmt(tick)}],
+        "symbol": symbol,
+        "status": "TRADING",
+        "baseAsset": base,
+        "baseAssetPrecision": PRECISION,
+        "quoteAsset": quote,
+        "quotePrecision": PRECISION,
+        "quoteAssetPrecision": PRECISION,
+        "filters": [
+            {
+                "filterType": "PRICE_FILTER",
+                "minPrice": _fmt(tick),
+                "maxPrice": _fmt(max_price(highest)),
+                "tickSize": _fmt(tick),
+            }
+        ],
     }
 
 
 def rate_limits(weight_budget: int, weight_window_s: float) -> list[dict]:
     """exchangeInfo's `rateLimits`: the request-weight budget the server enforces."""
     window = int(weight_window_s)
-    interval, num = ("MINUTE", window // 60) if window >= 60 and window % 60 == 0 else ("SECOND", max(1, window))
-    return [{"rateLimitType": "REQUEST_WEIGHT", "interval": interval, "intervalNum": num, "limit": weight_budget}]
+    interval, num = (
+        ("MINUTE", window // 60)
+        if window >= 60 and window % 60 == 0
+        else ("SECOND", max(1, window))
+    )
+    return [
+        {
+            "rateLimitType": "REQUEST_WEIGHT",
+            "interval": interval,
+            "intervalNum": num,
+            "limit": weight_budget,
+        }
+    ]
 
 
-def exchange_info(entries: list[dict], server_time_ms: int, weight_budget: int, weight_window_s: float) -> dict:
+def exchange_info(
+    entries: list[dict], server_time_ms: int, weight_budget: int, weight_window_s: float
+) -> dict:
     """The whole exchangeInfo answer for `entries` (symbol_info dicts)."""
-    return {"timezone": "UTC", "serverTime": server_time_ms, "rateLimits": rate_limits(weight_budget, weight_window_s),
-            "exchangeFilters": [], "symbols": entries}
+    return {
+        "timezone": "UTC",
+        "serverTime": server_time_ms,
+        "rateLimits": rate_limits(weight_budget, weight_window_s),
+        "exchangeFilters": [],
+        "symbols": entries,
+    }
 
 
-__all__ = ["MIN_TICK", "MAX_TICK", "price_tick", "max_price", "split_symbol", "symbol_info", "rate_limits",
-           "exchange_info"]
+__all__ = [
+    "MIN_TICK",
+    "MAX_TICK",
+    "price_tick",
+    "max_price",
+    "split_symbol",
+    "symbol_info",
+    "rate_limits",
+    "exchange_info",
+]

@@ -89,20 +89,22 @@ class Faults:
 
     def server_shutdown(self, grace_s: float = 1.0) -> int:
         """Send serverShutdown on every connection, close them `grace_s` later. Returns how many."""
-        return self._server._call(lambda: self._server._shutdown_all(grace_s)) if self._server else 0
+        return (
+            self._server._call(lambda: self._server._shutdown_all(grace_s)) if self._server else 0
+        )
 
 
 @dataclass
 class Stats:
-    connections: int = 0            # accepted websocket connections
-    refused_connections: int = 0    # handshakes refused over the connection-attempt limit
+    connections: int = 0  # accepted websocket connections
+    refused_connections: int = 0  # handshakes refused over the connection-attempt limit
     active: int = 0
-    messages: int = 0               # data frames sent (kline updates, events, malformed)
-    closing_updates: int = 0        # x=true updates sent (including injected duplicates)
+    messages: int = 0  # data frames sent (kline updates, events, malformed)
+    closing_updates: int = 0  # x=true updates sent (including injected duplicates)
     pings: int = 0
-    pongs: int = 0                  # pongs received that matched a ping's payload
+    pongs: int = 0  # pongs received that matched a ping's payload
     pong_timeouts: int = 0
-    incoming: int = 0               # data frames received from clients
+    incoming: int = 0  # data frames received from clients
     rest_requests: int = 0
     rest_status: dict = field(default_factory=dict)
     sent_log: dict = field(default_factory=dict)  # connection id -> [text] when record_sent

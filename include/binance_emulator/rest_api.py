@@ -72,33 +72,53 @@ class RestApi:
                 self._weight_window, self._weight_used, self._refusals = window, 0, 0
             window_end = (window + 1) * self.weight_window_s
             if now < self._banned_until:
-                return 418, {"Retry-After": str(math.ceil(self._banned_until - now)),
-                             "X-MBX-USED-WEIGHT-1M": str(self._weight_used)}
+                return 418, {
+                    "Retry-After": str(math.ceil(self._banned_until - now)),
+                    "X-MBX-USED-WEIGHT-1M": str(self._weight_used),
+                }
             if self._weight_used + weight > self.weight_budget:
                 self._refusals += 1
                 if self._refusals > self.ban_after_refusals:
                     # Binance: "repeatedly violating rate limits ... will result in an automated IP
                     # ban (HTTP 418)", scaling from 2 minutes up to 3 days for repeat offenders.
-                    ban = self.ban_s * 2 ** self._bans
+                    ban = self.ban_s * 2**self._bans
                     self._bans += 1
                     self._banned_until = now + ban
-                    return 418, {"Retry-After": str(math.ceil(ban)), "X-MBX-USED-WEIGHT-1M": str(self._weight_used)}
-                return 429, {"Retry-After": str(max(1, math.ceil(window_end - now))),
-                             "X-MBX-USED-WEIGHT-1M": str(self._weight_used)}
+                    return 418, {
+                        "Retry-After": str(math.ceil(ban)),
+                        "X-MBX-USED-WEIGHT-1M": str(self._weight_used),
+                    }
+                return 429, {
+                    "Retry-After": str(max(1, math.ceil(window_end - now))),
+                    "X-MBX-USED-WEIGHT-1M": str(self._weight_used),
+                }
             self._weight_used += weight
-            return None, {"X-MBX-USED-WEIGHT-1M": str(self._weight_used), "X-MBX-USED-WEIGHT": str(self._weight_used)}
+            return None, {
+                "X-MBX-USED-WEIGHT-1M": str(self._weight_used),
+                "X-MBX-USED-WEIGHT": str(self._weight_used),
+            }
 
     def _rest(self, conn, path: str, params: dict):
         self.stats.rest_requests += 1
-        weight = {"/api/v3/klines": self.klines_weight, "/api/v3/exchangeInfo": self.exchange_info_weight}.get(path, 1)
+        weight = {
+            "/api/v3/klines": self.klines_weight,
+            "/api/v3/exchangeInfo": self.exchange_info_weight,
+        }.get(path, 1)
         forced = self.faults.take_rest()
         if forced is not None:
             return self._injected_error(conn, *forced)
         refused, headers = self._charge(weight)
         if refused:
-            return self._json(conn, refused, {"code": -1003, "msg": "Too much request weight used; "
-                                              "current limit is %d request weight per window." % self.weight_budget},
-                              headers)
+            return self._json(
+                conn,
+                refused,
+                {
+                    "code": -1003,
+                    "msg": "Too much request weight used; "
+                    "current limit is %d request weight per window." % self.weight_budget,
+                },
+                headers,
+            )
         now_ms = self.timeline.now_ms()
         if path == "/api/v3/ping":
             return self._json(conn, 200, {}, headers)
@@ -115,8 +135,12 @@ class RestApi:
         headers = {"X-MBX-USED-WEIGHT-1M": str(self._weight_used)}
         if retry_after is not None:
             headers["Retry-After"] = str(math.ceil(retry_after))
-        msg = {429: "Too many requests.", 418: "IP banned (injected)."}.get(status, "Injected server error.")
-        return self._json(conn, status, {"code": -1003 if status in (418, 429) else -1000, "msg": msg}, headers)
+        msg = {429: "Too many requests.", 418: "IP banned (injected)."}.get(
+            status, "Injected server error."
+        )
+        return self._json(
+            conn, status, {"code": -1003 if status in (418, 429) else -1000, "msg": msg}, headers
+        )
 
     def _klines(self, conn, params: dict, now_ms: int, headers: dict):
         """GET /api/v3/klines: its parameters checked as Binance does, then the candles up to the replay clock."""
@@ -127,7 +151,12 @@ class RestApi:
 
         symbol, interval = (one("symbol") or "").upper(), one("interval")
         if not symbol:
-            return self._json(conn, 400, {"code": -1102, "msg": "Mandatory parameter 'symbol' was not sent."}, headers)
+            return self._json(
+                conn,
+                400,
+                {"code": -1102, "msg": "Mandatory parameter 'symbol' was not sent."},
+                headers,
+            )
         if symbol not in self.known_symbols:
             return self._json(conn, 400, {"code": -1121, "msg": "Invalid symbol."}, headers)
         if interval not in INTERVAL_MS:
@@ -137,9 +166,16 @@ class RestApi:
             start = int(one("startTime")) if one("startTime") is not None else None
             end = int(one("endTime")) if one("endTime") is not None else None
         except ValueError:
-            return self._json(conn, 400, {"code": -1100, "msg": "Illegal characters found in a parameter."}, headers)
+            return self._json(
+                conn,
+                400,
+                {"code": -1100, "msg": "Illegal characters found in a parameter."},
+                headers,
+            )
         if not 1 <= limit <= 1000:
-            return self._json(conn, 400, {"code": -1130, "msg": "Invalid data sent for a parameter."}, headers)
+            return self._json(
+                conn, 400, {"code": -1130, "msg": "Invalid data sent for a parameter."}, headers
+            )
         iv = INTERVAL_MS[interval]
         upto = now_ms if end is None else min(end, now_ms)
         if start is not None:
@@ -149,7 +185,9 @@ class RestApi:
             rows = self._window(symbol, interval, None, upto, limit, oldest=False)
         out = []
         for c in rows:
-            if c.close_time >= now_ms:  # still open on the replay clock: partial, as Binance serves it
+            if (
+                c.close_time >= now_ms
+            ):  # still open on the replay clock: partial, as Binance serves it
                 c = partial(c, (now_ms - c.open_time) / iv)
             out.append(rest_row(c))
         return self._json(conn, 200, out, headers)
@@ -181,7 +219,12 @@ class RestApi:
     def _exchange_info(self, conn, params: dict, now_ms: int, headers: dict):
         symbol, symbols = params.get("symbol"), params.get("symbols")
         if symbol and symbols:
-            return self._json(conn, 400, {"code": -1128, "msg": "Combination of optional parameters invalid."}, headers)
+            return self._json(
+                conn,
+                400,
+                {"code": -1128, "msg": "Combination of optional parameters invalid."},
+                headers,
+            )
         wanted: list[str]
         if symbol:
             wanted = [symbol[-1].upper()]
@@ -191,18 +234,39 @@ class RestApi:
             except ValueError:
                 asked = None
             if not isinstance(asked, list) or not all(isinstance(s, str) and s for s in asked):
-                return self._json(conn, 400, {"code": -1100, "msg": "Illegal characters found in parameter 'symbols'; "
-                                              "legal range is a JSON array of symbols."}, headers)
+                return self._json(
+                    conn,
+                    400,
+                    {
+                        "code": -1100,
+                        "msg": "Illegal characters found in parameter 'symbols'; "
+                        "legal range is a JSON array of symbols.",
+                    },
+                    headers,
+                )
             if not asked:
-                return self._json(conn, 400, {"code": -1102, "msg": "Mandatory parameter 'symbols' was not sent, was "
-                                              "empty/null, or malformed."}, headers)
+                return self._json(
+                    conn,
+                    400,
+                    {
+                        "code": -1102,
+                        "msg": "Mandatory parameter 'symbols' was not sent, was "
+                        "empty/null, or malformed.",
+                    },
+                    headers,
+                )
             wanted = list(dict.fromkeys(s.upper() for s in asked))
         else:
             wanted = sorted(self.known_symbols)
         if any(s not in self.known_symbols for s in wanted):
             return self._json(conn, 400, {"code": -1121, "msg": "Invalid symbol."}, headers)
         entries = [symbol_info(s, *self._price_rule(s)) for s in wanted]
-        return self._json(conn, 200, exchange_info(entries, now_ms, self.weight_budget, self.weight_window_s), headers)
+        return self._json(
+            conn,
+            200,
+            exchange_info(entries, now_ms, self.weight_budget, self.weight_window_s),
+            headers,
+        )
 
     def _price_rule(self, symbol: str) -> tuple[Decimal, Decimal | None]:
         """(tick, highest price) of `symbol`'s loaded history, every interval; computed once per symbol."""

@@ -56,8 +56,8 @@ class _StreamState:
     symbol: str
     interval: str
     interval_ms: int
-    next_open: int          # open time of the next candle whose closing update is due
-    next_update: int        # replay time of the next x=false update
+    next_open: int  # open time of the next candle whose closing update is due
+    next_update: int  # replay time of the next x=false update
 
 
 @dataclass
@@ -67,7 +67,7 @@ class _Conn:
     combined: bool
     streams: dict
     opened: float
-    held: dict = field(default_factory=dict)   # stream -> closing updates held back (reorder fault)
+    held: dict = field(default_factory=dict)  # stream -> closing updates held back (reorder fault)
     shutdown_at: float | None = None
     shutdown_sent: bool = False
     closing: bool = False
@@ -77,17 +77,44 @@ class _Conn:
 class ReplayServer(RestApi):
     """The replay server; `start()` runs it in a background thread, `run_forever()` in this one."""
 
-    def __init__(self, history: dict[tuple[str, str], list[Candle]] | Timeline, *, host: str = "127.0.0.1",
-                 port: int = 0, speed: float = 60.0, shift_to_present: bool = True, play_hours: float = 24.0,
-                 start_ms: int | None = None, symbols: Iterable[str] | None = None,
-                 update_interval_ms: int = 2000, ping_interval_s: float = 20.0, pong_timeout_s: float = 60.0,
-                 max_connection_age_s: float = 24 * 3600, max_incoming_per_s: int = 5,
-                 max_connects: int = 300, connect_window_s: float = 300.0,
-                 weight_budget: int = 6000, weight_window_s: float = 60.0, klines_weight: int = 2,
-                 exchange_info_weight: int = 20, ban_after_refusals: int = 5, ban_s: float = 120.0, record_sent: bool = False,
-                 tick_s: float | None = None):
-        self.timeline = history if isinstance(history, Timeline) else Timeline(
-            history, speed=speed, shift_to_present=shift_to_present, play_hours=play_hours, start_ms=start_ms)
+    def __init__(
+        self,
+        history: dict[tuple[str, str], list[Candle]] | Timeline,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        speed: float = 60.0,
+        shift_to_present: bool = True,
+        play_hours: float = 24.0,
+        start_ms: int | None = None,
+        symbols: Iterable[str] | None = None,
+        update_interval_ms: int = 2000,
+        ping_interval_s: float = 20.0,
+        pong_timeout_s: float = 60.0,
+        max_connection_age_s: float = 24 * 3600,
+        max_incoming_per_s: int = 5,
+        max_connects: int = 300,
+        connect_window_s: float = 300.0,
+        weight_budget: int = 6000,
+        weight_window_s: float = 60.0,
+        klines_weight: int = 2,
+        exchange_info_weight: int = 20,
+        ban_after_refusals: int = 5,
+        ban_s: float = 120.0,
+        record_sent: bool = False,
+        tick_s: float | None = None,
+    ):
+        self.timeline = (
+            history
+            if isinstance(history, Timeline)
+            else Timeline(
+                history,
+                speed=speed,
+                shift_to_present=shift_to_present,
+                play_hours=play_hours,
+                start_ms=start_ms,
+            )
+        )
         self.host, self.port = host, port
         self.known_symbols = set(self.timeline.symbols) | {s.upper() for s in (symbols or ())}
         self.update_interval_ms = update_interval_ms
@@ -96,13 +123,19 @@ class ReplayServer(RestApi):
         self.max_connection_age_s = max_connection_age_s
         self.max_incoming_per_s = max_incoming_per_s
         self.max_connects, self.connect_window_s = max_connects, connect_window_s
-        self.weight_budget, self.weight_window_s, self.klines_weight = weight_budget, weight_window_s, klines_weight
+        self.weight_budget, self.weight_window_s, self.klines_weight = (
+            weight_budget,
+            weight_window_s,
+            klines_weight,
+        )
         self.exchange_info_weight = exchange_info_weight
         self.ban_after_refusals, self.ban_s = ban_after_refusals, ban_s
         self.record_sent = record_sent
         # Fast enough to send each update on time, slow enough not to spin: a quarter of the wall
         # time between updates, within [5 ms, 250 ms].
-        self.tick_s = tick_s or min(0.25, max(0.005, self.timeline.wall_seconds(update_interval_ms) / 4))
+        self.tick_s = tick_s or min(
+            0.25, max(0.005, self.timeline.wall_seconds(update_interval_ms) / 4)
+        )
         self.faults = Faults()
         self.faults._server = self
         self.stats = Stats()
@@ -168,9 +201,17 @@ class ReplayServer(RestApi):
 
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        async with ws_serve(self._handle, self.host, self.port, process_request=self._process_request,
-                            ping_interval=None, ping_timeout=None, compression=None,
-                            max_size=2 ** 16, close_timeout=2) as server:
+        async with ws_serve(
+            self._handle,
+            self.host,
+            self.port,
+            process_request=self._process_request,
+            ping_interval=None,
+            ping_timeout=None,
+            compression=None,
+            max_size=2**16,
+            close_timeout=2,
+        ) as server:
             self.port = server.sockets[0].getsockname()[1]
             self._ready.set()
             await self._stop.wait()
@@ -179,8 +220,10 @@ class ReplayServer(RestApi):
 
     def _call(self, fn):
         """Run `fn` on the server's loop from another thread and return its result."""
+
         async def wrapper():
             return fn()
+
         return asyncio.run_coroutine_threadsafe(wrapper(), self._loop).result(10)
 
     def _drop_all(self) -> int:
@@ -208,8 +251,12 @@ class ReplayServer(RestApi):
             self._connects.popleft()
         if len(self._connects) >= self.max_connects:
             self.stats.refused_connections += 1
-            return self._json(conn, 429, {"code": -1003, "msg": "Too many connection attempts."},
-                              {"Retry-After": str(math.ceil(self._connects[0] + self.connect_window_s - now))})
+            return self._json(
+                conn,
+                429,
+                {"code": -1003, "msg": "Too many connection attempts."},
+                {"Retry-After": str(math.ceil(self._connects[0] + self.connect_window_s - now))},
+            )
         self._connects.append(now)
         if path == "/stream":
             names = (parse_qs(query).get("streams") or [""])[0]
@@ -231,7 +278,9 @@ class ReplayServer(RestApi):
         if not m or m["interval"] not in INTERVAL_MS:
             return None  # other stream kinds are accepted and stay silent, as unknown symbols do
         iv = INTERVAL_MS[m["interval"]]
-        return _StreamState(name, m["symbol"].upper(), m["interval"], iv, now_ms - now_ms % iv, now_ms)
+        return _StreamState(
+            name, m["symbol"].upper(), m["interval"], iv, now_ms - now_ms % iv, now_ms
+        )
 
     async def _handle(self, ws) -> None:
         combined, names = getattr(ws, "cf_route", (True, []))
@@ -265,7 +314,9 @@ class ReplayServer(RestApi):
         st = self._stream_state(name, now_ms)
         conn.streams[name] = st
         if st is not None and self.timeline.serves(st.symbol, st.interval) is None:
-            log.warning("no %s candles for %s: stream %s stays silent", st.interval, st.symbol, name)
+            log.warning(
+                "no %s candles for %s: stream %s stays silent", st.interval, st.symbol, name
+            )
 
     async def _send(self, conn: _Conn, text: str | bytes) -> None:
         await conn.ws.send(text)
@@ -294,13 +345,17 @@ class ReplayServer(RestApi):
 
     async def _send_malformed(self, conn: _Conn, kind: int) -> None:
         name = next(iter(conn.streams), "btcusdt@kline_1m")
-        good = self._wrap(conn, name, {"e": "kline", "E": self.timeline.now_ms(), "s": "BTCUSDT", "k": {}})
+        good = self._wrap(
+            conn, name, {"e": "kline", "E": self.timeline.now_ms(), "s": "BTCUSDT", "k": {}}
+        )
         frames: list[str | bytes] = [
-            good[: len(good) // 2],                                   # truncated JSON
-            "this is not json",                                       # not JSON at all
-            json.dumps({"stream": name, "data": {"e": "kline", "k": {"t": "soon", "x": "yes"}}}),  # wrong types
-            b"\x00\x01binary\xff",                                     # a binary frame
-            json.dumps([1, 2, 3]),                                    # JSON of the wrong shape
+            good[: len(good) // 2],  # truncated JSON
+            "this is not json",  # not JSON at all
+            json.dumps(
+                {"stream": name, "data": {"e": "kline", "k": {"t": "soon", "x": "yes"}}}
+            ),  # wrong types
+            b"\x00\x01binary\xff",  # a binary frame
+            json.dumps([1, 2, 3]),  # JSON of the wrong shape
         ]
         await self._send(conn, frames[kind % len(frames)])
 
@@ -317,7 +372,10 @@ class ReplayServer(RestApi):
             if conn.shutdown_at is not None:
                 if not conn.shutdown_sent:
                     conn.shutdown_sent = True
-                    await self._send(conn, json.dumps({"event": {"e": "serverShutdown", "E": self.timeline.now_ms()}}))
+                    await self._send(
+                        conn,
+                        json.dumps({"event": {"e": "serverShutdown", "E": self.timeline.now_ms()}}),
+                    )
                 if wall >= conn.shutdown_at:
                     await conn.ws.close(1001, "server shutdown")
                     return
@@ -328,11 +386,15 @@ class ReplayServer(RestApi):
             for st in list(conn.streams.values()):
                 if st is None:
                     continue
-                for c in self.timeline.candles(st.symbol, st.interval, st.next_open, now_ms - st.interval_ms):
+                for c in self.timeline.candles(
+                    st.symbol, st.interval, st.next_open, now_ms - st.interval_ms
+                ):
                     await self._send_closing(conn, st, c, now_ms)
                     st.next_open = c.open_time + st.interval_ms
                 if now_ms >= st.next_update:
-                    st.next_update = now_ms - now_ms % self.update_interval_ms + self.update_interval_ms
+                    st.next_update = (
+                        now_ms - now_ms % self.update_interval_ms + self.update_interval_ms
+                    )
                     cur = self.timeline.candle_at(st.symbol, st.interval, now_ms)
                     if cur is not None:
                         # An update for a candle whose closing went out already can't happen: cur
@@ -399,14 +461,30 @@ class ReplayServer(RestApi):
         elif method == "LIST_SUBSCRIPTIONS":
             result = list(conn.streams)
         else:
-            await conn.ws.send(json.dumps({"error": {"code": 2, "msg": f"Invalid request: unknown method {method!r}"}, "id": rid}))
+            await conn.ws.send(
+                json.dumps(
+                    {
+                        "error": {"code": 2, "msg": f"Invalid request: unknown method {method!r}"},
+                        "id": rid,
+                    }
+                )
+            )
             return
         await conn.ws.send(json.dumps({"result": result, "id": rid}))
 
 
-def serve(settings, *, data_dirs: Iterable[str | Path] | None = None, speed: float = 60.0,
-          shift_to_present: bool = True, play_hours: float = 24.0, port: int | None = None,
-          host: str | None = None, anchor_file: Path | None = None, **server_options) -> None:
+def serve(
+    settings,
+    *,
+    data_dirs: Iterable[str | Path] | None = None,
+    speed: float = 60.0,
+    shift_to_present: bool = True,
+    play_hours: float = 24.0,
+    port: int | None = None,
+    host: str | None = None,
+    anchor_file: Path | None = None,
+    **server_options,
+) -> None:
     """Run the replay server for `settings` until SIGINT/SIGTERM (the CLI's replay-server command).
 
     `anchor_file` (real time, shifted to present only): keep the timeline across restarts
@@ -414,19 +492,40 @@ def serve(settings, *, data_dirs: Iterable[str | Path] | None = None, speed: flo
     dirs = list(data_dirs) if data_dirs else default_data_dirs(settings)
     history = load_history(dirs, settings.symbols)
     if not history:
-        raise SystemExit(f"no candle files for {', '.join(settings.symbols)} under {', '.join(map(str, dirs))}")
+        raise SystemExit(
+            f"no candle files for {', '.join(settings.symbols)} under {', '.join(map(str, dirs))}"
+        )
     if anchor_file is not None and (speed != 1.0 or not shift_to_present):
-        raise SystemExit("--anchor-file keeps a real-time (--speed 1), shifted-to-present timeline only")
-    source = anchored_timeline(history, anchor_file, play_hours=play_hours) if anchor_file is not None else history
-    server = ReplayServer(source, host=host or settings.bind_host, port=port or settings.replay_port,
-                          speed=speed, shift_to_present=shift_to_present, play_hours=play_hours,
-                          symbols=settings.symbols, **server_options)
+        raise SystemExit(
+            "--anchor-file keeps a real-time (--speed 1), shifted-to-present timeline only"
+        )
+    source = (
+        anchored_timeline(history, anchor_file, play_hours=play_hours)
+        if anchor_file is not None
+        else history
+    )
+    server = ReplayServer(
+        source,
+        host=host or settings.bind_host,
+        port=port or settings.replay_port,
+        speed=speed,
+        shift_to_present=shift_to_present,
+        play_hours=play_hours,
+        symbols=settings.symbols,
+        **server_options,
+    )
     missing = sorted(set(settings.symbols) - set(server.timeline.symbols))
     tl = server.timeline
-    log.warning("replay: %s on %s and %s; speed %gx; replay time %s .. %s%s",
-                ", ".join(tl.symbols), server.ws_url if port else f"ws://{server.host}:{server.port}",
-                server.rest_url, tl.speed, _iso(tl.start_ms), _iso(tl.end_ms),
-                f"; no history for {', '.join(missing)} (their streams stay silent)" if missing else "")
+    log.warning(
+        "replay: %s on %s and %s; speed %gx; replay time %s .. %s%s",
+        ", ".join(tl.symbols),
+        server.ws_url if port else f"ws://{server.host}:{server.port}",
+        server.rest_url,
+        tl.speed,
+        _iso(tl.start_ms),
+        _iso(tl.end_ms),
+        f"; no history for {', '.join(missing)} (their streams stay silent)" if missing else "",
+    )
 
     def stop(signum, frame):
         server.stop(timeout=0)

@@ -66,7 +66,12 @@ def _split(total: Decimal | None, weights: list[Decimal]) -> list[Decimal] | lis
 def _path_points(c: Candle) -> list[tuple[Decimal, Decimal]]:
     """(fraction, price) checkpoints of the deterministic intra-candle path."""
     first, second = (c.low, c.high) if c.close >= c.open else (c.high, c.low)
-    return [(_ZERO, c.open), (Decimal(1) / 3, first), (Decimal(2) / 3, second), (Decimal(1), c.close)]
+    return [
+        (_ZERO, c.open),
+        (Decimal(1) / 3, first),
+        (Decimal(2) / 3, second),
+        (Decimal(1), c.close),
+    ]
 
 
 def _price_at(points, frac: Decimal) -> Decimal:
@@ -116,13 +121,25 @@ def synthetic_minutes(hour: Candle) -> tuple[Candle, ...]:
     out = []
     for i in range(60):
         t = hour.open_time + i * MINUTE_MS
-        out.append(Candle(
-            symbol=hour.symbol, interval="1m", open_time=t, close_time=t + MINUTE_MS - 1,
-            open=path[i], high=max(path[i], path[i + 1]), low=min(path[i], path[i + 1]), close=path[i + 1],
-            base_volume=volumes[i], quote_volume=quotes[i], taker_buy_base_volume=tb[i], taker_buy_quote_volume=tq[i],
-            trades=None if n is None else n // 60 + (1 if i < n % 60 else 0),
-            closed=True, source="replay:synthetic",
-        ))
+        out.append(
+            Candle(
+                symbol=hour.symbol,
+                interval="1m",
+                open_time=t,
+                close_time=t + MINUTE_MS - 1,
+                open=path[i],
+                high=max(path[i], path[i + 1]),
+                low=min(path[i], path[i + 1]),
+                close=path[i + 1],
+                base_volume=volumes[i],
+                quote_volume=quotes[i],
+                taker_buy_base_volume=tb[i],
+                taker_buy_quote_volume=tq[i],
+                trades=None if n is None else n // 60 + (1 if i < n % 60 else 0),
+                closed=True,
+                source="replay:synthetic",
+            )
+        )
     return tuple(out)
 
 
@@ -135,12 +152,21 @@ def aggregate(candles: list[Candle], interval: str) -> Candle:
         return None if any(v is None for v in values) else sum(values)
 
     return Candle(
-        symbol=first.symbol, interval=interval, open_time=first.open_time,
+        symbol=first.symbol,
+        interval=interval,
+        open_time=first.open_time,
         close_time=first.open_time + INTERVAL_MS[interval] - 1,
-        open=first.open, high=max(c.high for c in candles), low=min(c.low for c in candles), close=last.close,
-        base_volume=total("base_volume"), quote_volume=total("quote_volume"),
-        taker_buy_base_volume=total("taker_buy_base_volume"), taker_buy_quote_volume=total("taker_buy_quote_volume"),
-        trades=total("trades"), closed=True, source=first.source,
+        open=first.open,
+        high=max(c.high for c in candles),
+        low=min(c.low for c in candles),
+        close=last.close,
+        base_volume=total("base_volume"),
+        quote_volume=total("quote_volume"),
+        taker_buy_base_volume=total("taker_buy_base_volume"),
+        taker_buy_quote_volume=total("taker_buy_quote_volume"),
+        trades=total("trades"),
+        closed=True,
+        source=first.source,
     )
 
 
@@ -155,10 +181,24 @@ def partial(c: Candle, frac: float) -> Candle:
         return None if v is None else (v * f).quantize(_Q8, rounding=ROUND_DOWN)
 
     return dataclasses.replace(
-        c, close=price, high=max(seen), low=min(seen), base_volume=part(c.base_volume),
-        quote_volume=part(c.quote_volume), taker_buy_base_volume=part(c.taker_buy_base_volume),
+        c,
+        close=price,
+        high=max(seen),
+        low=min(seen),
+        base_volume=part(c.base_volume),
+        quote_volume=part(c.quote_volume),
+        taker_buy_base_volume=part(c.taker_buy_base_volume),
         taker_buy_quote_volume=part(c.taker_buy_quote_volume),
-        trades=None if c.trades is None else int(c.trades * f), closed=False)
+        trades=None if c.trades is None else int(c.trades * f),
+        closed=False,
+    )
 
 
-__all__ = ["HOUR_MS", "MINUTE_MS", "SYNTHETIC_INTERVALS", "synthetic_minutes", "aggregate", "partial"]
+__all__ = [
+    "HOUR_MS",
+    "MINUTE_MS",
+    "SYNTHETIC_INTERVALS",
+    "synthetic_minutes",
+    "aggregate",
+    "partial",
+]

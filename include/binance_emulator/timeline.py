@@ -29,7 +29,13 @@ import os
 import time
 from pathlib import Path
 
-from binance_emulator.synthetic import HOUR_MS, MINUTE_MS, SYNTHETIC_INTERVALS, aggregate, synthetic_minutes
+from binance_emulator.synthetic import (
+    HOUR_MS,
+    MINUTE_MS,
+    SYNTHETIC_INTERVALS,
+    aggregate,
+    synthetic_minutes,
+)
 from cryptoflow.candles import INTERVAL_MS, Candle
 
 log = logging.getLogger(__package__)  # one logger for the whole replay
@@ -38,9 +44,17 @@ log = logging.getLogger(__package__)  # one logger for the whole replay
 class Timeline:
     """Historical candles moved onto a replay clock (see "Time" in the module docstring)."""
 
-    def __init__(self, history: dict[tuple[str, str], list[Candle]], *, speed: float = 60.0,
-                 shift_to_present: bool = True, play_hours: float = 24.0, start_ms: int | None = None,
-                 wall_start: float | None = None, shift: dict[str, int] | None = None):
+    def __init__(
+        self,
+        history: dict[tuple[str, str], list[Candle]],
+        *,
+        speed: float = 60.0,
+        shift_to_present: bool = True,
+        play_hours: float = 24.0,
+        start_ms: int | None = None,
+        wall_start: float | None = None,
+        shift: dict[str, int] | None = None,
+    ):
         if speed <= 0:
             raise ValueError("speed must be > 0")
         self.speed = float(speed)
@@ -51,14 +65,23 @@ class Timeline:
             raise ValueError("no historical candles to replay")
         wall_ms = int((time.time() if wall_start is None else wall_start) * 1000)
         span = int(play_hours * HOUR_MS)
-        ends = {s: max(_ceil(cs[-1].open_time + INTERVAL_MS[i], HOUR_MS) for (sym, i), cs in history.items() if sym == s)
-                for s in self.symbols}
+        ends = {
+            s: max(
+                _ceil(cs[-1].open_time + INTERVAL_MS[i], HOUR_MS)
+                for (sym, i), cs in history.items()
+                if sym == s
+            )
+            for s in self.symbols
+        }
         if shift_to_present:
             end = (wall_ms + int(span / self.speed)) // HOUR_MS * HOUR_MS
             # `shift`: a recorded timeline (anchored_timeline), so that a restart replays the same
             # candles at the same times instead of moving the history again.
-            self.shift = {s: shift[s] for s in self.symbols} if shift is not None else {
-                s: end - ends[s] for s in self.symbols}
+            self.shift = (
+                {s: shift[s] for s in self.symbols}
+                if shift is not None
+                else {s: end - ends[s] for s in self.symbols}
+            )
             # At 1x the feed must look live: replay time IS the wall clock (a clock floored to the
             # hour would lag by up to an hour, and the 10-minute ingest would find every window empty).
             start = wall_ms if self.speed == 1.0 else end - span
@@ -96,26 +119,35 @@ class Timeline:
         if kind is None or end_ms < start_ms:
             return []
         shift = self.shift[symbol]
-        lo, hi = start_ms - shift, end_ms - shift          # original timeline
+        lo, hi = start_ms - shift, end_ms - shift  # original timeline
         if kind == "native":
             key = (symbol, interval)
             src = self.history[key]
             opens = self._opens[key]
-            picked = src[bisect.bisect_left(opens, lo):bisect.bisect_right(opens, hi)]
+            picked = src[bisect.bisect_left(opens, lo) : bisect.bisect_right(opens, hi)]
         else:
             key = (symbol, "1h")
             hours, opens = self.history[key], self._opens[key]
             picked = []
             step = INTERVAL_MS[interval] // MINUTE_MS
-            for hour in hours[bisect.bisect_left(opens, lo - HOUR_MS + 1):bisect.bisect_right(opens, hi)]:
+            for hour in hours[
+                bisect.bisect_left(opens, lo - HOUR_MS + 1) : bisect.bisect_right(opens, hi)
+            ]:
                 minutes = synthetic_minutes(hour)
-                groups = [minutes[i:i + step] for i in range(0, 60, step)] if step > 1 else [(m,) for m in minutes]
+                groups = (
+                    [minutes[i : i + step] for i in range(0, 60, step)]
+                    if step > 1
+                    else [(m,) for m in minutes]
+                )
                 for g in groups:
                     if lo <= g[0].open_time <= hi:
                         picked.append(g[0] if step == 1 else aggregate(list(g), interval))
         if not shift:
             return list(picked)
-        return [dataclasses.replace(c, open_time=c.open_time + shift, close_time=c.close_time + shift) for c in picked]
+        return [
+            dataclasses.replace(c, open_time=c.open_time + shift, close_time=c.close_time + shift)
+            for c in picked
+        ]
 
     def candle_at(self, symbol: str, interval: str, t_ms: int) -> Candle | None:
         """The candle whose interval contains t_ms, or None (no data there)."""
@@ -130,8 +162,13 @@ def _ceil(value: int, step: int) -> int:
     return -(-value // step) * step
 
 
-def anchored_timeline(history: dict[tuple[str, str], list[Candle]], anchor_file: Path, *, play_hours: float,
-                      wall_start: float | None = None) -> Timeline:
+def anchored_timeline(
+    history: dict[tuple[str, str], list[Candle]],
+    anchor_file: Path,
+    *,
+    play_hours: float,
+    wall_start: float | None = None,
+) -> Timeline:
     """A real-time (1x), shifted-to-present Timeline whose shift survives restarts.
 
     The first start records the shift per symbol in `anchor_file`; later starts reuse it while the
@@ -148,17 +185,35 @@ def anchored_timeline(history: dict[tuple[str, str], list[Candle]], anchor_file:
     except (OSError, ValueError, KeyError, TypeError):
         recorded = None
     if isinstance(recorded, dict) and all(isinstance(recorded.get(s), int) for s in symbols):
-        tl = Timeline(history, speed=1.0, shift_to_present=True, play_hours=play_hours, wall_start=wall_start,
-                      shift=recorded)
+        tl = Timeline(
+            history,
+            speed=1.0,
+            shift_to_present=True,
+            play_hours=play_hours,
+            wall_start=wall_start,
+            shift=recorded,
+        )
         if tl.end_ms > tl.start_ms:
-            log.info("replay: the timeline recorded in %s (history until %s)", anchor_file, _iso(tl.end_ms))
+            log.info(
+                "replay: the timeline recorded in %s (history until %s)",
+                anchor_file,
+                _iso(tl.end_ms),
+            )
             return tl
-        log.warning("replay: the timeline recorded in %s ran out of history at %s: starting a new one (the "
-                    "candles stored before now will not line up with it)", anchor_file, _iso(tl.end_ms))
-    tl = Timeline(history, speed=1.0, shift_to_present=True, play_hours=play_hours, wall_start=wall_start)
+        log.warning(
+            "replay: the timeline recorded in %s ran out of history at %s: starting a new one (the "
+            "candles stored before now will not line up with it)",
+            anchor_file,
+            _iso(tl.end_ms),
+        )
+    tl = Timeline(
+        history, speed=1.0, shift_to_present=True, play_hours=play_hours, wall_start=wall_start
+    )
     anchor_file.parent.mkdir(parents=True, exist_ok=True)
     tmp = anchor_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"shift": tl.shift, "recorded_at": _iso(int(tl.start_ms))}, indent=1) + "\n")
+    tmp.write_text(
+        json.dumps({"shift": tl.shift, "recorded_at": _iso(int(tl.start_ms))}, indent=1) + "\n"
+    )
     os.replace(tmp, anchor_file)
     return tl
 

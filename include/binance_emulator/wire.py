@@ -28,18 +28,48 @@ def _trade_ids(c: Candle) -> tuple[int, int]:
 def kline_event(c: Candle, event_ms: int) -> dict:
     """The websocket kline payload for `c` (`x` is `c.closed`)."""
     f, last = _trade_ids(c)
-    return {"e": "kline", "E": event_ms, "s": c.symbol, "k": {
-        "t": c.open_time, "T": c.close_time, "s": c.symbol, "i": c.interval, "f": f, "L": last,
-        "o": _fmt(c.open), "c": _fmt(c.close), "h": _fmt(c.high), "l": _fmt(c.low),
-        "v": _fmt(c.base_volume), "n": c.trades or 0, "x": c.closed, "q": _fmt(c.quote_volume),
-        "V": _fmt(c.taker_buy_base_volume), "Q": _fmt(c.taker_buy_quote_volume), "B": "0"}}
+    return {
+        "e": "kline",
+        "E": event_ms,
+        "s": c.symbol,
+        "k": {
+            "t": c.open_time,
+            "T": c.close_time,
+            "s": c.symbol,
+            "i": c.interval,
+            "f": f,
+            "L": last,
+            "o": _fmt(c.open),
+            "c": _fmt(c.close),
+            "h": _fmt(c.high),
+            "l": _fmt(c.low),
+            "v": _fmt(c.base_volume),
+            "n": c.trades or 0,
+            "x": c.closed,
+            "q": _fmt(c.quote_volume),
+            "V": _fmt(c.taker_buy_base_volume),
+            "Q": _fmt(c.taker_buy_quote_volume),
+            "B": "0",
+        },
+    }
 
 
 def rest_row(c: Candle) -> list:
     """The 12-column REST klines row for `c`."""
-    return [c.open_time, _fmt(c.open), _fmt(c.high), _fmt(c.low), _fmt(c.close), _fmt(c.base_volume),
-            c.close_time, _fmt(c.quote_volume), c.trades or 0, _fmt(c.taker_buy_base_volume),
-            _fmt(c.taker_buy_quote_volume), "0"]
+    return [
+        c.open_time,
+        _fmt(c.open),
+        _fmt(c.high),
+        _fmt(c.low),
+        _fmt(c.close),
+        _fmt(c.base_volume),
+        c.close_time,
+        _fmt(c.quote_volume),
+        c.trades or 0,
+        _fmt(c.taker_buy_base_volume),
+        _fmt(c.taker_buy_quote_volume),
+        "0",
+    ]
 
 
 __all__ = ["kline_event", "rest_row"]

@@ -18,8 +18,12 @@ from airflow.sdk import Asset
 
 LANDING_SNAPSHOTS = Asset(name="landing_snapshots", uri="cryptoflow://landing/candles")
 # A postgres asset URI names database, schema and table.
-WAREHOUSE_CANDLES = Asset(name="warehouse_candles", uri="postgres://warehouse:5432/cryptoflow/market/candles")
-PREDICTIONS = Asset(name="predictions", uri="postgres://warehouse:5432/cryptoflow/forecast/predictions")
+WAREHOUSE_CANDLES = Asset(
+    name="warehouse_candles", uri="postgres://warehouse:5432/cryptoflow/market/candles"
+)
+PREDICTIONS = Asset(
+    name="predictions", uri="postgres://warehouse:5432/cryptoflow/forecast/predictions"
+)
 
 
 class MalformedEvent(ValueError):
@@ -36,19 +40,33 @@ class SnapshotsSealed:
     window_end_ms: int | None = None
 
     def as_extra(self) -> dict:
-        return {"uris": list(self.uris), "interval": self.interval,
-                "window_start_ms": self.window_start_ms, "window_end_ms": self.window_end_ms}
+        return {
+            "uris": list(self.uris),
+            "interval": self.interval,
+            "window_start_ms": self.window_start_ms,
+            "window_end_ms": self.window_end_ms,
+        }
 
     @classmethod
     def from_extra(cls, extra) -> SnapshotsSealed:
         extra = extra if isinstance(extra, dict) else {}
         uris = extra.get("uris")
-        if not isinstance(uris, list) or not uris or not all(isinstance(u, str) and u for u in uris):
-            raise MalformedEvent(f"a {LANDING_SNAPSHOTS.name} event names its snapshots in `uris` (a list of URIs);"
-                                 f" this one's extra is {extra!r}")
+        if (
+            not isinstance(uris, list)
+            or not uris
+            or not all(isinstance(u, str) and u for u in uris)
+        ):
+            raise MalformedEvent(
+                f"a {LANDING_SNAPSHOTS.name} event names its snapshots in `uris` (a list of URIs);"
+                f" this one's extra is {extra!r}"
+            )
         if not isinstance(extra.get("interval"), str):
-            raise MalformedEvent(f"a {LANDING_SNAPSHOTS.name} event names its `interval`; this one's extra is {extra!r}")
-        return cls(tuple(uris), extra["interval"], extra.get("window_start_ms"), extra.get("window_end_ms"))
+            raise MalformedEvent(
+                f"a {LANDING_SNAPSHOTS.name} event names its `interval`; this one's extra is {extra!r}"
+            )
+        return cls(
+            tuple(uris), extra["interval"], extra.get("window_start_ms"), extra.get("window_end_ms")
+        )
 
 
 @dataclass(frozen=True)
@@ -65,5 +83,9 @@ class CandlesLoaded:
         return sorted({key.split("/")[0] for key in self.ranges})
 
     def as_extra(self) -> dict:
-        return {"run_id": self.run_id, "symbols": self.symbols, "rows": self.rows,
-                "ranges": {key: list(span) for key, span in sorted(self.ranges.items())}}
+        return {
+            "run_id": self.run_id,
+            "symbols": self.symbols,
+            "rows": self.rows,
+            "ranges": {key: list(span) for key, span in sorted(self.ranges.items())},
+        }

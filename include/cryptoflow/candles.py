@@ -46,21 +46,33 @@ INTERVAL_MS: dict[str, int] = {
     "1w": 7 * 86_400_000,
 }
 INTERVAL_OFFSET_MS: dict[str, int] = {k: (4 * 86_400_000 if k == "1w" else 0) for k in INTERVAL_MS}
-UNSUPPORTED_INTERVALS = {"1M": "calendar-month candles have no fixed length; not supported",
-                         "1mo": "calendar-month candles have no fixed length; not supported"}
+UNSUPPORTED_INTERVALS = {
+    "1M": "calendar-month candles have no fixed length; not supported",
+    "1mo": "calendar-month candles have no fixed length; not supported",
+}
 
 # Open times outside this range are unit mistakes (seconds or microseconds read as ms), not data:
 # Binance opened in July 2017; 2100 leaves room without accepting µs values (which are ~1000x larger).
-MIN_OPEN_TIME_MS = 1_483_228_800_000   # 2017-01-01T00:00:00Z
-MAX_OPEN_TIME_MS = 4_102_444_800_000   # 2100-01-01T00:00:00Z
+MIN_OPEN_TIME_MS = 1_483_228_800_000  # 2017-01-01T00:00:00Z
+MAX_OPEN_TIME_MS = 4_102_444_800_000  # 2100-01-01T00:00:00Z
 
 # The landing format's columns, in file order (also the Candle field names, minus `closed`:
 # only closed candles are landed).
 LANDING_COLUMNS: tuple[str, ...] = (
-    "symbol", "interval", "open_time", "close_time",
-    "open", "high", "low", "close",
-    "base_volume", "quote_volume", "taker_buy_base_volume", "taker_buy_quote_volume",
-    "trades", "source",
+    "symbol",
+    "interval",
+    "open_time",
+    "close_time",
+    "open",
+    "high",
+    "low",
+    "close",
+    "base_volume",
+    "quote_volume",
+    "taker_buy_base_volume",
+    "taker_buy_quote_volume",
+    "trades",
+    "source",
 )
 # A candle as market.candles, the lake and the Spark frames hold it: the landing columns, then what
 # a rollup of minutes adds (NULL on a source candle), source last.
@@ -68,19 +80,30 @@ KEY_COLUMNS: tuple[str, ...] = ("symbol", "interval", "open_time")
 ROLLUP_COLUMNS: tuple[str, ...] = ("minute_count", "is_complete")
 CANDLE_COLUMNS: tuple[str, ...] = LANDING_COLUMNS[:-1] + ROLLUP_COLUMNS + ("source",)
 # What makes two copies of a key different candles: all but key and source (the Spark prediction and the SQL merge).
-VALUE_COLUMNS: tuple[str, ...] = tuple(c for c in CANDLE_COLUMNS if c not in KEY_COLUMNS + ("source",))
+VALUE_COLUMNS: tuple[str, ...] = tuple(
+    c for c in CANDLE_COLUMNS if c not in KEY_COLUMNS + ("source",)
+)
 PRICE_FIELDS = ("open", "high", "low", "close")
-DECIMAL_FIELDS = PRICE_FIELDS + ("base_volume", "quote_volume", "taker_buy_base_volume", "taker_buy_quote_volume")
+DECIMAL_FIELDS = PRICE_FIELDS + (
+    "base_volume",
+    "quote_volume",
+    "taker_buy_base_volume",
+    "taker_buy_quote_volume",
+)
 # Fields a candle can't exist without (the others are absent in some sources, e.g. CDD files).
-REQUIRED_FIELDS = ("symbol", "interval", "open_time", "close_time") + PRICE_FIELDS + ("base_volume", "quote_volume")
+REQUIRED_FIELDS = (
+    ("symbol", "interval", "open_time", "close_time")
+    + PRICE_FIELDS
+    + ("base_volume", "quote_volume")
+)
 
 
 @dataclass(frozen=True, slots=True)
 class Candle:
     symbol: str
     interval: str
-    open_time: int            # ms UTC
-    close_time: int           # ms UTC, Binance's: open_time + interval - 1
+    open_time: int  # ms UTC
+    close_time: int  # ms UTC, Binance's: open_time + interval - 1
     open: Decimal
     high: Decimal
     low: Decimal
@@ -100,17 +123,38 @@ class Candle:
 
     def values(self) -> tuple:
         """The values compared when deciding whether two copies of a key are the same candle."""
-        return (self.close_time, self.open, self.high, self.low, self.close, self.base_volume,
-                self.quote_volume, self.taker_buy_base_volume, self.taker_buy_quote_volume, self.trades)
+        return (
+            self.close_time,
+            self.open,
+            self.high,
+            self.low,
+            self.close,
+            self.base_volume,
+            self.quote_volume,
+            self.taker_buy_base_volume,
+            self.taker_buy_quote_volume,
+            self.trades,
+        )
 
     def landing_row(self) -> list[str]:
         """The candle as strings in LANDING_COLUMNS order (None -> empty), numbers as received."""
         tb, tq, n = self.taker_buy_base_volume, self.taker_buy_quote_volume, self.trades
-        return [self.symbol, self.interval, str(self.open_time), str(self.close_time),
-                _plain(self.open), _plain(self.high), _plain(self.low), _plain(self.close),
-                _plain(self.base_volume), _plain(self.quote_volume),
-                "" if tb is None else _plain(tb), "" if tq is None else _plain(tq),
-                "" if n is None else str(n), self.source]
+        return [
+            self.symbol,
+            self.interval,
+            str(self.open_time),
+            str(self.close_time),
+            _plain(self.open),
+            _plain(self.high),
+            _plain(self.low),
+            _plain(self.close),
+            _plain(self.base_volume),
+            _plain(self.quote_volume),
+            "" if tb is None else _plain(tb),
+            "" if tq is None else _plain(tq),
+            "" if n is None else str(n),
+            self.source,
+        ]
 
 
 def _plain(d: Decimal) -> str:
@@ -122,9 +166,9 @@ def _plain(d: Decimal) -> str:
 
 @dataclass(frozen=True)
 class Rejection:
-    reason: str                  # stable snake_case code (see REASONS)
-    detail: str                  # human-readable specifics
-    raw: str                     # the record exactly as received
+    reason: str  # stable snake_case code (see REASONS)
+    detail: str  # human-readable specifics
+    raw: str  # the record exactly as received
     source: str
     symbol: str | None = None
     interval: str | None = None
@@ -142,6 +186,7 @@ class CandleFormatError(ValueError):
 
 # ---------------------------------------------------------------------------------------------
 # The rules
+
 
 @dataclass(frozen=True)
 class Rule:
@@ -163,54 +208,107 @@ class Rule:
 # Order matters: the first violated rule gives the quarantine reason, the others go in the detail.
 # Identity problems come first (an unknown interval makes the time rules meaningless).
 RULES: tuple[Rule, ...] = (
-    Rule("unknown_interval", lambda c: c.interval_known,
-         "interval is not a fixed-length Binance interval", ("interval",)),
-    Rule("unknown_symbol", lambda c: c.symbol_known,
-         "symbol is not configured", ("symbol",), needs=("symbol_known",)),
-    Rule("implausible_open_time",
-         lambda c: (c.open_time >= MIN_OPEN_TIME_MS) & (c.open_time < MAX_OPEN_TIME_MS),
-         "open time outside 2017..2100 (seconds or microseconds read as milliseconds?)", ("open_time",)),
-    Rule("misaligned_open_time", lambda c: (c.open_time - c.interval_offset_ms) % c.interval_ms == 0,
-         "open time is not on an interval boundary", ("open_time", "interval"),
-         needs=("interval_ms", "interval_offset_ms")),
-    Rule("bad_close_time", lambda c: c.close_time == c.open_time + c.interval_ms - 1,
-         "close time is not open time + interval - 1 ms", ("open_time", "close_time", "interval"),
-         needs=("interval_ms",)),
-    Rule("negative_price", lambda c: (c.open >= 0) & (c.high >= 0) & (c.low >= 0) & (c.close >= 0),
-         "a price is negative", PRICE_FIELDS),
+    Rule(
+        "unknown_interval",
+        lambda c: c.interval_known,
+        "interval is not a fixed-length Binance interval",
+        ("interval",),
+    ),
+    Rule(
+        "unknown_symbol",
+        lambda c: c.symbol_known,
+        "symbol is not configured",
+        ("symbol",),
+        needs=("symbol_known",),
+    ),
+    Rule(
+        "implausible_open_time",
+        lambda c: (c.open_time >= MIN_OPEN_TIME_MS) & (c.open_time < MAX_OPEN_TIME_MS),
+        "open time outside 2017..2100 (seconds or microseconds read as milliseconds?)",
+        ("open_time",),
+    ),
+    Rule(
+        "misaligned_open_time",
+        lambda c: (c.open_time - c.interval_offset_ms) % c.interval_ms == 0,
+        "open time is not on an interval boundary",
+        ("open_time", "interval"),
+        needs=("interval_ms", "interval_offset_ms"),
+    ),
+    Rule(
+        "bad_close_time",
+        lambda c: c.close_time == c.open_time + c.interval_ms - 1,
+        "close time is not open time + interval - 1 ms",
+        ("open_time", "close_time", "interval"),
+        needs=("interval_ms",),
+    ),
+    Rule(
+        "negative_price",
+        lambda c: (c.open >= 0) & (c.high >= 0) & (c.low >= 0) & (c.close >= 0),
+        "a price is negative",
+        PRICE_FIELDS,
+    ),
     Rule("high_below_low", lambda c: c.low <= c.high, "high is below low", ("low", "high")),
-    Rule("open_outside_range", lambda c: (c.low <= c.open) & (c.open <= c.high),
-         "open is outside [low, high]", ("open", "low", "high")),
-    Rule("close_outside_range", lambda c: (c.low <= c.close) & (c.close <= c.high),
-         "close is outside [low, high]", ("close", "low", "high")),
-    Rule("negative_volume", lambda c: (c.base_volume >= 0) & (c.quote_volume >= 0),
-         "a volume is negative", ("base_volume", "quote_volume")),
+    Rule(
+        "open_outside_range",
+        lambda c: (c.low <= c.open) & (c.open <= c.high),
+        "open is outside [low, high]",
+        ("open", "low", "high"),
+    ),
+    Rule(
+        "close_outside_range",
+        lambda c: (c.low <= c.close) & (c.close <= c.high),
+        "close is outside [low, high]",
+        ("close", "low", "high"),
+    ),
+    Rule(
+        "negative_volume",
+        lambda c: (c.base_volume >= 0) & (c.quote_volume >= 0),
+        "a volume is negative",
+        ("base_volume", "quote_volume"),
+    ),
     # Taker volumes and trade counts are absent from some sources (None), hence separate rules.
-    Rule("negative_volume", lambda c: c.taker_buy_base_volume >= 0,
-         "taker buy base volume is negative", ("taker_buy_base_volume",), needs=("taker_buy_base_volume",)),
-    Rule("negative_volume", lambda c: c.taker_buy_quote_volume >= 0,
-         "taker buy quote volume is negative", ("taker_buy_quote_volume",), needs=("taker_buy_quote_volume",)),
-    Rule("negative_trades", lambda c: c.trades >= 0,
-         "trade count is negative", ("trades",), needs=("trades",)),
+    Rule(
+        "negative_volume",
+        lambda c: c.taker_buy_base_volume >= 0,
+        "taker buy base volume is negative",
+        ("taker_buy_base_volume",),
+        needs=("taker_buy_base_volume",),
+    ),
+    Rule(
+        "negative_volume",
+        lambda c: c.taker_buy_quote_volume >= 0,
+        "taker buy quote volume is negative",
+        ("taker_buy_quote_volume",),
+        needs=("taker_buy_quote_volume",),
+    ),
+    Rule(
+        "negative_trades",
+        lambda c: c.trades >= 0,
+        "trade count is negative",
+        ("trades",),
+        needs=("trades",),
+    ),
 )
 
 # Every reason code a Rejection can carry, with what it means (docs and tests read this).
 REASONS: dict[str, str] = {r.reason: r.description for r in RULES}
-REASONS.update({
-    "missing_field": "a required field is absent or empty",
-    "bad_type": "a field has the wrong type",
-    "bad_number": "a price/volume is not a plain finite decimal number",
-    "bad_timestamp": "a timestamp is not an integer of a recognisable unit",
-    "conflicting_duplicate": "the same (symbol, interval, open_time) arrived with different values",
-    "date_unix_mismatch": "the file's date column disagrees with its unix column",
-    "unparseable_date": "the date column can't be read unambiguously",
-    "missing_trade_count": "the trade count is NULL (missing data)",
-    "not_closed": "the candle is still open (x=false)",
-    "malformed_row": "the row does not have the expected number of columns",
-    "symbol_mismatch": "the row's symbol is not the file's symbol",
-    "bad_json": "the message is not valid JSON",
-    "not_kline": "the message is not a kline event",
-})
+REASONS.update(
+    {
+        "missing_field": "a required field is absent or empty",
+        "bad_type": "a field has the wrong type",
+        "bad_number": "a price/volume is not a plain finite decimal number",
+        "bad_timestamp": "a timestamp is not an integer of a recognisable unit",
+        "conflicting_duplicate": "the same (symbol, interval, open_time) arrived with different values",
+        "date_unix_mismatch": "the file's date column disagrees with its unix column",
+        "unparseable_date": "the date column can't be read unambiguously",
+        "missing_trade_count": "the trade count is NULL (missing data)",
+        "not_closed": "the candle is still open (x=false)",
+        "malformed_row": "the row does not have the expected number of columns",
+        "symbol_mismatch": "the row's symbol is not the file's symbol",
+        "bad_json": "the message is not valid JSON",
+        "not_kline": "the message is not a kline event",
+    }
+)
 
 
 class _PyRow:
@@ -219,7 +317,12 @@ class _PyRow:
     Copying fourteen slots is cheaper than __getattr__ delegation on the hot path.
     """
 
-    __slots__ = LANDING_COLUMNS + ("interval_ms", "interval_offset_ms", "interval_known", "symbol_known")
+    __slots__ = LANDING_COLUMNS + (
+        "interval_ms",
+        "interval_offset_ms",
+        "interval_known",
+        "symbol_known",
+    )
 
     def __init__(self, c: Candle, symbols):
         self.symbol = c.symbol
@@ -278,13 +381,29 @@ def check(candle: Candle, raw: str, symbols: Iterable[str] | None = None) -> Rej
     problems = validate(candle, symbols)
     if not problems:
         return None
-    return reject(problems[0][0], "; ".join(d for _, d in problems), raw, candle.source,
-                  candle.symbol, candle.interval, candle.open_time)
+    return reject(
+        problems[0][0],
+        "; ".join(d for _, d in problems),
+        raw,
+        candle.source,
+        candle.symbol,
+        candle.interval,
+        candle.open_time,
+    )
 
 
-def reject(reason: str, detail: str, raw: str, source: str, symbol=None, interval=None, open_time=None) -> Rejection:
-    return Rejection(reason=reason, detail=detail, raw=raw, source=source,
-                     symbol=symbol, interval=interval, open_time=open_time)
+def reject(
+    reason: str, detail: str, raw: str, source: str, symbol=None, interval=None, open_time=None
+) -> Rejection:
+    return Rejection(
+        reason=reason,
+        detail=detail,
+        raw=raw,
+        source=source,
+        symbol=symbol,
+        interval=interval,
+        open_time=open_time,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -306,7 +425,10 @@ MAX_FRACTION_DIGITS = 18
 
 def _fits(d: Decimal, name: str) -> Decimal:
     # `d` is finite (the callers refuse NaN/Infinity), so its exponent is an int, not 'n'/'N'/'F'.
-    if d and (d.adjusted() >= MAX_INTEGER_DIGITS or -cast(int, d.as_tuple().exponent) > MAX_FRACTION_DIGITS):
+    if d and (
+        d.adjusted() >= MAX_INTEGER_DIGITS
+        or -cast(int, d.as_tuple().exponent) > MAX_FRACTION_DIGITS
+    ):
         raise CandleFormatError("bad_number", f"{name}={d} does not fit decimal(38,18)")
     if not d and -cast(int, d.as_tuple().exponent) > MAX_FRACTION_DIGITS:
         raise CandleFormatError("bad_number", f"{name}={d} does not fit decimal(38,18)")
@@ -322,16 +444,28 @@ def parse_decimal(value, name: str) -> Decimal:
         except InvalidOperation:
             if value == "":
                 raise CandleFormatError("missing_field", f"{name} is empty") from None
-            raise CandleFormatError("bad_number", f"{name}={value[:40]!r} is not a decimal number") from None
-        if not d.is_finite() or "_" in value or not value.isascii() or value[0].isspace() or value[-1].isspace():
-            raise CandleFormatError("bad_number", f"{name}={value[:40]!r} is not a plain finite decimal number")
+            raise CandleFormatError(
+                "bad_number", f"{name}={value[:40]!r} is not a decimal number"
+            ) from None
+        if (
+            not d.is_finite()
+            or "_" in value
+            or not value.isascii()
+            or value[0].isspace()
+            or value[-1].isspace()
+        ):
+            raise CandleFormatError(
+                "bad_number", f"{name}={value[:40]!r} is not a plain finite decimal number"
+            )
         return _fits(d, name)
     if value is None:
         raise CandleFormatError("missing_field", f"{name} is missing")
     if isinstance(value, int) and not isinstance(value, bool):
         return _fits(Decimal(value), name)
     # Floats are refused: they have already lost the exact value Binance sent.
-    raise CandleFormatError("bad_type", f"{name} must be a decimal string, got {type(value).__name__}")
+    raise CandleFormatError(
+        "bad_type", f"{name} must be a decimal string, got {type(value).__name__}"
+    )
 
 
 def _optional_decimal(value, name: str) -> Decimal | None:
@@ -378,7 +512,9 @@ def epoch_to_ms(value: int, name: str = "timestamp", *, floor: bool = False) -> 
         return value
     if a < 100_000_000_000_000_000:
         if value % 1000 and not floor:
-            raise CandleFormatError("bad_timestamp", f"{name}={value} µs is not a whole millisecond")
+            raise CandleFormatError(
+                "bad_timestamp", f"{name}={value} µs is not a whole millisecond"
+            )
         return value // 1000
     raise CandleFormatError("bad_timestamp", f"{name}={value} is too large for s, ms or µs")
 
@@ -387,7 +523,9 @@ def from_landing_row(row: dict | list, *, closed: bool = True) -> Candle:
     """A Candle from a landing-format row (dict keyed by LANDING_COLUMNS, or a list in that order)."""
     if isinstance(row, (list, tuple)):
         if len(row) != len(LANDING_COLUMNS):
-            raise CandleFormatError("malformed_row", f"expected {len(LANDING_COLUMNS)} columns, got {len(row)}")
+            raise CandleFormatError(
+                "malformed_row", f"expected {len(LANDING_COLUMNS)} columns, got {len(row)}"
+            )
         row = dict(zip(LANDING_COLUMNS, row))
     trades = row.get("trades")
     return Candle(
@@ -401,8 +539,12 @@ def from_landing_row(row: dict | list, *, closed: bool = True) -> Candle:
         close=parse_decimal(row.get("close"), "close"),
         base_volume=parse_decimal(row.get("base_volume"), "base_volume"),
         quote_volume=parse_decimal(row.get("quote_volume"), "quote_volume"),
-        taker_buy_base_volume=_optional_decimal(row.get("taker_buy_base_volume"), "taker_buy_base_volume"),
-        taker_buy_quote_volume=_optional_decimal(row.get("taker_buy_quote_volume"), "taker_buy_quote_volume"),
+        taker_buy_base_volume=_optional_decimal(
+            row.get("taker_buy_base_volume"), "taker_buy_base_volume"
+        ),
+        taker_buy_quote_volume=_optional_decimal(
+            row.get("taker_buy_quote_volume"), "taker_buy_quote_volume"
+        ),
         trades=None if trades in (None, "") else parse_int(trades, "trades"),
         closed=closed,
         source=row.get("source") or "",
@@ -411,6 +553,7 @@ def from_landing_row(row: dict | list, *, closed: bool = True) -> Candle:
 
 # ---------------------------------------------------------------------------------------------
 # Spark: the same RULES on Columns
+
 
 class _SparkRow:
     """The Spark side of a rule's `c`: columns of the landing format plus derived lookups."""
@@ -422,16 +565,28 @@ class _SparkRow:
 
         for name in LANDING_COLUMNS:
             setattr(self, name, F.col(name) if name in df_columns else F.lit(None))
-        ms = F.create_map(*chain.from_iterable((F.lit(k), F.lit(v)) for k, v in INTERVAL_MS.items()))
-        off = F.create_map(*chain.from_iterable((F.lit(k), F.lit(v)) for k, v in INTERVAL_OFFSET_MS.items()))
+        ms = F.create_map(
+            *chain.from_iterable((F.lit(k), F.lit(v)) for k, v in INTERVAL_MS.items())
+        )
+        off = F.create_map(
+            *chain.from_iterable((F.lit(k), F.lit(v)) for k, v in INTERVAL_OFFSET_MS.items())
+        )
         self.interval_ms = ms[F.col("interval")].cast("bigint")
         self.interval_offset_ms = off[F.col("interval")].cast("bigint")
         self.interval_known = self.interval_ms.isNotNull()
-        self.symbol_known = F.lit(None).cast("boolean") if symbols is None else F.col("symbol").isin(list(symbols))
+        self.symbol_known = (
+            F.lit(None).cast("boolean") if symbols is None else F.col("symbol").isin(list(symbols))
+        )
 
 
-def spark_violations(df, symbols: Iterable[str] | None = None, *,
-                     reason_col: str = "reason", detail_col: str = "detail", reasons_col: str = "reasons"):
+def spark_violations(
+    df,
+    symbols: Iterable[str] | None = None,
+    *,
+    reason_col: str = "reason",
+    detail_col: str = "detail",
+    reasons_col: str = "reasons",
+):
     """`df` (landing-format columns) with the same verdicts as `validate`, row by row.
 
     Adds `reason` (first violated rule, null when valid: the quarantine reason), `reasons` (all
@@ -444,10 +599,15 @@ def spark_violations(df, symbols: Iterable[str] | None = None, *,
 
     # Strings compare lexicographically ("9" > "10"): the rules are only meaningful on numbers.
     types = {f.name: f.dataType for f in df.schema.fields}
-    wrong = [n for n in DECIMAL_FIELDS + ("open_time", "close_time", "trades")
-             if n in types and not isinstance(types[n], NumericType)]
+    wrong = [
+        n
+        for n in DECIMAL_FIELDS + ("open_time", "close_time", "trades")
+        if n in types and not isinstance(types[n], NumericType)
+    ]
     if wrong:
-        raise TypeError(f"spark_violations needs numeric columns (read with LANDING_SPARK_SCHEMA); not numeric: {wrong}")
+        raise TypeError(
+            f"spark_violations needs numeric columns (read with LANDING_SPARK_SCHEMA); not numeric: {wrong}"
+        )
     c = _SparkRow(set(df.columns), symbols)
     checks = []  # (reason, violated Column, detail Column)
     missing = [n for n in REQUIRED_FIELDS if n in df.columns]
@@ -455,25 +615,57 @@ def spark_violations(df, symbols: Iterable[str] | None = None, *,
         cond = F.lit(False)
         for n in missing:
             cond = cond | F.col(n).isNull()
-        checks.append(("missing_field", cond,
-                       F.concat(F.lit("a required field is empty: "),
-                                F.concat_ws(",", *[F.when(F.col(n).isNull(), F.lit(n)) for n in missing]))))
+        checks.append(
+            (
+                "missing_field",
+                cond,
+                F.concat(
+                    F.lit("a required field is empty: "),
+                    F.concat_ws(",", *[F.when(F.col(n).isNull(), F.lit(n)) for n in missing]),
+                ),
+            )
+        )
     for rule in RULES:
         # Null (a `needs` value absent, or a null input) means "does not apply", as in validate().
         violated = F.coalesce(~rule.ok(c), F.lit(False))
-        values = F.concat_ws(", ", *[F.concat(F.lit(f"{f}="), F.coalesce(getattr(c, f).cast("string"), F.lit("None")))
-                                     for f in rule.fields])
-        checks.append((rule.reason, violated, F.concat(F.lit(f"{rule.description} ("), values, F.lit(")"))))
+        values = F.concat_ws(
+            ", ",
+            *[
+                F.concat(F.lit(f"{f}="), F.coalesce(getattr(c, f).cast("string"), F.lit("None")))
+                for f in rule.fields
+            ],
+        )
+        checks.append(
+            (rule.reason, violated, F.concat(F.lit(f"{rule.description} ("), values, F.lit(")")))
+        )
 
-    reasons = F.filter(F.array(*[F.when(v, F.lit(r)) for r, v, _ in checks]), lambda x: x.isNotNull())
+    reasons = F.filter(
+        F.array(*[F.when(v, F.lit(r)) for r, v, _ in checks]), lambda x: x.isNotNull()
+    )
     details = F.concat_ws("; ", *[F.when(v, d) for _, v, d in checks])
-    return (df.withColumn(reasons_col, reasons)
-              .withColumn(reason_col, F.when(F.size(F.col(reasons_col)) > 0, F.col(reasons_col)[0]))
-              .withColumn(detail_col, F.when(F.size(F.col(reasons_col)) > 0, details)))
+    return (
+        df.withColumn(reasons_col, reasons)
+        .withColumn(reason_col, F.when(F.size(F.col(reasons_col)) > 0, F.col(reasons_col)[0]))
+        .withColumn(detail_col, F.when(F.size(F.col(reasons_col)) > 0, details))
+    )
 
 
 __all__ = [
-    "INTERVAL_MS", "LANDING_COLUMNS", "Candle", "Rejection", "CandleFormatError", "Rule", "RULES", "REASONS",
-    "validate", "check", "reject", "from_landing_row",
-    "parse_decimal", "parse_int", "parse_symbol", "epoch_to_ms", "spark_violations",
+    "INTERVAL_MS",
+    "LANDING_COLUMNS",
+    "Candle",
+    "Rejection",
+    "CandleFormatError",
+    "Rule",
+    "RULES",
+    "REASONS",
+    "validate",
+    "check",
+    "reject",
+    "from_landing_row",
+    "parse_decimal",
+    "parse_int",
+    "parse_symbol",
+    "epoch_to_ms",
+    "spark_violations",
 ]

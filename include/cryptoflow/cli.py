@@ -27,7 +27,9 @@ def cmd_config(args) -> int:
     values = settings_mod.load().as_env()
     stack_file, recorded = settings_mod.stack_defaults()
     if recorded:
-        print(f"# the stack's settings from {stack_file} (recorded by `cryptoflow up`); the environment overrides them")
+        print(
+            f"# the stack's settings from {stack_file} (recorded by `cryptoflow up`); the environment overrides them"
+        )
     for number, section in enumerate(settings_mod.SECTIONS):
         print(("\n" if number else "") + f"[{section}]")
         for key in (s.env for s in settings_mod.SETTINGS if s.section == section):
@@ -57,7 +59,9 @@ def cmd_collect(args) -> int:
     from cryptoflow.collector import run_collector
 
     # A service's log file wants times and sources: replaces the plain console format `main` set.
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
+    )
     run_collector(settings_mod.load(), root=args.root)
     return 0
 
@@ -92,8 +96,14 @@ def cmd_backfill(args) -> int:
         start = end - int(args.hours * 3_600_000)
     start, end = start - start % step, end - end % step
     run_id = f"backfill:rest_{cfg.interval}_{start}_{end}"
-    result, uris = ingest.backfill_and_land(cfg, start, end, run_id, quarantine_rejections=not args.no_quarantine)
-    print(json.dumps({"counts": result.counts, "by_reason": result.by_reason, "snapshots": uris}, indent=2))
+    result, uris = ingest.backfill_and_land(
+        cfg, start, end, run_id, quarantine_rejections=not args.no_quarantine
+    )
+    print(
+        json.dumps(
+            {"counts": result.counts, "by_reason": result.by_reason, "snapshots": uris}, indent=2
+        )
+    )
     return 0
 
 
@@ -116,10 +126,17 @@ def cmd_import(args) -> int:
         progress = StderrProgress(Path(path).name)
         try:
             if args.format == "cdd":
-                result = import_cdd_csv(path, symbols=accepted, allow_missing_trades=args.allow_missing_trades,
-                                        symbol=args.symbol, progress=progress)
+                result = import_cdd_csv(
+                    path,
+                    symbols=accepted,
+                    allow_missing_trades=args.allow_missing_trades,
+                    symbol=args.symbol,
+                    progress=progress,
+                )
             else:
-                result = import_binance_vision(path, symbols=accepted, symbol=args.symbol, progress=progress)
+                result = import_binance_vision(
+                    path, symbols=accepted, symbol=args.symbol, progress=progress
+                )
         except (ValueError, OSError, zipfile.BadZipFile) as exc:  # ImportRefused is a ValueError
             progress.done()
             print(f"{path}: refused: {' '.join(str(exc).split())}")
@@ -145,10 +162,16 @@ def cmd_import(args) -> int:
         for key in ("read", "loaded", "quarantined", "duplicates_collapsed"):
             total[key] += c[key]
         total["snapshots"] += snapshots
-        print(f"{path}: {result.symbol} {result.interval}: read {c['read']} = loaded {c['loaded']} + quarantined "
-              f"{c['quarantined']} + duplicates {c['duplicates_collapsed']} {where}; "
-              f"quarantined by reason: {result.by_reason}")
-    print(f"total: {total}" + (f"; {refused} file(s) refused" if refused else "") + ("; dry run" if args.dry_run else ""))
+        print(
+            f"{path}: {result.symbol} {result.interval}: read {c['read']} = loaded {c['loaded']} + quarantined "
+            f"{c['quarantined']} + duplicates {c['duplicates_collapsed']} {where}; "
+            f"quarantined by reason: {result.by_reason}"
+        )
+    print(
+        f"total: {total}"
+        + (f"; {refused} file(s) refused" if refused else "")
+        + ("; dry run" if args.dry_run else "")
+    )
     return 1 if refused else 0
 
 
@@ -157,9 +180,17 @@ def cmd_backtest(args) -> int:
     from cryptoflow.forecast import commands, config
 
     symbols = args.symbol or list(settings_mod.load().symbols)
-    sets = list(args.set or []) + ([f"architecture={args.architecture}"] if args.architecture else [])
-    commands.backtest(symbols, parse_utc(args.start), parse_utc(args.end), args.retrain_every_hours, store=not args.no_store,
-                      cfg=config.with_settings(sets))
+    sets = list(args.set or []) + (
+        [f"architecture={args.architecture}"] if args.architecture else []
+    )
+    commands.backtest(
+        symbols,
+        parse_utc(args.start),
+        parse_utc(args.end),
+        args.retrain_every_hours,
+        store=not args.no_store,
+        cfg=config.with_settings(sets),
+    )
     return 0
 
 
@@ -190,17 +221,25 @@ class Commands:
     def __init__(self, sub):
         self.sub = sub
         self.groups: dict[str, argparse._SubParsersAction] = {}
-        self.verbatim: dict[str, str] = {}  # command -> the argument that takes the rest of argv as is
+        self.verbatim: dict[
+            str, str
+        ] = {}  # command -> the argument that takes the rest of argv as is
 
-    def add(self, name, func, help_text=None, *, group: str | None = None) -> argparse.ArgumentParser:
+    def add(
+        self, name, func, help_text=None, *, group: str | None = None
+    ) -> argparse.ArgumentParser:
         where = self.groups[group] if group else self.sub
-        p = where.add_parser(name, help=help_text or func.__doc__, description=help_text or func.__doc__)
+        p = where.add_parser(
+            name, help=help_text or func.__doc__, description=help_text or func.__doc__
+        )
         p.set_defaults(func=func)
         return p
 
     def group(self, name: str, help_text: str) -> None:
         g = self.sub.add_parser(name, help=help_text, description=help_text)
-        self.groups[name] = g.add_subparsers(dest=f"{name}_command", required=True, metavar=f"{name.upper()}_COMMAND")
+        self.groups[name] = g.add_subparsers(
+            dest=f"{name}_command", required=True, metavar=f"{name.upper()}_COMMAND"
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -220,7 +259,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_admin_commands(commands: Commands) -> None:
     """config, db migrate, superset import."""
     p = commands.add("config", cmd_config)
-    p.add_argument("--markdown", action="store_true", help="print the documented table of variables by section (docs/configuration.md)")
+    p.add_argument(
+        "--markdown",
+        action="store_true",
+        help="print the documented table of variables by section (docs/configuration.md)",
+    )
 
     commands.group("db", "Warehouse database commands.")
     p = commands.add("migrate", cmd_db_migrate, group="db")
@@ -235,49 +278,92 @@ def _add_ingest_commands(commands: Commands) -> None:
     p.add_argument("--root", help="segment directory (default <state>/collector)")
 
     p = commands.add("seal", cmd_seal)
-    p.add_argument("--start", required=True, help="window start, UTC ISO time (e.g. 2021-08-01T00:00)")
+    p.add_argument(
+        "--start", required=True, help="window start, UTC ISO time (e.g. 2021-08-01T00:00)"
+    )
     p.add_argument("--end", help="window end (default start + 10 minutes)")
-    p.add_argument("--no-quarantine", action="store_true", help="don't write rejections to the warehouse")
+    p.add_argument(
+        "--no-quarantine", action="store_true", help="don't write rejections to the warehouse"
+    )
 
     p = commands.add("backfill", cmd_backfill)
-    p.add_argument("--hours", type=float, default=24.0, help="hours of history up to now (default 24)")
+    p.add_argument(
+        "--hours", type=float, default=24.0, help="hours of history up to now (default 24)"
+    )
     p.add_argument("--start", help="UTC ISO start instead of --hours")
     p.add_argument("--end", help="UTC ISO end (default now)")
-    p.add_argument("--no-quarantine", action="store_true", help="don't write rejections to the warehouse")
+    p.add_argument(
+        "--no-quarantine", action="store_true", help="don't write rejections to the warehouse"
+    )
 
 
 def _add_import_command(commands: Commands) -> None:
     """import: history files (CryptoDataDownload, data.binance.vision)."""
     p = commands.add("import", cmd_import)
-    p.add_argument("format", choices=["cdd", "binance-vision"],
-                   help="cdd: CryptoDataDownload CSV; binance-vision: data.binance.vision kline CSV/ZIP")
+    p.add_argument(
+        "format",
+        choices=["cdd", "binance-vision"],
+        help="cdd: CryptoDataDownload CSV; binance-vision: data.binance.vision kline CSV/ZIP",
+    )
     p.add_argument("files", nargs="+", help="files to import")
-    p.add_argument("--allow-missing-trades", action="store_true",
-                   help="load CDD rows whose trade count is NULL (else quarantined as missing_trade_count)")
-    p.add_argument("--configured-only", action="store_true", help="quarantine symbols not in CRYPTOFLOW_SYMBOLS")
-    p.add_argument("--no-quarantine", action="store_true", help="don't write rejections to the warehouse")
-    p.add_argument("--symbol", metavar="S",
-                   help="the files' symbol (e.g. ADAUSDT) instead of their names'; a CDD file whose symbol "
-                        "column disagrees is refused")
-    p.add_argument("--dry-run", action="store_true",
-                   help="report what would load and why the rest would not; write nothing (no database needed)")
+    p.add_argument(
+        "--allow-missing-trades",
+        action="store_true",
+        help="load CDD rows whose trade count is NULL (else quarantined as missing_trade_count)",
+    )
+    p.add_argument(
+        "--configured-only",
+        action="store_true",
+        help="quarantine symbols not in CRYPTOFLOW_SYMBOLS",
+    )
+    p.add_argument(
+        "--no-quarantine", action="store_true", help="don't write rejections to the warehouse"
+    )
+    p.add_argument(
+        "--symbol",
+        metavar="S",
+        help="the files' symbol (e.g. ADAUSDT) instead of their names'; a CDD file whose symbol "
+        "column disagrees is refused",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="report what would load and why the rest would not; write nothing (no database needed)",
+    )
 
 
 def _add_forecast_commands(commands: Commands) -> None:
     """backtest, train."""
     p = commands.add("backtest", cmd_backtest)
-    p.add_argument("--start", required=True, help="first predicted hour, UTC ISO (e.g. 2021-08-01T00:00)")
+    p.add_argument(
+        "--start", required=True, help="first predicted hour, UTC ISO (e.g. 2021-08-01T00:00)"
+    )
     p.add_argument("--end", required=True, help="end of the range (exclusive), UTC ISO")
-    p.add_argument("--symbol", action="append", help="coin to backtest (repeatable; default all configured)")
-    p.add_argument("--retrain-every-hours", type=int, help="retraining cadence (default: the DAG's)")
-    p.add_argument("--no-store", action="store_true", help="report only; don't store backtest predictions")
-    p.add_argument("--architecture", help="model file in models/ to replay instead of the configured one (e.g. gru)")
-    p.add_argument("--set", action="append", metavar="FIELD=VALUE",
-                   help="forecast setting for this replay, as CRYPTOFLOW_FORECAST_<FIELD> (e.g. lookback=48, "
-                        "features=log_return,log_volume_change, pool=BTCUSDT,ETHUSDT,SOLUSDT)")
+    p.add_argument(
+        "--symbol", action="append", help="coin to backtest (repeatable; default all configured)"
+    )
+    p.add_argument(
+        "--retrain-every-hours", type=int, help="retraining cadence (default: the DAG's)"
+    )
+    p.add_argument(
+        "--no-store", action="store_true", help="report only; don't store backtest predictions"
+    )
+    p.add_argument(
+        "--architecture",
+        help="model file in models/ to replay instead of the configured one (e.g. gru)",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="FIELD=VALUE",
+        help="forecast setting for this replay, as CRYPTOFLOW_FORECAST_<FIELD> (e.g. lookback=48, "
+        "features=log_return,log_volume_change, pool=BTCUSDT,ETHUSDT,SOLUSDT)",
+    )
 
     p = commands.add("train", cmd_train)
-    p.add_argument("--symbol", action="append", help="coin to train (repeatable; default all configured)")
+    p.add_argument(
+        "--symbol", action="append", help="coin to train (repeatable; default all configured)"
+    )
     p.add_argument("--at", help="train on the hours before this UTC ISO time (default: now)")
 
 

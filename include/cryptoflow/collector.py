@@ -48,7 +48,9 @@ log = logging.getLogger(__name__)
 
 ACTIVE = ".jsonl.active"
 SEALED = ".jsonl"
-_NAME = re.compile(r"^seg-(?P<window>\d{8}T\d{6}Z)-(?P<seq>\d{4,})(?P<suffix>\.jsonl(?:\.active)?)$")
+_NAME = re.compile(
+    r"^seg-(?P<window>\d{8}T\d{6}Z)-(?P<seq>\d{4,})(?P<suffix>\.jsonl(?:\.active)?)$"
+)
 
 
 def _window_name(window_ms: int) -> str:
@@ -62,7 +64,7 @@ def _window_ms(name: str) -> int:
 @dataclass(frozen=True)
 class Segment:
     path: Path
-    window_ms: int     # start of the receive-time window
+    window_ms: int  # start of the receive-time window
     seq: int
     active: bool
 
@@ -91,8 +93,15 @@ def _fsync_dir(path: Path) -> None:
 class SegmentWriter:
     """Appends lines to the active segment of the current receive-time window (thread-safe)."""
 
-    def __init__(self, root: str | Path, *, window_s: int = 600, max_segment_bytes: int = 64 << 20,
-                 fsync_interval_s: float = 1.0, clock=time.time):
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        window_s: int = 600,
+        max_segment_bytes: int = 64 << 20,
+        fsync_interval_s: float = 1.0,
+        clock=time.time,
+    ):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.window_ms = int(window_s * 1000)
@@ -153,8 +162,12 @@ class SegmentWriter:
         window = int(received_at * 1000) // self.window_ms * self.window_ms
         with self._lock:
             # A clock stepping back keeps writing the current segment; the reader filters by "r".
-            if (self._fd is None or self._window is None or (window > self._window)
-                    or self._size + len(data) > self.max_segment_bytes):
+            if (
+                self._fd is None
+                or self._window is None
+                or (window > self._window)
+                or self._size + len(data) > self.max_segment_bytes
+            ):
                 self._seal()
                 self._open(max(window, self._window or window))
             assert self._fd is not None  # opened above if it was not
@@ -201,6 +214,7 @@ class SegmentWriter:
 # ---------------------------------------------------------------------------------------------
 # Reading
 
+
 @dataclass(frozen=True)
 class RawMessage:
     received_at_ms: int
@@ -212,17 +226,23 @@ class RawMessage:
 @dataclass
 class ReadStats:
     segments: int = 0
-    active_segments: int = 0   # still being written: the window may not be complete yet
+    active_segments: int = 0  # still being written: the window may not be complete yet
     lines: int = 0
     messages: int = 0
-    events: list = field(default_factory=list)   # (ms, name, detail) of stream events in the window
-    torn: int = 0              # last line of a sealed segment cut short (crash mid-write): skipped
-    corrupt: int = 0           # complete lines that aren't a record (should never happen): skipped
-    pending: int = 0           # unfinished last line of an active segment: not yet readable
+    events: list = field(default_factory=list)  # (ms, name, detail) of stream events in the window
+    torn: int = 0  # last line of a sealed segment cut short (crash mid-write): skipped
+    corrupt: int = 0  # complete lines that aren't a record (should never happen): skipped
+    pending: int = 0  # unfinished last line of an active segment: not yet readable
 
 
-def read_window(root: str | Path, start_ms: int, end_ms: int, stats: ReadStats | None = None, *,
-                clock_slack_ms: int = 600_000) -> Iterator[RawMessage]:
+def read_window(
+    root: str | Path,
+    start_ms: int,
+    end_ms: int,
+    stats: ReadStats | None = None,
+    *,
+    clock_slack_ms: int = 600_000,
+) -> Iterator[RawMessage]:
     """Messages received in [start_ms, end_ms), in file order (= arrival order), from all segments.
 
     Pass a ReadStats to learn about torn/corrupt lines, active segments and stream events.
@@ -232,9 +252,14 @@ def read_window(root: str | Path, start_ms: int, end_ms: int, stats: ReadStats |
     """
     stats = stats if stats is not None else ReadStats()
     listed = list_segments(root)
-    first = max((s.window_ms for s in listed if s.window_ms <= start_ms - clock_slack_ms), default=None)
-    segs = [s for s in listed
-            if (first is None or s.window_ms >= first) and s.window_ms < end_ms + clock_slack_ms]
+    first = max(
+        (s.window_ms for s in listed if s.window_ms <= start_ms - clock_slack_ms), default=None
+    )
+    segs = [
+        s
+        for s in listed
+        if (first is None or s.window_ms >= first) and s.window_ms < end_ms + clock_slack_ms
+    ]
     for seg in segs:
         try:
             data = seg.path.read_bytes()
@@ -252,7 +277,11 @@ def read_window(root: str | Path, start_ms: int, end_ms: int, stats: ReadStats |
                 stats.pending += 1
             else:
                 stats.torn += 1
-                log.warning("collector segment %s: torn last line (%d bytes) skipped", seg.path.name, len(tail))
+                log.warning(
+                    "collector segment %s: torn last line (%d bytes) skipped",
+                    seg.path.name,
+                    len(tail),
+                )
         for no, line in enumerate(lines, 1):
             stats.lines += 1
             try:
@@ -260,7 +289,9 @@ def read_window(root: str | Path, start_ms: int, end_ms: int, stats: ReadStats |
                 r = rec["r"]
             except (ValueError, KeyError, TypeError):
                 stats.corrupt += 1
-                log.warning("collector segment %s line %d: not a record, skipped", seg.path.name, no)
+                log.warning(
+                    "collector segment %s line %d: not a record, skipped", seg.path.name, no
+                )
                 continue
             if not isinstance(r, int) or not start_ms <= r < end_ms:
                 continue
@@ -282,10 +313,14 @@ def window_sealed(root: str | Path, start_ms: int, end_ms: int) -> bool:
 HEARTBEAT = ".heartbeat.json"
 
 
-def write_heartbeat(root: str | Path, connected: bool, clock: Callable[[], float] = time.time) -> None:
+def write_heartbeat(
+    root: str | Path, connected: bool, clock: Callable[[], float] = time.time
+) -> None:
     path = Path(root) / HEARTBEAT
     tmp = path.with_name(f"{HEARTBEAT}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"at_ms": int(clock() * 1000), "pid": os.getpid(), "connected": bool(connected)}))
+    tmp.write_text(
+        json.dumps({"at_ms": int(clock() * 1000), "pid": os.getpid(), "connected": bool(connected)})
+    )
     os.replace(tmp, path)
 
 
@@ -300,21 +335,39 @@ def read_heartbeat(root: str | Path) -> dict | None:
 # ---------------------------------------------------------------------------------------------
 # The process
 
+
 class Collector:
     """Stream + segment writer + the once-a-second duty thread. `run()` blocks until `stop()`."""
 
-    def __init__(self, root: str | Path, ws_url: str | None = None, symbols=(), interval: str = "1m", *,
-                 open_stream: Callable[..., Any] | None = None, window_s: int = 600,
-                 fsync_interval_s: float = 1.0, max_segment_bytes: int = 64 << 20, **stream_options):
+    def __init__(
+        self,
+        root: str | Path,
+        ws_url: str | None = None,
+        symbols=(),
+        interval: str = "1m",
+        *,
+        open_stream: Callable[..., Any] | None = None,
+        window_s: int = 600,
+        fsync_interval_s: float = 1.0,
+        max_segment_bytes: int = 64 << 20,
+        **stream_options,
+    ):
         """A collector of Binance's kline stream at `ws_url`, or of the stream `open_stream(on_message,
         on_event)` opens (a source's: see from_settings)."""
-        self.writer = SegmentWriter(root, window_s=window_s, fsync_interval_s=fsync_interval_s,
-                                    max_segment_bytes=max_segment_bytes)
+        self.writer = SegmentWriter(
+            root,
+            window_s=window_s,
+            fsync_interval_s=fsync_interval_s,
+            max_segment_bytes=max_segment_bytes,
+        )
         if open_stream is None:
             from cryptoflow.sources.binance.stream import KlineStream
 
             def open_stream(on_message, on_event):
-                return KlineStream(ws_url, symbols, interval, on_message, on_event=on_event, **stream_options)
+                return KlineStream(
+                    ws_url, symbols, interval, on_message, on_event=on_event, **stream_options
+                )
+
         self.stream = open_stream(self.writer.append, self._on_event)
         self._stop = threading.Event()
 
@@ -327,10 +380,18 @@ class Collector:
         source = sources.active(settings)
         if not source.has_stream:
             raise ConfigError(f"source {source.name!r} has no stream: there is nothing to collect")
-        writer = {k: options.pop(k) for k in ("window_s", "fsync_interval_s", "max_segment_bytes") if k in options}
-        return cls(root or settings.state_dir / "collector", **writer,
-                   open_stream=lambda on_message, on_event: source.stream(settings, on_message, on_event=on_event,
-                                                                          **options))
+        writer = {
+            k: options.pop(k)
+            for k in ("window_s", "fsync_interval_s", "max_segment_bytes")
+            if k in options
+        }
+        return cls(
+            root or settings.state_dir / "collector",
+            **writer,
+            open_stream=lambda on_message, on_event: source.stream(
+                settings, on_message, on_event=on_event, **options
+            ),
+        )
 
     def _on_event(self, name: str, detail: str) -> None:
         self.writer.event(name, detail)
@@ -363,8 +424,12 @@ def run_collector(settings, root: str | Path | None = None, **options) -> None:
     collector = Collector.from_settings(settings, root, **options)
     for s in (signal.SIGINT, signal.SIGTERM):
         signal.signal(s, lambda signum, frame: collector.stop())
-    log.warning("collector: %d streams from %s into %s", len(collector.stream.names), collector.stream.url,
-                collector.writer.root)
+    log.warning(
+        "collector: %d streams from %s into %s",
+        len(collector.stream.names),
+        collector.stream.url,
+        collector.writer.root,
+    )
     collector.run()
 
 
@@ -380,15 +445,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--interval", default=s.interval)
     p.add_argument("--window-s", type=int, default=600)
     p.add_argument("--fsync-interval-s", type=float, default=1.0)
-    p.add_argument("--stall-timeout-s", type=float, default=60.0, help="silence (no data, no ping) that ends a connection")
+    p.add_argument(
+        "--stall-timeout-s",
+        type=float,
+        default=60.0,
+        help="silence (no data, no ping) that ends a connection",
+    )
     p.add_argument("--backoff-initial-s", type=float, default=1.0)
     p.add_argument("--backoff-max-s", type=float, default=60.0)
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    collector = Collector(args.root, args.ws_url, [x for x in args.symbols.split(",") if x], args.interval,
-                          window_s=args.window_s, fsync_interval_s=args.fsync_interval_s,
-                          stall_timeout_s=args.stall_timeout_s, backoff_initial_s=args.backoff_initial_s,
-                          backoff_max_s=args.backoff_max_s)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    collector = Collector(
+        args.root,
+        args.ws_url,
+        [x for x in args.symbols.split(",") if x],
+        args.interval,
+        window_s=args.window_s,
+        fsync_interval_s=args.fsync_interval_s,
+        stall_timeout_s=args.stall_timeout_s,
+        backoff_initial_s=args.backoff_initial_s,
+        backoff_max_s=args.backoff_max_s,
+    )
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, frame: collector.stop())
     collector.run()
@@ -399,5 +478,18 @@ if __name__ == "__main__":
     raise SystemExit(main())
 
 
-__all__ = ["SegmentWriter", "Collector", "write_heartbeat", "read_heartbeat", "HEARTBEAT", "RawMessage", "ReadStats", "Segment", "list_segments", "read_window",
-           "window_sealed", "run_collector", "main"]
+__all__ = [
+    "SegmentWriter",
+    "Collector",
+    "write_heartbeat",
+    "read_heartbeat",
+    "HEARTBEAT",
+    "RawMessage",
+    "ReadStats",
+    "Segment",
+    "list_segments",
+    "read_window",
+    "window_sealed",
+    "run_collector",
+    "main",
+]

@@ -47,26 +47,42 @@ class SealResult:
     window_end_ms: int
     rows: int
     from_stream: int
-    healed: list[tuple[str, int]] = field(default_factory=list)    # (symbol, open_time) fetched from REST
-    holes: list[tuple[str, int]] = field(default_factory=list)     # expected, not available anywhere
-    rejected: dict[str, int] = field(default_factory=dict)         # reason -> count
-    open_updates: int = 0                                          # x=false messages (expected, not landed)
-    stream: dict = field(default_factory=dict)                     # torn/corrupt lines, events
+    healed: list[tuple[str, int]] = field(
+        default_factory=list
+    )  # (symbol, open_time) fetched from REST
+    holes: list[tuple[str, int]] = field(default_factory=list)  # expected, not available anywhere
+    rejected: dict[str, int] = field(default_factory=dict)  # reason -> count
+    open_updates: int = 0  # x=false messages (expected, not landed)
+    stream: dict = field(default_factory=dict)  # torn/corrupt lines, events
     sha256: str = ""
     rejections: list[Rejection] = field(default_factory=list, repr=False)  # for the quarantine
 
     def summary(self) -> dict:
-        return {"uri": self.uri, "rows": self.rows, "from_stream": self.from_stream, "healed": len(self.healed),
-                "holes": len(self.holes), "rejected": self.rejected, "open_updates": self.open_updates,
-                "stream": self.stream, "sha256": self.sha256}
+        return {
+            "uri": self.uri,
+            "rows": self.rows,
+            "from_stream": self.from_stream,
+            "healed": len(self.healed),
+            "holes": len(self.holes),
+            "rejected": self.rejected,
+            "open_updates": self.open_updates,
+            "stream": self.stream,
+            "sha256": self.sha256,
+        }
 
 
-def expected_keys(configured: tuple[str, ...], interval: str, start_ms: int, end_ms: int) -> set[tuple[str, int]]:
+def expected_keys(
+    configured: tuple[str, ...], interval: str, start_ms: int, end_ms: int
+) -> set[tuple[str, int]]:
     """(configured symbol, open time) of every candle that should exist in [start, end)."""
     step = INTERVAL_MS[interval]
     first = -(-start_ms // step) * step
-    return {(name, t) for name in configured for t in range(first, end_ms, step)
-            if symbols_mod.exchange_symbol(name, t) is not None}
+    return {
+        (name, t)
+        for name in configured
+        for t in range(first, end_ms, step)
+        if symbols_mod.exchange_symbol(name, t) is not None
+    }
 
 
 def _as_configured(c: Candle, configured: tuple[str, ...]) -> Candle:
@@ -74,9 +90,17 @@ def _as_configured(c: Candle, configured: tuple[str, ...]) -> Candle:
     return c if name is None or name == c.symbol else dataclasses.replace(c, symbol=name)
 
 
-def parse_messages(messages, configured: tuple[str, ...], interval: str, start_ms: int, end_ms: int,
-                   source: str = STREAM_SOURCE, ignored: Counter | None = None, *, feed: Source
-                   ) -> tuple[list[Candle], list[Rejection], int]:
+def parse_messages(
+    messages,
+    configured: tuple[str, ...],
+    interval: str,
+    start_ms: int,
+    end_ms: int,
+    source: str = STREAM_SOURCE,
+    ignored: Counter | None = None,
+    *,
+    feed: Source,
+) -> tuple[list[Candle], list[Rejection], int]:
     """Closed, valid candles of the window from raw stream messages; rejections; count of open updates.
 
     Every message ends up in exactly one place: a candle, a rejection (with its reason), an open
@@ -115,8 +139,9 @@ def parse_messages(messages, configured: tuple[str, ...], interval: str, start_m
     return candles, rejections, open_updates
 
 
-def heal(rest_client, configured: tuple[str, ...], interval: str, missing: set[tuple[str, int]]
-         ) -> tuple[list[Candle], list[Rejection]]:
+def heal(
+    rest_client, configured: tuple[str, ...], interval: str, missing: set[tuple[str, int]]
+) -> tuple[list[Candle], list[Rejection]]:
     """Fetch the missing candles from REST, one request range per symbol; invalid rows are rejected."""
     step = INTERVAL_MS[interval]
     accepted = symbols_mod.exchange_symbols(configured)
@@ -149,9 +174,17 @@ def rest_client_for(settings: Settings):
     return sources.active(settings).history(settings)
 
 
-def seal_window(settings: Settings, start_ms: int, end_ms: int, *, rest_client=None, collector_root=None,
-                grace_ms: int = DEFAULT_GRACE_MS, received_ms: tuple[int, int] | None = None,
-                clock_slack_ms: int = 600_000) -> SealResult:
+def seal_window(
+    settings: Settings,
+    start_ms: int,
+    end_ms: int,
+    *,
+    rest_client=None,
+    collector_root=None,
+    grace_ms: int = DEFAULT_GRACE_MS,
+    received_ms: tuple[int, int] | None = None,
+    clock_slack_ms: int = 600_000,
+) -> SealResult:
     """Seal [start_ms, end_ms) of settings.interval into one landing snapshot (see module doc).
 
     `received_ms`: the receive-time range to read from the collector, by default
@@ -163,10 +196,21 @@ def seal_window(settings: Settings, start_ms: int, end_ms: int, *, rest_client=N
     root = Path(collector_root or settings.state_dir / "collector")
     stats = ReadStats()
     r_lo, r_hi = received_ms or (start_ms, end_ms + grace_ms)
-    messages = read_window(root, r_lo, r_hi, stats, clock_slack_ms=clock_slack_ms) if root.exists() else iter(())
+    messages = (
+        read_window(root, r_lo, r_hi, stats, clock_slack_ms=clock_slack_ms)
+        if root.exists()
+        else iter(())
+    )
     ignored: Counter = Counter()
-    candles, rejections, open_updates = parse_messages(messages, configured, interval, start_ms, end_ms,
-                                                       ignored=ignored, feed=sources.active(settings))
+    candles, rejections, open_updates = parse_messages(
+        messages,
+        configured,
+        interval,
+        start_ms,
+        end_ms,
+        ignored=ignored,
+        feed=sources.active(settings),
+    )
 
     # Conflicting duplicates leave their key empty: prepare() tells us which, so REST can settle them.
     kept, conflicts, collapsed = landing.prepare(candles)
@@ -183,21 +227,43 @@ def seal_window(settings: Settings, start_ms: int, end_ms: int, *, rest_client=N
     healed = sorted((c.symbol, c.open_time) for c in healed_candles)
     holes = sorted(missing - set(healed))
     if holes:
-        log.warning("window %s..%s: %d candles not available from stream or REST (holes kept): %s",
-                    start_ms, end_ms, len(holes), holes[:10])
+        log.warning(
+            "window %s..%s: %d candles not available from stream or REST (holes kept): %s",
+            start_ms,
+            end_ms,
+            len(holes),
+            holes[:10],
+        )
 
-    snap = landing.write_snapshot(settings.landing_uri, interval, start_ms, end_ms, kept + healed_candles)
+    snap = landing.write_snapshot(
+        settings.landing_uri, interval, start_ms, end_ms, kept + healed_candles
+    )
     rejections += snap.rejections
     return SealResult(
-        uri=snap.uri, window_start_ms=start_ms, window_end_ms=end_ms, rows=snap.rows,
-        from_stream=len(kept), healed=healed, holes=holes,
-        rejected=dict(Counter(r.reason for r in rejections)), open_updates=open_updates,
+        uri=snap.uri,
+        window_start_ms=start_ms,
+        window_end_ms=end_ms,
+        rows=snap.rows,
+        from_stream=len(kept),
+        healed=healed,
+        holes=holes,
+        rejected=dict(Counter(r.reason for r in rejections)),
+        open_updates=open_updates,
         # messages == from_stream + duplicates + rejected + open_updates + sum(ignored)
-        stream={"messages": stats.messages, "from_stream": len(kept), "duplicates": collapsed,
-                "rejected": stream_rejected, "open_updates": open_updates, "ignored": dict(ignored),
-                "torn": stats.torn, "corrupt": stats.corrupt,
-                "active_segments": stats.active_segments, "events": len(stats.events)},
-        sha256=snap.sha256, rejections=rejections,
+        stream={
+            "messages": stats.messages,
+            "from_stream": len(kept),
+            "duplicates": collapsed,
+            "rejected": stream_rejected,
+            "open_updates": open_updates,
+            "ignored": dict(ignored),
+            "torn": stats.torn,
+            "corrupt": stats.corrupt,
+            "active_segments": stats.active_segments,
+            "events": len(stats.events),
+        },
+        sha256=snap.sha256,
+        rejections=rejections,
     )
 
 
@@ -206,8 +272,15 @@ def seal_window(settings: Settings, start_ms: int, end_ms: int, *, rest_client=N
 CATCH_UP_MS = 300_000
 
 
-def collector_ready(heartbeat: dict | None, window_end_ms: int, now_ms: int, run_started_ms: int,
-                    grace_ms: int = DEFAULT_GRACE_MS, *, has_stream: bool = True) -> tuple[bool, str]:
+def collector_ready(
+    heartbeat: dict | None,
+    window_end_ms: int,
+    now_ms: int,
+    run_started_ms: int,
+    grace_ms: int = DEFAULT_GRACE_MS,
+    *,
+    has_stream: bool = True,
+) -> tuple[bool, str]:
     """May the window be sealed now? (the binance_ingest sensor). Returns (ready, why).
 
     A live window waits for its closing messages (the grace period) and for a collector that was
@@ -218,15 +291,26 @@ def collector_ready(heartbeat: dict | None, window_end_ms: int, now_ms: int, run
     if not has_stream:
         return True, "the source has no stream: the window is sealed from its history"
     if run_started_ms >= window_end_ms + CATCH_UP_MS:
-        return True, "catching up on a past window: sealed from what was collected, healed over REST"
+        return (
+            True,
+            "catching up on a past window: sealed from what was collected, healed over REST",
+        )
     if now_ms < window_end_ms + grace_ms:
         return False, "waiting for the window's closing messages (grace period)"
     if heartbeat is None:
-        return False, "no collector heartbeat: is the collector running? (cryptoflow collect; make status)"
+        return (
+            False,
+            "no collector heartbeat: is the collector running? (cryptoflow collect; make status)",
+        )
     if heartbeat.get("at_ms", 0) < window_end_ms + grace_ms:
         age = (now_ms - heartbeat.get("at_ms", 0)) / 1000
-        return False, f"collector heartbeat is {age:.0f} s old (pid {heartbeat.get('pid')}): collector down?"
-    return True, "collector alive" + ("" if heartbeat.get("connected") else " (reconnecting; REST heals)")
+        return (
+            False,
+            f"collector heartbeat is {age:.0f} s old (pid {heartbeat.get('pid')}): collector down?",
+        )
+    return True, "collector alive" + (
+        "" if heartbeat.get("connected") else " (reconnecting; REST heals)"
+    )
 
 
 def record(conn, result: SealResult | HealResult, run_id: str, interval: str) -> None:
@@ -261,8 +345,13 @@ def land_span(settings: Settings, candles: list[Candle], start_ms: int, end_ms: 
     uris = []
     for day in range(start_ms - start_ms % day_ms, end_ms, day_ms):
         lo, hi = max(day, start_ms), min(day + day_ms, end_ms)
-        snap = landing.write_snapshot(settings.landing_uri, settings.interval, lo, hi,
-                                      [c for c in candles if lo <= c.open_time < hi])
+        snap = landing.write_snapshot(
+            settings.landing_uri,
+            settings.interval,
+            lo,
+            hi,
+            [c for c in candles if lo <= c.open_time < hi],
+        )
         uris.append(snap.uri)
     return uris
 
@@ -282,14 +371,23 @@ def backfill_from_rest(settings: Settings, start_ms: int, end_ms: int, rest_clie
     for name in configured:
         for seg in symbols_mod.segments_between(name, start_ms, end_ms):
             assert seg.end_ms is not None  # clipped to [start_ms, end_ms)
-            for c in rest_client.fetch_klines(seg.symbol, settings.interval, seg.start_ms, seg.end_ms - 1):
+            for c in rest_client.fetch_klines(
+                seg.symbol, settings.interval, seg.start_ms, seg.end_ms - 1
+            ):
                 read += 1
                 parsed.append((_as_configured(c, configured), ",".join(c.landing_row())))
     return finish(read, parsed, [], symbols=configured)
 
 
-def backfill_and_land(settings: Settings, start_ms: int, end_ms: int, run_id: str, *,
-                      quarantine_rejections: bool = True, rest_client=None):
+def backfill_and_land(
+    settings: Settings,
+    start_ms: int,
+    end_ms: int,
+    run_id: str,
+    *,
+    quarantine_rejections: bool = True,
+    rest_client=None,
+):
     """History of [start, end) from REST landed as daily snapshots (`land_span`), its rejections
     quarantined under `run_id` (replacing that run's earlier rows). Returns (ImportResult, URIs)."""
     from cryptoflow.warehouse import db
@@ -316,18 +414,26 @@ HOLE_REASON = "not available from the stream or Binance REST"
 @dataclass
 class HealResult:
     uris: list[str]
-    wanted: int                                                    # missing candles looked for
-    healed: list[tuple[str, int]] = field(default_factory=list)    # fetched from REST and landed
-    holes: list[tuple[str, int]] = field(default_factory=list)     # REST has none: explained gaps
+    wanted: int  # missing candles looked for
+    healed: list[tuple[str, int]] = field(default_factory=list)  # fetched from REST and landed
+    holes: list[tuple[str, int]] = field(default_factory=list)  # REST has none: explained gaps
     rejections: list[Rejection] = field(default_factory=list, repr=False)
-    deferred: int = 0                                              # over the per-run cap: next run
+    deferred: int = 0  # over the per-run cap: next run
 
     def summary(self) -> dict:
-        return {"uris": self.uris, "wanted": self.wanted, "healed": len(self.healed), "holes": len(self.holes),
-                "rejected": dict(Counter(r.reason for r in self.rejections)), "deferred": self.deferred}
+        return {
+            "uris": self.uris,
+            "wanted": self.wanted,
+            "healed": len(self.healed),
+            "holes": len(self.holes),
+            "rejected": dict(Counter(r.reason for r in self.rejections)),
+            "deferred": self.deferred,
+        }
 
 
-def missing_ranges(conn, symbols, interval: str, lo_ms: int, before_ms: int) -> dict[str, list[tuple[int, int]]]:
+def missing_ranges(
+    conn, symbols, interval: str, lo_ms: int, before_ms: int
+) -> dict[str, list[tuple[int, int]]]:
     """[start, end) ranges of `interval` open times missing from market.candles, per symbol.
 
     Between the symbol's first stored candle at or after `lo_ms` and `before_ms`: the holes between
@@ -340,7 +446,13 @@ def missing_ranges(conn, symbols, interval: str, lo_ms: int, before_ms: int) -> 
         SELECT symbol, open_time, lead(open_time) OVER (PARTITION BY symbol ORDER BY open_time) AS next
         FROM market.candles
         WHERE interval = %(iv)s AND symbol = ANY(%(symbols)s) AND open_time >= %(lo)s AND open_time < %(hi)s
-        """, {"iv": interval, "symbols": list(symbols), "lo": datetime_from_ms(lo_ms), "hi": datetime_from_ms(before_ms)},
+        """,
+        {
+            "iv": interval,
+            "symbols": list(symbols),
+            "lo": datetime_from_ms(lo_ms),
+            "hi": datetime_from_ms(before_ms),
+        },
     ).fetchall()
     out: dict[str, list[tuple[int, int]]] = {}
     for symbol, t, nxt in rows:
@@ -351,26 +463,34 @@ def missing_ranges(conn, symbols, interval: str, lo_ms: int, before_ms: int) -> 
     return out
 
 
-def _known_keys(conn, interval: str, ranges: dict[str, list[tuple[int, int]]]) -> set[tuple[str, int]]:
+def _known_keys(
+    conn, interval: str, ranges: dict[str, list[tuple[int, int]]]
+) -> set[tuple[str, int]]:
     """Missing keys that healing must not chase again: quarantined rows and explained gaps."""
     known: set[tuple[str, int]] = set()
     step = INTERVAL_MS[interval]
     for symbol, spans in ranges.items():
         lo, hi = min(a for a, _ in spans), max(b for _, b in spans)
-        for (t,) in conn.execute("SELECT open_time FROM ops.quarantine WHERE symbol = %s AND interval = %s"
-                                 " AND open_time >= %s AND open_time < %s",
-                                 (symbol, interval, datetime_from_ms(lo), datetime_from_ms(hi))).fetchall():
+        for (t,) in conn.execute(
+            "SELECT open_time FROM ops.quarantine WHERE symbol = %s AND interval = %s"
+            " AND open_time >= %s AND open_time < %s",
+            (symbol, interval, datetime_from_ms(lo), datetime_from_ms(hi)),
+        ).fetchall():
             known.add((symbol, ms_from_datetime(t)))
-        for a, b in conn.execute("SELECT gap_start, gap_end FROM ops.explained_gaps WHERE symbol = %s AND interval = %s"
-                                 " AND gap_end > %s AND gap_start < %s",
-                                 (symbol, interval, datetime_from_ms(lo), datetime_from_ms(hi))).fetchall():
+        for a, b in conn.execute(
+            "SELECT gap_start, gap_end FROM ops.explained_gaps WHERE symbol = %s AND interval = %s"
+            " AND gap_end > %s AND gap_start < %s",
+            (symbol, interval, datetime_from_ms(lo), datetime_from_ms(hi)),
+        ).fetchall():
             a_ms, b_ms = ms_from_datetime(a), ms_from_datetime(b)
             first = -(-a_ms // step) * step
             known.update((symbol, t) for t in range(max(first, lo), min(b_ms, hi), step))
     return known
 
 
-def landed_windows(landing_uri: str, interval: str, lo_ms: int, before_ms: int) -> list[tuple[int, int]]:
+def landed_windows(
+    landing_uri: str, interval: str, lo_ms: int, before_ms: int
+) -> list[tuple[int, int]]:
     """Windows of the snapshots already landed over [lo, before): sealed windows and healed stretches.
 
     Their candles are on their way to the warehouse (spark_etl follows the landing Asset), or are
@@ -390,7 +510,9 @@ def healed_root(landing_uri: str) -> str:
     return landing_uri.rstrip("/") + "/healed"
 
 
-def find_missing(conn, settings: Settings, before_ms: int, horizon_ms: int = HEAL_HORIZON_MS) -> set[tuple[str, int]]:
+def find_missing(
+    conn, settings: Settings, before_ms: int, horizon_ms: int = HEAL_HORIZON_MS
+) -> set[tuple[str, int]]:
     """(symbol, open time) of closed candles that should be in the warehouse before `before_ms` and
     are not: not stored, not in a snapshot on its way, not quarantined, not an explained gap."""
     interval, configured = settings.interval, tuple(settings.symbols)
@@ -408,8 +530,15 @@ def find_missing(conn, settings: Settings, before_ms: int, horizon_ms: int = HEA
     return missing - _known_keys(conn, interval, ranges)
 
 
-def heal_history(conn, settings: Settings, before_ms: int, *, rest_client=None,
-                 horizon_ms: int = HEAL_HORIZON_MS, max_per_symbol: int = HEAL_MAX_PER_SYMBOL) -> HealResult:
+def heal_history(
+    conn,
+    settings: Settings,
+    before_ms: int,
+    *,
+    rest_client=None,
+    horizon_ms: int = HEAL_HORIZON_MS,
+    max_per_symbol: int = HEAL_MAX_PER_SYMBOL,
+) -> HealResult:
     """Fetch the closed candles missing from the warehouse before `before_ms` from REST and land them.
 
     What binance_ingest does beside sealing its window, so the platform heals itself: the demo's
@@ -428,7 +557,9 @@ def heal_history(conn, settings: Settings, before_ms: int, *, rest_client=None,
     wanted: set[tuple[str, int]] = set()
     deferred = 0
     for s, times in by_symbol.items():
-        wanted.update((s, t) for t in times[:max_per_symbol])  # oldest first: the tail follows next run
+        wanted.update(
+            (s, t) for t in times[:max_per_symbol]
+        )  # oldest first: the tail follows next run
         deferred += max(len(times) - max_per_symbol, 0)
     rest_client = rest_client or rest_client_for(settings)
     found, rejections = heal(rest_client, configured, interval, wanted)
@@ -437,18 +568,32 @@ def heal_history(conn, settings: Settings, before_ms: int, *, rest_client=None,
     uris = []
     step = INTERVAL_MS[interval]
     for lo, hi in merge_ranges((t, t + step) for t in {c.open_time for c in kept}):
-        snap = landing.write_snapshot(healed_root(settings.landing_uri), interval, lo, hi,
-                                      [c for c in kept if lo <= c.open_time < hi])
+        snap = landing.write_snapshot(
+            healed_root(settings.landing_uri),
+            interval,
+            lo,
+            hi,
+            [c for c in kept if lo <= c.open_time < hi],
+        )
         rejections += snap.rejections
         uris.append(snap.uri)
     healed = sorted((c.symbol, c.open_time) for c in kept)
     rejected = {(r.symbol, r.open_time) for r in rejections}
     holes = sorted(wanted - set(healed) - rejected)
     if holes:
-        log.warning("healing: %d candles not available from Binance REST either (kept as holes): %s",
-                    len(holes), holes[:10])
-    return HealResult(uris=uris, wanted=len(wanted), healed=healed, holes=holes, rejections=rejections,
-                      deferred=deferred)
+        log.warning(
+            "healing: %d candles not available from Binance REST either (kept as holes): %s",
+            len(holes),
+            holes[:10],
+        )
+    return HealResult(
+        uris=uris,
+        wanted=len(wanted),
+        healed=healed,
+        holes=holes,
+        rejections=rejections,
+        deferred=deferred,
+    )
 
 
 def hole_ranges(holes: list[tuple[str, int]], step: int) -> list[tuple[str, int, int]]:
@@ -473,4 +618,8 @@ def _explain_holes(cur, holes: list[tuple[str, int]], interval: str) -> None:
     cur.executemany(
         "INSERT INTO ops.explained_gaps (symbol, interval, gap_start, gap_end, reason) VALUES (%s, %s, %s, %s, %s)"
         " ON CONFLICT (symbol, interval, gap_start) DO NOTHING",
-        [(s, interval, datetime_from_ms(a), datetime_from_ms(b), HOLE_REASON) for s, a, b in hole_ranges(holes, INTERVAL_MS[interval])])
+        [
+            (s, interval, datetime_from_ms(a), datetime_from_ms(b), HOLE_REASON)
+            for s, a, b in hole_ranges(holes, INTERVAL_MS[interval])
+        ],
+    )

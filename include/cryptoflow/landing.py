@@ -71,19 +71,25 @@ def _compact(ms: int) -> str:
 
 def snapshot_relpath(interval: str, window_start_ms: int, window_end_ms: int) -> str:
     day = datetime_from_ms(window_start_ms).strftime("%Y-%m-%d")
-    return f"interval={interval}/date={day}/{_compact(window_start_ms)}_{_compact(window_end_ms)}.csv"
+    return (
+        f"interval={interval}/date={day}/{_compact(window_start_ms)}_{_compact(window_end_ms)}.csv"
+    )
 
 
 def snapshot_uri(landing_uri: str, interval: str, window_start_ms: int, window_end_ms: int) -> str:
-    return landing_uri.rstrip("/") + "/" + snapshot_relpath(interval, window_start_ms, window_end_ms)
+    return (
+        landing_uri.rstrip("/") + "/" + snapshot_relpath(interval, window_start_ms, window_end_ms)
+    )
 
 
 def parse_snapshot_name(name: str) -> tuple[int, int]:
     """(window_start_ms, window_end_ms) from a snapshot file name."""
     stem = Path(name).name.removesuffix(".csv")
     a, _, b = stem.partition("_")
+
     def ms(s):
         return ms_from_datetime(datetime.strptime(s, "%Y%m%dT%H%M%SZ"))
+
     return ms(a), ms(b)
 
 
@@ -104,10 +110,17 @@ def prepare(candles: list[Candle]) -> tuple[list[Candle], list[Rejection], int]:
             continue
         sources = ", ".join(sorted({x.source for x in copies}))
         for c in sorted(copies, key=lambda c: (c.source, c.landing_row())):
-            rejections.append(reject(
-                "conflicting_duplicate",
-                f"{len(copies)} copies of {c.symbol} {c.interval} open_time={c.open_time} differ (sources: {sources})",
-                _csv_line(c.landing_row()), c.source, c.symbol, c.interval, c.open_time))
+            rejections.append(
+                reject(
+                    "conflicting_duplicate",
+                    f"{len(copies)} copies of {c.symbol} {c.interval} open_time={c.open_time} differ (sources: {sources})",
+                    _csv_line(c.landing_row()),
+                    c.source,
+                    c.symbol,
+                    c.interval,
+                    c.open_time,
+                )
+            )
     return kept, rejections, collapsed
 
 
@@ -129,8 +142,9 @@ def render(candles: list[Candle]) -> bytes:
     return buf.getvalue().encode("utf-8")
 
 
-def write_snapshot(landing_uri: str, interval: str, window_start_ms: int, window_end_ms: int,
-                   candles: list[Candle]) -> SnapshotResult:
+def write_snapshot(
+    landing_uri: str, interval: str, window_start_ms: int, window_end_ms: int, candles: list[Candle]
+) -> SnapshotResult:
     """Seal one window's candles as a snapshot file (atomically replacing an earlier seal).
 
     Candles still open come back as `not_closed` rejections. A candle of another interval or
@@ -140,16 +154,35 @@ def write_snapshot(landing_uri: str, interval: str, window_start_ms: int, window
         raise ValueError("window end must be after its start")
     for c in candles:
         if c.interval != interval or not window_start_ms <= c.open_time < window_end_ms:
-            raise ValueError(f"candle {c.key} does not belong to window {interval} "
-                             f"[{window_start_ms}, {window_end_ms})")
-    not_closed = [reject("not_closed", "candle still open (x=false) at sealing time", _csv_line(c.landing_row()),
-                         c.source, c.symbol, c.interval, c.open_time) for c in candles if not c.closed]
+            raise ValueError(
+                f"candle {c.key} does not belong to window {interval} "
+                f"[{window_start_ms}, {window_end_ms})"
+            )
+    not_closed = [
+        reject(
+            "not_closed",
+            "candle still open (x=false) at sealing time",
+            _csv_line(c.landing_row()),
+            c.source,
+            c.symbol,
+            c.interval,
+            c.open_time,
+        )
+        for c in candles
+        if not c.closed
+    ]
     kept, rejections, collapsed = prepare([c for c in candles if c.closed])
     data = render(kept)
     uri = snapshot_uri(landing_uri, interval, window_start_ms, window_end_ms)
     write_atomic(uri, data)
-    return SnapshotResult(uri=uri, rows=len(kept), duplicates_collapsed=collapsed,
-                          rejections=not_closed + rejections, sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
+    return SnapshotResult(
+        uri=uri,
+        rows=len(kept),
+        duplicates_collapsed=collapsed,
+        rejections=not_closed + rejections,
+        sha256=hashlib.sha256(data).hexdigest(),
+        bytes=len(data),
+    )
 
 
 def _local_path(uri: str) -> Path | None:
@@ -194,7 +227,7 @@ def write_atomic(uri: str, data: bytes) -> None:
             try:
                 view = memoryview(data)
                 while view:
-                    view = view[os.write(fd, view):]
+                    view = view[os.write(fd, view) :]
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -213,7 +246,9 @@ def write_atomic(uri: str, data: bytes) -> None:
     parent = fpath.rsplit("/", 1)[0]
     filesystem.create_dir(parent, recursive=True)
     if urlparse(uri).scheme == "s3":
-        with filesystem.open_output_stream(fpath) as out:  # one PUT: the object appears whole or not at all
+        with filesystem.open_output_stream(
+            fpath
+        ) as out:  # one PUT: the object appears whole or not at all
             out.write(data)
         return
     tmp_fpath = f"{parent}/.{fpath.rsplit('/', 1)[1]}.{os.getpid()}.tmp"
@@ -237,12 +272,15 @@ def read_snapshot(uri: str) -> list[Candle]:
     reader = csv.reader(io.StringIO(text))
     header = next(reader, None)
     if tuple(header or ()) != LANDING_COLUMNS:
-        raise ValueError(f"{uri}: header {header} is not the landing format {list(LANDING_COLUMNS)}")
+        raise ValueError(
+            f"{uri}: header {header} is not the landing format {list(LANDING_COLUMNS)}"
+        )
     return [from_landing_row(row) for row in reader]
 
 
-def list_snapshots(landing_uri: str, interval: str, start_ms: int | None = None,
-                   end_ms: int | None = None) -> list[str]:
+def list_snapshots(
+    landing_uri: str, interval: str, start_ms: int | None = None, end_ms: int | None = None
+) -> list[str]:
     """URIs of the snapshots of `interval` whose window overlaps [start_ms, end_ms), oldest first."""
     base = landing_uri.rstrip("/") + f"/interval={interval}"
     path = _local_path(base)
@@ -256,10 +294,20 @@ def list_snapshots(landing_uri: str, interval: str, start_ms: int | None = None,
         from pyarrow import fs
 
         filesystem, fpath = _filesystem(base)
-        infos = filesystem.get_file_info(fs.FileSelector(fpath, recursive=True, allow_not_found=True))
+        infos = filesystem.get_file_info(
+            fs.FileSelector(fpath, recursive=True, allow_not_found=True)
+        )
         scheme = urlparse(base)
-        found = [(i.base_name, f"{scheme.scheme}://{scheme.netloc}/{i.path.lstrip('/')}" if scheme.scheme != "s3"
-                  else f"s3://{i.path}") for i in infos if i.is_file and i.base_name.endswith(".csv")]
+        found = [
+            (
+                i.base_name,
+                f"{scheme.scheme}://{scheme.netloc}/{i.path.lstrip('/')}"
+                if scheme.scheme != "s3"
+                else f"s3://{i.path}",
+            )
+            for i in infos
+            if i.is_file and i.base_name.endswith(".csv")
+        ]
     out = []
     for name, uri in found:
         if name.startswith("."):
@@ -273,6 +321,18 @@ def list_snapshots(landing_uri: str, interval: str, start_ms: int | None = None,
     return [u for _, u in sorted(out)]
 
 
-__all__ = ["WINDOW_MS", "LANDING_SPARK_SCHEMA", "SnapshotResult", "window_of", "snapshot_relpath", "snapshot_uri",
-           "parse_snapshot_name", "prepare", "render", "write_snapshot", "write_atomic", "read_snapshot",
-           "list_snapshots"]
+__all__ = [
+    "WINDOW_MS",
+    "LANDING_SPARK_SCHEMA",
+    "SnapshotResult",
+    "window_of",
+    "snapshot_relpath",
+    "snapshot_uri",
+    "parse_snapshot_name",
+    "prepare",
+    "render",
+    "write_snapshot",
+    "write_atomic",
+    "read_snapshot",
+    "list_snapshots",
+]

@@ -35,8 +35,18 @@ def write_rejections(conn, rejections: Iterable[Rejection], run_id: str | None) 
     with conn.cursor() as cur:
         with cur.copy(sql.SQL("COPY ops.quarantine ({}) FROM STDIN").format(COLUMN_LIST)) as copy:
             for r in rejections:
-                copy.write_row((_text(r.source), r.reason, _text(r.detail), _text(r.raw), r.symbol, r.interval,
-                                _ts(r.open_time), run_id))
+                copy.write_row(
+                    (
+                        _text(r.source),
+                        r.reason,
+                        _text(r.detail),
+                        _text(r.raw),
+                        r.symbol,
+                        r.interval,
+                        _ts(r.open_time),
+                        run_id,
+                    )
+                )
                 n += 1
     return n
 

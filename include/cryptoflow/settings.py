@@ -29,8 +29,16 @@ from urllib.parse import urlsplit
 # The ten coins of the original system, quoted in USDT. MATIC became POL on 2024-09-13
 # (see cryptoflow.symbols): the configured name is the current one.
 DEFAULT_SYMBOLS = (
-    "BTCUSDT", "ETHUSDT", "XRPUSDT", "BNBUSDT", "DOGEUSDT",
-    "ADAUSDT", "POLUSDT", "DOTUSDT", "SOLUSDT", "USDCUSDT",
+    "BTCUSDT",
+    "ETHUSDT",
+    "XRPUSDT",
+    "BNBUSDT",
+    "DOGEUSDT",
+    "ADAUSDT",
+    "POLUSDT",
+    "DOTUSDT",
+    "SOLUSDT",
+    "USDCUSDT",
 )
 
 LIVE_WS_URL = "wss://data-stream.binance.vision"
@@ -53,6 +61,7 @@ class ConfigError(ValueError):
 
 
 # --- parsing: (variable name, text) -> value, a ConfigError naming the variable when it can't be used
+
 
 def _text(name: str, raw: str) -> str:
     return raw
@@ -179,20 +188,37 @@ def _setting(env: str, default: str, doc: str, **how: Any) -> Any:
 def _in_section(section: str) -> Callable[..., Any]:
     """The declaration of a setting outside core, its variable named after its field (filled in with
     it). Never recorded in the stack file: these reach the stack's services through the environment."""
+
     def declare(default: str, doc: str, parse: Callable[[str, str], Any] = _text) -> Any:
-        shows: dict[Callable[[str, str], Any], Callable[[Any], str]] = {_words: _joined(","), _flag: _shown_flag}
-        return _setting("", default, doc, parse=parse, show=shows.get(parse, str), section=section, record="never")
+        shows: dict[Callable[[str, str], Any], Callable[[Any], str]] = {
+            _words: _joined(","),
+            _flag: _shown_flag,
+        }
+        return _setting(
+            "",
+            default,
+            doc,
+            parse=parse,
+            show=shows.get(parse, str),
+            section=section,
+            record="never",
+        )
+
     return declare
 
 
-_forecast, _bench, _bootstrap = _in_section("forecast"), _in_section("bench"), _in_section("bootstrap")
+_forecast, _bench, _bootstrap = (
+    _in_section("forecast"),
+    _in_section("bench"),
+    _in_section("bootstrap"),
+)
 
 # What each section is, under its heading in docs/configuration.md.
 SECTION_DOCS = {
     "core": "The platform: where its state, stores and services are, what it collects, how Spark runs.",
     "forecast": "The forecasting knobs (cryptoflow.forecast.config.ForecastConfig, one field each; `cryptoflow "
-                "backtest --set FIELD=VALUE` overrides them). Those that shape a model are stored with it: "
-                "changing one makes the current model stale.",
+    "backtest --set FIELD=VALUE` overrides them). Those that shape a model are stored with it: "
+    "changing one makes the current model stale.",
     "bench": "Switches of the benchmarks (`cryptoflow bench`); each benchmark's module says what it measures.",
     "bootstrap": "Read by scripts/bootstrap.sh, which runs before the Python environment exists.",
 }
@@ -217,144 +243,307 @@ class Settings:
     carry passwords (the local cluster's are filled in from credentials.env when the DSNs are unset)."""
 
     home: Path = _setting(
-        "CRYPTOFLOW_HOME", "<checkout>", "Project root: dags/, plugins/, spark_jobs/ are found here.",
-        parse=_absolute_path, derive=lambda get: str(_project_home()), record="never")
+        "CRYPTOFLOW_HOME",
+        "<checkout>",
+        "Project root: dags/, plugins/, spark_jobs/ are found here.",
+        parse=_absolute_path,
+        derive=lambda get: str(_project_home()),
+        record="never",
+    )
     state_dir: Path = _setting(
-        "CRYPTOFLOW_STATE_DIR", "{home}/.state", "Local state: PostgreSQL cluster, logs, credentials, file:// stores.",
-        parse=_absolute_path, record="never")
+        "CRYPTOFLOW_STATE_DIR",
+        "{home}/.state",
+        "Local state: PostgreSQL cluster, logs, credentials, file:// stores.",
+        parse=_absolute_path,
+        record="never",
+    )
     bind_host: str = _setting(
-        "CRYPTOFLOW_BIND_HOST", "127.0.0.1", "Address every local service listens on (loopback by default).")
-    pg_port: int = _setting("CRYPTOFLOW_PG_PORT", "5433", "Port of the private PostgreSQL cluster.", parse=_port)
+        "CRYPTOFLOW_BIND_HOST",
+        "127.0.0.1",
+        "Address every local service listens on (loopback by default).",
+    )
+    pg_port: int = _setting(
+        "CRYPTOFLOW_PG_PORT", "5433", "Port of the private PostgreSQL cluster.", parse=_port
+    )
     warehouse_dsn: str = _setting(
-        "CRYPTOFLOW_WAREHOUSE_DSN", "postgresql://cf_writer:<generated>@127.0.0.1:{pg_port}/cryptoflow",
-        "Warehouse DSN of the pipelines (writer role).", record="never",
-        derive=lambda get: _local_dsn("cf_writer", _credentials_of(get).get("CF_WRITER_PASSWORD"), get("pg_port")))
+        "CRYPTOFLOW_WAREHOUSE_DSN",
+        "postgresql://cf_writer:<generated>@127.0.0.1:{pg_port}/cryptoflow",
+        "Warehouse DSN of the pipelines (writer role).",
+        record="never",
+        derive=lambda get: _local_dsn(
+            "cf_writer", _credentials_of(get).get("CF_WRITER_PASSWORD"), get("pg_port")
+        ),
+    )
     warehouse_reader_dsn: str = _setting(
-        "CRYPTOFLOW_WAREHOUSE_READER_DSN", "postgresql://cf_reader:<generated>@127.0.0.1:{pg_port}/cryptoflow",
-        "Warehouse DSN of the dashboards (read-only role).", record="never",
-        derive=lambda get: _local_dsn("cf_reader", _credentials_of(get).get("CF_READER_PASSWORD"), get("pg_port")))
+        "CRYPTOFLOW_WAREHOUSE_READER_DSN",
+        "postgresql://cf_reader:<generated>@127.0.0.1:{pg_port}/cryptoflow",
+        "Warehouse DSN of the dashboards (read-only role).",
+        record="never",
+        derive=lambda get: _local_dsn(
+            "cf_reader", _credentials_of(get).get("CF_READER_PASSWORD"), get("pg_port")
+        ),
+    )
     landing_uri: str = _setting(
-        "CRYPTOFLOW_LANDING_URI", "file://{state}/landing", "Where ingest seals its snapshots (file://, hdfs://, s3://).")
+        "CRYPTOFLOW_LANDING_URI",
+        "file://{state}/landing",
+        "Where ingest seals its snapshots (file://, hdfs://, s3://).",
+    )
     lake_uri: str = _setting(
-        "CRYPTOFLOW_LAKE_URI", "file://{state}/lake",
-        "Parquet lake root (file:// locally, hdfs://namenode:8020/... in compose).")
+        "CRYPTOFLOW_LAKE_URI",
+        "file://{state}/lake",
+        "Parquet lake root (file:// locally, hdfs://namenode:8020/... in compose).",
+    )
     model_store_uri: str = _setting(
-        "CRYPTOFLOW_MODEL_STORE_URI", "file://{state}/models", "Model registry root (file:// or s3://bucket/prefix).")
+        "CRYPTOFLOW_MODEL_STORE_URI",
+        "file://{state}/models",
+        "Model registry root (file:// or s3://bucket/prefix).",
+    )
     s3_endpoint_url: str = _setting(
-        "CRYPTOFLOW_S3_ENDPOINT_URL", "", "S3-compatible endpoint (MinIO, moto); empty means AWS.")
+        "CRYPTOFLOW_S3_ENDPOINT_URL", "", "S3-compatible endpoint (MinIO, moto); empty means AWS."
+    )
     models_dir: Path = _setting(
-        "CRYPTOFLOW_MODELS_DIR", "{home}/models", "Directory of the Keras architectures (`<name>.py`, each with `build()`).",
-        parse=_path, record="changed")
+        "CRYPTOFLOW_MODELS_DIR",
+        "{home}/models",
+        "Directory of the Keras architectures (`<name>.py`, each with `build()`).",
+        parse=_path,
+        record="changed",
+    )
     code_version: str = _setting(
-        "CRYPTOFLOW_CODE_VERSION", "", "Code version recorded with each model; empty: the checkout's git commit.")
-    spark_master: str = _setting("CRYPTOFLOW_SPARK_MASTER", "local[*]", "Spark master URL (local[*], spark://host:7077).")
+        "CRYPTOFLOW_CODE_VERSION",
+        "",
+        "Code version recorded with each model; empty: the checkout's git commit.",
+    )
+    spark_master: str = _setting(
+        "CRYPTOFLOW_SPARK_MASTER", "local[*]", "Spark master URL (local[*], spark://host:7077)."
+    )
     spark_driver_memory: str = _setting(
-        "CRYPTOFLOW_SPARK_DRIVER_MEMORY", "2g",
-        "Spark driver heap: spark-submit's --driver-memory in the DAG, spark.driver.memory elsewhere.")
+        "CRYPTOFLOW_SPARK_DRIVER_MEMORY",
+        "2g",
+        "Spark driver heap: spark-submit's --driver-memory in the DAG, spark.driver.memory elsewhere.",
+    )
     postgres_jdbc_jar: str = _setting(
-        "CRYPTOFLOW_POSTGRES_JDBC_JAR", "/usr/share/java/postgresql.jar",
-        "PostgreSQL JDBC driver handed to Spark (Debian's libpostgresql-jdbc-java; used if present).")
+        "CRYPTOFLOW_POSTGRES_JDBC_JAR",
+        "/usr/share/java/postgresql.jar",
+        "PostgreSQL JDBC driver handed to Spark (Debian's libpostgresql-jdbc-java; used if present).",
+    )
     symbols: tuple[str, ...] = _setting(
-        "CRYPTOFLOW_SYMBOLS", ",".join(DEFAULT_SYMBOLS), "Comma-separated Binance symbols to collect and forecast.",
-        parse=_symbols, show=_joined(","))
+        "CRYPTOFLOW_SYMBOLS",
+        ",".join(DEFAULT_SYMBOLS),
+        "Comma-separated Binance symbols to collect and forecast.",
+        parse=_symbols,
+        show=_joined(","),
+    )
     interval: str = _setting("CRYPTOFLOW_INTERVAL", "1m", "Kline interval collected from Binance.")
     source: str = _setting(
-        "CRYPTOFLOW_SOURCE", "binance", "Market-data source, a module of cryptoflow.sources: binance (live or "
-        "replay), or files (the candle files of CRYPTOFLOW_REPLAY_DATA, no network, history only).")
+        "CRYPTOFLOW_SOURCE",
+        "binance",
+        "Market-data source, a module of cryptoflow.sources: binance (live or "
+        "replay), or files (the candle files of CRYPTOFLOW_REPLAY_DATA, no network, history only).",
+    )
     binance_mode: str = _setting(
-        "CRYPTOFLOW_BINANCE_MODE", "live", "live: talk to Binance; replay: the local replay server.", parse=_mode)
+        "CRYPTOFLOW_BINANCE_MODE",
+        "live",
+        "live: talk to Binance; replay: the local replay server.",
+        parse=_mode,
+    )
     binance_ws_url: str = _setting(
-        "CRYPTOFLOW_BINANCE_WS_URL", "", "Websocket base URL; empty picks Binance (live) or the replay server.",
-        parse=_base_url, record="changed",
-        derive=lambda get: _binance_urls(get("binance_mode"), get("replay_port"))[0])
+        "CRYPTOFLOW_BINANCE_WS_URL",
+        "",
+        "Websocket base URL; empty picks Binance (live) or the replay server.",
+        parse=_base_url,
+        record="changed",
+        derive=lambda get: _binance_urls(get("binance_mode"), get("replay_port"))[0],
+    )
     binance_rest_url: str = _setting(
-        "CRYPTOFLOW_BINANCE_REST_URL", "", "REST base URL; empty picks Binance (live) or the replay server.",
-        parse=_base_url, record="changed",
-        derive=lambda get: _binance_urls(get("binance_mode"), get("replay_port"))[1])
-    replay_port: int = _setting("CRYPTOFLOW_REPLAY_PORT", "9444", "Port of the local Binance replay server.", parse=_port)
+        "CRYPTOFLOW_BINANCE_REST_URL",
+        "",
+        "REST base URL; empty picks Binance (live) or the replay server.",
+        parse=_base_url,
+        record="changed",
+        derive=lambda get: _binance_urls(get("binance_mode"), get("replay_port"))[1],
+    )
+    replay_port: int = _setting(
+        "CRYPTOFLOW_REPLAY_PORT", "9444", "Port of the local Binance replay server.", parse=_port
+    )
     replay_data: tuple[Path, ...] = _setting(
-        "CRYPTOFLOW_REPLAY_DATA", "",
+        "CRYPTOFLOW_REPLAY_DATA",
+        "",
         "Directories of candle files the replay server serves (os.pathsep-separated); empty: the shared data's.",
-        parse=_paths, show=_joined(os.pathsep))
+        parse=_paths,
+        show=_joined(os.pathsep),
+    )
     shared_data: Path = _setting(
-        "CRYPTOFLOW_SHARED_DATA", "<checkout>/../shared/data",
+        "CRYPTOFLOW_SHARED_DATA",
+        "<checkout>/../shared/data",
         "The shared data (replay history in its cryptodatadownload/, test fixtures).",
-        parse=_path, record="changed", derive=lambda get: str(get("home").parent / "shared" / "data"))
-    airflow_port: int = _setting("CRYPTOFLOW_AIRFLOW_PORT", "8080", "Airflow UI / API port.", parse=_port)
+        parse=_path,
+        record="changed",
+        derive=lambda get: str(get("home").parent / "shared" / "data"),
+    )
+    airflow_port: int = _setting(
+        "CRYPTOFLOW_AIRFLOW_PORT", "8080", "Airflow UI / API port.", parse=_port
+    )
     superset_port: int = _setting("CRYPTOFLOW_SUPERSET_PORT", "8088", "Superset port.", parse=_port)
     airflow_executor: str = _setting(
-        "CRYPTOFLOW_AIRFLOW_EXECUTOR", "local", "Executor of the local stack's Airflow: local (LocalExecutor), or "
+        "CRYPTOFLOW_AIRFLOW_EXECUTOR",
+        "local",
+        "Executor of the local stack's Airflow: local (LocalExecutor), or "
         "celery (CeleryExecutor: a Celery worker, Redis on CRYPTOFLOW_REDIS_PORT as broker), as in docker-compose.",
-        parse=_executor)
+        parse=_executor,
+    )
     redis_port: int = _setting(
-        "CRYPTOFLOW_REDIS_PORT", "6380", "Port of the local stack's Redis (the Celery broker; celery executor only).",
-        parse=_port)
+        "CRYPTOFLOW_REDIS_PORT",
+        "6380",
+        "Port of the local stack's Redis (the Celery broker; celery executor only).",
+        parse=_port,
+    )
 
     forecast_tf_threads: int = _setting(
-        "CRYPTOFLOW_FORECAST_TF_THREADS", "1", "TensorFlow intra- and inter-op threads of a training process.",
-        parse=_integer, section="forecast")
+        "CRYPTOFLOW_FORECAST_TF_THREADS",
+        "1",
+        "TensorFlow intra- and inter-op threads of a training process.",
+        parse=_integer,
+        section="forecast",
+    )
     # The other sections' variables are named after their fields: forecast_lookback is CRYPTOFLOW_FORECAST_LOOKBACK.
-    forecast_architecture: str = _forecast("lstm", "Model architecture: a file name in models/ (models/lstm.py).", _stripped)
+    forecast_architecture: str = _forecast(
+        "lstm", "Model architecture: a file name in models/ (models/lstm.py).", _stripped
+    )
     forecast_features: tuple[str, ...] = _forecast(
-        "log_return", "Comma-separated model inputs (forecast.windows.FEATURES), e.g. log_return,log_volume_change.", _words)
+        "log_return",
+        "Comma-separated model inputs (forecast.windows.FEATURES), e.g. log_return,log_volume_change.",
+        _words,
+    )
     forecast_pool: tuple[str, ...] = _forecast(
-        "", "Comma-separated coins trained as one model (pooled); empty: one model per coin.", _words)
+        "",
+        "Comma-separated coins trained as one model (pooled); empty: one model per coin.",
+        _words,
+    )
     forecast_lookback: int = _forecast("24", "Hours of returns the model sees.", _integer)
-    forecast_horizon: int = _forecast("1", "Returns the model outputs; the first one is served (the next hour).", _integer)
-    forecast_train_hours: int = _forecast("2160", "Hours of history per training, the most recent before the cut.", _integer)
+    forecast_horizon: int = _forecast(
+        "1", "Returns the model outputs; the first one is served (the next hour).", _integer
+    )
+    forecast_train_hours: int = _forecast(
+        "2160", "Hours of history per training, the most recent before the cut.", _integer
+    )
     forecast_validation_fraction: float = _forecast(
-        "0.2", "Latest part of the training window: early stopping, promotion, intervals.", _real)
+        "0.2", "Latest part of the training window: early stopping, promotion, intervals.", _real
+    )
     forecast_epochs: int = _forecast("30", "Training epochs at most.", _integer)
     forecast_batch_size: int = _forecast("64", "Training batch size.", _integer)
-    forecast_patience: int = _forecast("3", "Epochs without validation improvement before training stops.", _integer)
+    forecast_patience: int = _forecast(
+        "3", "Epochs without validation improvement before training stops.", _integer
+    )
     forecast_learning_rate: float = _forecast("0.001", "Learning rate of the optimiser.", _real)
     forecast_seed: int = _forecast("42", "Random seed of a training.", _integer)
-    forecast_interval_level: float = _forecast("0.9", "Central prediction interval (conformal, see forecast.intervals).", _real)
+    forecast_interval_level: float = _forecast(
+        "0.9", "Central prediction interval (conformal, see forecast.intervals).", _real
+    )
     forecast_interval_window_hours: int = _forecast(
-        "336", "Interval calibration: the served forecast's errors on this many hours before.", _integer)
-    forecast_volatility_span_hours: int = _forecast("24", "EWMA span of the volatility that scales those errors.", _integer)
-    forecast_interval_min_scores: int = _forecast("48", "Fewer calibration errors than this: no interval.", _integer)
+        "336",
+        "Interval calibration: the served forecast's errors on this many hours before.",
+        _integer,
+    )
+    forecast_volatility_span_hours: int = _forecast(
+        "24", "EWMA span of the volatility that scales those errors.", _integer
+    )
+    forecast_interval_min_scores: int = _forecast(
+        "48", "Fewer calibration errors than this: no interval.", _integer
+    )
     forecast_promotion_p_value: float = _forecast(
-        "0.05", "A new model serves only if it beats persistence at this level (Diebold-Mariano test).", _real)
-    forecast_retire_window_hours: int = _forecast("72", "Live retirement: the served model's latest scored hours ...", _integer)
-    forecast_retire_min_hours: int = _forecast("24", "... judged once it has this many ...", _integer)
-    forecast_retire_margin: float = _forecast("0.01", "... retired when its live MASE exceeds 1 + margin ...", _real)
-    forecast_retire_p_value: float = _forecast("0.1", "... and a Diebold-Mariano test says it is worse at this level.", _real)
+        "0.05",
+        "A new model serves only if it beats persistence at this level (Diebold-Mariano test).",
+        _real,
+    )
+    forecast_retire_window_hours: int = _forecast(
+        "72", "Live retirement: the served model's latest scored hours ...", _integer
+    )
+    forecast_retire_min_hours: int = _forecast(
+        "24", "... judged once it has this many ...", _integer
+    )
+    forecast_retire_margin: float = _forecast(
+        "0.01", "... retired when its live MASE exceeds 1 + margin ...", _real
+    )
+    forecast_retire_p_value: float = _forecast(
+        "0.1", "... and a Diebold-Mariano test says it is worse at this level.", _real
+    )
     forecast_probation_hours: int = _forecast(
-        "0", "A promoted model serves only once it has this many hours scored since its cut ...", _integer)
+        "0",
+        "A promoted model serves only once it has this many hours scored since its cut ...",
+        _integer,
+    )
     forecast_probation_margin: float = _forecast(
-        "0.0", "... and while its MASE over its latest retire_window_hours is at most 1 + margin.", _real)
+        "0.0",
+        "... and while its MASE over its latest retire_window_hours is at most 1 + margin.",
+        _real,
+    )
     forecast_retrain_every_hours: int = _forecast("24", "Cadence of retraining (hours).", _integer)
-    forecast_max_model_age_hours: int = _forecast("168", "An older model is stale: it is retrained and not served.", _integer)
+    forecast_max_model_age_hours: int = _forecast(
+        "168", "An older model is stale: it is retrained and not served.", _integer
+    )
     forecast_retry_hours: int = _forecast(
-        "6", "After a rejected or failed attempt, wait this long before retrying (hours).", _integer)
-    forecast_freshness_tolerance_hours: int = _forecast("0", "How many hours the latest complete candle may lag.", _integer)
+        "6", "After a rejected or failed attempt, wait this long before retrying (hours).", _integer
+    )
+    forecast_freshness_tolerance_hours: int = _forecast(
+        "0", "How many hours the latest complete candle may lag.", _integer
+    )
     forecast_ewma_span: int = _forecast("12", "EWMA baseline on returns (hours).", _integer)
-    forecast_drift_hours: int = _forecast("24", "Drift baseline: mean return over this many hours.", _integer)
+    forecast_drift_hours: int = _forecast(
+        "24", "Drift baseline: mean return over this many hours.", _integer
+    )
 
     bench_rows: int = _bench("1000000", "Candles of warehouse_copy and etl_load.", _integer)
     bench_runs: int = _bench("3", "Timed runs per history length of etl_incremental.", _integer)
     bench_spark_master: str = _bench("local[2]", "Spark master of the ETL benchmarks.")
-    bench_messages: int = _bench("200000", "Messages of ingest_parse when its module runs as a script.", _integer)
+    bench_messages: int = _bench(
+        "200000", "Messages of ingest_parse when its module runs as a script.", _integer
+    )
     bench_repeats: int = _bench("5", "Repeats of each chart's query in superset_queries.", _integer)
-    bench_forecast_days: int = _bench("30", "Days of the forecast benchmark's walk-forward backtest per coin.", _integer)
-    bench_forecast_retrain_hours: int = _bench("168", "Retraining cadence of the forecast benchmarks' backtests.", _integer)
-    bench_forecast_symbols: tuple[str, ...] = _bench("", "Coins of the forecast benchmark; empty: CRYPTOFLOW_SYMBOLS.", _words)
+    bench_forecast_days: int = _bench(
+        "30", "Days of the forecast benchmark's walk-forward backtest per coin.", _integer
+    )
+    bench_forecast_retrain_hours: int = _bench(
+        "168", "Retraining cadence of the forecast benchmarks' backtests.", _integer
+    )
+    bench_forecast_symbols: tuple[str, ...] = _bench(
+        "", "Coins of the forecast benchmark; empty: CRYPTOFLOW_SYMBOLS.", _words
+    )
     bench_forecast_end_offset_days: int = _bench(
-        "0", "Ends the forecast benchmark's backtest window this many days before the data does.", _integer)
-    bench_forecast_mase_only: bool = _bench("", "Set (non-empty): the forecast benchmark skips its speed figures.", _flag)
-    bench_verbose: bool = _bench("", "Set (non-empty): the forecast benchmark logs every backtest step.", _flag)
-    bench_compare_symbols: tuple[str, ...] = _bench("BTCUSDT,ETHUSDT,SOLUSDT", "Coins of forecast_compare.", _words)
-    bench_compare_days: int = _bench("14", "Days of forecast_compare's walk-forward backtest.", _integer)
+        "0",
+        "Ends the forecast benchmark's backtest window this many days before the data does.",
+        _integer,
+    )
+    bench_forecast_mase_only: bool = _bench(
+        "", "Set (non-empty): the forecast benchmark skips its speed figures.", _flag
+    )
+    bench_verbose: bool = _bench(
+        "", "Set (non-empty): the forecast benchmark logs every backtest step.", _flag
+    )
+    bench_compare_symbols: tuple[str, ...] = _bench(
+        "BTCUSDT,ETHUSDT,SOLUSDT", "Coins of forecast_compare.", _words
+    )
+    bench_compare_days: int = _bench(
+        "14", "Days of forecast_compare's walk-forward backtest.", _integer
+    )
     bench_compare_variants: tuple[str, ...] = _bench(
-        "", "Variants forecast_compare runs (cryptoflow_bench.forecast.VARIANTS); empty: all.", _words)
-    bench_operate_minutes: float = _bench("120", "How long the operate benchmark watches the stack (minutes).", _real)
-    bench_operate_sample_s: float = _bench("60", "Seconds between two samples of the operate benchmark.", _real)
+        "",
+        "Variants forecast_compare runs (cryptoflow_bench.forecast.VARIANTS); empty: all.",
+        _words,
+    )
+    bench_operate_minutes: float = _bench(
+        "120", "How long the operate benchmark watches the stack (minutes).", _real
+    )
+    bench_operate_sample_s: float = _bench(
+        "60", "Seconds between two samples of the operate benchmark.", _real
+    )
     bench_operate_warmup_minutes: float = _bench(
-        "15", "Minutes of the operate benchmark's start left out of its freshness figures.", _real)
+        "15", "Minutes of the operate benchmark's start left out of its freshness figures.", _real
+    )
 
     skip_apt: bool = _bootstrap("", "Set (non-empty): no system packages are installed.", _flag)
-    no_browser: bool = _bootstrap("", "Set (non-empty): Chromium (the dashboards' screenshots) is not installed.", _flag)
+    no_browser: bool = _bootstrap(
+        "", "Set (non-empty): Chromium (the dashboards' screenshots) is not installed.", _flag
+    )
 
     @property
     def logs_dir(self) -> Path:
@@ -377,8 +566,13 @@ class Settings:
 # The single table of configuration, in declaration order: docs/configuration.md is generated from it
 # (`cryptoflow config --markdown`).
 SETTINGS: tuple[Setting, ...] = tuple(
-    replace(f.metadata["setting"], field=f.name, env=f.metadata["setting"].env or f"CRYPTOFLOW_{f.name.upper()}")
-    for f in fields(Settings))
+    replace(
+        f.metadata["setting"],
+        field=f.name,
+        env=f.metadata["setting"].env or f"CRYPTOFLOW_{f.name.upper()}",
+    )
+    for f in fields(Settings)
+)
 _BY_FIELD = {s.field: s for s in SETTINGS}
 SECTIONS: tuple[str, ...] = tuple(SECTION_DOCS)
 
@@ -386,6 +580,7 @@ SECTIONS: tuple[str, ...] = tuple(SECTION_DOCS)
 def env_name(field_name: str) -> str:
     """The CRYPTOFLOW_* variable of a Settings field, e.g. env_name("warehouse_dsn")."""
     return _BY_FIELD[field_name].env
+
 
 # What "{home}", "{state}" and "{pg_port}" in a documented default stand for.
 _PLACEHOLDERS = {"{home}": "home", "{state}": "state_dir", "{pg_port}": "pg_port"}
@@ -401,7 +596,9 @@ def _default_text(setting: Setting, get: Getter) -> str:
     return text
 
 
-def _resolve(env: Mapping[str, str], names: Iterable[str], known: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def _resolve(
+    env: Mapping[str, str], names: Iterable[str], known: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """The values of the settings `names` (and of those their defaults depend on): the variable's
     text when set (non-empty), else the default, parsed."""
     values: dict[str, Any] = dict(known or {})
@@ -409,7 +606,9 @@ def _resolve(env: Mapping[str, str], names: Iterable[str], known: Mapping[str, A
     def get(name: str) -> Any:
         if name not in values:
             setting = _BY_FIELD[name]
-            values[name] = setting.parse(setting.env, env.get(setting.env) or _default_text(setting, get))
+            values[name] = setting.parse(
+                setting.env, env.get(setting.env) or _default_text(setting, get)
+            )
         return values[name]
 
     for name in names:
@@ -447,8 +646,9 @@ def _environment(environ: Mapping[str, str] | None, stack_file: bool | None) -> 
     return env
 
 
-def section_values(section: str, environ: Mapping[str, str] | None = None,
-                   texts: Mapping[str, str] | None = None) -> dict[str, Any]:
+def section_values(
+    section: str, environ: Mapping[str, str] | None = None, texts: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     """One section's values by key (forecast_lookback -> "lookback"), read as `load()` reads them;
     `texts` (by key) come over the environment, parsed as the variable would be."""
     env = _environment(environ, None)
@@ -496,10 +696,20 @@ def with_local_credentials(settings: Settings, creds: dict[str, str]) -> Setting
     """The settings with the local cluster's generated passwords in the DSNs that were left at their
     default (settings loaded before `cryptoflow up` generated the credentials have none)."""
     changes: dict[str, Any] = {}
-    if settings.warehouse_dsn == _local_dsn("cf_writer", None, settings.pg_port) and "CF_WRITER_PASSWORD" in creds:
-        changes["warehouse_dsn"] = _local_dsn("cf_writer", creds["CF_WRITER_PASSWORD"], settings.pg_port)
-    if settings.warehouse_reader_dsn == _local_dsn("cf_reader", None, settings.pg_port) and "CF_READER_PASSWORD" in creds:
-        changes["warehouse_reader_dsn"] = _local_dsn("cf_reader", creds["CF_READER_PASSWORD"], settings.pg_port)
+    if (
+        settings.warehouse_dsn == _local_dsn("cf_writer", None, settings.pg_port)
+        and "CF_WRITER_PASSWORD" in creds
+    ):
+        changes["warehouse_dsn"] = _local_dsn(
+            "cf_writer", creds["CF_WRITER_PASSWORD"], settings.pg_port
+        )
+    if (
+        settings.warehouse_reader_dsn == _local_dsn("cf_reader", None, settings.pg_port)
+        and "CF_READER_PASSWORD" in creds
+    ):
+        changes["warehouse_reader_dsn"] = _local_dsn(
+            "cf_reader", creds["CF_READER_PASSWORD"], settings.pg_port
+        )
     return replace(settings, **changes) if changes else settings
 
 
@@ -530,6 +740,7 @@ def stack_file_values(settings: Settings) -> dict[str, str]:
     state dir, DSNs), and nothing that carries a password. Those recorded "changed" (the Binance
     URLs, the directories under the checkout) only when they differ from their default, so that
     overriding CRYPTOFLOW_BINANCE_MODE (or _HOME) later still picks the matching values."""
+
     def get(name: str) -> Any:
         return getattr(settings, name)
 
@@ -550,9 +761,11 @@ def write_stack_file(settings: Settings) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    lines = [f"# The settings the local stack's services run with, written by `cryptoflow up` at {now}.",
-             "# Defaults beneath the environment for every `cryptoflow` command; no passwords (see credentials.env).",
-             *(f"{key}={value}" for key, value in stack_file_values(settings).items())]
+    lines = [
+        f"# The settings the local stack's services run with, written by `cryptoflow up` at {now}.",
+        "# Defaults beneath the environment for every `cryptoflow` command; no passwords (see credentials.env).",
+        *(f"{key}={value}" for key, value in stack_file_values(settings).items()),
+    ]
     tmp.write_text("\n".join(lines) + "\n")
     os.replace(tmp, path)
     return path
@@ -574,21 +787,57 @@ def stack_defaults(environ: dict | None = None) -> tuple[Path, dict[str, str]]:
 
 def markdown_table() -> str:
     """docs/configuration.md: every setting with its documented default and meaning, by section."""
-    shown = {"{home}": "<checkout>", "{state}": "<state>", "{pg_port}": _BY_FIELD["pg_port"].default}
-    rows = ["# Configuration", "",
-            "Generated from `include/cryptoflow/settings.py` by `cryptoflow config --markdown`: edit the settings, not",
-            "this file. Every variable is optional; `cryptoflow config` prints the values in force."]
+    shown = {
+        "{home}": "<checkout>",
+        "{state}": "<state>",
+        "{pg_port}": _BY_FIELD["pg_port"].default,
+    }
+    rows = [
+        "# Configuration",
+        "",
+        "Generated from `include/cryptoflow/settings.py` by `cryptoflow config --markdown`: edit the settings, not",
+        "this file. Every variable is optional; `cryptoflow config` prints the values in force.",
+    ]
     for section in SECTIONS:
-        rows += ["", f"## {section}", "", SECTION_DOCS[section], "", "| variable | default | meaning |", "|---|---|---|"]
+        rows += [
+            "",
+            f"## {section}",
+            "",
+            SECTION_DOCS[section],
+            "",
+            "| variable | default | meaning |",
+            "|---|---|---|",
+        ]
         for s in (s for s in SETTINGS if s.section == section):
             default = s.default
             for mark, text in shown.items():
                 default = default.replace(mark, text)
             default = default.replace("|", "\\|")
-            rows.append(f"| `{s.env}` | `{default}` | {s.doc} |" if default else f"| `{s.env}` | (empty) | {s.doc} |")
+            rows.append(
+                f"| `{s.env}` | `{default}` | {s.doc} |"
+                if default
+                else f"| `{s.env}` | (empty) | {s.doc} |"
+            )
     return "\n".join(rows)
 
 
-__all__ = ["Settings", "Setting", "SETTINGS", "load", "given", "ConfigError", "read_credentials", "with_local_credentials", "markdown_table",
-           "DEFAULT_SYMBOLS", "write_stack_file", "read_stack_file", "stack_file_values", "stack_defaults",
-           "SECTIONS", "SECTION_DOCS", "section_values", "shared_data_dir"]
+__all__ = [
+    "Settings",
+    "Setting",
+    "SETTINGS",
+    "load",
+    "given",
+    "ConfigError",
+    "read_credentials",
+    "with_local_credentials",
+    "markdown_table",
+    "DEFAULT_SYMBOLS",
+    "write_stack_file",
+    "read_stack_file",
+    "stack_file_values",
+    "stack_defaults",
+    "SECTIONS",
+    "SECTION_DOCS",
+    "section_values",
+    "shared_data_dir",
+]

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from cryptoflow.times import utc_ms
 
-MATIC_DELISTED_MS = utc_ms(2024, 9, 10, 3, 0)   # first instant without MATIC trading
-POL_LISTED_MS = utc_ms(2024, 9, 13, 10, 0)      # first instant of POL trading
+MATIC_DELISTED_MS = utc_ms(2024, 9, 10, 3, 0)  # first instant without MATIC trading
+POL_LISTED_MS = utc_ms(2024, 9, 13, 10, 0)  # first instant of POL trading
 
 
 @dataclass(frozen=True)
@@ -27,10 +27,15 @@ class Segment:
     end_ms: int | None
 
     def contains(self, at_ms: int) -> bool:
-        return (self.start_ms is None or at_ms >= self.start_ms) and (self.end_ms is None or at_ms < self.end_ms)
+        return (self.start_ms is None or at_ms >= self.start_ms) and (
+            self.end_ms is None or at_ms < self.end_ms
+        )
 
 
-_MATIC_POL = (Segment("MATICUSDT", None, MATIC_DELISTED_MS), Segment("POLUSDT", POL_LISTED_MS, None))
+_MATIC_POL = (
+    Segment("MATICUSDT", None, MATIC_DELISTED_MS),
+    Segment("POLUSDT", POL_LISTED_MS, None),
+)
 
 # Configured name -> the exchange symbols of its history, oldest first. Names not listed are one
 # symbol for all time.
@@ -92,5 +97,15 @@ def exchange_symbols(configured: tuple[str, ...] | list[str]) -> set[str]:
     return {seg.symbol for name in configured for seg in history(name)}
 
 
-__all__ = ["MATIC_DELISTED_MS", "POL_LISTED_MS", "Segment", "HISTORY", "configured_symbols", "history",
-           "exchange_symbol", "segments_between", "configured_for", "exchange_symbols"]
+__all__ = [
+    "MATIC_DELISTED_MS",
+    "POL_LISTED_MS",
+    "Segment",
+    "HISTORY",
+    "configured_symbols",
+    "history",
+    "exchange_symbol",
+    "segments_between",
+    "configured_for",
+    "exchange_symbols",
+]

@@ -63,5 +63,12 @@ def merge_ranges(ranges) -> list[tuple[int, int]]:
     return out
 
 
-__all__ = ["ms_from_datetime", "datetime_from_ms", "utc_ms", "now_ms", "parse_utc", "parse_utc_ms",
-           "merge_ranges"]
+__all__ = [
+    "ms_from_datetime",
+    "datetime_from_ms",
+    "utc_ms",
+    "now_ms",
+    "parse_utc",
+    "parse_utc_ms",
+    "merge_ranges",
+]

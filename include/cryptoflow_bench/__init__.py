@@ -60,7 +60,11 @@ def run(names: list[str] | None, output_dir: Path) -> dict:
         log.info("reaped the PostgreSQL cluster of a killed run: %s", root)
     results: dict = {
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"python": platform.python_version(), "cpus": _cpus(), "platform": platform.platform()},
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": _cpus(),
+            "platform": platform.platform(),
+        },
         "benchmarks": {},
     }
     for name in names:

@@ -20,6 +20,10 @@ def cmd_bench(args) -> int:
 
 def register(commands) -> None:
     p = commands.add("bench", cmd_bench)
-    p.add_argument("--only", action="append", metavar="NAME", help="run only this benchmark (repeatable)")
+    p.add_argument(
+        "--only", action="append", metavar="NAME", help="run only this benchmark (repeatable)"
+    )
     p.add_argument("--list", action="store_true", help="list the benchmarks")
-    p.add_argument("--output", default="bench-results", help="directory for bench.json and bench.md")
+    p.add_argument(
+        "--output", default="bench-results", help="directory for bench.json and bench.md"
+    )

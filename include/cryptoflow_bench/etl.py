@@ -40,17 +40,41 @@ def minute_row(symbol: str, t: int, source: str = "synthetic") -> list[str]:
     c = o * (1 + ((i * 40503) % 200 - 100) / 100_000)
     h, lo = max(o, c) * 1.0005, min(o, c) * 0.9995
     v = 10 + (i * 7) % 90
-    return [symbol, "1m", str(t), str(t + MINUTE_MS - 1), f"{o:.8f}", f"{h:.8f}", f"{lo:.8f}", f"{c:.8f}",
-            f"{v:.8f}", f"{v * o:.8f}", f"{v / 2:.8f}", f"{v * o / 2:.8f}", str(100 + i % 900), source]
+    return [
+        symbol,
+        "1m",
+        str(t),
+        str(t + MINUTE_MS - 1),
+        f"{o:.8f}",
+        f"{h:.8f}",
+        f"{lo:.8f}",
+        f"{c:.8f}",
+        f"{v:.8f}",
+        f"{v * o:.8f}",
+        f"{v / 2:.8f}",
+        f"{v * o / 2:.8f}",
+        str(100 + i % 900),
+        source,
+    ]
 
 
-def write_minutes(landing_dir: Path, symbols, start_ms: int, end_ms: int, window_ms: int,
-                  skip=lambda symbol, t: False) -> list[str]:
+def write_minutes(
+    landing_dir: Path,
+    symbols,
+    start_ms: int,
+    end_ms: int,
+    window_ms: int,
+    skip=lambda symbol, t: False,
+) -> list[str]:
     """Land synthetic minutes of [start_ms, end_ms) as snapshot files of `window_ms`; returns their URIs."""
     uris = []
     for w in range(start_ms, end_ms, window_ms):
-        rows = [minute_row(s, t) for s in sorted(symbols) for t in range(w, min(w + window_ms, end_ms), MINUTE_MS)
-                if not skip(s, t)]
+        rows = [
+            minute_row(s, t)
+            for s in sorted(symbols)
+            for t in range(w, min(w + window_ms, end_ms), MINUTE_MS)
+            if not skip(s, t)
+        ]
         path = landing_dir / snapshot_relpath("1m", w, w + window_ms)
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "w", newline="") as f:
@@ -67,8 +91,17 @@ def _copy_rows(conn, rows) -> None:
         " quote_volume, taker_buy_base_volume, taker_buy_quote_volume, trades, source) FROM STDIN"
     ) as copy:
         for r in rows:
-            copy.write_row((r[0], r[1], datetime_from_ms(int(r[2])), datetime_from_ms(int(r[3])),
-                            *r[4:12], int(r[12]), r[13]))
+            copy.write_row(
+                (
+                    r[0],
+                    r[1],
+                    datetime_from_ms(int(r[2])),
+                    datetime_from_ms(int(r[3])),
+                    *r[4:12],
+                    int(r[12]),
+                    r[13],
+                )
+            )
 
 
 class _Env:
@@ -80,7 +113,9 @@ class _Env:
 
         self.tmp = tempfile.TemporaryDirectory(prefix="cf-bench-etl-")
         root = Path(self.tmp.name)
-        self.pg = LocalPostgres(root / "pg", free_port(), superuser_password="bench", throwaway=True)
+        self.pg = LocalPostgres(
+            root / "pg", free_port(), superuser_password="bench", throwaway=True
+        )
         self.pg.init()
         self.pg.start()
         self.pg.ensure_login_role("cf_writer", "bench-writer")
@@ -93,7 +128,9 @@ class _Env:
         from cryptoflow.spark import local_session
 
         t0 = time.perf_counter()
-        self.spark = local_session("cryptoflow-bench-etl", master=settings.load().bench_spark_master)
+        self.spark = local_session(
+            "cryptoflow-bench-etl", master=settings.load().bench_spark_master
+        )
         self.spark_start_seconds = time.perf_counter() - t0
         return self
 
@@ -112,7 +149,9 @@ def bench_etl_load(n: int | None = None) -> dict:
 
     from cryptoflow.etl import job
 
-    load_before = round(os.getloadavg()[0], 1)  # 2 cores shared with other work: say how busy they were
+    load_before = round(
+        os.getloadavg()[0], 1
+    )  # 2 cores shared with other work: say how busy they were
     symbols = DEFAULT_SYMBOLS
     minutes = -(-n // len(symbols))
     end = START_MS + minutes * MINUTE_MS
@@ -132,24 +171,41 @@ def bench_etl_load(n: int | None = None) -> dict:
             ceiling_s = time.perf_counter() - t0
         del rows
         t0 = time.perf_counter()
-        result = job.run(env.spark, uris, "bench-load", dsn=env.dsn, lake_uri=env.lake_uri, symbols=symbols)
+        result = job.run(
+            env.spark, uris, "bench-load", dsn=env.dsn, lake_uri=env.lake_uri, symbols=symbols
+        )
         etl_s = time.perf_counter() - t0
         loaded = result.counts["merge"]["inserted"]
         with psycopg.connect(env.dsn) as conn:
-            stored = cast(tuple, conn.execute("SELECT count(*) FROM market.candles WHERE interval = '1m'").fetchone())[0]
+            stored = cast(
+                tuple,
+                conn.execute(
+                    "SELECT count(*) FROM market.candles WHERE interval = '1m'"
+                ).fetchone(),
+            )[0]
         ceiling = len(symbols) * minutes / ceiling_s
         etl = loaded / etl_s
         return {
-            "rows": loaded, "rows_stored": stored, "snapshots": len(uris),
-            "etl_seconds": round(etl_s, 2), "etl_rows_per_second": round(etl),
-            "copy_ceiling_seconds": round(ceiling_s, 2), "copy_ceiling_rows_per_second": round(ceiling),
-            "etl_vs_ceiling": round(etl / ceiling, 3), "etl_vs_ceiling_target": 0.333,
+            "rows": loaded,
+            "rows_stored": stored,
+            "snapshots": len(uris),
+            "etl_seconds": round(etl_s, 2),
+            "etl_rows_per_second": round(etl),
+            "copy_ceiling_seconds": round(ceiling_s, 2),
+            "copy_ceiling_rows_per_second": round(ceiling),
+            "etl_vs_ceiling": round(etl / ceiling, 3),
+            "etl_vs_ceiling_target": 0.333,
             "etl_vs_ceiling_met": etl / ceiling >= 1 / 3,
-            "etl_with_spark_start_rows_per_second": round(loaded / (etl_s + env.spark_start_seconds)),
+            "etl_with_spark_start_rows_per_second": round(
+                loaded / (etl_s + env.spark_start_seconds)
+            ),
             "spark_start_seconds": round(env.spark_start_seconds, 2),
-            "rollup_hours": result.counts["rollup_hours"], "lake_partitions": result.counts["lake_partitions"],
-            "spark_jobs": result.counts["spark_jobs"], "phases_seconds": result.seconds,
-            "load_average_1m_before": load_before, "load_average_1m_after": round(os.getloadavg()[0], 1),
+            "rollup_hours": result.counts["rollup_hours"],
+            "lake_partitions": result.counts["lake_partitions"],
+            "spark_jobs": result.counts["spark_jobs"],
+            "phases_seconds": result.seconds,
+            "load_average_1m_before": load_before,
+            "load_average_1m_after": round(os.getloadavg()[0], 1),
         }
 
 
@@ -189,8 +245,11 @@ def seed_history(dsn: str, symbols, lo_ms: int, hi_ms: int) -> None:
 
     with psycopg.connect(dsn) as conn:
         for day in range(lo_ms, hi_ms, DAY_MS):
-            args = {"symbols": list(symbols), "lo": datetime_from_ms(day),
-                    "hi": datetime_from_ms(min(day + DAY_MS, hi_ms))}
+            args = {
+                "symbols": list(symbols),
+                "lo": datetime_from_ms(day),
+                "hi": datetime_from_ms(min(day + DAY_MS, hi_ms)),
+            }
             for statement in (_SEED_MINUTES, _SEED_HOURS, _SEED_METRICS):
                 conn.execute(statement, args)
             conn.commit()
@@ -199,8 +258,9 @@ def seed_history(dsn: str, symbols, lo_ms: int, hi_ms: int) -> None:
         conn.commit()
 
 
-def bench_etl_incremental(months=(1, 3, 6, 12), symbols=DEFAULT_SYMBOLS,
-                          runs: int | None = None) -> dict:
+def bench_etl_incremental(
+    months=(1, 3, 6, 12), symbols=DEFAULT_SYMBOLS, runs: int | None = None
+) -> dict:
     """Median seconds of one 10-minute ETL run after 1..12 months of 1m history (target: flat).
 
     The history is written into the warehouse directly in SQL (seed_history), not through the
@@ -226,7 +286,14 @@ def bench_etl_incremental(months=(1, 3, 6, 12), symbols=DEFAULT_SYMBOLS,
                 w = hist_end + k * 10 * MINUTE_MS
                 uris = write_minutes(env.landing, symbols, w, w + 10 * MINUTE_MS, 10 * MINUTE_MS)
                 t0 = time.perf_counter()
-                r = job.run(env.spark, uris, f"bench-inc-{m}-{k}", dsn=env.dsn, lake_uri=env.lake_uri, symbols=symbols)
+                r = job.run(
+                    env.spark,
+                    uris,
+                    f"bench-inc-{m}-{k}",
+                    dsn=env.dsn,
+                    lake_uri=env.lake_uri,
+                    symbols=symbols,
+                )
                 if warm and k == 0:
                     continue
                 times.append(time.perf_counter() - t0)
@@ -240,7 +307,10 @@ def bench_etl_incremental(months=(1, 3, 6, 12), symbols=DEFAULT_SYMBOLS,
             figures[f"run_seconds_all_{m}m"] = [round(t, 2) for t in times]
             figures[f"history_1m_rows_{m}m"] = len(symbols) * (hist_end - START_MS) // MINUTE_MS
             figures[f"spark_jobs_{m}m"] = max(jobs)
-        first, last = figures[f"run_seconds_{months[0]}m_history"], figures[f"run_seconds_{months[-1]}m_history"]
+        first, last = (
+            figures[f"run_seconds_{months[0]}m_history"],
+            figures[f"run_seconds_{months[-1]}m_history"],
+        )
         figures["growth_12m_vs_1m"] = round(last / first, 2)
         figures["growth_target"] = "<= 1.5 (flat)"
         figures["growth_met"] = last / first <= 1.5

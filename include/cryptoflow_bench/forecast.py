@@ -36,7 +36,11 @@ def _frames(symbols) -> dict:
 
     def read(s):
         path = settings.shared_data_dir() / "cryptodatadownload" / f"Binance_{s}_1h.csv"
-        return frame_from_candles(import_cdd_csv(path, allow_missing_trades=True).candles) if path.exists() else None
+        return (
+            frame_from_candles(import_cdd_csv(path, allow_missing_trades=True).candles)
+            if path.exists()
+            else None
+        )
 
     # The reference coins' closes joined in, as the DAG's loader does (cross-coin features read them).
     refs = {col: f for col, s in REFERENCES.values() if (f := read(s)) is not None}
@@ -49,16 +53,23 @@ def _progress(msg: str) -> None:
     print(f"[bench_forecast] {msg}", file=sys.stderr, flush=True)
 
 
-def bench_forecast(days: int | None = None, retrain_hours: int | None = None, log=_progress) -> dict:
+def bench_forecast(
+    days: int | None = None, retrain_hours: int | None = None, log=_progress
+) -> dict:
     app = settings.load()
     days = days or app.bench_forecast_days
     retrain_hours = retrain_hours or app.bench_forecast_retrain_hours
     cfg = config.load()
     symbols = list(app.bench_forecast_symbols or app.symbols)
     frames = _frames(symbols)
-    fig: dict = {"coins_with_data": len(frames), "coins_without_data": ",".join(s for s in symbols if s not in frames),
-                 "architecture": cfg.architecture, "train_hours": cfg.train_hours, "lookback": cfg.lookback,
-                 "tf_threads": app.forecast_tf_threads}
+    fig: dict = {
+        "coins_with_data": len(frames),
+        "coins_without_data": ",".join(s for s in symbols if s not in frames),
+        "architecture": cfg.architecture,
+        "train_hours": cfg.train_hours,
+        "lookback": cfg.lookback,
+        "tf_threads": app.forecast_tf_threads,
+    }
 
     if app.bench_forecast_mase_only:  # split long runs: skip the speed figures
         return _mase_per_coin(fig, frames, cfg, days, retrain_hours, log)
@@ -124,22 +135,33 @@ def _mase_per_coin(fig: dict, frames: dict, cfg, days: int, retrain_hours: int, 
         before_keys = set(fig)
         end = (f.index[-1] + HOUR).to_pydatetime() - timedelta(days=offset)
         # Coins with a short history (XRP: 45 days) keep enough hours before the range to train on.
-        start = max(end - timedelta(days=days), (f.index[0] + HOUR * min(cfg.train_hours, len(f) // 2)).to_pydatetime())
+        start = max(
+            end - timedelta(days=days),
+            (f.index[0] + HOUR * min(cfg.train_hours, len(f) // 2)).to_pydatetime(),
+        )
         if start >= end:
             log(f"backtest {s}: no hours to replay {offset} days before its data ends")
             continue
         # The backtest logs every training and retirement: shown only when asked for.
-        logging.getLogger(backtest.__name__).setLevel(logging.INFO if app.bench_verbose else logging.WARNING)
+        logging.getLogger(backtest.__name__).setLevel(
+            logging.INFO if app.bench_verbose else logging.WARNING
+        )
         rep = backtest.backtest(s, start, end, retrain_hours, cfg=cfg, frame=f, store=False)
         ms = rep["metrics"]
-        log(f"backtest {s}: {rep['hours_scored']} h in {rep['seconds']} s, MASE served {ms['served']['mase']:.4f}")
+        log(
+            f"backtest {s}: {rep['hours_scored']} h in {rep['seconds']} s, MASE served {ms['served']['mase']:.4f}"
+        )
         short = s.removesuffix("USDT")
         fig[f"mase_{short}"] = round(ms["served"]["mase"], 4)
         if "model_raw" in ms:
-            fig[f"mase_raw_{short}"] = round(ms["model_raw"]["mase"] / ms["persistence_on_raw_hours"]["mase"], 4)
+            fig[f"mase_raw_{short}"] = round(
+                ms["model_raw"]["mase"] / ms["persistence_on_raw_hours"]["mase"], 4
+            )
         fig[f"mase_drift_{short}"] = round(ms["drift"]["mase"], 4)
         fig[f"mase_ewma_{short}"] = round(ms["ewma"]["mase"], 4)
-        fig[f"served_by_model_share_{short}"] = round(rep["served_by_model"] / max(rep["hours_predicted"], 1), 3)
+        fig[f"served_by_model_share_{short}"] = round(
+            rep["served_by_model"] / max(rep["hours_predicted"], 1), 3
+        )
         fig[f"backtest_hours_{short}"] = rep["hours_scored"]
         fig[f"trainings_{short}"] = len(rep["trainings"])
         fig[f"backtest_seconds_{short}"] = rep["seconds"]
@@ -177,7 +199,9 @@ VARIANTS: dict[str, dict] = {
     "lstm_volume": {"features": ("log_return", "log_volume_change")},
     "lstm_lookback48": {"lookback": 48},
     "lstm_pooled": {"pool": "compared coins"},
-    "lstm_btc": {"features": ("log_return", "btc_log_return")},  # BTC's last hours beside the coin's own
+    "lstm_btc": {
+        "features": ("log_return", "btc_log_return")
+    },  # BTC's last hours beside the coin's own
 }
 
 
@@ -198,8 +222,13 @@ def bench_forecast_compare(log=_progress) -> dict:
     base = config.load()
     end = min(f.index[-1] for f in frames.values()) + HOUR  # the same hours for every coin
     start = (end - timedelta(days=days)).to_pydatetime()
-    fig: dict = {"symbols": ",".join(frames), "days": days, "start": start.isoformat(),
-                 "retrain_every_hours": retrain_hours, "lookback_default": base.lookback}
+    fig: dict = {
+        "symbols": ",".join(frames),
+        "days": days,
+        "start": start.isoformat(),
+        "retrain_every_hours": retrain_hours,
+        "lookback_default": base.lookback,
+    }
     for name in names:
         changes = dict(VARIANTS[name])
         if "pool" in changes:
@@ -207,8 +236,16 @@ def bench_forecast_compare(log=_progress) -> dict:
         cfg = base.with_(**changes)
         mase, raw = [], []
         for s, f in frames.items():
-            rep = backtest.backtest(s, start, end.to_pydatetime(), retrain_hours, cfg=cfg, frame=f, store=False,
-                                    pool=frames if cfg.pool else None)
+            rep = backtest.backtest(
+                s,
+                start,
+                end.to_pydatetime(),
+                retrain_hours,
+                cfg=cfg,
+                frame=f,
+                store=False,
+                pool=frames if cfg.pool else None,
+            )
             ms, short = rep["metrics"], s.removesuffix("USDT")
             fig[f"{name}_mase_{short}"] = round(ms["served"]["mase"], 4)
             mase.append(ms["served"]["mase"])
@@ -217,14 +254,20 @@ def bench_forecast_compare(log=_progress) -> dict:
                 fig[f"{name}_mase_raw_{short}"] = round(r, 4)
                 raw.append(r)
                 if ms["model_raw"].get("directional_accuracy") is not None:
-                    fig[f"{name}_direction_raw_{short}"] = round(ms["model_raw"]["directional_accuracy"], 4)
-            fig[f"{name}_served_share_{short}"] = round(rep["served_by_model"] / max(rep["hours_predicted"], 1), 3)
+                    fig[f"{name}_direction_raw_{short}"] = round(
+                        ms["model_raw"]["directional_accuracy"], 4
+                    )
+            fig[f"{name}_served_share_{short}"] = round(
+                rep["served_by_model"] / max(rep["hours_predicted"], 1), 3
+            )
             if name == names[0]:
                 fig[f"drift_mase_{short}"] = round(ms["drift"]["mase"], 4)
                 fig[f"ewma_mase_{short}"] = round(ms["ewma"]["mase"], 4)
                 fig[f"hours_{short}"] = rep["hours_scored"]
-            log(f"{name} {s}: MASE served {ms['served']['mase']:.4f}, raw {fig.get(f'{name}_mase_raw_{short}')}, "
-                f"{len(rep['trainings'])} trainings in {rep['seconds']} s")
+            log(
+                f"{name} {s}: MASE served {ms['served']['mase']:.4f}, raw {fig.get(f'{name}_mase_raw_{short}')}, "
+                f"{len(rep['trainings'])} trainings in {rep['seconds']} s"
+            )
         fig[f"{name}_mase_mean"] = round(statistics.mean(mase), 4)
         if raw:
             fig[f"{name}_mase_raw_mean"] = round(statistics.mean(raw), 4)

@@ -23,8 +23,18 @@ from cryptoflow.landing import WINDOW_MS, prepare, render, write_snapshot
 
 TARGET_MSGS_PER_S = 50_000
 _START_MS = 1_704_067_200_000  # 2024-01-01T00:00:00Z
-_SYMBOLS = ("BTCUSDT", "ETHUSDT", "XRPUSDT", "BNBUSDT", "DOGEUSDT", "ADAUSDT", "POLUSDT", "DOTUSDT",
-            "SOLUSDT", "USDCUSDT")
+_SYMBOLS = (
+    "BTCUSDT",
+    "ETHUSDT",
+    "XRPUSDT",
+    "BNBUSDT",
+    "DOGEUSDT",
+    "ADAUSDT",
+    "POLUSDT",
+    "DOTUSDT",
+    "SOLUSDT",
+    "USDCUSDT",
+)
 
 
 def _real_ohlcv(limit: int = 5000) -> list[tuple[str, ...]]:
@@ -43,8 +53,17 @@ def _real_ohlcv(limit: int = 5000) -> list[tuple[str, ...]]:
         p = 100.0
         for i in range(limit):
             p *= 1 + ((i * 7919) % 200 - 100) / 100_000
-            rows.append((f"{p:.8f}", f"{p * 1.002:.8f}", f"{p * 0.998:.8f}", f"{p * 1.001:.8f}",
-                         "12.50000000", f"{12.5 * p:.8f}", "321"))
+            rows.append(
+                (
+                    f"{p:.8f}",
+                    f"{p * 1.002:.8f}",
+                    f"{p * 0.998:.8f}",
+                    f"{p * 1.001:.8f}",
+                    "12.50000000",
+                    f"{12.5 * p:.8f}",
+                    "321",
+                )
+            )
     return rows
 
 
@@ -57,12 +76,34 @@ def make_messages(n: int, closed_every: int = 1) -> list[str]:
         sym = _SYMBOLS[candle_no % len(_SYMBOLS)]
         t = _START_MS + (candle_no // len(_SYMBOLS)) * 60_000
         o, h, l, c, v, q, trades = real[candle_no % len(real)]
-        k = {"t": t, "T": t + 59_999, "s": sym, "i": "1m", "f": 100 * candle_no, "L": 100 * candle_no + 99,
-             "o": o, "c": c, "h": h, "l": l, "v": v, "n": int(trades), "x": update == closed_every - 1,
-             "q": q, "V": v, "Q": q, "B": "0"}
-        msgs.append(json.dumps({"stream": f"{sym.lower()}@kline_1m",
-                                "data": {"e": "kline", "E": t + 2000 * (update + 1), "s": sym, "k": k}},
-                               separators=(",", ":")))
+        k = {
+            "t": t,
+            "T": t + 59_999,
+            "s": sym,
+            "i": "1m",
+            "f": 100 * candle_no,
+            "L": 100 * candle_no + 99,
+            "o": o,
+            "c": c,
+            "h": h,
+            "l": l,
+            "v": v,
+            "n": int(trades),
+            "x": update == closed_every - 1,
+            "q": q,
+            "V": v,
+            "Q": q,
+            "B": "0",
+        }
+        msgs.append(
+            json.dumps(
+                {
+                    "stream": f"{sym.lower()}@kline_1m",
+                    "data": {"e": "kline", "E": t + 2000 * (update + 1), "s": sym, "k": k},
+                },
+                separators=(",", ":"),
+            )
+        )
     return msgs
 
 

@@ -49,7 +49,14 @@ from urllib.parse import urlencode
 
 # Re-exported: the /proc helpers moved to procmem.py, and callers (the unit tests) use them from here.
 from cryptoflow_bench.procmem import (  # noqa: F401
-    Proc, group_processes, mem_available_kb, parse_stat, read_proc, rss_by_service, with_memory)
+    Proc,
+    group_processes,
+    mem_available_kb,
+    parse_stat,
+    read_proc,
+    rss_by_service,
+    with_memory,
+)
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +104,8 @@ def ceil_to(t: datetime, step: timedelta) -> datetime:
 @dataclass
 class Sample:
     at: datetime
-    newest_1m: dict[str, datetime | None]            # coin -> newest stored 1m open time
-    rss_kb: dict[str, int] = field(default_factory=dict)   # service -> summed VmRSS
+    newest_1m: dict[str, datetime | None]  # coin -> newest stored 1m open time
+    rss_kb: dict[str, int] = field(default_factory=dict)  # service -> summed VmRSS
     pss_kb_total: int | None = None
     mem_available_kb: int | None = None
     error: str | None = None
@@ -110,17 +117,27 @@ class Sample:
         return {
             "at": self.at.isoformat(),
             "newest_1m": {s: t.isoformat() if t else None for s, t in self.newest_1m.items()},
-            "freshness_1m_minutes": {s: None if f is None else round(f, 2) for s, f in self.freshness().items()},
+            "freshness_1m_minutes": {
+                s: None if f is None else round(f, 2) for s, f in self.freshness().items()
+            },
             "rss_mb": {k: round(v / 1024, 1) for k, v in self.rss_kb.items()},
             "rss_mb_total": round(sum(self.rss_kb.values()) / 1024, 1),
-            "pss_mb_total": None if self.pss_kb_total is None else round(self.pss_kb_total / 1024, 1),
-            "mem_available_mb": None if self.mem_available_kb is None else round(self.mem_available_kb / 1024, 1),
+            "pss_mb_total": None
+            if self.pss_kb_total is None
+            else round(self.pss_kb_total / 1024, 1),
+            "mem_available_mb": None
+            if self.mem_available_kb is None
+            else round(self.mem_available_kb / 1024, 1),
             **({"error": self.error} if self.error else {}),
         }
 
 
-def freshness_figures(samples: Sequence[Sample], symbols: Sequence[str], warmup_until: datetime,
-                      target: float = FRESHNESS_MAX_TARGET_MIN) -> dict:
+def freshness_figures(
+    samples: Sequence[Sample],
+    symbols: Sequence[str],
+    warmup_until: datetime,
+    target: float = FRESHNESS_MAX_TARGET_MIN,
+) -> dict:
     """p50/p95/max of freshness over every (sample, coin) at or after `warmup_until`.
 
     A coin without any 1m candle in a sample counts as infinitely stale: the max is then None and
@@ -152,8 +169,9 @@ def freshness_figures(samples: Sequence[Sample], symbols: Sequence[str], warmup_
     }
 
 
-def snapshot_lags(samples: Sequence[tuple[datetime, Mapping[str, datetime | None]]], symbols: Sequence[str]
-                  ) -> tuple[dict[datetime, float], dict[datetime, float]]:
+def snapshot_lags(
+    samples: Sequence[tuple[datetime, Mapping[str, datetime | None]]], symbols: Sequence[str]
+) -> tuple[dict[datetime, float], dict[datetime, float]]:
     """Lag of each 10-minute window [T, T+10m) that ends within the samples, in minutes.
 
     A window is in the warehouse at the first sample where every coin's newest 1m open time is
@@ -168,7 +186,9 @@ def snapshot_lags(samples: Sequence[tuple[datetime, Mapping[str, datetime | None
     first, last = samples[0][0], samples[-1][0]
     arrived: dict[datetime, float] = {}
     pending: dict[datetime, float] = {}
-    t = ceil_to(first, WINDOW) - WINDOW  # the window ending at the first 10-minute boundary >= first
+    t = (
+        ceil_to(first, WINDOW) - WINDOW
+    )  # the window ending at the first 10-minute boundary >= first
     while t + WINDOW <= last:
         end, need = t + WINDOW, t + WINDOW - MINUTE
         for at, newest in samples:
@@ -204,7 +224,9 @@ def forecast_hours(start: datetime, end: datetime) -> list[datetime]:
     return out
 
 
-def tally_forecasts(hours: Sequence[datetime], rows: Iterable[tuple[str, datetime]], symbols: Sequence[str]) -> dict:
+def tally_forecasts(
+    hours: Sequence[datetime], rows: Iterable[tuple[str, datetime]], symbols: Sequence[str]
+) -> dict:
     """Per hour, how many configured coins have a live forecast for it; min/mean over the hours."""
     wanted = set(symbols)
     per_hour: dict[datetime, set[str]] = {h: set() for h in hours}
@@ -217,8 +239,11 @@ def tally_forecasts(hours: Sequence[datetime], rows: Iterable[tuple[str, datetim
         "forecasts_per_hour_min": min(counts) if counts else None,
         "forecasts_per_hour_mean": _round(sum(counts) / len(counts) if counts else None),
         "hours_with_every_coin_forecast": sum(1 for c in counts if c == len(wanted)),
-        "forecast_hours_missing_coins": {h.strftime("%m-%dT%H:%MZ"): sorted(wanted - per_hour[h])
-                                         for h in hours if len(per_hour[h]) < len(wanted)},
+        "forecast_hours_missing_coins": {
+            h.strftime("%m-%dT%H:%MZ"): sorted(wanted - per_hour[h])
+            for h in hours
+            if len(per_hour[h]) < len(wanted)
+        },
     }
 
 
@@ -280,7 +305,9 @@ class Stack:
         self.settings, self.creds = settings, creds
         self.run_dir = settings.state_dir / "run"
         try:  # where the postmaster's pid file is (the cluster may live outside the state dir, see postgres.py)
-            self.pg_data = stack.cluster(settings, creds).data_dir if "CF_ADMIN_PASSWORD" in creds else None
+            self.pg_data = (
+                stack.cluster(settings, creds).data_dir if "CF_ADMIN_PASSWORD" in creds else None
+            )
         except Exception:  # no PostgreSQL binaries here (a stack elsewhere): no postgres figures
             self.pg_data = None
 
@@ -306,13 +333,17 @@ class Stack:
     def connect(self):
         import psycopg
 
-        return psycopg.connect(self.settings.warehouse_reader_dsn, autocommit=True, connect_timeout=10)
+        return psycopg.connect(
+            self.settings.warehouse_reader_dsn, autocommit=True, connect_timeout=10
+        )
 
     def api(self):
         from cryptoflow_stack.airflow import AirflowApi
 
-        return AirflowApi(f"http://{self.settings.bind_host}:{self.settings.airflow_port}",
-                          self.creds["AIRFLOW_ADMIN_PASSWORD"])
+        return AirflowApi(
+            f"http://{self.settings.bind_host}:{self.settings.airflow_port}",
+            self.creds["AIRFLOW_ADMIN_PASSWORD"],
+        )
 
 
 def attach() -> tuple[Stack, bool]:
@@ -327,18 +358,31 @@ def attach() -> tuple[Stack, bool]:
         return settings_mod.with_local_credentials(s, creds), creds
 
     s, creds = load()
-    running = "CF_ADMIN_PASSWORD" in creds and stack.status(s).get("airflow-scheduler", "").startswith("running")
+    running = "CF_ADMIN_PASSWORD" in creds and stack.status(s).get(
+        "airflow-scheduler", ""
+    ).startswith("running")
     started = False
     if not running:
         s.logs_dir.mkdir(parents=True, exist_ok=True)
         log_path = s.logs_dir / "bench-operate-up.log"
-        log.info("no stack runs in %s (airflow-scheduler stopped): starting `cryptoflow up --demo` "
-                 "(left running afterwards; output in %s)", s.state_dir, log_path)
+        log.info(
+            "no stack runs in %s (airflow-scheduler stopped): starting `cryptoflow up --demo` "
+            "(left running afterwards; output in %s)",
+            s.state_dir,
+            log_path,
+        )
         with open(log_path, "ab") as out:
-            res = subprocess.run([str(Path(sys.executable).parent / "cryptoflow"), "up", "--demo"],
-                                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=s.home)
+            res = subprocess.run(
+                [str(Path(sys.executable).parent / "cryptoflow"), "up", "--demo"],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=s.home,
+            )
         if res.returncode != 0:
-            raise RuntimeError(f"`cryptoflow up --demo` failed (exit {res.returncode}); see {log_path}")
+            raise RuntimeError(
+                f"`cryptoflow up --demo` failed (exit {res.returncode}); see {log_path}"
+            )
         started = True
         s, creds = load()
     return Stack(s, creds), started
@@ -348,7 +392,9 @@ def newest_1m(conn, symbols: Sequence[str]) -> dict[str, datetime | None]:
     """Each coin's newest stored 1m open time (one index probe per coin)."""
     rows = conn.execute(
         "SELECT s, (SELECT max(c.open_time) FROM market.candles c WHERE c.symbol = s AND c.interval = '1m')"
-        " FROM unnest(%s::text[]) AS s", (list(symbols),)).fetchall()
+        " FROM unnest(%s::text[]) AS s",
+        (list(symbols),),
+    ).fetchall()
     return {s: t for s, t in rows}
 
 
@@ -411,19 +457,28 @@ def warehouse_figures(conn, symbols: Sequence[str], start: datetime, end: dateti
         rows = conn.execute(
             "SELECT symbol, target_open_time FROM forecast.predictions"
             " WHERE kind = 'live' AND interval = '1h' AND target_open_time >= %s AND target_open_time <= %s",
-            (hours[0], hours[-1])).fetchall()
+            (hours[0], hours[-1]),
+        ).fetchall()
     out = tally_forecasts(hours, rows, symbols)
-    scored = dict(conn.execute(
-        "SELECT symbol, count(*) FROM forecast.predictions WHERE actual_close IS NOT NULL AND symbol = ANY(%s)"
-        " GROUP BY symbol", (list(symbols),)).fetchall())
-    live = conn.execute("SELECT count(*) FROM forecast.predictions WHERE kind = 'live' AND created_at >= %s",
-                        (start,)).fetchone()[0]
+    scored = dict(
+        conn.execute(
+            "SELECT symbol, count(*) FROM forecast.predictions WHERE actual_close IS NOT NULL AND symbol = ANY(%s)"
+            " GROUP BY symbol",
+            (list(symbols),),
+        ).fetchall()
+    )
+    live = conn.execute(
+        "SELECT count(*) FROM forecast.predictions WHERE kind = 'live' AND created_at >= %s",
+        (start,),
+    ).fetchone()[0]
     out["live_forecasts_written_in_period"] = live
     out["scored_forecasts_min_per_coin"] = min(scored.get(s, 0) for s in symbols)
     out["scored_forecasts_total"] = sum(scored.get(s, 0) for s in symbols)
     out.update(holes(conn, symbols, end))
     total, recent = conn.execute(
-        "SELECT count(*), count(*) FILTER (WHERE quarantined_at >= %s) FROM ops.quarantine", (start,)).fetchone()
+        "SELECT count(*), count(*) FILTER (WHERE quarantined_at >= %s) FROM ops.quarantine",
+        (start,),
+    ).fetchone()
     out["quarantined_rows_total"] = total
     out["quarantined_rows_in_period"] = recent
     return out
@@ -435,7 +490,14 @@ def dag_runs_since(api, since: datetime, page: int = 100) -> list[dict]:
     including one that started before it and failed within it."""
     runs: list[dict] = []
     while True:
-        query = urlencode({"end_date_gte": since.isoformat(), "limit": page, "offset": len(runs), "order_by": "id"})
+        query = urlencode(
+            {
+                "end_date_gte": since.isoformat(),
+                "limit": page,
+                "offset": len(runs),
+                "order_by": "id",
+            }
+        )
         body = api._request("GET", f"/api/v2/dags/~/dagRuns?{query}")
         runs += body["dag_runs"]
         if not body["dag_runs"] or len(runs) >= body.get("total_entries", 0):
@@ -478,8 +540,9 @@ def _watch(stack: Stack, symbols: Sequence[str], path: Path, seconds: float, sam
             return samples, conn, True
 
 
-def bench_operate(minutes: float | None = None, sample_s: float | None = None,
-                  warmup_minutes: float | None = None) -> dict:
+def bench_operate(
+    minutes: float | None = None, sample_s: float | None = None, warmup_minutes: float | None = None
+) -> dict:
     """The operation benchmark (see the module doc)."""
     from cryptoflow import settings as settings_mod
 
@@ -493,8 +556,10 @@ def bench_operate(minutes: float | None = None, sample_s: float | None = None,
     stack, started = attach()
     symbols = tuple(stack.settings.symbols)
     samples_path = stack.settings.state_dir / SAMPLES_FILE
-    log.info(f"operate: watching the stack of {stack.settings.state_dir} for {minutes:g} min, a sample every "
-             f"{sample_s:g} s ({len(symbols)} coins); samples to {samples_path}")
+    log.info(
+        f"operate: watching the stack of {stack.settings.state_dir} for {minutes:g} min, a sample every "
+        f"{sample_s:g} s ({len(symbols)} coins); samples to {samples_path}"
+    )
     start = datetime.now(timezone.utc)
     samples, conn, interrupted = _watch(stack, symbols, samples_path, minutes * 60, sample_s)
     end = samples[-1].at
@@ -529,5 +594,17 @@ def bench_operate(minutes: float | None = None, sample_s: float | None = None,
     return figures
 
 
-__all__ = ["bench_operate", "percentile", "freshness_minutes", "snapshot_lags", "forecast_hours", "tally_forecasts",
-           "group_processes", "rss_by_service", "rss_figures", "dag_run_figures", "freshness_figures", "parse_stat"]
+__all__ = [
+    "bench_operate",
+    "percentile",
+    "freshness_minutes",
+    "snapshot_lags",
+    "forecast_hours",
+    "tally_forecasts",
+    "group_processes",
+    "rss_by_service",
+    "rss_figures",
+    "dag_run_figures",
+    "freshness_figures",
+    "parse_stat",
+]

@@ -24,7 +24,7 @@ class Proc:
 
 def parse_stat(text: str) -> tuple[int, int, int]:
     """(ppid, pgid, session) from a /proc/<pid>/stat line (the command may hold spaces and ')')."""
-    fields = text[text.rindex(")") + 2:].split()
+    fields = text[text.rindex(")") + 2 :].split()
     return int(fields[1]), int(fields[2]), int(fields[3])
 
 
@@ -37,7 +37,9 @@ def group_processes(procs: Mapping[int, Proc], roots: Mapping[str, int]) -> dict
     claimed: set[int] = set()
     out: dict[str, set[int]] = {}
     for name, root in roots.items():
-        members = {pid for pid, p in procs.items() if pid == root or p.sid == root or p.pgid == root}
+        members = {
+            pid for pid, p in procs.items() if pid == root or p.sid == root or p.pgid == root
+        }
         todo = list(members)
         while todo:
             for child in children.get(todo.pop(), ()):
@@ -49,7 +51,9 @@ def group_processes(procs: Mapping[int, Proc], roots: Mapping[str, int]) -> dict
     return out
 
 
-def rss_by_service(procs: Mapping[int, Proc], roots: Mapping[str, int]) -> tuple[dict[str, int], int]:
+def rss_by_service(
+    procs: Mapping[int, Proc], roots: Mapping[str, int]
+) -> tuple[dict[str, int], int]:
     """({service: summed VmRSS kB}, total PSS kB over all services' processes) of a /proc snapshot."""
     groups = group_processes(procs, roots)
     rss = {name: sum(procs[pid].rss_kb for pid in pids) for name, pids in groups.items()}
@@ -81,8 +85,9 @@ def _kb_field(path: Path, key: str) -> int:
     return 0
 
 
-def with_memory(procs: dict[int, Proc], pids: Iterable[int], with_pss: bool = True,
-                proc: Path = Path("/proc")) -> dict[int, Proc]:
+def with_memory(
+    procs: dict[int, Proc], pids: Iterable[int], with_pss: bool = True, proc: Path = Path("/proc")
+) -> dict[int, Proc]:
     """The snapshot with VmRSS (and PSS from smaps_rollup) filled in for `pids`."""
     out = dict(procs)
     for pid in pids:

@@ -31,8 +31,18 @@ from typing import Callable
 
 WINDOW_MS = 600_000
 MINUTE_MS = 60_000
-SOAK_SYMBOLS = ("BTCUSDT", "ETHUSDT", "XRPUSDT", "BNBUSDT", "DOGEUSDT", "ADAUSDT", "POLUSDT", "DOTUSDT",
-                "SOLUSDT", "USDCUSDT")
+SOAK_SYMBOLS = (
+    "BTCUSDT",
+    "ETHUSDT",
+    "XRPUSDT",
+    "BNBUSDT",
+    "DOGEUSDT",
+    "ADAUSDT",
+    "POLUSDT",
+    "DOTUSDT",
+    "SOLUSDT",
+    "USDCUSDT",
+)
 
 
 def rss_kb(pid: int) -> int:
@@ -49,20 +59,45 @@ def rss_kb(pid: int) -> int:
 class CollectorProcess:
     """`python -m cryptoflow.collector` as a child process (killable for real)."""
 
-    def __init__(self, root: Path, ws_url: str, symbols, interval: str = "1m", log_path: Path | None = None,
-                 **options):
-        self.root, self.ws_url, self.symbols, self.interval = Path(root), ws_url, tuple(symbols), interval
+    def __init__(
+        self,
+        root: Path,
+        ws_url: str,
+        symbols,
+        interval: str = "1m",
+        log_path: Path | None = None,
+        **options,
+    ):
+        self.root, self.ws_url, self.symbols, self.interval = (
+            Path(root),
+            ws_url,
+            tuple(symbols),
+            interval,
+        )
         self.options = options
         self.log_path = log_path or self.root.parent / "collector.log"
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "CollectorProcess":
-        args = [sys.executable, "-m", "cryptoflow.collector", "--root", str(self.root),
-                "--ws-url", self.ws_url, "--symbols", ",".join(self.symbols), "--interval", self.interval]
+        args = [
+            sys.executable,
+            "-m",
+            "cryptoflow.collector",
+            "--root",
+            str(self.root),
+            "--ws-url",
+            self.ws_url,
+            "--symbols",
+            ",".join(self.symbols),
+            "--interval",
+            self.interval,
+        ]
         for key, value in self.options.items():
             args += [f"--{key.replace('_', '-')}", str(value)]
         with open(self.log_path, "ab") as logfile:
-            self.proc = subprocess.Popen(args, env=dict(os.environ), stdout=logfile, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                args, env=dict(os.environ), stdout=logfile, stderr=subprocess.STDOUT
+            )
         return self
 
     @property
@@ -136,9 +171,11 @@ class RssSampler:
             out[f"{name}_rss_mb_peak"] = round(max(s) / 1024, 1)
             out[f"{name}_rss_mb_end"] = round(s[-1] / 1024, 1)
             # Flatness: the last quarter's mean against the second quarter's (after warm-up).
-            second = s[q:2 * q] or s[:q]
-            out[f"{name}_rss_growth_pct"] = round(100.0 * (sum(s[-q:]) / q - sum(second) / len(second))
-                                                  / (sum(second) / len(second)), 1)
+            second = s[q : 2 * q] or s[:q]
+            out[f"{name}_rss_growth_pct"] = round(
+                100.0 * (sum(s[-q:]) / q - sum(second) / len(second)) / (sum(second) / len(second)),
+                1,
+            )
             out[f"{name}_rss_samples"] = n
         return out
 
@@ -147,7 +184,9 @@ def wait_for(condition, timeout: float = 10.0, what="condition", poll_s: float =
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what() if callable(what) else what}")
+            raise AssertionError(
+                f"timed out after {timeout} s waiting for {what() if callable(what) else what}"
+            )
         time.sleep(poll_s)
 
 
@@ -157,8 +196,10 @@ def received_range(timeline, start_ms: int, end_ms: int, slack_s: float = 2.0) -
     The closing update of the window's last candle is sent after the replay clock passes `end`;
     `slack_s` of wall time either side covers the server's tick and the collector's hand-over.
     """
-    return (int((timeline.wall_time(start_ms) - slack_s) * 1000),
-            int((timeline.wall_time(end_ms) + slack_s) * 1000))
+    return (
+        int((timeline.wall_time(start_ms) - slack_s) * 1000),
+        int((timeline.wall_time(end_ms) + slack_s) * 1000),
+    )
 
 
 def windows_between(first_ms: int, last_ms: int) -> list[tuple[int, int]]:
@@ -189,7 +230,9 @@ class SealTotals:
             self.rejected[k] = self.rejected.get(k, 0) + v
 
 
-def warehouse_counts(dsn: str, interval: str, start_ms: int, end_ms: int) -> dict[str, tuple[int, int]]:
+def warehouse_counts(
+    dsn: str, interval: str, start_ms: int, end_ms: int
+) -> dict[str, tuple[int, int]]:
     """{symbol: (rows, distinct open times)} of market.candles in [start, end)."""
     import psycopg
 
@@ -199,12 +242,18 @@ def warehouse_counts(dsn: str, interval: str, start_ms: int, end_ms: int) -> dic
         rows = conn.execute(
             "SELECT symbol, count(*), count(DISTINCT open_time) FROM market.candles"
             " WHERE interval = %s AND open_time >= %s AND open_time < %s GROUP BY symbol",
-            (interval, datetime_from_ms(start_ms), datetime_from_ms(end_ms))).fetchall()
+            (interval, datetime_from_ms(start_ms), datetime_from_ms(end_ms)),
+        ).fetchall()
     return {s: (n, d) for s, n, d in rows}
 
 
-def bench_soak(hours: float = 24.0, speed: float = 1440.0, symbols=SOAK_SYMBOLS, etl_runs: int = 3,
-               seed_hours: int = 48) -> dict:
+def bench_soak(
+    hours: float = 24.0,
+    speed: float = 1440.0,
+    symbols=SOAK_SYMBOLS,
+    etl_runs: int = 3,
+    seed_hours: int = 48,
+) -> dict:
     """The soak benchmark (see module doc). Figures: candles in/out per coin, RSS, durations."""
     from cryptoflow import settings as settings_mod
     from cryptoflow_stack.postgres import LocalPostgres, free_port
@@ -212,7 +261,9 @@ def bench_soak(hours: float = 24.0, speed: float = 1440.0, symbols=SOAK_SYMBOLS,
     tmp = Path(tempfile.mkdtemp(prefix="cryptoflow-soak-"))
     figures: dict = {"hours": hours, "speed": speed, "symbols": len(symbols)}
     t_all = time.perf_counter()
-    cluster = LocalPostgres(tmp / "pg", free_port(), superuser_password=secrets.token_urlsafe(16), throwaway=True)
+    cluster = LocalPostgres(
+        tmp / "pg", free_port(), superuser_password=secrets.token_urlsafe(16), throwaway=True
+    )
     srv = collector = None
     spark = None
     try:
@@ -227,7 +278,9 @@ def bench_soak(hours: float = 24.0, speed: float = 1440.0, symbols=SOAK_SYMBOLS,
         window_lo = -(-first_ms // WINDOW_MS) * WINDOW_MS
         seed_uris = _seed_history(cfg, srv.rest_url, window_lo, seed_hours, figures)
         me = os.getpid()
-        with RssSampler({"collector": lambda: collector.pid, "driver": lambda: me}, every_s=1.0) as rss:
+        with RssSampler(
+            {"collector": lambda: collector.pid, "driver": lambda: me}, every_s=1.0
+        ) as rss:
             totals, sealed_until = _seal_windows(cfg, srv.rest_url, tl, root, first_ms, figures)
             figures["collector_alive_at_end"] = collector.alive()
             collector.stop()
@@ -239,13 +292,27 @@ def bench_soak(hours: float = 24.0, speed: float = 1440.0, symbols=SOAK_SYMBOLS,
             t2 = time.perf_counter()
             spark = local_session("cryptoflow-soak", master="local[2]")
             for i, uris in enumerate(etl_chunks(totals.snapshots, seed_uris, etl_runs)):
-                job.run(spark, sorted(uris), f"soak-{i}", dsn=dsn, lake_uri=cfg.lake_uri, symbols=symbols)
+                job.run(
+                    spark,
+                    sorted(uris),
+                    f"soak-{i}",
+                    dsn=dsn,
+                    lake_uri=cfg.lake_uri,
+                    symbols=symbols,
+                )
             figures["etl_seconds"] = round(time.perf_counter() - t2, 1)
             figures["etl_runs"] = etl_runs
             figures.update(_timed_forecast(dsn, symbols, sealed_until))
         figures.update(rss.figures())
-        figures.update(candle_figures(tl, warehouse_counts(dsn, "1m", window_lo, sealed_until), symbols,
-                                      window_lo, sealed_until))
+        figures.update(
+            candle_figures(
+                tl,
+                warehouse_counts(dsn, "1m", window_lo, sealed_until),
+                symbols,
+                window_lo,
+                sealed_until,
+            )
+        )
         figures.update(seal_figures(totals))
         figures["stream_messages_received"] = _count_messages(root)
     finally:
@@ -273,22 +340,41 @@ def _start_replay(base, symbols, hours: float, speed: float):
     from binance_emulator import ReplayServer, default_data_dirs, load_history
 
     history = load_history(default_data_dirs(base), symbols)
-    return ReplayServer(history, speed=speed, shift_to_present=True, play_hours=hours, symbols=symbols,
-                        host="127.0.0.1", port=0).start()
+    return ReplayServer(
+        history,
+        speed=speed,
+        shift_to_present=True,
+        play_hours=hours,
+        symbols=symbols,
+        host="127.0.0.1",
+        port=0,
+    ).start()
 
 
 def _start_collector(root: Path, ws_url: str, symbols, log_path: Path) -> CollectorProcess:
     root.mkdir(parents=True)
     # Short segments (5 s of wall clock = 2 replay hours at 1440x): each window's read stays small.
-    return CollectorProcess(root, ws_url, symbols, log_path=log_path, window_s=5,
-                            backoff_initial_s=0.2, backoff_max_s=2.0).start()
+    return CollectorProcess(
+        root,
+        ws_url,
+        symbols,
+        log_path=log_path,
+        window_s=5,
+        backoff_initial_s=0.2,
+        backoff_max_s=2.0,
+    ).start()
 
 
 def _soak_env(tmp: Path, symbols, dsn: str) -> dict[str, str]:
     """The settings' environment of a soak run: its state, lake and landing under `tmp`."""
-    return {"CRYPTOFLOW_STATE_DIR": str(tmp / "state"), "CRYPTOFLOW_SYMBOLS": ",".join(symbols),
-            "CRYPTOFLOW_BINANCE_MODE": "replay", "CRYPTOFLOW_WAREHOUSE_DSN": dsn,
-            "CRYPTOFLOW_LAKE_URI": f"file://{tmp}/lake", "CRYPTOFLOW_LANDING_URI": f"file://{tmp}/landing"}
+    return {
+        "CRYPTOFLOW_STATE_DIR": str(tmp / "state"),
+        "CRYPTOFLOW_SYMBOLS": ",".join(symbols),
+        "CRYPTOFLOW_BINANCE_MODE": "replay",
+        "CRYPTOFLOW_WAREHOUSE_DSN": dsn,
+        "CRYPTOFLOW_LAKE_URI": f"file://{tmp}/lake",
+        "CRYPTOFLOW_LANDING_URI": f"file://{tmp}/landing",
+    }
 
 
 def _seed_history(cfg, rest_url: str, window_lo: int, seed_hours: int, figures: dict) -> list[str]:
@@ -299,15 +385,18 @@ def _seed_history(cfg, rest_url: str, window_lo: int, seed_hours: int, figures: 
     from cryptoflow.sources.binance.rest import BinanceRestClient
 
     t_seed = time.perf_counter()
-    seed = ingest.backfill_from_rest(cfg, window_lo - seed_hours * 3_600_000, window_lo,
-                                     rest_client=BinanceRestClient(rest_url))
+    seed = ingest.backfill_from_rest(
+        cfg, window_lo - seed_hours * 3_600_000, window_lo, rest_client=BinanceRestClient(rest_url)
+    )
     seed_uris = land(seed, cfg.landing_uri, "soak-seed")
     figures["seed_candles"] = seed.counts["loaded"]
     figures["seed_seconds"] = round(time.perf_counter() - t_seed, 1)
     return seed_uris
 
 
-def _seal_windows(cfg, rest_url: str, tl, root: Path, first_ms: int, figures: dict) -> tuple[SealTotals, int]:
+def _seal_windows(
+    cfg, rest_url: str, tl, root: Path, first_ms: int, figures: dict
+) -> tuple[SealTotals, int]:
     """Seal each window as soon as the replay clock is a minute past its end (as the DAG would),
     until the replay ends: (the totals, where sealing stopped)."""
     from cryptoflow import ingest
@@ -320,12 +409,23 @@ def _seal_windows(cfg, rest_url: str, tl, root: Path, first_ms: int, figures: di
     seal_s = 0.0
     while sealed_until + WINDOW_MS <= tl.end_ms:
         end = sealed_until + WINDOW_MS
-        wait_for(lambda end=end, lo=sealed_until: tl.now_ms() >= end + MINUTE_MS
-                 and time.time() * 1000 > received_range(tl, lo, end)[1],
-                 timeout=600, what="replay clock", poll_s=0.05)
+        wait_for(
+            lambda end=end, lo=sealed_until: tl.now_ms() >= end + MINUTE_MS
+            and time.time() * 1000 > received_range(tl, lo, end)[1],
+            timeout=600,
+            what="replay clock",
+            poll_s=0.05,
+        )
         t1 = time.perf_counter()
-        res = ingest.seal_window(cfg, sealed_until, end, rest_client=rest, collector_root=root,
-                                 received_ms=received_range(tl, sealed_until, end), clock_slack_ms=5_000)
+        res = ingest.seal_window(
+            cfg,
+            sealed_until,
+            end,
+            rest_client=rest,
+            collector_root=root,
+            received_ms=received_range(tl, sealed_until, end),
+            clock_slack_ms=5_000,
+        )
         seal_s += time.perf_counter() - t1
         totals.add(res)
         sealed_until = end
@@ -354,7 +454,9 @@ def _timed_forecast(dsn: str, symbols, at_ms: int) -> dict:
     return figures
 
 
-def candle_figures(tl, stored: dict[str, tuple[int, int]], symbols, window_lo: int, sealed_until: int) -> dict:
+def candle_figures(
+    tl, stored: dict[str, tuple[int, int]], symbols, window_lo: int, sealed_until: int
+) -> dict:
     """Candles of the replay's source against the warehouse's (`stored`: warehouse_counts) in the
     sealed windows: totals, lost (source candles missing), doubled (rows beyond one per open time)."""
     lost = doubled = 0
@@ -366,8 +468,11 @@ def candle_figures(tl, stored: dict[str, tuple[int, int]], symbols, window_lo: i
         lost += max(0, source - distinct)
         doubled += rows - distinct
     return {
-        "candles_source_total": sum(len(tl.candles(s, "1m", window_lo, sealed_until - 1))
-                                    for s in symbols if s in tl.symbols),
+        "candles_source_total": sum(
+            len(tl.candles(s, "1m", window_lo, sealed_until - 1))
+            for s in symbols
+            if s in tl.symbols
+        ),
         "candles_warehouse_total": sum(r for r, _ in stored.values()),
         "candles_lost": lost,
         "candles_doubled": doubled,
@@ -376,8 +481,13 @@ def candle_figures(tl, stored: dict[str, tuple[int, int]], symbols, window_lo: i
 
 
 def seal_figures(totals: SealTotals) -> dict:
-    return {"windows_sealed": len(totals.snapshots), "from_stream": totals.from_stream,
-            "healed_from_rest": totals.healed, "holes": totals.holes, "rejected": totals.rejected}
+    return {
+        "windows_sealed": len(totals.snapshots),
+        "from_stream": totals.from_stream,
+        "healed_from_rest": totals.healed,
+        "holes": totals.holes,
+        "rejected": totals.rejected,
+    }
 
 
 def _tear_down(spark, collector: CollectorProcess | None, srv, cluster) -> None:
@@ -395,7 +505,7 @@ def _count_messages(root: Path) -> int:
     from cryptoflow.collector import ReadStats, read_window
 
     stats = ReadStats()
-    for _ in read_window(root, 0, 2 ** 62, stats):
+    for _ in read_window(root, 0, 2**62, stats):
         pass
     return stats.messages
 
@@ -419,13 +529,19 @@ def _forecast_once(dsn: str, symbols, at_ms: int) -> dict:
     outcomes = {}
     with psycopg.connect(dsn) as conn:
         for sym in symbols:
-            frame = data.load_hourly(conn, sym, before=data.floor_hour(now),
-                                     hours=cfg.lookback + 2 + cfg.freshness_tolerance_hours)
+            frame = data.load_hourly(
+                conn,
+                sym,
+                before=data.floor_hour(now),
+                hours=cfg.lookback + 2 + cfg.freshness_tolerance_hours,
+            )
             ready = hourly.readiness(frame, now, cfg)
             if not ready.ok:
                 outcomes[sym] = f"skipped: {ready.reason}"
                 continue
             assert ready.target_time is not None  # set when ready.ok
             f, why = hourly.predict(sym, frame, ready.target_time, registry, cfg)
-            outcomes[sym] = why if f.model_version == hourly.PERSISTENCE else f"{f.model_version}: {why}"
+            outcomes[sym] = (
+                why if f.model_version == hourly.PERSISTENCE else f"{f.model_version}: {why}"
+            )
     return {"forecast": outcomes}

@@ -24,8 +24,18 @@ from typing import cast
 log = logging.getLogger(__name__)
 
 TARGET_MS = 1000
-SYMBOLS = ("BTCUSDT", "ETHUSDT", "XRPUSDT", "BNBUSDT", "DOGEUSDT", "ADAUSDT", "POLUSDT", "DOTUSDT", "SOLUSDT",
-           "USDCUSDT")
+SYMBOLS = (
+    "BTCUSDT",
+    "ETHUSDT",
+    "XRPUSDT",
+    "BNBUSDT",
+    "DOGEUSDT",
+    "ADAUSDT",
+    "POLUSDT",
+    "DOTUSDT",
+    "SOLUSDT",
+    "USDCUSDT",
+)
 
 FILL = [
     # 1m candles: one year per coin up to the current minute.
@@ -149,13 +159,18 @@ def fill(admin_dsn: str, minutes: int = 525_600) -> dict:
 
     seconds: dict[str, float] = {}
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
+
         def step(name, sql, params=None):
             t0 = time.perf_counter()
             conn.execute(sql, params or {})
             seconds[name] = seconds.get(name, 0) + time.perf_counter() - t0
 
         for k, symbol in enumerate(SYMBOLS):
-            step("minutes", FILL[0], {"symbol": symbol, "base": 10.0 ** (k % 5), "k": k, "minutes": minutes})
+            step(
+                "minutes",
+                FILL[0],
+                {"symbol": symbol, "base": 10.0 ** (k % 5), "k": k, "minutes": minutes},
+            )
             step("rollup", ROLLUP, {"symbol": symbol})
             log.info("  %s: a year of 1m candles and their 1h rollups", symbol)
         step("metrics", METRICS)
@@ -165,12 +180,28 @@ def fill(admin_dsn: str, minutes: int = 525_600) -> dict:
         for sql in OPS:
             step("ops", sql, {"symbols": list(SYMBOLS)})
         step("analyze", "VACUUM ANALYZE")
-        counts = {t: cast(tuple, conn.execute(f"SELECT count(*) FROM {t}").fetchone())[0] for t in (
-            "market.candles", "market.hourly_metrics", "market.return_correlation", "forecast.predictions",
-            "ops.pipeline_runs", "ops.data_quality_results", "ops.quarantine", "ops.healed_gaps")}
-        minutes = cast(tuple, conn.execute("SELECT count(*) FROM market.candles WHERE interval = '1m'").fetchone())[0]
-    return {"minute_candles": minutes, **{f"rows_{t.split('.')[1]}": n for t, n in counts.items()},
-            **{f"fill_{k}_s": round(v, 1) for k, v in seconds.items()}}
+        counts = {
+            t: cast(tuple, conn.execute(f"SELECT count(*) FROM {t}").fetchone())[0]
+            for t in (
+                "market.candles",
+                "market.hourly_metrics",
+                "market.return_correlation",
+                "forecast.predictions",
+                "ops.pipeline_runs",
+                "ops.data_quality_results",
+                "ops.quarantine",
+                "ops.healed_gaps",
+            )
+        }
+        minutes = cast(
+            tuple,
+            conn.execute("SELECT count(*) FROM market.candles WHERE interval = '1m'").fetchone(),
+        )[0]
+    return {
+        "minute_candles": minutes,
+        **{f"rows_{t.split('.')[1]}": n for t, n in counts.items()},
+        **{f"fill_{k}_s": round(v, 1) for k, v in seconds.items()},
+    }
 
 
 def _ms(samples: list[float]) -> tuple[float, float]:
@@ -182,7 +213,9 @@ def time_charts(api, base: str, reader_dsn: str, repeats: int) -> dict:
 
     import psycopg
 
-    charts = api.get(f"{base}/api/v1/chart/", params={"q": json.dumps({"page_size": 100})}, timeout=60).json()["result"]
+    charts = api.get(
+        f"{base}/api/v1/chart/", params={"q": json.dumps({"page_size": 100})}, timeout=60
+    ).json()["result"]
     figures: dict = {}
     worst_api = worst_sql = 0.0
     with psycopg.connect(reader_dsn) as conn:
@@ -194,15 +227,21 @@ def time_charts(api, base: str, reader_dsn: str, repeats: int) -> dict:
             api_s, rows = [], None
             for _ in range(repeats):
                 t0 = time.perf_counter()
-                res = api.get(f"{base}/api/v1/chart/{cid}/data/", params={"force": "true"}, timeout=300)
+                res = api.get(
+                    f"{base}/api/v1/chart/{cid}/data/", params={"force": "true"}, timeout=300
+                )
                 api_s.append(time.perf_counter() - t0)
                 if res.status_code != 200:
                     raise RuntimeError(f"chart {name!r}: HTTP {res.status_code} {res.text[:500]}")
                 rows = res.json()["result"][0]["rowcount"]
             # The SQL Superset generates for the stored query context, timed alone as cf_reader.
-            context = json.loads(api.get(f"{base}/api/v1/chart/{cid}", timeout=60).json()["result"]["query_context"])
+            context = json.loads(
+                api.get(f"{base}/api/v1/chart/{cid}", timeout=60).json()["result"]["query_context"]
+            )
             context["result_type"] = "query"
-            sql = api.post(f"{base}/api/v1/chart/data", json=context, timeout=60).json()["result"][0]["query"]
+            sql = api.post(f"{base}/api/v1/chart/data", json=context, timeout=60).json()["result"][
+                0
+            ]["query"]
             sql_s = []
             for _ in range(repeats):
                 t0 = time.perf_counter()
@@ -215,8 +254,14 @@ def time_charts(api, base: str, reader_dsn: str, repeats: int) -> dict:
             figures[f"{key}_api_ms_max"], figures[f"{key}_api_ms_p50"] = a_max, a_p50
             figures[f"{key}_sql_ms_max"], figures[f"{key}_sql_ms_p50"] = s_max, s_p50
             worst_api, worst_sql = max(worst_api, a_max), max(worst_sql, s_max)
-    return {"charts": len(charts), "worst_api_ms": worst_api, "worst_api_ms_target": f"< {TARGET_MS}",
-            "worst_api_ms_met": worst_api < TARGET_MS, "worst_sql_ms": worst_sql, **figures}
+    return {
+        "charts": len(charts),
+        "worst_api_ms": worst_api,
+        "worst_api_ms_target": f"< {TARGET_MS}",
+        "worst_api_ms_met": worst_api < TARGET_MS,
+        "worst_sql_ms": worst_sql,
+        **figures,
+    }
 
 
 def bench_superset_queries(repeats: int | None = None) -> dict:
@@ -231,7 +276,9 @@ def bench_superset_queries(repeats: int | None = None) -> dict:
     home = cf_settings.load().home
     with tempfile.TemporaryDirectory(prefix="cf-bench-superset-") as tmp:
         root = Path(tmp)
-        pg = LocalPostgres(root / "pg", free_port(), superuser_password="bench-admin", throwaway=True)
+        pg = LocalPostgres(
+            root / "pg", free_port(), superuser_password="bench-admin", throwaway=True
+        )
         pg.init()
         pg.start(fsync=False)
         settings = None
@@ -245,11 +292,15 @@ def bench_superset_queries(repeats: int | None = None) -> dict:
             figures["fill_s"] = round(time.perf_counter() - t0, 1)
             log.info("  filled in %s s", figures["fill_s"])
             reader = pg.dsn("cryptoflow", "cf_reader", "bench-reader")
-            settings = cf_settings.load({
-                "CRYPTOFLOW_HOME": str(home), "CRYPTOFLOW_STATE_DIR": str(root / "state"),
-                "CRYPTOFLOW_SUPERSET_PORT": str(free_port()), "CRYPTOFLOW_WAREHOUSE_READER_DSN": reader,
-                "CRYPTOFLOW_WAREHOUSE_DSN": pg.dsn("cryptoflow", "cf_writer", "bench-writer"),
-            })
+            settings = cf_settings.load(
+                {
+                    "CRYPTOFLOW_HOME": str(home),
+                    "CRYPTOFLOW_STATE_DIR": str(root / "state"),
+                    "CRYPTOFLOW_SUPERSET_PORT": str(free_port()),
+                    "CRYPTOFLOW_WAREHOUSE_READER_DSN": reader,
+                    "CRYPTOFLOW_WAREHOUSE_DSN": pg.dsn("cryptoflow", "cf_writer", "bench-writer"),
+                }
+            )
             creds, _ = passwords.ensure(settings.credentials_file)
             superset_svc.init(settings, creds)
             superset_svc.start(settings, creds)

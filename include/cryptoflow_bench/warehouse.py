@@ -28,9 +28,22 @@ def synthetic_minute_rows(n: int, symbols=("BTCUSDT", "ETHUSDT")):
         t = start + (i % per_symbol) * MINUTE_MS
         price = max(1.0, price * (1 + ((i * 7919) % 200 - 100) / 100_000))
         o, c = price, price * 1.0003
-        yield (sym, "1m", datetime_from_ms(t), datetime_from_ms(t + MINUTE_MS - 1),
-               f"{o:.8f}", f"{c * 1.001:.8f}", f"{o * 0.999:.8f}", f"{c:.8f}",
-               "12.5", f"{12.5 * o:.8f}", "6.1", f"{6.1 * o:.8f}", 321, "bench")
+        yield (
+            sym,
+            "1m",
+            datetime_from_ms(t),
+            datetime_from_ms(t + MINUTE_MS - 1),
+            f"{o:.8f}",
+            f"{c * 1.001:.8f}",
+            f"{o * 0.999:.8f}",
+            f"{c:.8f}",
+            "12.5",
+            f"{12.5 * o:.8f}",
+            "6.1",
+            f"{6.1 * o:.8f}",
+            321,
+            "bench",
+        )
 
 
 def bench_copy_ceiling(n: int | None = None) -> dict:
@@ -56,7 +69,13 @@ def bench_copy_ceiling(n: int | None = None) -> dict:
                         copy.write_row(row)
                 conn.commit()
                 seconds = time.perf_counter() - t0
-                loaded = cast(tuple, conn.execute("SELECT count(*) FROM market.candles").fetchone())[0]
+                loaded = cast(
+                    tuple, conn.execute("SELECT count(*) FROM market.candles").fetchone()
+                )[0]
         finally:
             pg.destroy()
-    return {"rows": loaded, "seconds": round(seconds, 2), "rows_per_second": round(loaded / seconds)}
+    return {
+        "rows": loaded,
+        "seconds": round(seconds, 2),
+        "rows_per_second": round(loaded / seconds),
+    }

@@ -26,8 +26,11 @@ CELERY_WORKER = "celery-worker"
 # The log server that scheduler, triggerer and the Celery worker start binds every interface; on one
 # machine the api-server reads task logs from disk, so it is not started at all (nothing listens
 # beyond loopback).
-_COMMANDS = {"scheduler": ["scheduler", "--skip-serve-logs"], "triggerer": ["triggerer", "--skip-serve-logs"],
-             CELERY_WORKER: ["celery", "worker", "--skip-serve-logs"]}
+_COMMANDS = {
+    "scheduler": ["scheduler", "--skip-serve-logs"],
+    "triggerer": ["triggerer", "--skip-serve-logs"],
+    CELERY_WORKER: ["celery", "worker", "--skip-serve-logs"],
+}
 
 
 def services(settings: Settings) -> tuple[str, ...]:
@@ -48,10 +51,15 @@ def connections_env(settings: Settings) -> dict[str, str]:
     """Airflow connections the DAGs use, derived from the settings."""
     env = {
         # A missing spark connection silently falls back to yarn: always define it.
-        "AIRFLOW_CONN_SPARK_DEFAULT": json.dumps({"conn_type": "spark", "host": settings.spark_master}),
+        "AIRFLOW_CONN_SPARK_DEFAULT": json.dumps(
+            {"conn_type": "spark", "host": settings.spark_master}
+        ),
         "AIRFLOW_CONN_CRYPTOFLOW_WAREHOUSE": settings.warehouse_dsn,
     }
-    models: dict = {"conn_type": "aws", "extra": {"region_name": os.environ.get("AWS_DEFAULT_REGION", "us-east-1")}}
+    models: dict = {
+        "conn_type": "aws",
+        "extra": {"region_name": os.environ.get("AWS_DEFAULT_REGION", "us-east-1")},
+    }
     if settings.s3_endpoint_url:
         models["extra"]["endpoint_url"] = settings.s3_endpoint_url
     if os.environ.get("AWS_ACCESS_KEY_ID"):
@@ -61,8 +69,12 @@ def connections_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def airflow_env(settings: Settings, creds: dict[str, str], airflow_home: Path | None = None,
-                metadata_dsn: str | None = None) -> dict[str, str]:
+def airflow_env(
+    settings: Settings,
+    creds: dict[str, str],
+    airflow_home: Path | None = None,
+    metadata_dsn: str | None = None,
+) -> dict[str, str]:
     """The full environment of an Airflow process of the local stack."""
     home = airflow_home or settings.state_dir / "airflow"
     if metadata_dsn is None:
@@ -72,43 +84,50 @@ def airflow_env(settings: Settings, creds: dict[str, str], airflow_home: Path | 
     env = dict(os.environ)
     env.update(settings.as_env())
     env.update(connections_env(settings))
-    env.update({
-        "AIRFLOW_HOME": str(home),
-        "PATH": f"{venv_bin(settings)}:{env.get('PATH', '')}",  # standalone/LocalExecutor re-exec `airflow`
-        "AIRFLOW__CORE__DAGS_FOLDER": str(settings.home / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(settings.home / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        # LocalExecutor forks `parallelism` workers up front: 32 by default is too many for 2 cores.
-        "AIRFLOW__CORE__PARALLELISM": os.environ.get("AIRFLOW__CORE__PARALLELISM", "4"),
-        # The Celery worker's task slots, as many as the LocalExecutor's (celery executor only).
-        "AIRFLOW__CELERY__WORKER_CONCURRENCY": os.environ.get("AIRFLOW__CORE__PARALLELISM", "4"),
-        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-        "AIRFLOW__CORE__FERNET_KEY": creds["AIRFLOW_FERNET_KEY"],
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",  # user "admin" with role Admin
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{base_url}/execution/",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_dsn,
-        "AIRFLOW__API__HOST": settings.bind_host,
-        "AIRFLOW__API__PORT": str(settings.airflow_port),
-        "AIRFLOW__API__BASE_URL": base_url,
-        "AIRFLOW__API__WORKERS": "1",
-        "AIRFLOW__API__SECRET_KEY": creds["AIRFLOW_SECRET_KEY"],
-        "AIRFLOW__API_AUTH__JWT_SECRET": creds["AIRFLOW_JWT_SECRET"],
-        # New DAG files show up within 30 s instead of the default 5 minutes.
-        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
-        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
-        "PYTHONUNBUFFERED": "1",
-    })
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "PATH": f"{venv_bin(settings)}:{env.get('PATH', '')}",  # standalone/LocalExecutor re-exec `airflow`
+            "AIRFLOW__CORE__DAGS_FOLDER": str(settings.home / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(settings.home / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            # LocalExecutor forks `parallelism` workers up front: 32 by default is too many for 2 cores.
+            "AIRFLOW__CORE__PARALLELISM": os.environ.get("AIRFLOW__CORE__PARALLELISM", "4"),
+            # The Celery worker's task slots, as many as the LocalExecutor's (celery executor only).
+            "AIRFLOW__CELERY__WORKER_CONCURRENCY": os.environ.get(
+                "AIRFLOW__CORE__PARALLELISM", "4"
+            ),
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW__CORE__FERNET_KEY": creds["AIRFLOW_FERNET_KEY"],
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",  # user "admin" with role Admin
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{base_url}/execution/",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_dsn,
+            "AIRFLOW__API__HOST": settings.bind_host,
+            "AIRFLOW__API__PORT": str(settings.airflow_port),
+            "AIRFLOW__API__BASE_URL": base_url,
+            "AIRFLOW__API__WORKERS": "1",
+            "AIRFLOW__API__SECRET_KEY": creds["AIRFLOW_SECRET_KEY"],
+            "AIRFLOW__API_AUTH__JWT_SECRET": creds["AIRFLOW_JWT_SECRET"],
+            # New DAG files show up within 30 s instead of the default 5 minutes.
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     if settings.airflow_executor == "celery":
         from cryptoflow_stack import redis
 
-        env.update({
-            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
-            "AIRFLOW__CELERY__BROKER_URL": redis.broker_url(settings, creds["REDIS_PASSWORD"]),
-            # Task states and results in the metadata database, as in docker-compose.
-            "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + metadata_dsn.replace("postgresql+psycopg2://", "postgresql://", 1),
-        })
+        env.update(
+            {
+                "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+                "AIRFLOW__CELERY__BROKER_URL": redis.broker_url(settings, creds["REDIS_PASSWORD"]),
+                # Task states and results in the metadata database, as in docker-compose.
+                "AIRFLOW__CELERY__RESULT_BACKEND": "db+"
+                + metadata_dsn.replace("postgresql+psycopg2://", "postgresql://", 1),
+            }
+        )
     return env
 
 
@@ -122,11 +141,19 @@ def write_passwords_file(home: Path, password: str) -> Path:
     return path
 
 
-def run_cli(args: list[str], env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess:
-    res = subprocess.run([str(Path(sys.executable).parent / "airflow"), *args], env=env,
-                         capture_output=True, text=True)
+def run_cli(
+    args: list[str], env: dict[str, str], check: bool = True
+) -> subprocess.CompletedProcess:
+    res = subprocess.run(
+        [str(Path(sys.executable).parent / "airflow"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if check and res.returncode != 0:
-        raise RuntimeError(f"airflow {' '.join(args)} failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
+        raise RuntimeError(
+            f"airflow {' '.join(args)} failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
+        )
     return res
 
 
@@ -140,9 +167,18 @@ def init(settings: Settings, creds: dict[str, str], env: dict[str, str]) -> None
 def start(settings: Settings, env: dict[str, str]) -> None:
     run_dir = settings.state_dir / "run"
     for name in services(settings):
-        process.start(f"airflow-{name}", _argv(settings, name), env, run_dir, settings.logs_dir, cwd=settings.home)
+        process.start(
+            f"airflow-{name}",
+            _argv(settings, name),
+            env,
+            run_dir,
+            settings.logs_dir,
+            cwd=settings.home,
+        )
     process.wait_http(
-        f"http://{settings.bind_host}:{settings.airflow_port}/api/v2/monitor/health", 180, "Airflow api-server",
+        f"http://{settings.bind_host}:{settings.airflow_port}/api/v2/monitor/health",
+        180,
+        "Airflow api-server",
         settings.logs_dir / "airflow-api-server.log",
         pid_alive=lambda: process.read_pid(run_dir, "airflow-api-server") is not None,
     )
@@ -154,6 +190,7 @@ def stop(settings: Settings) -> None:
 
 
 # --- the REST API of the running api-server (used by the demo and the stack test) ------------------
+
 
 class AirflowApi:
     """A small client of Airflow's /api/v2 with the generated admin credentials."""
@@ -172,7 +209,9 @@ class AirflowApi:
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.base_url + path, data=data, method=method, headers=headers)
+        req = urllib.request.Request(
+            self.base_url + path, data=data, method=method, headers=headers
+        )
         with urllib.request.urlopen(req, timeout=30) as resp:
             return json.load(resp)
 
@@ -188,12 +227,17 @@ class AirflowApi:
         deadline = time.monotonic() + timeout
         while not dag_ids <= self.dag_ids():
             if time.monotonic() > deadline:
-                raise RuntimeError(f"DAGs {sorted(dag_ids - self.dag_ids())} not parsed after {timeout} s; "
-                                   f"import errors: {self.import_errors()}")
+                raise RuntimeError(
+                    f"DAGs {sorted(dag_ids - self.dag_ids())} not parsed after {timeout} s; "
+                    f"import errors: {self.import_errors()}"
+                )
             time.sleep(3)
 
     def trigger(self, dag_id: str, conf: dict | None = None) -> dict:
         from datetime import datetime, timezone
 
-        return self._request("POST", f"/api/v2/dags/{dag_id}/dagRuns",
-                             {"logical_date": datetime.now(timezone.utc).isoformat(), "conf": conf or {}})
+        return self._request(
+            "POST",
+            f"/api/v2/dags/{dag_id}/dagRuns",
+            {"logical_date": datetime.now(timezone.utc).isoformat(), "conf": conf or {}},
+        )

@@ -53,7 +53,9 @@ def choose_mode(environ=os.environ) -> str:
     if binance_reachable():
         log.info("Binance is reachable: live mode")
         return "live"
-    log.info("Binance is out of reach: the demo replays the shared historical candles (replay mode)")
+    log.info(
+        "Binance is out of reach: the demo replays the shared historical candles (replay mode)"
+    )
     return "replay"
 
 
@@ -77,12 +79,16 @@ def demo_settings(environ=os.environ) -> Settings:
     left_out = [s for s in settings.symbols if s not in served]
     if not kept:
         # Say where it looked: the usual cause is a clone without ../shared beside it.
-        raise SystemExit(f"no replay history for any of {', '.join(settings.symbols)} in "
-                         f"{', '.join(str(d) for d in dirs)}; set CRYPTOFLOW_SHARED_DATA to the shared data"
-                         " directory (or CRYPTOFLOW_REPLAY_DATA to candle files)")
+        raise SystemExit(
+            f"no replay history for any of {', '.join(settings.symbols)} in "
+            f"{', '.join(str(d) for d in dirs)}; set CRYPTOFLOW_SHARED_DATA to the shared data"
+            " directory (or CRYPTOFLOW_REPLAY_DATA to candle files)"
+        )
     if left_out:
-        log.info(f"Replay       no history to replay for {', '.join(left_out)}: left out of the demo "
-                 "(set CRYPTOFLOW_SYMBOLS to choose the coins)")
+        log.info(
+            f"Replay       no history to replay for {', '.join(left_out)}: left out of the demo "
+            "(set CRYPTOFLOW_SYMBOLS to choose the coins)"
+        )
     return load({**env, "CRYPTOFLOW_SYMBOLS": ",".join(kept)})
 
 
@@ -96,15 +102,37 @@ def start_feed(settings: Settings, play_hours: float = DEFAULT_HISTORY_HOURS + 2
     run_dir, logs = settings.state_dir / "run", settings.logs_dir
     if settings.binance_mode == "replay":
         # The anchor keeps the replayed history at the same times across restarts of the stack.
-        process.start("replay-server", [_cli(), "replay-server", "--speed", "1", "--play-hours", str(play_hours),
-                                        "--anchor-file", str(settings.state_dir / REPLAY_ANCHOR)],
-                      env, run_dir, logs, cwd=settings.home)
-        process.wait_http(f"{settings.binance_rest_url}/api/v3/ping", 60, "replay server",
-                          logs / "replay-server.log",
-                          pid_alive=lambda: process.read_pid(run_dir, "replay-server") is not None)
-        log.info(f"Replay       {settings.binance_rest_url} (REST) and {settings.binance_ws_url} (websocket)")
+        process.start(
+            "replay-server",
+            [
+                _cli(),
+                "replay-server",
+                "--speed",
+                "1",
+                "--play-hours",
+                str(play_hours),
+                "--anchor-file",
+                str(settings.state_dir / REPLAY_ANCHOR),
+            ],
+            env,
+            run_dir,
+            logs,
+            cwd=settings.home,
+        )
+        process.wait_http(
+            f"{settings.binance_rest_url}/api/v3/ping",
+            60,
+            "replay server",
+            logs / "replay-server.log",
+            pid_alive=lambda: process.read_pid(run_dir, "replay-server") is not None,
+        )
+        log.info(
+            f"Replay       {settings.binance_rest_url} (REST) and {settings.binance_ws_url} (websocket)"
+        )
     process.start("collector", [_cli(), "collect"], env, run_dir, logs, cwd=settings.home)
-    log.info(f"Collector    segments in {settings.state_dir / 'collector'}, log {logs / 'collector.log'}")
+    log.info(
+        f"Collector    segments in {settings.state_dir / 'collector'}, log {logs / 'collector.log'}"
+    )
 
 
 def seed_history(settings: Settings, hours: float) -> tuple[list[str], int]:
@@ -121,8 +149,10 @@ def seed_history(settings: Settings, hours: float) -> tuple[list[str], int]:
     end -= end % 3_600_000
     start = end - int(hours * 3_600_000)
     result, uris = ingest.backfill_and_land(settings, start, end, SEED_RUN_ID)
-    log.info(f"History      {result.counts['loaded']} candles of {len(settings.symbols)} coins from REST "
-             f"({result.counts['quarantined']} quarantined) in {len(uris)} snapshots")
+    log.info(
+        f"History      {result.counts['loaded']} candles of {len(settings.symbols)} coins from REST "
+        f"({result.counts['quarantined']} quarantined) in {len(uris)} snapshots"
+    )
     return uris, end
 
 
@@ -135,7 +165,8 @@ def stored_spans(settings: Settings) -> dict[str, tuple[int, int]]:
         rows = conn.execute(
             "SELECT symbol, min(open_time), max(open_time) FROM market.candles"
             " WHERE interval = %s AND symbol = ANY(%s) GROUP BY symbol",
-            (settings.interval, list(settings.symbols))).fetchall()
+            (settings.interval, list(settings.symbols)),
+        ).fetchall()
     return {s: (ms_from_datetime(lo), ms_from_datetime(hi)) for s, lo, hi in rows}
 
 
@@ -158,8 +189,12 @@ def why_seed(spans: dict[str, tuple[int, int]], symbols, now_ms: int, hours: flo
     return None
 
 
-def run(settings: Settings, airflow_api, hours: float = DEFAULT_HISTORY_HOURS,
-        backtest_hours: int = DEFAULT_BACKTEST_HOURS) -> None:
+def run(
+    settings: Settings,
+    airflow_api,
+    hours: float = DEFAULT_HISTORY_HOURS,
+    backtest_hours: int = DEFAULT_BACKTEST_HOURS,
+) -> None:
     """Seed the history, load it, and backtest its last hours (the feed is already running:
     `cryptoflow up --demo` starts it before the scheduler). A restarted demo whose history is
     stored seeds nothing: binance_ingest heals the time it was down, from the same replayed
@@ -168,8 +203,10 @@ def run(settings: Settings, airflow_api, hours: float = DEFAULT_HISTORY_HOURS,
     reason = why_seed(spans, settings.symbols, now_ms(), hours)
     if reason is None:
         since = datetime_from_ms(min(hi for _, hi in spans.values())).strftime("%Y-%m-%d %H:%M UTC")
-        log.info(f"History      kept: every coin's history is stored (up to {since} at least); the next "
-                 "binance_ingest run heals the time since then over REST")
+        log.info(
+            f"History      kept: every coin's history is stored (up to {since} at least); the next "
+            "binance_ingest run heals the time since then over REST"
+        )
         log.info("The 10-minute binance_ingest runs from now on; watch it in the Airflow UI.")
         return
     if spans:
@@ -183,10 +220,17 @@ def run(settings: Settings, airflow_api, hours: float = DEFAULT_HISTORY_HOURS,
         log.info("spark_etl is not deployed: history stays in the landing zone")
     if "forecast_backtest" in dags and backtest_hours > 0:
         bt_start = end - backtest_hours * 3_600_000
-        airflow_api.trigger("forecast_backtest", {"start": datetime_from_ms(bt_start).isoformat(),
-                                                  "end": datetime_from_ms(end).isoformat()})
-        log.info(f"Triggered    forecast_backtest on the last {backtest_hours} seeded hours (walk-forward, "
-                 "labelled 'backtest' on the Forecasts dashboard); forecast_hourly forecasts every hour from now on")
+        airflow_api.trigger(
+            "forecast_backtest",
+            {
+                "start": datetime_from_ms(bt_start).isoformat(),
+                "end": datetime_from_ms(end).isoformat(),
+            },
+        )
+        log.info(
+            f"Triggered    forecast_backtest on the last {backtest_hours} seeded hours (walk-forward, "
+            "labelled 'backtest' on the Forecasts dashboard); forecast_hourly forecasts every hour from now on"
+        )
     log.info("The 10-minute binance_ingest runs from now on; watch it in the Airflow UI.")
 
 

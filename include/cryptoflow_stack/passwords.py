@@ -15,9 +15,11 @@ from cryptoflow.settings import read_credentials
 
 # name -> generator; passwords avoid characters that need quoting in URIs.
 _GENERATORS = {
-    "CF_ADMIN_PASSWORD": lambda: secrets.token_urlsafe(18),     # PostgreSQL superuser of the private cluster
-    "CF_WRITER_PASSWORD": lambda: secrets.token_urlsafe(18),    # pipelines
-    "CF_READER_PASSWORD": lambda: secrets.token_urlsafe(18),    # dashboards (read-only)
+    "CF_ADMIN_PASSWORD": lambda: secrets.token_urlsafe(
+        18
+    ),  # PostgreSQL superuser of the private cluster
+    "CF_WRITER_PASSWORD": lambda: secrets.token_urlsafe(18),  # pipelines
+    "CF_READER_PASSWORD": lambda: secrets.token_urlsafe(18),  # dashboards (read-only)
     "AIRFLOW_DB_PASSWORD": lambda: secrets.token_urlsafe(18),
     "AIRFLOW_ADMIN_PASSWORD": lambda: secrets.token_urlsafe(12),
     "AIRFLOW_FERNET_KEY": lambda: base64.urlsafe_b64encode(os.urandom(32)).decode(),
@@ -25,7 +27,7 @@ _GENERATORS = {
     "AIRFLOW_JWT_SECRET": lambda: secrets.token_urlsafe(32),
     "SUPERSET_SECRET_KEY": lambda: secrets.token_urlsafe(42),
     "SUPERSET_ADMIN_PASSWORD": lambda: secrets.token_urlsafe(12),
-    "REDIS_PASSWORD": lambda: secrets.token_urlsafe(18),         # the Celery broker (celery executor only)
+    "REDIS_PASSWORD": lambda: secrets.token_urlsafe(18),  # the Celery broker (celery executor only)
 }
 
 

@@ -42,7 +42,9 @@ def find_pg_bin() -> Path:
     """Directory holding initdb/pg_ctl/postgres: $PG_BIN, else the newest /usr/lib/postgresql/N/bin."""
     if os.environ.get("PG_BIN"):
         return Path(os.environ["PG_BIN"])
-    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parent.parent.name))
+    candidates = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parent.parent.name)
+    )
     if candidates:
         return candidates[-1].parent
     initdb = shutil.which("initdb")
@@ -61,12 +63,19 @@ def _run_as() -> str | None:
     try:
         pwd.getpwnam("postgres")
     except KeyError:
-        raise PostgresError("running as root needs the 'postgres' system user (apt-get install postgresql)") from None
+        raise PostgresError(
+            "running as root needs the 'postgres' system user (apt-get install postgresql)"
+        ) from None
     return "postgres"
 
 
 def _accessible_by(user: str, path: Path) -> bool:
-    return subprocess.run(["runuser", "-u", user, "--", "test", "-w", str(path)], capture_output=True).returncode == 0
+    return (
+        subprocess.run(
+            ["runuser", "-u", user, "--", "test", "-w", str(path)], capture_output=True
+        ).returncode
+        == 0
+    )
 
 
 def free_port() -> int:
@@ -79,7 +88,7 @@ def free_port() -> int:
 class LocalPostgres:
     """initdb/start/stop of one cluster. `superuser_password` protects the superuser over TCP."""
 
-    root: Path              # directory for this cluster (data/, socket/, log)
+    root: Path  # directory for this cluster (data/, socket/, log)
     port: int
     superuser: str = "cf_admin"
     superuser_password: str = "cf_admin"
@@ -121,9 +130,13 @@ class LocalPostgres:
     def socket_dir(self) -> Path:
         return self.root / "socket"
 
-    def dsn(self, dbname: str = "postgres", user: str | None = None, password: str | None = None) -> str:
+    def dsn(
+        self, dbname: str = "postgres", user: str | None = None, password: str | None = None
+    ) -> str:
         user = user or self.superuser
-        password = self.superuser_password if password is None and user == self.superuser else password
+        password = (
+            self.superuser_password if password is None and user == self.superuser else password
+        )
         auth = f"{user}:{password}" if password else user
         return f"postgresql://{auth}@{self.host}:{self.port}/{dbname}"
 
@@ -157,11 +170,22 @@ class LocalPostgres:
             info = pwd.getpwnam(self.user)
             os.chown(pwfile, info.pw_uid, info.pw_gid)
         try:
-            res = self._cmd([
-                str(self.bin / "initdb"), "-D", str(self.data_dir), "-U", self.superuser,
-                f"--pwfile={pwfile}", "--auth-local=scram-sha-256", "--auth-host=scram-sha-256",
-                "-E", "UTF8", "--locale=C.UTF-8", "--no-sync",
-            ])
+            res = self._cmd(
+                [
+                    str(self.bin / "initdb"),
+                    "-D",
+                    str(self.data_dir),
+                    "-U",
+                    self.superuser,
+                    f"--pwfile={pwfile}",
+                    "--auth-local=scram-sha-256",
+                    "--auth-host=scram-sha-256",
+                    "-E",
+                    "UTF8",
+                    "--locale=C.UTF-8",
+                    "--no-sync",
+                ]
+            )
         finally:
             pwfile.unlink(missing_ok=True)
         if res.returncode != 0:
@@ -195,13 +219,26 @@ class LocalPostgres:
         )
         if not fsync:  # throwaway test clusters only
             opts += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-        res = self._cmd([
-            str(self.bin / "pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_file),
-            "-o", opts, "-w", "-t", str(int(timeout)), "start",
-        ])
+        res = self._cmd(
+            [
+                str(self.bin / "pg_ctl"),
+                "-D",
+                str(self.data_dir),
+                "-l",
+                str(self.log_file),
+                "-o",
+                opts,
+                "-w",
+                "-t",
+                str(int(timeout)),
+                "start",
+            ]
+        )
         if res.returncode != 0:
             log = self.log_file.read_text()[-2000:] if self.log_file.exists() else ""
-            raise PostgresError(f"PostgreSQL did not start on {self.host}:{self.port}:\n{res.stdout}{res.stderr}\n{log}")
+            raise PostgresError(
+                f"PostgreSQL did not start on {self.host}:{self.port}:\n{res.stdout}{res.stderr}\n{log}"
+            )
         self.wait_ready(timeout)
 
     def wait_ready(self, timeout: float = 30.0):
@@ -219,7 +256,9 @@ class LocalPostgres:
     def stop(self, mode: str = "fast"):
         if not self.is_running():
             return
-        res = self._cmd([str(self.bin / "pg_ctl"), "-D", str(self.data_dir), "-m", mode, "-w", "stop"])
+        res = self._cmd(
+            [str(self.bin / "pg_ctl"), "-D", str(self.data_dir), "-m", mode, "-w", "stop"]
+        )
         if res.returncode != 0:
             raise PostgresError(f"pg_ctl stop failed: {res.stderr}")
 
@@ -235,11 +274,14 @@ class LocalPostgres:
 
     def ensure_database(self, name: str, owner: str | None = None):
         with psycopg.connect(self.dsn(), autocommit=True) as conn:
-            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+            exists = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (name,)
+            ).fetchone()
             if not exists:
                 conn.execute(
                     psycopg.sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                        psycopg.sql.Identifier(name), psycopg.sql.Identifier(owner or self.superuser)
+                        psycopg.sql.Identifier(name),
+                        psycopg.sql.Identifier(owner or self.superuser),
                     )
                 )
 
@@ -250,7 +292,9 @@ class LocalPostgres:
             if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,)).fetchone():
                 conn.execute(psycopg.sql.SQL("CREATE ROLE {} LOGIN").format(ident))
             conn.execute(
-                psycopg.sql.SQL("ALTER ROLE {} LOGIN PASSWORD {}").format(ident, psycopg.sql.Literal(password))
+                psycopg.sql.SQL("ALTER ROLE {} LOGIN PASSWORD {}").format(
+                    ident, psycopg.sql.Literal(password)
+                )
             )
 
 
@@ -266,7 +310,7 @@ def _start_time(pid: int) -> str | None:
     except OSError:
         return None
     # Field 2 (the command name) may hold spaces and parentheses: count fields after its last ')'.
-    state, *rest = stat[stat.rindex(")") + 2:].split()
+    state, *rest = stat[stat.rindex(")") + 2 :].split()
     return None if state == "Z" else rest[18]
 
 
@@ -275,7 +319,10 @@ def _owner_alive(root: Path) -> bool | None:
     try:
         pid_text, started = (root / OWNER_FILE).read_text().split()
         pid = int(pid_text)
-    except (OSError, ValueError):  # no file (not a throwaway cluster), someone else's, or half written
+    except (
+        OSError,
+        ValueError,
+    ):  # no file (not a throwaway cluster), someone else's, or half written
         return None
     return _start_time(pid) == started
 
@@ -292,7 +339,9 @@ def _ours(root: Path) -> bool:
 
 def _destroy_orphan(root: Path):
     cluster = LocalPostgres(root, port=0)
-    if cluster.root != root:  # unusable by the server's user: LocalPostgres moved to another directory
+    if (
+        cluster.root != root
+    ):  # unusable by the server's user: LocalPostgres moved to another directory
         raise PostgresError(f"{root} is not accessible to the server's user")
     cluster.destroy()
     if root.exists():
@@ -325,7 +374,7 @@ def reap_orphaned_clusters(base_dir: Path = SCRATCH_BASE) -> list[Path]:
 @dataclass(frozen=True)
 class MovedCluster:
     root: Path
-    origin: Path | None   # the <state dir>/postgres it stands in for; None if not recorded
+    origin: Path | None  # the <state dir>/postgres it stands in for; None if not recorded
     running: bool
 
     @property
@@ -337,7 +386,9 @@ class MovedCluster:
         state = "running" if self.running else "stopped"
         if self.origin is None:
             return f"{self.root} ({state}; origin not recorded)"
-        return f"{self.root} ({state}) for {self.origin}" + (" (deleted)" if self.checkout_gone else "")
+        return f"{self.root} ({state}) for {self.origin}" + (
+            " (deleted)" if self.checkout_gone else ""
+        )
 
 
 def _postmaster_alive(root: Path) -> bool:
@@ -374,7 +425,9 @@ def reap_moved_clusters(base_dir: Path | None = None) -> list[MovedCluster]:
         try:
             _destroy_orphan(moved.root)
         except PostgresError as exc:
-            log.warning("could not remove the cluster %s of a deleted checkout: %s", moved.root, exc)
+            log.warning(
+                "could not remove the cluster %s of a deleted checkout: %s", moved.root, exc
+            )
             continue
         reaped.append(moved)
     return reaped

@@ -44,7 +44,9 @@ def read_pid(run_dir: Path, name: str) -> int | None:
         return None
     except PermissionError:
         return pid
-    if _is_zombie(pid):  # exited, but its parent (a `cryptoflow up` still waiting) has not reaped it
+    if _is_zombie(
+        pid
+    ):  # exited, but its parent (a `cryptoflow up` still waiting) has not reaped it
         return None
     return pid
 
@@ -57,7 +59,14 @@ def _is_zombie(pid: int) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] == "Z"
 
 
-def start(name: str, argv: list[str], env: dict[str, str], run_dir: Path, log_dir: Path, cwd: Path | None = None) -> int:
+def start(
+    name: str,
+    argv: list[str],
+    env: dict[str, str],
+    run_dir: Path,
+    log_dir: Path,
+    cwd: Path | None = None,
+) -> int:
     """Start `argv` detached unless already running; output goes to <log_dir>/<name>.log."""
     existing = read_pid(run_dir, name)
     if existing:
@@ -72,8 +81,14 @@ def start(name: str, argv: list[str], env: dict[str, str], run_dir: Path, log_di
     mark_fd = os.open(mark, os.O_RDONLY)
     try:
         proc = subprocess.Popen(
-            argv, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, pass_fds=(mark_fd,),
+            argv,
+            env=env,
+            cwd=cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            pass_fds=(mark_fd,),
         )
     finally:
         os.close(mark_fd)
@@ -106,7 +121,9 @@ def stop(name: str, run_dir: Path, timeout: float = 30.0) -> bool:
     return True
 
 
-def wait_http(url: str, timeout: float, name: str, log_file: Path | None = None, pid_alive=None) -> None:
+def wait_http(
+    url: str, timeout: float, name: str, log_file: Path | None = None, pid_alive=None
+) -> None:
     """Poll `url` until it answers below 500; raise with the log's tail if it does not in time."""
     deadline = time.monotonic() + timeout
     last = "no answer"
@@ -143,8 +160,8 @@ def stack_id(state_dir: Path) -> str:
 class ProcessInfo:
     pid: int
     pgid: int
-    service: str | None   # SERVICE_VAR of the service it belongs to (None: not one of a stack's)
-    stack: str | None     # STACK_VAR: the state dir of the stack it belongs to
+    service: str | None  # SERVICE_VAR of the service it belongs to (None: not one of a stack's)
+    stack: str | None  # STACK_VAR: the state dir of the stack it belongs to
     cwd: str | None
     command: str
 
@@ -161,7 +178,9 @@ def _environ_bytes(pid: int) -> bytes:
 
 def _environ(pid: int) -> dict[str, str]:
     raw = _environ_bytes(pid)
-    return dict(item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if "=" in item)
+    return dict(
+        item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if "=" in item
+    )
 
 
 def _open_files(pid: int) -> list[str]:
@@ -181,12 +200,16 @@ def _open_files(pid: int) -> list[str]:
 
 def _marks(pid: int) -> list[Path]:
     """The mark files (…/run/marks/<service>) the process holds open (also once deleted)."""
-    return [Path(t.removesuffix(" (deleted)")) for t in _open_files(pid) if f"/run/{MARK_DIR}/" in t]
+    return [
+        Path(t.removesuffix(" (deleted)")) for t in _open_files(pid) if f"/run/{MARK_DIR}/" in t
+    ]
 
 
 def process_info(pid: int) -> ProcessInfo | None:
     try:
-        command = " ".join(Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split())
+        command = " ".join(
+            Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split()
+        )
         pgid = os.getpgid(pid)
     except (OSError, ProcessLookupError):
         return None
@@ -224,8 +247,9 @@ def stack_processes(state_dir: Path) -> list[ProcessInfo]:
         if not entry.name.isdigit() or int(entry.name) in mine or _is_zombie(int(entry.name)):
             continue
         pid = int(entry.name)
-        if (f"{STACK_VAR}={wanted}".encode() not in _environ_bytes(pid)
-                and not any(m.parent == marks for m in _marks(pid))):
+        if f"{STACK_VAR}={wanted}".encode() not in _environ_bytes(pid) and not any(
+            m.parent == marks for m in _marks(pid)
+        ):
             continue
         info = process_info(pid)
         if info is not None and info.stack == wanted:
@@ -314,8 +338,11 @@ def port_holder(port: int) -> ProcessInfo | None:
     inodes = {f"socket:[{inode}]" for inode in _listening_inodes(port)}
     if not inodes:
         return None
-    holders = [int(e.name) for e in Path("/proc").iterdir()
-               if e.name.isdigit() and not inodes.isdisjoint(_open_files(int(e.name)))]
+    holders = [
+        int(e.name)
+        for e in Path("/proc").iterdir()
+        if e.name.isdigit() and not inodes.isdisjoint(_open_files(int(e.name)))
+    ]
     # Forked servers (gunicorn, the postmaster's children) share the socket: name the lowest pid,
     # usually the parent.
     for pid in sorted(holders):

@@ -21,10 +21,14 @@ SERVICE = "redis"
 
 
 def server_binary() -> str:
-    found = shutil.which("redis-server") or ("/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None)
+    found = shutil.which("redis-server") or (
+        "/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None
+    )
     if found is None:
-        raise RuntimeError("CRYPTOFLOW_AIRFLOW_EXECUTOR=celery needs Redis as its broker: "
-                           "`make setup` installs it (apt-get install redis-server)")
+        raise RuntimeError(
+            "CRYPTOFLOW_AIRFLOW_EXECUTOR=celery needs Redis as its broker: "
+            "`make setup` installs it (apt-get install redis-server)"
+        )
     return found
 
 
@@ -74,11 +78,19 @@ def ping(port: int, password: str, timeout: float = 2.0) -> bool:
 def start(settings: Settings, password: str, timeout: float = 30.0) -> None:
     run_dir = settings.state_dir / "run"
     conf = write_config(settings, password)
-    process.start(SERVICE, [server_binary(), str(conf)], dict(os.environ), run_dir, settings.logs_dir)
+    process.start(
+        SERVICE, [server_binary(), str(conf)], dict(os.environ), run_dir, settings.logs_dir
+    )
     deadline = time.monotonic() + timeout
     while not ping(settings.redis_port, password):
         if process.read_pid(run_dir, SERVICE) is None or time.monotonic() > deadline:
             log = settings.logs_dir / f"{SERVICE}.log"
-            tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:]) if log.exists() else ""
-            raise RuntimeError(f"Redis did not come up on 127.0.0.1:{settings.redis_port}. Log tail:\n{tail}")
+            tail = (
+                "\n".join(log.read_text(errors="replace").splitlines()[-20:])
+                if log.exists()
+                else ""
+            )
+            raise RuntimeError(
+                f"Redis did not come up on 127.0.0.1:{settings.redis_port}. Log tail:\n{tail}"
+            )
         time.sleep(0.2)

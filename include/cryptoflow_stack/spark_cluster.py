@@ -60,8 +60,14 @@ def _die_with_parent() -> None:
 class StandaloneCluster:
     """A master and `workers` workers on 127.0.0.1; `master_url` once entered; all stopped on exit."""
 
-    def __init__(self, workers: int = 2, cores_per_worker: int = 1, memory: str = "1g",
-                 env: dict[str, str] | None = None, start_timeout: float = 120.0):
+    def __init__(
+        self,
+        workers: int = 2,
+        cores_per_worker: int = 1,
+        memory: str = "1g",
+        env: dict[str, str] | None = None,
+        start_timeout: float = 120.0,
+    ):
         self.workers, self.cores, self.memory = workers, cores_per_worker, memory
         self.extra_env = env or {}
         self.start_timeout = start_timeout
@@ -75,18 +81,23 @@ class StandaloneCluster:
         assert self.dir is not None
         conf = self.dir / "conf"  # empty: no spark-defaults.conf or log4j of anyone else's
         conf.mkdir(exist_ok=True)
-        return {**os.environ,
-                "SPARK_HOME": str(spark_home()), "JAVA_HOME": java_home(), "SPARK_CONF_DIR": str(conf),
-                # Every listener (RPC, web UIs, block managers) on loopback only.
-                "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_LOG_DIR": str(self.dir / "logs"),
-                "SPARK_LOCAL_DIRS": str(self.dir / "local"),  # executors' shuffle/block files
-                # The master's REST submission server would take the fixed port 6066 (a second
-                # cluster, or a real one, on this machine would collide); spark-submit needs none.
-                "SPARK_MASTER_OPTS": "-Dspark.master.rest.enabled=false",
-                # The driver names the executors' Python (spark.pyspark.python); this covers anything
-                # a worker would start on its own with the default `python3` from PATH.
-                "PYSPARK_PYTHON": worker_python(),
-                **self.extra_env}
+        return {
+            **os.environ,
+            "SPARK_HOME": str(spark_home()),
+            "JAVA_HOME": java_home(),
+            "SPARK_CONF_DIR": str(conf),
+            # Every listener (RPC, web UIs, block managers) on loopback only.
+            "SPARK_LOCAL_IP": "127.0.0.1",
+            "SPARK_LOG_DIR": str(self.dir / "logs"),
+            "SPARK_LOCAL_DIRS": str(self.dir / "local"),  # executors' shuffle/block files
+            # The master's REST submission server would take the fixed port 6066 (a second
+            # cluster, or a real one, on this machine would collide); spark-submit needs none.
+            "SPARK_MASTER_OPTS": "-Dspark.master.rest.enabled=false",
+            # The driver names the executors' Python (spark.pyspark.python); this covers anything
+            # a worker would start on its own with the default `python3` from PATH.
+            "PYSPARK_PYTHON": worker_python(),
+            **self.extra_env,
+        }
 
     def __enter__(self) -> "StandaloneCluster":
         self.dir = Path(tempfile.mkdtemp(prefix="cryptoflow-spark-cluster-"))
@@ -104,32 +115,67 @@ class StandaloneCluster:
         assert self.dir is not None
         (self.dir / "logs").mkdir(exist_ok=True)
         with open(self.dir / "logs" / f"{name}.log", "wb") as log:
-            self.procs.append(subprocess.Popen([str(spark_home() / "bin" / "spark-class"), *args], env=self.env(),
-                                               stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                               preexec_fn=_die_with_parent))
+            self.procs.append(
+                subprocess.Popen(
+                    [str(spark_home() / "bin" / "spark-class"), *args],
+                    env=self.env(),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    preexec_fn=_die_with_parent,
+                )
+            )
 
     def _start(self) -> None:
         assert self.dir is not None
         port, ui = free_port(), free_port()
         self.master_url, self.webui_url = f"spark://127.0.0.1:{port}", f"http://127.0.0.1:{ui}"
-        self._spawn("master", ["org.apache.spark.deploy.master.Master",
-                               "--host", "127.0.0.1", "--port", str(port), "--webui-port", str(ui)])
+        self._spawn(
+            "master",
+            [
+                "org.apache.spark.deploy.master.Master",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--webui-port",
+                str(ui),
+            ],
+        )
         for i in range(self.workers):
             work = self.dir / f"work-{i}"
             work.mkdir()
-            self._spawn(f"worker-{i}", ["org.apache.spark.deploy.worker.Worker", self.master_url,
-                                        "--host", "127.0.0.1", "--cores", str(self.cores), "--memory", self.memory,
-                                        "--webui-port", str(free_port()), "--work-dir", str(work)])
+            self._spawn(
+                f"worker-{i}",
+                [
+                    "org.apache.spark.deploy.worker.Worker",
+                    self.master_url,
+                    "--host",
+                    "127.0.0.1",
+                    "--cores",
+                    str(self.cores),
+                    "--memory",
+                    self.memory,
+                    "--webui-port",
+                    str(free_port()),
+                    "--work-dir",
+                    str(work),
+                ],
+            )
         deadline = time.monotonic() + self.start_timeout
         while True:
             dead = [p for p in self.procs if p.poll() is not None]
             if dead:
-                raise RuntimeError(f"a Spark daemon exited with {dead[0].returncode} while starting\n{self.log_tails()}")
+                raise RuntimeError(
+                    f"a Spark daemon exited with {dead[0].returncode} while starting\n{self.log_tails()}"
+                )
             if len(self.alive_workers()) == self.workers:
                 return
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{len(self.alive_workers())}/{self.workers} workers ALIVE after "
-                                   f"{self.start_timeout:.0f} s\n{self.log_tails()}")
+                raise TimeoutError(
+                    f"{len(self.alive_workers())}/{self.workers} workers ALIVE after "
+                    f"{self.start_timeout:.0f} s\n{self.log_tails()}"
+                )
             time.sleep(0.5)
 
     def state(self) -> dict:
@@ -146,8 +192,10 @@ class StandaloneCluster:
     def log_tails(self, chars: int = 1500) -> str:
         if self.dir is None or not (self.dir / "logs").is_dir():
             return ""
-        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-chars:]}"
-                         for p in sorted((self.dir / "logs").glob("*.log")))
+        return "\n".join(
+            f"--- {p.name}\n{p.read_text(errors='replace')[-chars:]}"
+            for p in sorted((self.dir / "logs").glob("*.log"))
+        )
 
     def stop(self) -> None:
         """Workers first (they take their executors down), then the master; KILL what TERM leaves."""

@@ -33,7 +33,12 @@ SUPERSET_SERVICE = "superset"
 # their pid files, as every service beyond these (extra_services).
 SERVICES = ("postgres", *AIRFLOW_SERVICES, SUPERSET_SERVICE, *FEED_SERVICES)
 # The credentials an Airflow process of the stack needs (see airflow_svc.airflow_env).
-_AIRFLOW_CREDENTIALS = ("AIRFLOW_DB_PASSWORD", "AIRFLOW_FERNET_KEY", "AIRFLOW_SECRET_KEY", "AIRFLOW_JWT_SECRET")
+_AIRFLOW_CREDENTIALS = (
+    "AIRFLOW_DB_PASSWORD",
+    "AIRFLOW_FERNET_KEY",
+    "AIRFLOW_SECRET_KEY",
+    "AIRFLOW_JWT_SECRET",
+)
 
 
 class NotSetUp(RuntimeError):
@@ -49,8 +54,12 @@ class Interrupted(RuntimeError):
 
 
 def cluster(settings: Settings, creds: dict[str, str]) -> LocalPostgres:
-    return LocalPostgres(settings.state_dir / "postgres", settings.pg_port,
-                         superuser="cf_admin", superuser_password=creds["CF_ADMIN_PASSWORD"])
+    return LocalPostgres(
+        settings.state_dir / "postgres",
+        settings.pg_port,
+        superuser="cf_admin",
+        superuser_password=creds["CF_ADMIN_PASSWORD"],
+    )
 
 
 def start_warehouse(settings: Settings, creds: dict[str, str]) -> LocalPostgres:
@@ -88,16 +97,25 @@ def stack_airflow_env(settings: Settings, creds: dict[str, str] | None = None) -
     """
     if creds is None:
         creds = read_credentials(settings.credentials_file)
-        needed = (*_AIRFLOW_CREDENTIALS, "REDIS_PASSWORD") if settings.airflow_executor == "celery" else _AIRFLOW_CREDENTIALS
+        needed = (
+            (*_AIRFLOW_CREDENTIALS, "REDIS_PASSWORD")
+            if settings.airflow_executor == "celery"
+            else _AIRFLOW_CREDENTIALS
+        )
         missing = [key for key in needed if key not in creds]
         if missing:
-            raise NotSetUp(f"the local stack is not set up ({settings.credentials_file} "
-                           f"{'is missing' if not creds else 'lacks ' + ', '.join(missing)})")
+            raise NotSetUp(
+                f"the local stack is not set up ({settings.credentials_file} "
+                f"{'is missing' if not creds else 'lacks ' + ', '.join(missing)})"
+            )
     return airflow_svc.airflow_env(with_local_credentials(settings, creds), creds)
 
 
-def up(settings: Settings, with_superset: bool = True,
-       before_airflow: Callable[[Settings], None] | None = None) -> Endpoints:
+def up(
+    settings: Settings,
+    with_superset: bool = True,
+    before_airflow: Callable[[Settings], None] | None = None,
+) -> Endpoints:
     """Start the stack with `settings` (recorded in <state>/stack.env for the commands run beside it).
 
     `before_airflow(settings)` runs once the warehouse is up and before any Airflow service starts
@@ -113,7 +131,12 @@ def up(settings: Settings, with_superset: bool = True,
     if new:
         # Printed to the user's terminal, never logged: a log handler may write them to a file.
         print(f"generated credentials in {settings.credentials_file} (mode 600); shown once:")
-        for key in ("AIRFLOW_ADMIN_PASSWORD", "SUPERSET_ADMIN_PASSWORD", "CF_WRITER_PASSWORD", "CF_READER_PASSWORD"):
+        for key in (
+            "AIRFLOW_ADMIN_PASSWORD",
+            "SUPERSET_ADMIN_PASSWORD",
+            "CF_WRITER_PASSWORD",
+            "CF_READER_PASSWORD",
+        ):
             if key in new:
                 print(f"  {key}={creds[key]}")
     settings.logs_dir.mkdir(parents=True, exist_ok=True)
@@ -133,7 +156,9 @@ def up(settings: Settings, with_superset: bool = True,
     airflow_svc.init(settings, creds, env)
     airflow_svc.start(settings, env)
     airflow_url = f"http://{settings.bind_host}:{settings.airflow_port}"
-    executor = "CeleryExecutor, one worker" if settings.airflow_executor == "celery" else "LocalExecutor"
+    executor = (
+        "CeleryExecutor, one worker" if settings.airflow_executor == "celery" else "LocalExecutor"
+    )
     log.info(f"Airflow      {airflow_url}  (user admin; {executor})")
 
     superset_url = None
@@ -147,18 +172,29 @@ def up(settings: Settings, with_superset: bool = True,
         superset_url = f"http://{settings.bind_host}:{settings.superset_port}"
         log.info(f"Superset     {superset_url}  (user admin)")
     log.info(f"credentials  {settings.credentials_file}")
-    log.info(f"settings     {stack_file}  (`cryptoflow config` shows them, `cryptoflow airflow ...` runs Airflow's CLI)")
-    return Endpoints(settings, f"postgresql://127.0.0.1:{settings.pg_port}/cryptoflow", airflow_url, superset_url,
-                     settings.credentials_file)
+    log.info(
+        f"settings     {stack_file}  (`cryptoflow config` shows them, `cryptoflow airflow ...` runs Airflow's CLI)"
+    )
+    return Endpoints(
+        settings,
+        f"postgresql://127.0.0.1:{settings.pg_port}/cryptoflow",
+        airflow_url,
+        superset_url,
+        settings.credentials_file,
+    )
 
 
 # --- ports ----------------------------------------------------------------------------------------
 
 
-def stack_ports(settings: Settings, with_superset: bool = True, with_feed: bool = False) -> dict[str, tuple[int, str]]:
+def stack_ports(
+    settings: Settings, with_superset: bool = True, with_feed: bool = False
+) -> dict[str, tuple[int, str]]:
     """What `up` binds: service -> (port, the setting that moves it)."""
-    ports = {"PostgreSQL": (settings.pg_port, "CRYPTOFLOW_PG_PORT"),
-             "Airflow": (settings.airflow_port, "CRYPTOFLOW_AIRFLOW_PORT")}
+    ports = {
+        "PostgreSQL": (settings.pg_port, "CRYPTOFLOW_PG_PORT"),
+        "Airflow": (settings.airflow_port, "CRYPTOFLOW_AIRFLOW_PORT"),
+    }
     if with_superset:
         ports["Superset"] = (settings.superset_port, "CRYPTOFLOW_SUPERSET_PORT")
     if settings.airflow_executor == "celery":
@@ -192,8 +228,14 @@ def check_ports(settings: Settings, with_superset: bool = True, with_feed: bool 
         else:
             home = Path(holder.stack).parent if holder.stack else holder.cwd
             who = f"{holder.describe()} from {home}"
-            way_out = (f"stop it (`make down` in {home})" if holder.stack else f"stop it (`kill {holder.pid}`)")
-        problems.append(f"port {port} ({service}) is taken by {who}: {way_out}, or set {setting} to a free port")
+            way_out = (
+                f"stop it (`make down` in {home})"
+                if holder.stack
+                else f"stop it (`kill {holder.pid}`)"
+            )
+        problems.append(
+            f"port {port} ({service}) is taken by {who}: {way_out}, or set {setting} to a free port"
+        )
     if problems:
         raise PortTaken("; ".join(problems))
 
@@ -218,7 +260,9 @@ def stopped_if_interrupted(settings: Settings) -> Iterator[None]:
     The services run in sessions of their own, so the terminal's Ctrl-C reaches only `up` and its
     foreground commands: what they started would otherwise run on without a word."""
     before = set(running_services(settings))
-    previous = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    previous = {
+        sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)
+    }
     try:
         yield
     except KeyboardInterrupt as exc:
@@ -227,11 +271,15 @@ def stopped_if_interrupted(settings: Settings) -> Iterator[None]:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         started = [name for name in running_services(settings) if name not in before]
         stop_services(settings, started)
-        strays = [] if before else process.stop_processes(process.stack_processes(settings.state_dir))
+        strays = (
+            [] if before else process.stop_processes(process.stack_processes(settings.state_dir))
+        )
         what = ", ".join(started) if started else "nothing was running yet"
         if strays:
             what += f"; {len(strays)} other process(es) of the stack"
-        raise Interrupted(f"interrupted ({exc.args[0] if exc.args else 'SIGINT'}): stopped {what}") from None
+        raise Interrupted(
+            f"interrupted ({exc.args[0] if exc.args else 'SIGINT'}): stopped {what}"
+        ) from None
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -249,8 +297,13 @@ def stop_services(settings: Settings, names: list[str] | None = None) -> None:
     every = [*SERVICES, *(n for n in extra_services(settings) if n not in SERVICES)]
     wanted = every if names is None else [n for n in every if n in names]
     # Superset and Airflow first, the feed next, PostgreSQL last: the others write to it.
-    order = [SUPERSET_SERVICE, *reversed(AIRFLOW_SERVICES), *(n for n in wanted if n not in SERVICES),
-             *FEED_SERVICES, "postgres"]
+    order = [
+        SUPERSET_SERVICE,
+        *reversed(AIRFLOW_SERVICES),
+        *(n for n in wanted if n not in SERVICES),
+        *FEED_SERVICES,
+        "postgres",
+    ]
     for name in order:
         if name not in wanted:
             continue
@@ -272,18 +325,27 @@ def down(settings: Settings) -> None:
         by_service: dict[str, int] = {}
         for p in strays:
             by_service[p.service or "?"] = by_service.get(p.service or "?", 0) + 1
-        log.info("stopped %d process(es) without a pid file: %s", len(strays),
-                 ", ".join(f"{name} x{n}" for name, n in sorted(by_service.items())))
+        log.info(
+            "stopped %d process(es) without a pid file: %s",
+            len(strays),
+            ", ".join(f"{name} x{n}" for name, n in sorted(by_service.items())),
+        )
     creds = read_credentials(settings.credentials_file)
     if "CF_ADMIN_PASSWORD" in creds:
         pg = cluster(settings, creds)
         if pg.moved:
-            log.info("PostgreSQL cluster kept in %s (%s is not accessible to the postgres user)",
-                     pg.root, pg.requested_root)
+            log.info(
+                "PostgreSQL cluster kept in %s (%s is not accessible to the postgres user)",
+                pg.root,
+                pg.requested_root,
+            )
     abandoned = [m for m in moved_clusters() if m.checkout_gone]
     if abandoned:
-        log.info("%d PostgreSQL cluster(s) of deleted checkouts remain: %s (`cryptoflow db reap` removes them)",
-                 len(abandoned), "; ".join(m.describe() for m in abandoned))
+        log.info(
+            "%d PostgreSQL cluster(s) of deleted checkouts remain: %s (`cryptoflow db reap` removes them)",
+            len(abandoned),
+            "; ".join(m.describe() for m in abandoned),
+        )
     log.info("stopped")
 
 
@@ -317,7 +379,9 @@ def status(settings: Settings) -> dict[str, str]:
     creds = read_credentials(settings.credentials_file)
     if "CF_ADMIN_PASSWORD" in creds:
         pg = cluster(settings, creds)
-        out = {"postgres": _state(_postgres_pid(pg)) + (f", cluster in {pg.root}" if pg.moved else "")}
+        out = {
+            "postgres": _state(_postgres_pid(pg)) + (f", cluster in {pg.root}" if pg.moved else "")
+        }
     else:
         out = {"postgres": "stopped (not set up)"}
     for name in [*AIRFLOW_SERVICES, SUPERSET_SERVICE, *extra_services(settings)]:

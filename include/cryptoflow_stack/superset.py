@@ -39,6 +39,7 @@ class SupersetError(RuntimeError):
 
 # --- paths and environment ----------------------------------------------------------------------
 
+
 def venv_bin(settings: Settings) -> Path:
     """bin/ of Superset's own virtualenv; a clear error when it was never created."""
     bin_dir = settings.home / ".venv" / "superset" / "bin"
@@ -70,62 +71,103 @@ def superset_env(settings: Settings, creds: dict[str, str]) -> dict[str, str]:
     # The caller runs in the Airflow venv: its interpreter settings must not leak into Superset's
     # Python. FLASK_* is dropped too, because Superset's CLI reads FLASK_<COMMAND>_<OPTION>
     # variables as option values (we use that below to keep secrets out of argv).
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP")
-           and not k.startswith(("FLASK_", "SUPERSET_"))}
-    env.update({
-        "PATH": f"{bin_dir}:{env.get('PATH', '/usr/bin:/bin')}",
-        "VIRTUAL_ENV": str(bin_dir.parent),
-        "FLASK_APP": "superset",
-        "SUPERSET_CONFIG_PATH": str(config_path(settings)),
-        "SUPERSET_SECRET_KEY": creds["SUPERSET_SECRET_KEY"],
-        "SUPERSET_HOME": str(home),            # Superset's own DATA_DIR default
-        "CRYPTOFLOW_SUPERSET_HOME": str(home),  # read by superset_config.py
-        "PYTHONUNBUFFERED": "1",
-    })
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP")
+        and not k.startswith(("FLASK_", "SUPERSET_"))
+    }
+    env.update(
+        {
+            "PATH": f"{bin_dir}:{env.get('PATH', '/usr/bin:/bin')}",
+            "VIRTUAL_ENV": str(bin_dir.parent),
+            "FLASK_APP": "superset",
+            "SUPERSET_CONFIG_PATH": str(config_path(settings)),
+            "SUPERSET_SECRET_KEY": creds["SUPERSET_SECRET_KEY"],
+            "SUPERSET_HOME": str(home),  # Superset's own DATA_DIR default
+            "CRYPTOFLOW_SUPERSET_HOME": str(home),  # read by superset_config.py
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     return env
 
 
 def warehouse_uri(settings: Settings) -> str:
     """The read-only warehouse DSN in the form Superset's SQLAlchemy 1.4 wants (psycopg2 driver)."""
     dsn = settings.warehouse_reader_dsn
-    for prefix in ("postgresql+psycopg2://", "postgresql+psycopg://", "postgresql://", "postgres://"):
+    for prefix in (
+        "postgresql+psycopg2://",
+        "postgresql+psycopg://",
+        "postgresql://",
+        "postgres://",
+    ):
         if dsn.startswith(prefix):
-            return "postgresql+psycopg2://" + dsn[len(prefix):]
-    raise SupersetError(f"CRYPTOFLOW_WAREHOUSE_READER_DSN is not a PostgreSQL URI: {dsn.split('@')[-1]!r}")
+            return "postgresql+psycopg2://" + dsn[len(prefix) :]
+    raise SupersetError(
+        f"CRYPTOFLOW_WAREHOUSE_READER_DSN is not a PostgreSQL URI: {dsn.split('@')[-1]!r}"
+    )
 
 
 # --- CLI ----------------------------------------------------------------------------------------
 
-def run_cli(settings: Settings, env: dict[str, str], args: list[str],
-            secret_env: dict[str, str] | None = None) -> str:
+
+def run_cli(
+    settings: Settings,
+    env: dict[str, str],
+    args: list[str],
+    secret_env: dict[str, str] | None = None,
+) -> str:
     """Run `superset <args>`; returns its output, raises with the output's tail on failure.
 
     `secret_env` passes option values as FLASK_<COMMAND>_<OPTION> variables: argv is readable by
     every local user through ps, a process's environment only by its owner.
     """
-    res = subprocess.run([str(venv_bin(settings) / "superset"), *args], env={**env, **(secret_env or {})},
-                         cwd=superset_home(settings), capture_output=True, text=True)
+    res = subprocess.run(
+        [str(venv_bin(settings) / "superset"), *args],
+        env={**env, **(secret_env or {})},
+        cwd=superset_home(settings),
+        capture_output=True,
+        text=True,
+    )
     output = res.stdout + res.stderr
     if res.returncode != 0:
-        raise SupersetError(f"superset {' '.join(args)} failed (exit {res.returncode}):\n{output[-3000:]}")
+        raise SupersetError(
+            f"superset {' '.join(args)} failed (exit {res.returncode}):\n{output[-3000:]}"
+        )
     return output
 
 
-def ensure_admin(settings: Settings, env: dict[str, str], password: str,
-                 probably_exists: bool = False) -> None:
+def ensure_admin(
+    settings: Settings, env: dict[str, str], password: str, probably_exists: bool = False
+) -> None:
     """Create user `admin`, or reset its password so the credentials file is the truth.
 
     `probably_exists` (the marker says we created it) tries the reset first: one app boot, not two.
     """
     if probably_exists and reset_password(settings, env, password):
         return
-    out = run_cli(settings, env, ["fab", "create-admin", "--username", ADMIN_USER, "--firstname", "Cryptoflow",
-                                  "--lastname", "Admin", "--email", "admin@cryptoflow.invalid"],
-                  {"FLASK_FAB_CREATE_ADMIN_PASSWORD": password})
+    out = run_cli(
+        settings,
+        env,
+        [
+            "fab",
+            "create-admin",
+            "--username",
+            ADMIN_USER,
+            "--firstname",
+            "Cryptoflow",
+            "--lastname",
+            "Admin",
+            "--email",
+            "admin@cryptoflow.invalid",
+        ],
+        {"FLASK_FAB_CREATE_ADMIN_PASSWORD": password},
+    )
     if "already exists" in out:
         if not reset_password(settings, env, password):
-            raise SupersetError(f"Superset says user {ADMIN_USER} exists and is not found:\n{out[-2000:]}")
+            raise SupersetError(
+                f"Superset says user {ADMIN_USER} exists and is not found:\n{out[-2000:]}"
+            )
     elif "created" in out:
         log.info("superset: created user %s", ADMIN_USER)
     else:
@@ -135,24 +177,35 @@ def ensure_admin(settings: Settings, env: dict[str, str], password: str,
 
 def reset_password(settings: Settings, env: dict[str, str], password: str) -> bool:
     """Set the admin's password; False if the user does not exist."""
-    out = run_cli(settings, env, ["fab", "reset-password", "--username", ADMIN_USER],
-                  {"FLASK_FAB_RESET_PASSWORD_PASSWORD": password})
+    out = run_cli(
+        settings,
+        env,
+        ["fab", "reset-password", "--username", ADMIN_USER],
+        {"FLASK_FAB_RESET_PASSWORD_PASSWORD": password},
+    )
     if "not found" in out:
         return False
     if "reseted" not in out:  # sic: FAB's spelling; it exits 0 whatever happened
-        raise SupersetError(f"could not reset the password of Superset user {ADMIN_USER}:\n{out[-2000:]}")
+        raise SupersetError(
+            f"could not reset the password of Superset user {ADMIN_USER}:\n{out[-2000:]}"
+        )
     log.info("superset: reset the password of user %s", ADMIN_USER)
     return True
 
 
 def ensure_warehouse(settings: Settings, env: dict[str, str]) -> None:
     """Register the warehouse (read-only role) as a Superset database, or repoint it."""
-    run_cli(settings, env, ["set-database-uri", "--database_name", DATABASE_NAME],
-            {"FLASK_SET_DATABASE_URI_URI": warehouse_uri(settings)})
+    run_cli(
+        settings,
+        env,
+        ["set-database-uri", "--database_name", DATABASE_NAME],
+        {"FLASK_SET_DATABASE_URI_URI": warehouse_uri(settings)},
+    )
     log.info("superset: database %r -> %s", DATABASE_NAME, warehouse_uri(settings).split("@")[-1])
 
 
 # --- init marker ----------------------------------------------------------------------------------
+
 
 def installed_version(settings: Settings) -> str:
     """apache-superset's version in its venv, read from the dist-info name (no interpreter start)."""
@@ -160,7 +213,7 @@ def installed_version(settings: Settings) -> str:
     found = sorted(venv.glob("lib/python*/site-packages/apache_superset-*.dist-info"))
     if not found:
         raise SupersetError(f"apache-superset is not installed in {venv}: run `make setup`.")
-    return found[-1].name[len("apache_superset-"):-len(".dist-info")]
+    return found[-1].name[len("apache_superset-") : -len(".dist-info")]
 
 
 def fingerprints(settings: Settings, creds: dict[str, str]) -> dict[str, str]:
@@ -171,7 +224,10 @@ def fingerprints(settings: Settings, creds: dict[str, str]) -> dict[str, str]:
     """
     key = creds["SUPERSET_SECRET_KEY"].encode()
     digest = lambda value: hmac.new(key, value.encode(), hashlib.sha256).hexdigest()  # noqa: E731
-    return {"admin": digest(creds["SUPERSET_ADMIN_PASSWORD"]), "warehouse": digest(warehouse_uri(settings))}
+    return {
+        "admin": digest(creds["SUPERSET_ADMIN_PASSWORD"]),
+        "warehouse": digest(warehouse_uri(settings)),
+    }
 
 
 def read_marker(settings: Settings) -> dict:
@@ -192,6 +248,7 @@ def write_marker(settings: Settings, data: dict) -> None:
 
 
 # --- lifecycle ----------------------------------------------------------------------------------
+
 
 def init(settings: Settings, creds: dict[str, str], force: bool = False) -> None:
     """Metadata schema, roles, admin user and warehouse connection; idempotent.
@@ -224,7 +281,9 @@ def init(settings: Settings, creds: dict[str, str], force: bool = False) -> None
         _timed("db upgrade", lambda: run_cli(settings, env, ["db", "upgrade"]))
         did("schema")
     if done.get("admin") != wanted["admin"]:
-        ensure_admin(settings, env, creds["SUPERSET_ADMIN_PASSWORD"], probably_exists="admin" in done)
+        ensure_admin(
+            settings, env, creds["SUPERSET_ADMIN_PASSWORD"], probably_exists="admin" in done
+        )
         did("admin")
     if done.get("roles") != version:
         # Roles and permissions: after create-admin, as Superset's own bring-up does.
@@ -251,18 +310,39 @@ def start(settings: Settings, creds: dict[str, str], timeout: float = 120.0) -> 
         # enabled, and that cache is global, so two chart requests parsed at once in one process can
         # corrupt each other ("Expected int_operand, found 'day'" on a dashboard, intermittently).
         # Concurrency comes from processes instead (~300 MB each).
-        "-w", "4", "-k", "gthread", "--threads", "1",
-        "-b", f"{settings.bind_host}:{settings.superset_port}",
+        "-w",
+        "4",
+        "-k",
+        "gthread",
+        "--threads",
+        "1",
+        "-b",
+        f"{settings.bind_host}:{settings.superset_port}",
         # Superset's queries may run up to SQLLAB_TIMEOUT (60 s); gunicorn's default kills at 30 s.
-        "--timeout", "120",
+        "--timeout",
+        "120",
         # Explore URLs carry the whole form data: don't cap request-line/header sizes.
-        "--limit-request-line", "0", "--limit-request-field_size", "0",
+        "--limit-request-line",
+        "0",
+        "--limit-request-field_size",
+        "0",
         "superset.app:create_app()",
     ]
-    pid = process.start(SERVICE, argv, superset_env(settings, creds), run_dir, settings.logs_dir,
-                        cwd=superset_home(settings))
-    process.wait_http(f"{url(settings)}/health", timeout, "Superset", settings.logs_dir / f"{SERVICE}.log",
-                      pid_alive=lambda: process.read_pid(run_dir, SERVICE) is not None)
+    pid = process.start(
+        SERVICE,
+        argv,
+        superset_env(settings, creds),
+        run_dir,
+        settings.logs_dir,
+        cwd=superset_home(settings),
+    )
+    process.wait_http(
+        f"{url(settings)}/health",
+        timeout,
+        "Superset",
+        settings.logs_dir / f"{SERVICE}.log",
+        pid_alive=lambda: process.read_pid(run_dir, SERVICE) is not None,
+    )
     return pid
 
 
@@ -275,7 +355,9 @@ def import_dashboards(settings: Settings, creds: dict[str, str]) -> dict[str, in
     from cryptoflow.superset import bundle, importer
 
     target = importer.Target(url(settings), ADMIN_USER, creds["SUPERSET_ADMIN_PASSWORD"])
-    return importer.import_bundle(target, settings.warehouse_reader_dsn, settings.home / bundle.ASSETS_DIR)
+    return importer.import_bundle(
+        target, settings.warehouse_reader_dsn, settings.home / bundle.ASSETS_DIR
+    )
 
 
 def stop(settings: Settings) -> bool:

@@ -34,12 +34,17 @@ SECRET_KEY = _required("SUPERSET_SECRET_KEY")
 SUPERSET_HOME = _required("CRYPTOFLOW_SUPERSET_HOME")
 DATA_DIR = SUPERSET_HOME
 UPLOAD_FOLDER = os.path.join(SUPERSET_HOME, "uploads")
-SQLALCHEMY_DATABASE_URI = f"sqlite:///{os.path.join(SUPERSET_HOME, 'superset.db')}?check_same_thread=false"
+SQLALCHEMY_DATABASE_URI = (
+    f"sqlite:///{os.path.join(SUPERSET_HOME, 'superset.db')}?check_same_thread=false"
+)
 
 # --- caching ------------------------------------------------------------------------------------
 # In-process caches: no Redis on this machine. Each gunicorn worker has its own copy, which only
 # costs a few repeated queries. Data is cached briefly because candles arrive every minute.
-CACHE_CONFIG = {"CACHE_TYPE": "SimpleCache", "CACHE_DEFAULT_TIMEOUT": int(timedelta(hours=1).total_seconds())}
+CACHE_CONFIG = {
+    "CACHE_TYPE": "SimpleCache",
+    "CACHE_DEFAULT_TIMEOUT": int(timedelta(hours=1).total_seconds()),
+}
 DATA_CACHE_CONFIG = {"CACHE_TYPE": "SimpleCache", "CACHE_DEFAULT_TIMEOUT": 60}
 # Filter state and explore form data keep Superset's default (its metastore, i.e. the SQLite
 # file): they must be shared between workers, which an in-process cache would not do.
@@ -59,8 +64,17 @@ FEATURE_FLAGS = {
 # The candlestick chart is a Handlebars chart emitting SVG. Superset sanitizes chart HTML with the
 # GitHub schema, which silently strips every SVG element: allow the few the template draws, with
 # their attributes spelled as HAST properties (camelCase: strokeWidth, not stroke-width).
-_SVG_PRESENTATION = ["fill", "fillOpacity", "stroke", "strokeWidth", "strokeOpacity", "opacity", "transform",
-                     "className", "style"]
+_SVG_PRESENTATION = [
+    "fill",
+    "fillOpacity",
+    "stroke",
+    "strokeWidth",
+    "strokeOpacity",
+    "opacity",
+    "transform",
+    "className",
+    "style",
+]
 HTML_SANITIZATION_SCHEMA_EXTENSIONS = {
     "tagNames": ["svg", "g", "rect", "line", "text", "title"],
     "attributes": {
@@ -68,8 +82,18 @@ HTML_SANITIZATION_SCHEMA_EXTENSIONS = {
         "g": _SVG_PRESENTATION,
         "rect": ["x", "y", "width", "height", "rx", "ry", *_SVG_PRESENTATION],
         "line": ["x1", "y1", "x2", "y2", "strokeDasharray", *_SVG_PRESENTATION],
-        "text": ["x", "y", "dx", "dy", "textAnchor", "dominantBaseline", "fontSize", "fontFamily",
-                 "fontWeight", *_SVG_PRESENTATION],
+        "text": [
+            "x",
+            "y",
+            "dx",
+            "dy",
+            "textAnchor",
+            "dominantBaseline",
+            "fontSize",
+            "fontFamily",
+            "fontWeight",
+            *_SVG_PRESENTATION,
+        ],
         "title": [],
     },
 }
@@ -91,7 +115,7 @@ TALISMAN_CONFIG = {
         "script-src": ["'self'", "'strict-dynamic'", "'unsafe-eval'"],
     },
     "content_security_policy_nonce_in": ["script-src"],
-    "force_https": False,          # plain HTTP on loopback
+    "force_https": False,  # plain HTTP on loopback
     "session_cookie_secure": False,
 }
 

@@ -14,7 +14,9 @@ from pathlib import Path
 from cryptoflow.etl import job
 
 ETL = str(Path(__file__).resolve().parents[2] / "spark_jobs" / "etl_candles.py")
-_merge = job._Run._merge  # the candle merge, whichever way it goes (merge_staged or the fresh insert)
+_merge = (
+    job._Run._merge
+)  # the candle merge, whichever way it goes (merge_staged or the fresh insert)
 
 
 def _merge_then_die(self, *args, **kwargs):

@@ -18,7 +18,9 @@ CLI = str(Path(sys.executable).parent / "cryptoflow")
 
 def cli(args, env, timeout=600) -> str:
     res = subprocess.run([CLI, *args], env=env, capture_output=True, text=True, timeout=timeout)
-    assert res.returncode == 0, f"cryptoflow {' '.join(args)}:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
+    assert res.returncode == 0, (
+        f"cryptoflow {' '.join(args)}:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
+    )
     return res.stdout
 
 
@@ -29,8 +31,14 @@ def feed_and_stack(state: Path, symbols, **settings: str) -> Iterator[dict[str, 
     from cryptoflow import settings as settings_mod
     from cryptoflow_stack import demo
 
-    env = stack_env(state, ports=("PG", "AIRFLOW", "REPLAY"), CRYPTOFLOW_SHARED_DATA=str(SHARED_DATA),
-                    CRYPTOFLOW_BINANCE_MODE="replay", CRYPTOFLOW_SYMBOLS=",".join(symbols), **settings)
+    env = stack_env(
+        state,
+        ports=("PG", "AIRFLOW", "REPLAY"),
+        CRYPTOFLOW_SHARED_DATA=str(SHARED_DATA),
+        CRYPTOFLOW_BINANCE_MODE="replay",
+        CRYPTOFLOW_SYMBOLS=",".join(symbols),
+        **settings,
+    )
     try:
         demo.start_feed(settings_mod.load(env))
         cli(["up", "--no-superset"], env, timeout=900)
@@ -42,8 +50,10 @@ def feed_and_stack(state: Path, symbols, **settings: str) -> Iterator[dict[str, 
 def airflow_api(env, state: Path):
     from cryptoflow_stack.airflow import AirflowApi
 
-    return AirflowApi(f"http://127.0.0.1:{env['CRYPTOFLOW_AIRFLOW_PORT']}",
-                      read_credentials(state / "credentials.env")["AIRFLOW_ADMIN_PASSWORD"])
+    return AirflowApi(
+        f"http://127.0.0.1:{env['CRYPTOFLOW_AIRFLOW_PORT']}",
+        read_credentials(state / "credentials.env")["AIRFLOW_ADMIN_PASSWORD"],
+    )
 
 
 def writer_dsn(env, state: Path) -> str:
@@ -58,8 +68,9 @@ def dag_runs(api, dag_id) -> list[dict]:
 def task_instances(api, dag_id, run_id) -> list[dict]:
     from urllib.parse import quote
 
-    return api._request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances"
-                               "?limit=1000")["task_instances"]
+    return api._request(
+        "GET", f"/api/v2/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances?limit=1000"
+    )["task_instances"]
 
 
 def no_active_runs(api, dag_ids) -> bool:

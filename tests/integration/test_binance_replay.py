@@ -21,7 +21,12 @@ import requests
 
 from cryptoflow.collector import Collector, ReadStats, SegmentWriter, list_segments, read_window
 from binance_emulator import ReplayServer, load_history
-from cryptoflow.sources.binance.rest import BinanceBanned, BinanceRequestError, BinanceRestClient, BinanceUnavailable
+from cryptoflow.sources.binance.rest import (
+    BinanceBanned,
+    BinanceRequestError,
+    BinanceRestClient,
+    BinanceUnavailable,
+)
 from cryptoflow.sources.binance.stream import KlineStream
 from cryptoflow.candles import CandleFormatError, validate
 from cryptoflow.sources.binance.wire import from_kline_payload
@@ -78,7 +83,9 @@ def wait_for(condition, timeout=10.0, what="condition"):
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what() if callable(what) else what}")
+            raise AssertionError(
+                f"timed out after {timeout} s waiting for {what() if callable(what) else what}"
+            )
         time.sleep(0.01)
 
 
@@ -97,7 +104,17 @@ def closed_candles(raws):
 
 
 def core(c):
-    return (c.open_time, c.close_time, c.open, c.high, c.low, c.close, c.base_volume, c.quote_volume, c.trades)
+    return (
+        c.open_time,
+        c.close_time,
+        c.open,
+        c.high,
+        c.low,
+        c.close,
+        c.base_volume,
+        c.quote_volume,
+        c.trades,
+    )
 
 
 def per_symbol(candles):
@@ -111,6 +128,7 @@ def n_closed_each(raws, n):
     def check():
         by = per_symbol(closed_candles(list(raws)))
         return all(len(by[s]) >= n for s in SYMBOLS)
+
     return check
 
 
@@ -183,7 +201,9 @@ def test_duplicates_and_out_of_order_deliveries(make_server, make_stream):
     for key in dups:
         assert len({c.values() for c in candles if c.key == key}) == 1
     by = per_symbol(candles)
-    inversions = sum(1 for cs in by.values() for a, b in zip(cs, cs[1:]) if b.open_time < a.open_time)
+    inversions = sum(
+        1 for cs in by.values() for a, b in zip(cs, cs[1:]) if b.open_time < a.open_time
+    )
     # 2 unless one tick closed two candles of a stream and both were held (then they invert once)
     assert 1 <= inversions <= 2
     for cs in by.values():
@@ -195,13 +215,17 @@ def test_malformed_frames_reach_the_collector_which_keeps_running(make_server, t
     srv = make_server()
     collector = Collector(tmp_path, srv.ws_url, SYMBOLS, "1m", backoff_initial_s=0.2, poll_s=0.05)
     import threading
+
     runner = threading.Thread(target=collector.run, daemon=True)
     runner.start()
     try:
         wait_for(lambda: collector.writer.lines > 20, what="first messages")
         srv.faults.malformed(5)
         lines_then = collector.writer.lines
-        wait_for(lambda: collector.writer.lines > lines_then + 100, what="messages after the malformed ones")
+        wait_for(
+            lambda: collector.writer.lines > lines_then + 100,
+            what="messages after the malformed ones",
+        )
     finally:
         collector.stop()
         runner.join(10)
@@ -209,7 +233,7 @@ def test_malformed_frames_reach_the_collector_which_keeps_running(make_server, t
     assert collector.stream.stats.disconnects == 0
 
     stats = ReadStats()
-    raws = [m.raw for m in read_window(tmp_path, 0, 2 ** 62, stats)]
+    raws = [m.raw for m in read_window(tmp_path, 0, 2**62, stats)]
     assert stats.torn == 0 and stats.corrupt == 0 and stats.active_segments == 0
     bad = []
     for raw in raws:
@@ -219,7 +243,9 @@ def test_malformed_frames_reach_the_collector_which_keeps_running(make_server, t
             bad.append(raw)
     assert len(bad) == 5, bad
     assert "this is not json" in bad
-    assert any(r.startswith("\x00\x01binary") for r in bad)  # the binary frame, decoded with replacement
+    assert any(
+        r.startswith("\x00\x01binary") for r in bad
+    )  # the binary frame, decoded with replacement
     last_bad = max(i for i, r in enumerate(raws) if r in bad)
     assert len(closed_candles(raws[last_bad:])) > 3  # the stream went on after them
     assert [e[1] for e in stats.events][:1] == ["connected"]
@@ -234,7 +260,7 @@ def test_rest_429_retry_after_is_honoured(make_server):
     for i in range(8):
         client.klines_page("BTCUSDT", "1m", START_MS - 100 * MINUTE * (i + 1), limit=100)
     assert srv.stats.rest_status.get(429, 0) >= 1
-    assert 418 not in srv.stats.rest_status          # waited, never hammered
+    assert 418 not in srv.stats.rest_status  # waited, never hammered
     assert client.waited_s > 0 and time.monotonic() - t0 >= client.waited_s * 0.9
 
     # A forced 429 with Retry-After: 1 s is waited out, then the request succeeds.
@@ -270,8 +296,8 @@ def test_rest_pagination_drops_the_open_candle(make_server):
     candles = client.fetch_klines("BTCUSDT", "1m", start, now)
     opens = [c.open_time for c in candles]
     assert opens[0] == start and opens == list(range(start, opens[-1] + 1, MINUTE))
-    assert candles[-1].close_time < client.server_time()   # no still-open candle
-    assert client.requests >= 4                             # 3 pages of 1000 + the time request
+    assert candles[-1].close_time < client.server_time()  # no still-open candle
+    assert client.requests >= 4  # 3 pages of 1000 + the time request
     hours = client.fetch_klines("BTCUSDT", "1h", START_MS - 24 * 3_600_000, START_MS - 1)
     assert len(hours) == 24 and all(not validate(c) for c in hours)
 
@@ -279,10 +305,16 @@ def test_rest_pagination_drops_the_open_candle(make_server):
 def test_exchange_info_tick_sizes_are_read_off_the_history(make_server, history):
     """The same client call that reads Binance's tick sizes reads the replay's: each the coarsest
     power of ten every price of the shared file is a multiple of; an unknown symbol is -1121."""
-    srv = make_server(symbols=["POLUSDT"])  # configured, but no file: accepted, nothing to infer from
+    srv = make_server(
+        symbols=["POLUSDT"]
+    )  # configured, but no file: accepted, nothing to infer from
     client = BinanceRestClient(srv.rest_url)
     ticks = client.tick_sizes(["BTCUSDT", "ethusdt", "ADAUSDT"])
-    assert ticks == {"BTCUSDT": Decimal("0.01"), "ETHUSDT": Decimal("0.01"), "ADAUSDT": Decimal("0.00001")}
+    assert ticks == {
+        "BTCUSDT": Decimal("0.01"),
+        "ETHUSDT": Decimal("0.01"),
+        "ADAUSDT": Decimal("0.00001"),
+    }
     for symbol, tick in ticks.items():
         prices = [p for c in history[(symbol, "1h")] for p in (c.open, c.high, c.low, c.close)]
         assert all(p % tick == 0 for p in prices)
@@ -303,16 +335,32 @@ def test_exchange_info_tick_sizes_are_read_off_the_history(make_server, history)
     before = client.server_time()
     used = client.used_weight
     r = requests.get(f"{srv.rest_url}/api/v3/exchangeInfo", params={"symbol": "BTCUSDT"}, timeout=5)
-    assert r.status_code == 200 and int(r.headers["X-MBX-USED-WEIGHT-1M"]) in (used + 20, 20)  # 20: a new window
+    assert r.status_code == 200 and int(r.headers["X-MBX-USED-WEIGHT-1M"]) in (
+        used + 20,
+        20,
+    )  # 20: a new window
     body = r.json()
     assert body["timezone"] == "UTC" and before <= body["serverTime"] <= client.server_time()
     (btc,) = body["symbols"]
-    assert (btc["symbol"], btc["status"], btc["baseAsset"], btc["quoteAsset"]) == ("BTCUSDT", "TRADING", "BTC", "USDT")
-    assert btc["filters"][0] == {"filterType": "PRICE_FILTER", "minPrice": "0.01000000",
-                                 "maxPrice": "1000000.00000000", "tickSize": "0.01000000"}
-    r = requests.get(f"{srv.rest_url}/api/v3/exchangeInfo", params={"symbol": "NOSUCHUSDT"}, timeout=5)
+    assert (btc["symbol"], btc["status"], btc["baseAsset"], btc["quoteAsset"]) == (
+        "BTCUSDT",
+        "TRADING",
+        "BTC",
+        "USDT",
+    )
+    assert btc["filters"][0] == {
+        "filterType": "PRICE_FILTER",
+        "minPrice": "0.01000000",
+        "maxPrice": "1000000.00000000",
+        "tickSize": "0.01000000",
+    }
+    r = requests.get(
+        f"{srv.rest_url}/api/v3/exchangeInfo", params={"symbol": "NOSUCHUSDT"}, timeout=5
+    )
     assert r.status_code == 400 and r.json() == {"code": -1121, "msg": "Invalid symbol."}
-    r = requests.get(f"{srv.rest_url}/api/v3/exchangeInfo", params={"symbols": "BTCUSDT"}, timeout=5)
+    r = requests.get(
+        f"{srv.rest_url}/api/v3/exchangeInfo", params={"symbols": "BTCUSDT"}, timeout=5
+    )
     assert r.status_code == 400 and r.json()["code"] == -1100  # not a JSON array
 
 
@@ -325,7 +373,9 @@ def test_server_shutdown_is_handled_make_before_break(make_server, make_stream):
     assert srv.faults.server_shutdown(grace_s=3.0) == 1
     wait_for(lambda: srv.stats.connections >= 2, timeout=2.0, what="a new connection")
     assert time.monotonic() - t0 < 1.0, "reconnect must be prompt, long before the server closes"
-    wait_for(lambda: srv.stats.active == 1, timeout=2.0, what="the old connection closed by the client")
+    wait_for(
+        lambda: srv.stats.active == 1, timeout=2.0, what="the old connection closed by the client"
+    )
     before = len(closed_candles(got))
     wait_for(lambda: len(closed_candles(list(got))) >= before + 15, what="candles after the switch")
     stream.stop()
@@ -333,7 +383,9 @@ def test_server_shutdown_is_handled_make_before_break(make_server, make_stream):
     assert any("serverShutdown" in r for r in got)
     for sym, cs in per_symbol(closed_candles(got)).items():
         opens = sorted({c.open_time for c in cs})
-        assert opens == list(range(opens[0], opens[-1] + 1, MINUTE)), f"{sym}: hole across the switch"
+        assert opens == list(range(opens[0], opens[-1] + 1, MINUTE)), (
+            f"{sym}: hole across the switch"
+        )
 
 
 def test_pings_answered_and_stall_detected(make_server, make_stream):
@@ -342,11 +394,17 @@ def test_pings_answered_and_stall_detected(make_server, make_stream):
     stream = make_stream(srv, lambda raw, ts: got.append(raw), stall_timeout_s=0.5)
     # The server resolves a ping only on a pong carrying its payload.
     # Both counts are awaited: the server can read a pong before the client's thread has counted it.
-    wait_for(lambda: srv.stats.pongs >= 5 and stream.stats.pongs >= 5, what="5 pongs sent and received")
+    wait_for(
+        lambda: srv.stats.pongs >= 5 and stream.stats.pongs >= 5, what="5 pongs sent and received"
+    )
     assert srv.stats.pong_timeouts == 0
     srv.faults.stall(1.5)  # no data, no pings: the client must give up on this connection
     wait_for(lambda: stream.stats.stalls >= 1, timeout=3.0, what="stall detection")
-    wait_for(lambda: srv.stats.connections >= 2 and stream.connected(), timeout=5.0, what="reconnect after stall")
+    wait_for(
+        lambda: srv.stats.connections >= 2 and stream.connected(),
+        timeout=5.0,
+        what="reconnect after stall",
+    )
 
 
 def test_collector_sigkill_loses_at_most_the_tail(make_server, tmp_path):
@@ -354,14 +412,33 @@ def test_collector_sigkill_loses_at_most_the_tail(make_server, tmp_path):
     root = tmp_path / "segments"
     with open(tmp_path / "collector.log", "wb") as logfile:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cryptoflow.collector", "--root", str(root), "--ws-url", srv.ws_url,
-             "--symbols", ",".join(SYMBOLS), "--interval", "1m"],
-            env=dict(os.environ), stdout=logfile, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "cryptoflow.collector",
+                "--root",
+                str(root),
+                "--ws-url",
+                srv.ws_url,
+                "--symbols",
+                ",".join(SYMBOLS),
+                "--interval",
+                "1m",
+            ],
+            env=dict(os.environ),
+            stdout=logfile,
+            stderr=subprocess.STDOUT,
+        )
     try:
+
         def lines():
             return sum(p.path.read_bytes().count(b"\n") for p in list_segments(root))
-        wait_for(lambda: proc.poll() is None and lines() > 300, timeout=20,
-                 what=lambda: f"collector writing (log: {(tmp_path / 'collector.log').read_text()[-500:]!r})")
+
+        wait_for(
+            lambda: proc.poll() is None and lines() > 300,
+            timeout=20,
+            what=lambda: f"collector writing (log: {(tmp_path / 'collector.log').read_text()[-500:]!r})",
+        )
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
     finally:
@@ -373,7 +450,7 @@ def test_collector_sigkill_loses_at_most_the_tail(make_server, tmp_path):
     segs = list_segments(root)
     assert segs and segs[-1].active, "killed: the last segment was never sealed"
     stats = ReadStats()
-    written = [m.raw for m in read_window(root, 0, 2 ** 62, stats)]
+    written = [m.raw for m in read_window(root, 0, 2**62, stats)]
     assert stats.corrupt == 0 and stats.torn == 0
     conn_id = min(srv.stats.sent_log)
     sent = srv.stats.sent_log[conn_id]
@@ -389,7 +466,7 @@ def test_collector_sigkill_loses_at_most_the_tail(make_server, tmp_path):
     assert writer.recovered == 1
     writer.close()
     stats = ReadStats()
-    again = [m.raw for m in read_window(root, 0, 2 ** 62, stats)]
+    again = [m.raw for m in read_window(root, 0, 2**62, stats)]
     assert again == written and stats.torn == 1 and stats.active_segments == 0
 
 
@@ -403,7 +480,11 @@ def test_rotation_before_the_age_limit_loses_nothing(make_server, make_stream):
     wait_for(lambda: len(closed_candles(list(got))) >= before + 6, what="candles after rotating")
     stream.stop()
     assert stream.stats.disconnects == 0 and srv.stats.connections >= 3
-    assert stream.stats.handover_timeouts == 0  # each old connection went once the new one took over
+    assert (
+        stream.stats.handover_timeouts == 0
+    )  # each old connection went once the new one took over
     for sym, cs in per_symbol(closed_candles(got)).items():
         opens = sorted({c.open_time for c in cs})
-        assert opens == list(range(opens[0], opens[-1] + 1, MINUTE)), f"{sym}: hole across a rotation"
+        assert opens == list(range(opens[0], opens[-1] + 1, MINUTE)), (
+            f"{sym}: hole across a rotation"
+        )

@@ -48,8 +48,9 @@ FINISHED = re.compile(r"Workload finished .*final_state=(\w+) .*workload_id=([0-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, shared_data):
     state = tmp_path_factory.mktemp("celery-state")
-    with feed_and_stack(state, SYMBOLS, CRYPTOFLOW_AIRFLOW_EXECUTOR="celery",
-                        CRYPTOFLOW_REDIS_PORT=str(free_port())) as env:
+    with feed_and_stack(
+        state, SYMBOLS, CRYPTOFLOW_AIRFLOW_EXECUTOR="celery", CRYPTOFLOW_REDIS_PORT=str(free_port())
+    ) as env:
         yield env, state
 
 
@@ -75,7 +76,9 @@ def test_every_dag_runs_on_the_celery_worker(stack):
     # 36 hours of history up to the current hour, loaded by a manual spark_etl run; the scheduler's
     # own forecast_hourly run for this hour waits for it, its binance_ingest windows heal the rest.
     hour = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
-    seeded = json.loads(cli(["backfill", "--start", iso(hour - 36 * HOUR), "--end", iso(hour)], env))
+    seeded = json.loads(
+        cli(["backfill", "--start", iso(hour - 36 * HOUR), "--end", iso(hour)], env)
+    )
     assert seeded["counts"]["loaded"] == 36 * 60 * len(SYMBOLS)
     api.trigger("spark_etl", {"uris": seeded["snapshots"]})
     api.trigger("forecast_backtest", {"start": iso(hour - 2 * HOUR), "end": iso(hour)})
@@ -83,14 +86,28 @@ def test_every_dag_runs_on_the_celery_worker(stack):
 
     def live_forecasts():
         with psycopg.connect(dsn) as conn:
-            return {s for (s,) in conn.execute("SELECT DISTINCT symbol FROM forecast.predictions WHERE kind = 'live'"
-                                               " AND target_open_time >= %s", (hour,))} >= set(SYMBOLS)
+            return {
+                s
+                for (s,) in conn.execute(
+                    "SELECT DISTINCT symbol FROM forecast.predictions WHERE kind = 'live'"
+                    " AND target_open_time >= %s",
+                    (hour,),
+                )
+            } >= set(SYMBOLS)
 
     wait("a live forecast for every coin", live_forecasts, 1500, poll=15)
 
     def finished_runs():
-        runs = {d: [r for r in dag_runs(api, d) if r["state"] not in ("queued", "running")] for d in DAGS}
-        failed = [(d, r["dag_run_id"], r["state"]) for d, rs in runs.items() for r in rs if r["state"] != "success"]
+        runs = {
+            d: [r for r in dag_runs(api, d) if r["state"] not in ("queued", "running")]
+            for d in DAGS
+        }
+        failed = [
+            (d, r["dag_run_id"], r["state"])
+            for d, rs in runs.items()
+            for r in rs
+            if r["state"] != "success"
+        ]
         assert not failed, failed
         return runs if all(runs.values()) else None
 
@@ -99,12 +116,22 @@ def test_every_dag_runs_on_the_celery_worker(stack):
     # Every task instance of those runs ran on the Celery worker, to the state Airflow recorded.
     log = (state / "logs" / "airflow-celery-worker.log").read_text(errors="replace")
     ran = {ti_id: final for final, ti_id in FINISHED.findall(log)}
-    tis = [ti for d, rs in runs.items() for r in rs for ti in task_instances(api, d, r["dag_run_id"])]
+    tis = [
+        ti for d, rs in runs.items() for r in rs for ti in task_instances(api, d, r["dag_run_id"])
+    ]
     assert {ti["dag_id"] for ti in tis} == set(DAGS)
     executed = [ti for ti in tis if ti["state"] != "skipped"]
-    not_on_worker = [(ti["dag_id"], ti["task_id"], ti["map_index"]) for ti in executed if ti["id"] not in ran]
+    not_on_worker = [
+        (ti["dag_id"], ti["task_id"], ti["map_index"]) for ti in executed if ti["id"] not in ran
+    ]
     assert not not_on_worker, not_on_worker
-    assert all(ran[ti["id"]] == ti["state"] for ti in executed), \
-        [(ti["task_id"], ti["state"], ran[ti["id"]]) for ti in executed if ran[ti["id"]] != ti["state"]]
+    assert all(ran[ti["id"]] == ti["state"] for ti in executed), [
+        (ti["task_id"], ti["state"], ran[ti["id"]])
+        for ti in executed
+        if ran[ti["id"]] != ti["state"]
+    ]
     mapped = {(ti["dag_id"], ti["task_id"]) for ti in executed if ti["map_index"] >= 0}
-    assert ("forecast_hourly", "per_symbol.predict") in mapped and ("forecast_backtest", "backtest") in mapped
+    assert ("forecast_hourly", "per_symbol.predict") in mapped and (
+        "forecast_backtest",
+        "backtest",
+    ) in mapped

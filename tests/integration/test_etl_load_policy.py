@@ -13,8 +13,13 @@ from psycopg import sql
 
 from cryptoflow.candles import Candle
 from cryptoflow.etl import io
-from cryptoflow.warehouse.load import (StoredMeanwhile, copy_candles, create_temp_candle_staging, insert_staged_fresh,
-                                       merge_staged)
+from cryptoflow.warehouse.load import (
+    StoredMeanwhile,
+    copy_candles,
+    create_temp_candle_staging,
+    insert_staged_fresh,
+    merge_staged,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -24,14 +29,31 @@ HOUR = 3_600_000
 
 def hour(close: str, source: str = "binance") -> Candle:
     c = Decimal(close)
-    return Candle("BTCUSDT", "1h", T0, T0 + HOUR - 1, Decimal("100"), max(c, Decimal("101")), min(c, Decimal("99")), c,
-                  Decimal("5"), Decimal("500"), None, None, None, True, source)
+    return Candle(
+        "BTCUSDT",
+        "1h",
+        T0,
+        T0 + HOUR - 1,
+        Decimal("100"),
+        max(c, Decimal("101")),
+        min(c, Decimal("99")),
+        c,
+        Decimal("5"),
+        Decimal("500"),
+        None,
+        None,
+        None,
+        True,
+        source,
+    )
 
 
 def _merge(conn, candle, *, derived, minute_count=None):
     with conn.transaction():
         staging = create_temp_candle_staging(conn)
-        copy_candles(conn, staging, [candle], None if minute_count is None else {candle.key: minute_count})
+        copy_candles(
+            conn, staging, [candle], None if minute_count is None else {candle.key: minute_count}
+        )
         return merge_staged(conn, staging, derived=derived, run_id="policy")
 
 
@@ -40,7 +62,9 @@ def _stored(conn):
 
 
 def test_a_source_candle_wins_over_a_rollup_both_ways(warehouse):
-    with psycopg.connect(warehouse.writer_dsn, autocommit=True) as conn:  # each merge its own transaction
+    with psycopg.connect(
+        warehouse.writer_dsn, autocommit=True
+    ) as conn:  # each merge its own transaction
         # A rollup first: Binance's own candle for that hour replaces it (no conflict: rollups are derived).
         assert _merge(conn, hour("100.5", "rollup:1m"), derived=True, minute_count=59).inserted == 1
         r = _merge(conn, hour("100.7"), derived=False)
@@ -54,7 +78,9 @@ def test_a_source_candle_wins_over_a_rollup_both_ways(warehouse):
         # A different source candle for it is a late update: quarantined, the stored one stays.
         assert _merge(conn, hour("100.8"), derived=False).conflicts == 1
         assert _stored(conn) == [(Decimal("100.7"), None, "binance")]
-        assert conn.execute("SELECT reason FROM ops.quarantine").fetchall() == [("late_update_conflict",)]
+        assert conn.execute("SELECT reason FROM ops.quarantine").fetchall() == [
+            ("late_update_conflict",)
+        ]
 
 
 def test_the_fresh_insert_refuses_a_key_stored_meanwhile_and_keeps_nothing(warehouse):
@@ -69,7 +95,9 @@ def test_the_fresh_insert_refuses_a_key_stored_meanwhile_and_keeps_nothing(wareh
         later = dataclasses.replace(hour("101"), open_time=T0 + HOUR, close_time=T0 + 2 * HOUR - 1)
         with pytest.raises(StoredMeanwhile, match="changed during the run"):
             with conn.transaction():
-                conn.execute("INSERT INTO ops.quarantine (source, reason, detail, raw_record) VALUES ('t', 'x', 'y', 'z')")
+                conn.execute(
+                    "INSERT INTO ops.quarantine (source, reason, detail, raw_record) VALUES ('t', 'x', 'y', 'z')"
+                )
                 staging = create_temp_candle_staging(conn)
                 copy_candles(conn, staging, [later, hour("100.6")])  # the second key is stored
                 insert_staged_fresh(conn, staging)
@@ -80,11 +108,18 @@ def test_the_fresh_insert_refuses_a_key_stored_meanwhile_and_keeps_nothing(wareh
 
 def _make_staging(conn, run_id):
     for what in ("src", "der"):
-        io.create_unlogged_staging(conn, io.staging_name(run_id, what), "market.candles", ("symbol", "open_time"))
+        io.create_unlogged_staging(
+            conn, io.staging_name(run_id, what), "market.candles", ("symbol", "open_time")
+        )
 
 
 def _staging_tables(conn):
-    return {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'staging'").fetchall()}
+    return {
+        r[0]
+        for r in conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'staging'"
+        ).fetchall()
+    }
 
 
 def test_staging_of_runs_no_longer_running_is_dropped(warehouse):
@@ -111,29 +146,40 @@ def test_staging_of_runs_no_longer_running_is_dropped(warehouse):
         io.release_staging_lock(live, "live-run")
         assert sorted(io.drop_orphaned_staging(cleaner, keep_run_id="mine")) == sorted(live_tables)
         # ...and the cleaner left no lock behind: the dead run's id can run again.
-        probe = cleaner.execute("SELECT pg_try_advisory_lock(%s)", (io._lock_id(io.staging_key("dead-run")),)).fetchone()
+        probe = cleaner.execute(
+            "SELECT pg_try_advisory_lock(%s)", (io._lock_id(io.staging_key("dead-run")),)
+        ).fetchone()
         assert probe == (True,)
         for name in mine | {"not_etl"}:
             cleaner.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier("staging", name)))
         cleaner.commit()
 
 
-def test_unpublished_lake_directories_of_runs_no_longer_running_are_removed(warehouse, spark, tmp_path):
+def test_unpublished_lake_directories_of_runs_no_longer_running_are_removed(
+    warehouse, spark, tmp_path
+):
     """A run writes its lake partitions into <lake>/_pending/<key> before its commit; a run killed
     before publishing leaves that directory. Others remove it only once nobody holds its lock."""
     lake = f"file://{tmp_path}/lake"
-    pending = {run: tmp_path / "lake" / "_pending" / io.staging_key(run) for run in ("live-run", "dead-run", "mine")}
+    pending = {
+        run: tmp_path / "lake" / "_pending" / io.staging_key(run)
+        for run in ("live-run", "dead-run", "mine")
+    }
     for d in pending.values():
         (d / "candles_by_day" / "interval=1m" / "date=2024-01-01").mkdir(parents=True)
     (tmp_path / "lake" / "_pending" / "not-a-run-key").mkdir()  # nothing the ETL named
     dsn = warehouse.writer_dsn
     with psycopg.connect(dsn) as live, psycopg.connect(dsn) as cleaner:
         io.hold_staging_lock(live, "live-run")
-        assert io.drop_orphaned_lake(spark, cleaner, lake, keep_run_id="mine") == [io.staging_key("dead-run")]
+        assert io.drop_orphaned_lake(spark, cleaner, lake, keep_run_id="mine") == [
+            io.staging_key("dead-run")
+        ]
         assert [d.exists() for d in pending.values()] == [True, False, True]
         assert (tmp_path / "lake" / "_pending" / "not-a-run-key").exists()
         io.release_staging_lock(live, "live-run")
-        assert io.drop_orphaned_lake(spark, cleaner, lake, keep_run_id="mine") == [io.staging_key("live-run")]
+        assert io.drop_orphaned_lake(spark, cleaner, lake, keep_run_id="mine") == [
+            io.staging_key("live-run")
+        ]
         assert [d.exists() for d in pending.values()] == [False, False, True]
 
 
@@ -143,14 +189,20 @@ def test_a_partition_staged_twice_is_staged_once(warehouse, spark):
     from pyspark.sql import functions as F
 
     with psycopg.connect(warehouse.writer_dsn) as conn:
-        table = io.create_unlogged_staging(conn, io.staging_name("twice", "qua"), "ops.quarantine", ("reason", "detail"))
+        table = io.create_unlogged_staging(
+            conn, io.staging_name("twice", "qua"), "ops.quarantine", ("reason", "detail")
+        )
         # Identical rows on purpose: equal quarantine rows are legitimate and must all survive.
-        rows = spark.range(0, 1000, numPartitions=4).select(F.lit("bad_number").alias("reason"),
-                                                           F.lit("same").alias("detail"))
+        rows = spark.range(0, 1000, numPartitions=4).select(
+            F.lit("bad_number").alias("reason"), F.lit("same").alias("detail")
+        )
         target = io.StageTarget("qua", rows, table, ("reason", "detail"))
         for attempt in range(2):  # the second pass is every task running again
             assert io.stage([target], warehouse.writer_dsn, conn, "twice") == {"qua": 1000}
-            staged = conn.execute(sql.SQL("SELECT count(*), count(DISTINCT {}) FROM {}").format(
-                sql.Identifier(io.STAGE_PART_COLUMN), table)).fetchone()
+            staged = conn.execute(
+                sql.SQL("SELECT count(*), count(DISTINCT {}) FROM {}").format(
+                    sql.Identifier(io.STAGE_PART_COLUMN), table
+                )
+            ).fetchone()
             conn.commit()
             assert staged == (1000, spark.sparkContext.defaultParallelism), f"attempt {attempt}"

@@ -32,7 +32,9 @@ def frame(shared_data):
 
 @pytest.fixture(scope="module")
 def cfg():
-    return config.load({}, train_hours=400, epochs=1)  # a real Keras model; its quality is beside the point
+    return config.load(
+        {}, train_hours=400, epochs=1
+    )  # a real Keras model; its quality is beside the point
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +85,7 @@ def test_damaged_model_file_is_never_served(registry, trained, frame, cfg, damag
         path.write_bytes(b"")
     (f, why), last_close = _serve(registry, frame, cfg)
     assert f.model_version == hourly.PERSISTENCE
-    assert f.predicted_close == last_close          # the labelled baseline, not a broken model's number
+    assert f.predicted_close == last_close  # the labelled baseline, not a broken model's number
     assert trained.version in why and ("missing" in why or "unreadable" in why), why
 
 

@@ -40,8 +40,25 @@ def rising_candles():
         close = 100 * np.exp(RISE * i + (0.001 if i % 2 else -0.001))
         t = int((T0 + i * H).timestamp() * 1000)
         c = Decimal(f"{close:.6f}")
-        out.append(Candle("BTCUSDT", "1h", t, t + 3_599_999, c, c * Decimal("1.002"), c * Decimal("0.998"), c,
-                          Decimal(10), Decimal(1000), None, None, 100, True, "test"))
+        out.append(
+            Candle(
+                "BTCUSDT",
+                "1h",
+                t,
+                t + 3_599_999,
+                c,
+                c * Decimal("1.002"),
+                c * Decimal("0.998"),
+                c,
+                Decimal(10),
+                Decimal(1000),
+                None,
+                None,
+                100,
+                True,
+                "test",
+            )
+        )
     return out
 
 
@@ -49,41 +66,71 @@ def constant_model(r: float, cut: datetime, frame, version: str) -> TrainedModel
     """A real Keras network that predicts log return `r` whatever its window, judged like a trained one."""
     import keras
 
-    net = keras.Sequential([keras.Input((CFG.lookback, 1)), keras.layers.Flatten(), keras.layers.Dense(1)])
+    net = keras.Sequential(
+        [keras.Input((CFG.lookback, 1)), keras.layers.Flatten(), keras.layers.Dense(1)]
+    )
     net.set_weights([np.zeros((CFG.lookback, 1), "float32"), np.array([r], "float32")])
     feats, samples = train_mod.training_samples(frame, cut, CFG)
     va = samples.subset(slice(len(samples) - 40, None))
-    m = TrainedModel(net, Scaler(np.array([0.0]), np.array([1.0])), {
-        "version": version, "symbol": "BTCUSDT", "architecture": "constant", "fingerprint": CFG.model_fingerprint(),
-        "hyperparameters": CFG.hyperparameters(), "scaler": {"mean": [0.0], "std": [1.0]},
-        "interval": {"q_low": -0.003, "q_high": 0.003},
-        "data_window": {"cut": cut.isoformat(), "train_start": (cut - 200 * H).isoformat(),
-                        "validation_start": va.target_time[0].isoformat(),
-                        "validation_end": (va.target_time[-1] + H).isoformat()},
-        "trained_at": datetime.now(timezone.utc).isoformat(), "code_version": "test",
-        "train_seconds": 0.0, "epochs_run": 0,
-    })
+    m = TrainedModel(
+        net,
+        Scaler(np.array([0.0]), np.array([1.0])),
+        {
+            "version": version,
+            "symbol": "BTCUSDT",
+            "architecture": "constant",
+            "fingerprint": CFG.model_fingerprint(),
+            "hyperparameters": CFG.hyperparameters(),
+            "scaler": {"mean": [0.0], "std": [1.0]},
+            "interval": {"q_low": -0.003, "q_high": 0.003},
+            "data_window": {
+                "cut": cut.isoformat(),
+                "train_start": (cut - 200 * H).isoformat(),
+                "validation_start": va.target_time[0].isoformat(),
+                "validation_end": (va.target_time[-1] + H).isoformat(),
+            },
+            "trained_at": datetime.now(timezone.utc).isoformat(),
+            "code_version": "test",
+            "train_seconds": 0.0,
+            "epochs_run": 0,
+        },
+    )
     ev = train_mod.evaluate_on(m, feats, va, CFG)
-    m.metadata.update(metrics=ev["model"], baseline_metrics={k: v for k, v in ev.items() if k != "model"})
+    m.metadata.update(
+        metrics=ev["model"], baseline_metrics={k: v for k, v in ev.items() if k != "model"}
+    )
     return m
 
 
-def test_served_model_or_labelled_persistence_with_the_reason_stored(use_warehouse, tmp_path, monkeypatch):
+def test_served_model_or_labelled_persistence_with_the_reason_stored(
+    use_warehouse, tmp_path, monkeypatch
+):
     load_into_warehouse(use_warehouse.writer_dsn, rising_candles())
     next_return = {"r": -4 * RISE}  # the next "training" predicts a fall: it must lose
-    monkeypatch.setattr(train_mod, "train", lambda symbol, history, cut, cfg, version=None, pool=None, **kw:
-                        constant_model(next_return["r"], cut, history, version or f"m{next_return['r']:+.3f}-{cut:%dT%H}"))
+    monkeypatch.setattr(
+        train_mod,
+        "train",
+        lambda symbol, history, cut, cfg, version=None, pool=None, **kw: constant_model(
+            next_return["r"], cut, history, version or f"m{next_return['r']:+.3f}-{cut:%dT%H}"
+        ),
+    )
     uri = f"file://{tmp_path}/models"
 
     def run_hour(target, conn, force=False):
         """The DAG's train_if_needed, predict and write for one hour, with a fresh registry each step."""
-        frame = data.load_hourly(conn, "BTCUSDT", before=target, hours=CFG.train_hours + CFG.lookback + 2)
-        outcome = hourly.ensure_model("BTCUSDT", frame, target, ObjectRegistry(uri, conn=conn), CFG, force=force)
+        frame = data.load_hourly(
+            conn, "BTCUSDT", before=target, hours=CFG.train_hours + CFG.lookback + 2
+        )
+        outcome = hourly.ensure_model(
+            "BTCUSDT", frame, target, ObjectRegistry(uri, conn=conn), CFG, force=force
+        )
         forecast, _why = hourly.predict("BTCUSDT", frame, target, ObjectRegistry(uri), CFG)
         hourly.write_predictions(conn, [forecast])
         row = conn.execute(
             "SELECT model_version, predicted_close::float8, persistence_close::float8, lower_close, served_reason"
-            " FROM forecast.predictions WHERE target_open_time = %s", (target,)).fetchone()
+            " FROM forecast.predictions WHERE target_open_time = %s",
+            (target,),
+        ).fetchone()
         return outcome, row
 
     with psycopg.connect(use_warehouse.writer_dsn) as conn:
@@ -94,9 +141,13 @@ def test_served_model_or_labelled_persistence_with_the_reason_stored(use_warehou
         # with its interval (above the forecast here: on a steady rise every persistence error is positive)
         assert (version, predicted) == ("persistence", persistence) and lower is not None
         assert reason.startswith("persistence: no promoted model")
-        [(status, status_reason)] = conn.execute("SELECT status, status_reason FROM forecast.model_versions").fetchall()
+        [(status, status_reason)] = conn.execute(
+            "SELECT status, status_reason FROM forecast.model_versions"
+        ).fetchall()
         assert status == "rejected"
-        assert status_reason.startswith("new model not better than persistence beyond chance (DM p=1,")
+        assert status_reason.startswith(
+            "new model not better than persistence beyond chance (DM p=1,"
+        )
 
         # 2. A model predicting the rise beats persistence: promoted and served, interval included.
         next_return["r"] = RISE
@@ -110,35 +161,59 @@ def test_served_model_or_labelled_persistence_with_the_reason_stored(use_warehou
         # 3. Its file replaced by another (valid) model's, then damaged: never served from it;
         #    persistence with the reason, and a retrain is due.
         model_file = tmp_path / "models" / "BTCUSDT" / promoted / "model.keras"
-        rejected = conn.execute("SELECT version FROM forecast.model_versions WHERE status = 'rejected'").fetchone()[0]
+        rejected = conn.execute(
+            "SELECT version FROM forecast.model_versions WHERE status = 'rejected'"
+        ).fetchone()[0]
         model_file.write_bytes((model_file.parent.parent / rejected / "model.keras").read_bytes())
         t3 = t2 + H
-        forecast, why = hourly.predict("BTCUSDT", data.load_hourly(conn, "BTCUSDT", before=t3, hours=20), t3,
-                                       ObjectRegistry(uri), CFG)
+        forecast, why = hourly.predict(
+            "BTCUSDT",
+            data.load_hourly(conn, "BTCUSDT", before=t3, hours=20),
+            t3,
+            ObjectRegistry(uri),
+            CFG,
+        )
         assert forecast.model_version == "persistence" and "sha256" in forecast.served_reason
         model_file.write_bytes(b"not a keras archive")
         reg = ObjectRegistry(uri, conn=conn)
-        assert hourly.training_reason(reg, "BTCUSDT", t3, CFG).startswith("promoted model unavailable")
-        forecast, why = hourly.predict("BTCUSDT", data.load_hourly(conn, "BTCUSDT", before=t3, hours=20), t3,
-                                       ObjectRegistry(uri), CFG)
+        assert hourly.training_reason(reg, "BTCUSDT", t3, CFG).startswith(
+            "promoted model unavailable"
+        )
+        forecast, why = hourly.predict(
+            "BTCUSDT",
+            data.load_hourly(conn, "BTCUSDT", before=t3, hours=20),
+            t3,
+            ObjectRegistry(uri),
+            CFG,
+        )
         hourly.write_predictions(conn, [forecast])
-        version, reason = conn.execute("SELECT model_version, served_reason FROM forecast.predictions"
-                                       " WHERE target_open_time = %s", (t3,)).fetchone()
+        version, reason = conn.execute(
+            "SELECT model_version, served_reason FROM forecast.predictions"
+            " WHERE target_open_time = %s",
+            (t3,),
+        ).fetchone()
         assert version == "persistence" and "unavailable" in reason and "unreadable" in reason
 
         # 4. Missing altogether: the same, "missing" in the reason.
         for f in model_file.parent.iterdir():
             f.unlink()
-        forecast, why = hourly.predict("BTCUSDT", data.load_hourly(conn, "BTCUSDT", before=t3, hours=20), t3,
-                                       ObjectRegistry(uri), CFG)
+        forecast, why = hourly.predict(
+            "BTCUSDT",
+            data.load_hourly(conn, "BTCUSDT", before=t3, hours=20),
+            t3,
+            ObjectRegistry(uri),
+            CFG,
+        )
         assert forecast.model_version == "persistence" and "missing" in forecast.served_reason
 
         # 5. The next run retrains at once; the unavailable model is retired with the reason.
         outcome, (version, *_rest, reason) = run_hour(t3 + H, conn)
         assert outcome["trained"] and outcome["reason"].startswith("promoted model unavailable")
         assert outcome["decision"] == "promote" and version == outcome["version"] != promoted
-        status, status_reason = conn.execute("SELECT status, status_reason FROM forecast.model_versions"
-                                             " WHERE version = %s", (promoted,)).fetchone()
+        status, status_reason = conn.execute(
+            "SELECT status, status_reason FROM forecast.model_versions WHERE version = %s",
+            (promoted,),
+        ).fetchone()
         assert status == "retired" and status_reason.startswith("unavailable: model")
 
         # 6. A damaged pointer (half-written current.json): persistence with the reason; the next
@@ -146,9 +221,17 @@ def test_served_model_or_labelled_persistence_with_the_reason_stored(use_warehou
         pointer = tmp_path / "models" / "BTCUSDT" / "current.json"
         pointer.write_text(pointer.read_text()[:25])
         t6 = t3 + 2 * H
-        forecast, why = hourly.predict("BTCUSDT", data.load_hourly(conn, "BTCUSDT", before=t6, hours=20), t6,
-                                       ObjectRegistry(uri), CFG)
-        assert forecast.model_version == "persistence" and "unreadable BTCUSDT/current.json" in forecast.served_reason
+        forecast, why = hourly.predict(
+            "BTCUSDT",
+            data.load_hourly(conn, "BTCUSDT", before=t6, hours=20),
+            t6,
+            ObjectRegistry(uri),
+            CFG,
+        )
+        assert (
+            forecast.model_version == "persistence"
+            and "unreadable BTCUSDT/current.json" in forecast.served_reason
+        )
         outcome, (version, *_rest, reason) = run_hour(t6, conn)
         assert outcome["reason"].startswith("promoted model unavailable (unreadable")
         assert outcome["decision"] == "promote" and reason == f"promoted model {version}"

@@ -18,7 +18,9 @@ SMALL = config.load({}, train_hours=600, epochs=4, patience=2)
 def shared_candles(shared_data, symbol):
     from cryptoflow.importers.cryptodatadownload import import_cdd_csv
 
-    res = import_cdd_csv(shared_data / "cryptodatadownload" / f"Binance_{symbol}_1h.csv", allow_missing_trades=True)
+    res = import_cdd_csv(
+        shared_data / "cryptodatadownload" / f"Binance_{symbol}_1h.csv", allow_missing_trades=True
+    )
     return res.candles  # oldest first
 
 
@@ -38,7 +40,7 @@ def btc(shared_data):
 def test_training_is_deterministic_and_never_looks_past_the_cut(btc):
     _, frame = btc
     cut = frame.index[-150].to_pydatetime()
-    full = train("BTCUSDT", frame, cut, SMALL, version="a")      # handed data after the cut too
+    full = train("BTCUSDT", frame, cut, SMALL, version="a")  # handed data after the cut too
     cut_only = train("BTCUSDT", before(frame, cut), cut, SMALL, version="b")
     target = frame.index[-150]
     # Same seeds, same data before the cut: the same model. Anything after the cut leaking into
@@ -59,15 +61,25 @@ def test_training_is_deterministic_and_never_looks_past_the_cut(btc):
     assert 0.5 < m["metrics"]["mase"] < 1.5 and 0.7 < m["metrics"]["coverage"] <= 1.0
     assert m["code_version"] and m["epochs_run"] >= 1
     # no tick from an exchange: the grid comes from the closes (BTC's are on cents)
-    assert (m["policy"]["tick"], m["policy"]["tick_source"]) == (pytest.approx(0.01), "inferred from the closes")
+    assert (m["policy"]["tick"], m["policy"]["tick_source"]) == (
+        pytest.approx(0.01),
+        "inferred from the closes",
+    )
     assert a.lower_close < a.predicted_close < a.upper_close
-    assert abs(np.log(a.predicted_close / a.last_close)) < 0.05  # a return-sized move, not a price jump
+    assert (
+        abs(np.log(a.predicted_close / a.last_close)) < 0.05
+    )  # a return-sized move, not a price jump
 
 
 def test_gru_architecture_is_picked_by_name_and_the_exchange_tick_is_served(btc):
     _, frame = btc
-    m = train("BTCUSDT", frame, frame.index[-10].to_pydatetime(), SMALL.with_(architecture="gru", epochs=1),
-              tick=0.1)
+    m = train(
+        "BTCUSDT",
+        frame,
+        frame.index[-10].to_pydatetime(),
+        SMALL.with_(architecture="gru", epochs=1),
+        tick=0.1,
+    )
     assert m.model.name == "gru" and m.metadata["architecture"] == "gru"
     # the exchange's grid wins over the one the closes show (0.01)
     assert (m.metadata["policy"]["tick"], m.metadata["policy"]["tick_source"]) == (0.1, "exchange")
@@ -79,17 +91,22 @@ def test_walk_forward_backtest_stores_scored_backtest_predictions(btc, use_wareh
     start = frame.index[-30].to_pydatetime()
     end = start + timedelta(hours=30)
     with psycopg.connect(use_warehouse.writer_dsn) as conn:
-        report = backtest.backtest("BTCUSDT", start, end, retrain_every_hours=24, cfg=SMALL, conn=conn)
+        report = backtest.backtest(
+            "BTCUSDT", start, end, retrain_every_hours=24, cfg=SMALL, conn=conn
+        )
         rows = conn.execute(
             "SELECT count(*), count(actual_close), min(target_open_time), max(target_open_time),"
-            " bool_and(persistence_close IS NOT NULL) FROM forecast.predictions WHERE kind = 'backtest'").fetchone()
+            " bool_and(persistence_close IS NOT NULL) FROM forecast.predictions WHERE kind = 'backtest'"
+        ).fetchone()
     assert report["hours_predicted"] == 30 and report["stored"] == 30
     # The DAG's cadence: the next training 24 h after a promotion, retry_hours after a rejection
     # (hourly.training_reason), whichever the evidence test decided.
     trainings = report["trainings"]
     gap = 24 if trainings[0]["decision"] == "promote" else SMALL.retry_hours
     assert [t["version"] for t in trainings[:2]] == [
-        f"bt-BTCUSDT-lstm-{start:%Y%m%dT%H}Z", f"bt-BTCUSDT-lstm-{start + timedelta(hours=gap):%Y%m%dT%H}Z"]
+        f"bt-BTCUSDT-lstm-{start:%Y%m%dT%H}Z",
+        f"bt-BTCUSDT-lstm-{start + timedelta(hours=gap):%Y%m%dT%H}Z",
+    ]
     assert rows == (30, 30, start, end - timedelta(hours=1), True)
     ms = report["metrics"]
     assert ms["persistence"]["mase"] == 1.0 and ms["served"]["n"] == ms["persistence"]["n"] == 30
@@ -109,7 +126,11 @@ def test_one_model_across_coins_shares_the_network_and_keeps_each_coins_scaler(b
     b = train("BTCUSDT", frame, cut, cfg, pool={"ETHUSDT": eth, "BTCUSDT": frame})
     e = train("ETHUSDT", eth, cut, cfg, pool={"ETHUSDT": eth, "BTCUSDT": frame})  # reuses the fit
     assert b.metadata["pooled_with"] == ["ETHUSDT"] and e.metadata["pooled_with"] == ["BTCUSDT"]
-    assert b.metadata["n_train_pooled"] == e.metadata["n_train_pooled"] > 1.9 * b.metadata["data_window"]["n_train"]
+    assert (
+        b.metadata["n_train_pooled"]
+        == e.metadata["n_train_pooled"]
+        > 1.9 * b.metadata["data_window"]["n_train"]
+    )
     for wb, we in zip(b.model.get_weights(), e.model.get_weights()):
         np.testing.assert_array_equal(wb, we)
     assert b.metadata["scaler"] != e.metadata["scaler"]

@@ -16,8 +16,18 @@ CLI = str(Path(sys.executable).parent / "cryptoflow")
 
 
 def run_import(tmp_path, warehouse, *files, status=0):
-    env = {**os.environ, "CRYPTOFLOW_STATE_DIR": str(tmp_path), "CRYPTOFLOW_WAREHOUSE_DSN": warehouse.writer_dsn}
-    res = subprocess.run([CLI, "import", "cdd", *map(str, files)], env=env, capture_output=True, text=True, timeout=300)
+    env = {
+        **os.environ,
+        "CRYPTOFLOW_STATE_DIR": str(tmp_path),
+        "CRYPTOFLOW_WAREHOUSE_DSN": warehouse.writer_dsn,
+    }
+    res = subprocess.run(
+        [CLI, "import", "cdd", *map(str, files)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == status, res.stdout + res.stderr
     assert "Traceback" not in res.stderr
     return res.stdout
@@ -26,13 +36,27 @@ def run_import(tmp_path, warehouse, *files, status=0):
 def test_raw_file_every_row_accounted_for(tmp_path, warehouse, shared_data):
     raw = shared_data / "raw" / "Binance_BTCUSDT_1h_2017-2021.csv"
     out = run_import(tmp_path, warehouse, raw)
-    assert f"{raw}: BTCUSDT 1h: read 36062 = loaded 4829 + quarantined 31233 + duplicates 0 -> 8 snapshots" in out
+    assert (
+        f"{raw}: BTCUSDT 1h: read 36062 = loaded 4829 + quarantined 31233 + duplicates 0 -> 8 snapshots"
+        in out
+    )
     assert "'read': 36062, 'loaded': 4829, 'quarantined': 31233, 'duplicates_collapsed': 0" in out
     with psycopg.connect(warehouse.reader_dsn) as conn:
-        by_reason = dict(conn.execute("SELECT reason, count(*) FROM ops.quarantine GROUP BY 1").fetchall())
-    assert by_reason == {"conflicting_duplicate": 5298, "missing_trade_count": 25844, "date_unix_mismatch": 91}
-    landed = [c for uri in landing.list_snapshots(f"file://{tmp_path}/landing/import=Binance_BTCUSDT_1h_2017-2021", "1h")
-              for c in landing.read_snapshot(uri)]
+        by_reason = dict(
+            conn.execute("SELECT reason, count(*) FROM ops.quarantine GROUP BY 1").fetchall()
+        )
+    assert by_reason == {
+        "conflicting_duplicate": 5298,
+        "missing_trade_count": 25844,
+        "date_unix_mismatch": 91,
+    }
+    landed = [
+        c
+        for uri in landing.list_snapshots(
+            f"file://{tmp_path}/landing/import=Binance_BTCUSDT_1h_2017-2021", "1h"
+        )
+        for c in landing.read_snapshot(uri)
+    ]
     assert len(landed) == 4829 and len({c.key for c in landed}) == 4829
 
     run_import(tmp_path, warehouse, raw)  # importing again replaces, never duplicates
@@ -51,7 +75,8 @@ def test_a_refused_file_does_not_stop_the_others(tmp_path, warehouse, shared_dat
     raw = shared_data / "raw" / "Binance_BTCUSDT_1h_2017-2021.csv"
     out = run_import(tmp_path, warehouse, bad, raw, status=1)
     assert [ln for ln in out.splitlines() if ln.startswith(str(bad))] == [
-        f"{bad}: refused: " + out.split(f"{bad}: refused: ", 1)[1].splitlines()[0]]
+        f"{bad}: refused: " + out.split(f"{bad}: refused: ", 1)[1].splitlines()[0]
+    ]
     assert f"{bad}: refused: date order ambiguous (no field above 12" in out
     assert "read 36062 = loaded 4829 + quarantined 31233" in out
     with psycopg.connect(warehouse.reader_dsn) as conn:

@@ -54,13 +54,21 @@ def minutes(history, symbol):
 
 
 def wrap(c) -> str:
-    return json.dumps({"stream": f"{c.symbol.lower()}@kline_1m", "data": kline_event(c, c.close_time + 1)})
+    return json.dumps(
+        {"stream": f"{c.symbol.lower()}@kline_1m", "data": kline_event(c, c.close_time + 1)}
+    )
 
 
 def cfg_for(tmp_path, replay, **extra):
-    return settings.load({
-        "CRYPTOFLOW_STATE_DIR": str(tmp_path), "CRYPTOFLOW_SYMBOLS": ",".join(SYMBOLS),
-        "CRYPTOFLOW_BINANCE_MODE": "replay", "CRYPTOFLOW_BINANCE_REST_URL": replay.rest_url, **extra})
+    return settings.load(
+        {
+            "CRYPTOFLOW_STATE_DIR": str(tmp_path),
+            "CRYPTOFLOW_SYMBOLS": ",".join(SYMBOLS),
+            "CRYPTOFLOW_BINANCE_MODE": "replay",
+            "CRYPTOFLOW_BINANCE_REST_URL": replay.rest_url,
+            **extra,
+        }
+    )
 
 
 def test_seal_window_heals_gaps_and_quarantines_bad_frames(tmp_path, history, replay):
@@ -76,11 +84,23 @@ def test_seal_window_heals_gaps_and_quarantines_bad_frames(tmp_path, history, re
             writer.append(wrap(m), received)
             if sym == "BTCUSDT" and m.open_time == START:
                 writer.append(wrap(m), received + 0.1)  # delivered twice
-    bad = dataclasses.replace(minutes(history, "ADAUSDT")[5], high=minutes(history, "ADAUSDT")[5].low / 2)
+    bad = dataclasses.replace(
+        minutes(history, "ADAUSDT")[5], high=minutes(history, "ADAUSDT")[5].low / 2
+    )
     writer.append(wrap(bad), (bad.close_time + 700) / 1000)  # an invalid copy of a valid candle
-    writer.append('{"stream": "btcusdt@kline_1m", "data": {"e": "kline", "k": ', (START + 61_000) / 1000)
-    writer.append('{"stream": "dogeusdt@kline_1m", "data": ' + json.dumps(kline_event(
-        dataclasses.replace(minutes(history, "BTCUSDT")[1], symbol="DOGEUSDT"), START)) + "}", (START + 120_500) / 1000)
+    writer.append(
+        '{"stream": "btcusdt@kline_1m", "data": {"e": "kline", "k": ', (START + 61_000) / 1000
+    )
+    writer.append(
+        '{"stream": "dogeusdt@kline_1m", "data": '
+        + json.dumps(
+            kline_event(
+                dataclasses.replace(minutes(history, "BTCUSDT")[1], symbol="DOGEUSDT"), START
+            )
+        )
+        + "}",
+        (START + 120_500) / 1000,
+    )
     writer.close()
 
     result = ingest.seal_window(cfg, START, END, rest_client=BinanceRestClient(replay.rest_url))
@@ -97,15 +117,16 @@ def test_seal_window_heals_gaps_and_quarantines_bad_frames(tmp_path, history, re
 
 def test_backfill_from_rest_alone_is_idempotent(tmp_path, replay):
     cfg = cfg_for(tmp_path, replay)
-    first = ingest.seal_window(cfg, START, END)       # no collector segments at all: a past window
+    first = ingest.seal_window(cfg, START, END)  # no collector segments at all: a past window
     second = ingest.seal_window(cfg, START, END)
     assert first.rows == 30 and len(first.healed) == 30
     assert (first.uri, first.sha256) == (second.uri, second.sha256)
     assert landing.list_snapshots(cfg.landing_uri, "1m") == [first.uri]
 
 
-def test_binance_ingest_follows_the_binance_default_connection(tmp_path, replay, airflow_db, use_warehouse,
-                                                                monkeypatch):
+def test_binance_ingest_follows_the_binance_default_connection(
+    tmp_path, replay, airflow_db, use_warehouse, monkeypatch
+):
     """An operator who points the `binance_default` connection elsewhere (UI, secrets backend, or
     AIRFLOW_CONN_* as here) moves the ingest tasks' REST with it: the settings' URL is dead, the
     connection's is the replay server, and the window is sealed from REST all the same."""
@@ -117,18 +138,29 @@ def test_binance_ingest_follows_the_binance_default_connection(tmp_path, replay,
     for key, value in cfg_for(tmp_path, replay).as_env().items():
         if key not in ("CRYPTOFLOW_WAREHOUSE_DSN", "CRYPTOFLOW_WAREHOUSE_READER_DSN"):
             monkeypatch.setenv(key, value)
-    monkeypatch.setenv("CRYPTOFLOW_BINANCE_REST_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens
-    monkeypatch.setenv("AIRFLOW_CONN_BINANCE_DEFAULT", json.dumps({"conn_type": "http", "extra": {"rest_url": replay.rest_url}}))
+    monkeypatch.setenv(
+        "CRYPTOFLOW_BINANCE_REST_URL", f"http://127.0.0.1:{free_port()}"
+    )  # nothing listens
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_BINANCE_DEFAULT",
+        json.dumps({"conn_type": "http", "extra": {"rest_url": replay.rest_url}}),
+    )
     dag = DagBag(dag_folder=str(PROJECT_ROOT / "dags" / "binance_ingest.py")).dags["binance_ingest"]
     for t in dag.tasks:
         t.retries = 0
     run = dag.test(logical_date=datetime.fromtimestamp(END / 1000, timezone.utc))
     assert run.state == "success"
     snaps = landing.list_snapshots(f"file://{tmp_path}/landing", "1m")
-    assert len(snaps) == 1 and len(landing.read_snapshot(snaps[0])) == 30  # every candle came over REST
+    assert (
+        len(snaps) == 1 and len(landing.read_snapshot(snaps[0])) == 30
+    )  # every candle came over REST
 
-    monkeypatch.delenv("AIRFLOW_CONN_BINANCE_DEFAULT")  # without the connection: the settings' dead URL
-    run = dag.test(logical_date=datetime.fromtimestamp(END / 1000, timezone.utc) + timedelta(minutes=10))
+    monkeypatch.delenv(
+        "AIRFLOW_CONN_BINANCE_DEFAULT"
+    )  # without the connection: the settings' dead URL
+    run = dag.test(
+        logical_date=datetime.fromtimestamp(END / 1000, timezone.utc) + timedelta(minutes=10)
+    )
     assert run.state == "failed"
 
 
@@ -145,7 +177,9 @@ def test_binance_ingest_dag_end_to_end(tmp_path, replay, airflow_db, use_warehou
         t.retries = 0
     # A manual run covers the 10 minutes that end at its logical date.
     logical = datetime.fromtimestamp(END / 1000, timezone.utc)
-    for _ in range(2):  # the second run re-seals the same window: same snapshot, no double bookkeeping
+    for _ in range(
+        2
+    ):  # the second run re-seals the same window: same snapshot, no double bookkeeping
         run = dag.test(logical_date=logical)
         assert run.state == "success"
     snaps = landing.list_snapshots(f"file://{tmp_path}/landing", "1m")
@@ -153,5 +187,6 @@ def test_binance_ingest_dag_end_to_end(tmp_path, replay, airflow_db, use_warehou
     with psycopg.connect(use_warehouse.reader_dsn) as conn:
         assert conn.execute("SELECT count(*) FROM ops.healed_gaps").fetchone()[0] == 30
         status, rows_out = conn.execute(
-            "SELECT status, rows_out FROM ops.pipeline_runs WHERE pipeline = 'binance_ingest'").fetchone()
+            "SELECT status, rows_out FROM ops.pipeline_runs WHERE pipeline = 'binance_ingest'"
+        ).fetchone()
         assert (status, rows_out) == ("success", 30)

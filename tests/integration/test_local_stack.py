@@ -30,8 +30,12 @@ CLI = str(Path(sys.executable).parent / "cryptoflow")
 
 
 def _post_json(url, body, headers=None):
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                 headers={"Content-Type": "application/json", **(headers or {})})
+    req = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
     with urllib.request.urlopen(req, timeout=10) as resp:
         return json.load(resp)
 
@@ -56,13 +60,15 @@ def _listening_ports_of_pids(pids: set[int]) -> list[str]:
 def stack(tmp_path_factory):
     state = tmp_path_factory.mktemp("stack-state")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "CRYPTOFLOW"))}
-    env.update({
-        "CRYPTOFLOW_HOME": str(PROJECT_ROOT),
-        "CRYPTOFLOW_STATE_DIR": str(state),
-        "CRYPTOFLOW_PG_PORT": str(free_port()),
-        "CRYPTOFLOW_AIRFLOW_PORT": str(free_port()),
-        "CRYPTOFLOW_SUPERSET_PORT": str(free_port()),
-    })
+    env.update(
+        {
+            "CRYPTOFLOW_HOME": str(PROJECT_ROOT),
+            "CRYPTOFLOW_STATE_DIR": str(state),
+            "CRYPTOFLOW_PG_PORT": str(free_port()),
+            "CRYPTOFLOW_AIRFLOW_PORT": str(free_port()),
+            "CRYPTOFLOW_SUPERSET_PORT": str(free_port()),
+        }
+    )
     up = subprocess.run([CLI, "up"], env=env, capture_output=True, text=True, timeout=900)
     try:
         assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
@@ -77,15 +83,18 @@ def test_up_serves_airflow_and_superset_on_loopback(stack):
     creds_file = state / "credentials.env"
     assert stat.S_IMODE(creds_file.stat().st_mode) == 0o600
     creds = read_credentials(creds_file)
-    assert creds["AIRFLOW_ADMIN_PASSWORD"] != "admin" and creds["SUPERSET_ADMIN_PASSWORD"] != "admin"
+    assert (
+        creds["AIRFLOW_ADMIN_PASSWORD"] != "admin" and creds["SUPERSET_ADMIN_PASSWORD"] != "admin"
+    )
     # Printed once, on first run.
     assert creds["AIRFLOW_ADMIN_PASSWORD"] in output
 
     airflow = f"http://127.0.0.1:{env['CRYPTOFLOW_AIRFLOW_PORT']}"
     with pytest.raises(urllib.error.HTTPError):
         _post_json(f"{airflow}/auth/token", {"username": "admin", "password": "admin"})
-    token = _post_json(f"{airflow}/auth/token",
-                       {"username": "admin", "password": creds["AIRFLOW_ADMIN_PASSWORD"]})["access_token"]
+    token = _post_json(
+        f"{airflow}/auth/token", {"username": "admin", "password": creds["AIRFLOW_ADMIN_PASSWORD"]}
+    )["access_token"]
 
     expected = {p.stem for p in (PROJECT_ROOT / "dags").glob("*.py") if not p.name.startswith("_")}
     deadline = time.monotonic() + 180  # the dag-processor parses the folder shortly after start
@@ -105,7 +114,9 @@ def test_up_serves_airflow_and_superset_on_loopback(stack):
     # Every service of the stack listens on loopback only.
     run_dir = state / "run"
     pids = {int(p.read_text()) for p in run_dir.glob("*.pid")}
-    children = subprocess.run(["pgrep", "-g", ",".join(map(str, pids))], capture_output=True, text=True).stdout
+    children = subprocess.run(
+        ["pgrep", "-g", ",".join(map(str, pids))], capture_output=True, text=True
+    ).stdout
     pids |= {int(x) for x in children.split()}
     listeners = _listening_ports_of_pids(pids)
     assert listeners, "no listener found for the stack's processes"
@@ -119,4 +130,6 @@ def test_dashboard_role_cannot_write_in_the_running_stack(stack):
     with psycopg.connect(dsn, autocommit=True) as conn:
         assert conn.execute("SELECT count(*) FROM market.candles").fetchone()[0] == 0
         with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
-            conn.execute("INSERT INTO ops.quarantine (source, reason, raw_record) VALUES ('t', 't', 't')")
+            conn.execute(
+                "INSERT INTO ops.quarantine (source, reason, raw_record) VALUES ('t', 't', 't')"
+            )

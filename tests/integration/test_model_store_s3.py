@@ -42,12 +42,25 @@ def moto_s3(monkeypatch, tmp_path):
         monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
         # moto accepts any keys; made up per run so no credential-like literal sits in the repository
         key_id, key = "cf-" + secrets.token_hex(6), secrets.token_hex(12)
-        monkeypatch.setenv("AIRFLOW_CONN_CRYPTOFLOW_MODELS", json.dumps({
-            "conn_type": "aws", "login": key_id, "password": key,
-            "extra": {"endpoint_url": endpoint, "region_name": "us-east-1"}}))
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_CRYPTOFLOW_MODELS",
+            json.dumps(
+                {
+                    "conn_type": "aws",
+                    "login": key_id,
+                    "password": key,
+                    "extra": {"endpoint_url": endpoint, "region_name": "us-east-1"},
+                }
+            ),
+        )
         monkeypatch.setenv("CRYPTOFLOW_MODEL_STORE_URI", STORE)
-        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                          aws_access_key_id=key_id, aws_secret_access_key=key)
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=key_id,
+            aws_secret_access_key=key,
+        )
         s3.create_bucket(Bucket=BUCKET)
         forget_object_stores()  # this endpoint, not an earlier test's
         yield s3
@@ -85,19 +98,33 @@ def test_model_saved_to_s3_and_served_back_by_a_new_registry(moto_s3, small_mode
         reg = ObjectRegistry.from_settings(conn=conn)  # what forecast_hourly's tasks build
         assert reg.current_pointer(SYMBOL) is None and reg.versions(SYMBOL) == []
         reg.record(trained, Decision("promote", "s3 test promotion"))
-        indexed = conn.execute("SELECT status, artifact_uri FROM forecast.model_versions WHERE version = %s",
-                               (v,)).fetchone()
-    assert indexed == ("promoted", f"{STORE}/{SYMBOL}/{v}/model.keras")  # the store's URI, no conn id in it
+        indexed = conn.execute(
+            "SELECT status, artifact_uri FROM forecast.model_versions WHERE version = %s", (v,)
+        ).fetchone()
+    assert indexed == (
+        "promoted",
+        f"{STORE}/{SYMBOL}/{v}/model.keras",
+    )  # the store's URI, no conn id in it
 
     # Really in the bucket, byte for byte what the metadata vouches for.
     keys = _keys(moto_s3)
-    assert set(keys) == {f"models/{SYMBOL}/{v}/model.keras", f"models/{SYMBOL}/{v}/metadata.json",
-                         f"models/{SYMBOL}/current.json", f"models/{SYMBOL}/last_attempt.json"}
+    assert set(keys) == {
+        f"models/{SYMBOL}/{v}/model.keras",
+        f"models/{SYMBOL}/{v}/metadata.json",
+        f"models/{SYMBOL}/current.json",
+        f"models/{SYMBOL}/last_attempt.json",
+    }
     blob = moto_s3.get_object(Bucket=BUCKET, Key=f"models/{SYMBOL}/{v}/model.keras")["Body"].read()
-    meta = json.loads(moto_s3.get_object(Bucket=BUCKET, Key=f"models/{SYMBOL}/{v}/metadata.json")["Body"].read())
+    meta = json.loads(
+        moto_s3.get_object(Bucket=BUCKET, Key=f"models/{SYMBOL}/{v}/metadata.json")["Body"].read()
+    )
     assert len(blob) > 10_000 and meta["artifact_sha256"] == hashlib.sha256(blob).hexdigest()
-    assert json.loads(moto_s3.get_object(Bucket=BUCKET, Key=f"models/{SYMBOL}/current.json")["Body"].read())[
-        "version"] == v
+    assert (
+        json.loads(
+            moto_s3.get_object(Bucket=BUCKET, Key=f"models/{SYMBOL}/current.json")["Body"].read()
+        )["version"]
+        == v
+    )
 
     # A new registry (nothing cached) finds, loads and serves the same model.
     fresh = ObjectRegistry(STORE)
@@ -108,7 +135,11 @@ def test_model_saved_to_s3_and_served_back_by_a_new_registry(moto_s3, small_mode
     assert fresh.metadata(SYMBOL, v) == meta
 
     # What the registry reads is the bucket's: a replaced object is refused, a deleted one is missing.
-    moto_s3.put_object(Bucket=BUCKET, Key=f"models/{SYMBOL}/{v}/model.keras", Body=blob[:100] + bytes([blob[100] ^ 0xFF]) + blob[101:])
+    moto_s3.put_object(
+        Bucket=BUCKET,
+        Key=f"models/{SYMBOL}/{v}/model.keras",
+        Body=blob[:100] + bytes([blob[100] ^ 0xFF]) + blob[101:],
+    )
     with pytest.raises(ModelUnavailable, match="sha256"):
         ObjectRegistry(STORE).load(SYMBOL, v)
     moto_s3.delete_object(Bucket=BUCKET, Key=f"models/{SYMBOL}/{v}/model.keras")

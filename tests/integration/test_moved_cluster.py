@@ -17,8 +17,12 @@ from cryptoflow import cli, settings
 from cryptoflow_stack import passwords, postgres, stack
 from cryptoflow_stack.postgres import free_port
 
-pytestmark = [pytest.mark.integration,
-              pytest.mark.skipif(os.geteuid() != 0, reason="the cluster moves only when the server runs as another user")]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        os.geteuid() != 0, reason="the cluster moves only when the server runs as another user"
+    ),
+]
 
 
 @pytest.fixture
@@ -43,7 +47,9 @@ def _checkout(tmp_path: Path, name: str, monkeypatch) -> settings.Settings:
     return settings.load()
 
 
-def test_a_moved_cluster_is_named_then_reaped_once_its_checkout_is_gone(tmp_path, scratch, monkeypatch, capsys):
+def test_a_moved_cluster_is_named_then_reaped_once_its_checkout_is_gone(
+    tmp_path, scratch, monkeypatch, capsys
+):
     cfg = _checkout(tmp_path, "checkout", monkeypatch)
     creds, _ = passwords.ensure(cfg.credentials_file)
     pg = stack.cluster(cfg, creds)
@@ -60,7 +66,10 @@ def test_a_moved_cluster_is_named_then_reaped_once_its_checkout_is_gone(tmp_path
     shutil.rmtree(tmp_path / "checkout")  # deleted while its server runs
     _checkout(tmp_path, "another", monkeypatch)
     cli.main(["status"])
-    assert f"PostgreSQL cluster {pg.root} (running) for {pg.requested_root} (deleted)" in capsys.readouterr().out
+    assert (
+        f"PostgreSQL cluster {pg.root} (running) for {pg.requested_root} (deleted)"
+        in capsys.readouterr().out
+    )
     cli.main(["down"])
     assert "1 PostgreSQL cluster(s) of deleted checkouts remain" in capsys.readouterr().out
 
@@ -76,5 +85,9 @@ def test_a_moved_cluster_of_unknown_origin_is_left_alone(scratch, capsys):
     (legacy / "data").mkdir(parents=True)
     cli.main(["db", "reap", "--base-dir", str(scratch)])
     out = capsys.readouterr().out
-    assert "reaped 0 cluster(s)" in out and "whose checkout was never recorded" in out and str(legacy) in out
+    assert (
+        "reaped 0 cluster(s)" in out
+        and "whose checkout was never recorded" in out
+        and str(legacy) in out
+    )
     assert legacy.exists()

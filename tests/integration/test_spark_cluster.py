@@ -40,8 +40,10 @@ STORED = range(START_MS + 3_600_000, START_MS + 3_600_000 + 30 * MINUTE_MS, MINU
 
 # Every column the ETL writes, in a stable order (ingested_at/quarantined_at/id say when, not what).
 TABLES = {
-    "market.candles": ("symbol, interval, open_time, close_time, open, high, low, close, base_volume, quote_volume,"
-                       " taker_buy_base_volume, taker_buy_quote_volume, trades, minute_count, is_complete, source"),
+    "market.candles": (
+        "symbol, interval, open_time, close_time, open, high, low, close, base_volume, quote_volume,"
+        " taker_buy_base_volume, taker_buy_quote_volume, trades, minute_count, is_complete, source"
+    ),
     "ops.quarantine": "source, reason, detail, raw_record, symbol, interval, open_time, run_id",
     "market.hourly_metrics": "*",
     "market.return_correlation": "*",
@@ -57,7 +59,9 @@ def manifest(tmp_path_factory):
     missing = START_MS + 7 * MINUTE_MS  # BTC 00:07 never arrives: hour 00 stays incomplete
     skip = lambda s, t: s == "BTCUSDT" and t == missing  # noqa: E731
     uris = write_minutes(landing, SYMS, first_start, START_MS + HOUR, 10 * MINUTE_MS, skip=skip)
-    uris += write_minutes(landing, SYMS, START_MS + 90 * MINUTE_MS, START_MS + 3 * HOUR, 10 * MINUTE_MS)
+    uris += write_minutes(
+        landing, SYMS, START_MS + 90 * MINUTE_MS, START_MS + 3 * HOUR, 10 * MINUTE_MS
+    )
     bad_t = START_MS + 5 * HOUR
     dup = minute_row("BTCUSDT", bad_t)
     uris.append(_write(landing, "1m", bad_t, [dup, dup] + [r for r, _ in _bad_rows(bad_t)]))
@@ -75,7 +79,11 @@ def _seeded_warehouse(pg_cluster):
 def etl_task():
     from airflow.dag_processing.dagbag import DagBag
 
-    return DagBag(dag_folder=str(PROJECT_ROOT / "dags" / "spark_etl.py")).dags["spark_etl"].get_task("etl_candles")
+    return (
+        DagBag(dag_folder=str(PROJECT_ROOT / "dags" / "spark_etl.py"))
+        .dags["spark_etl"]
+        .get_task("etl_candles")
+    )
 
 
 def _dag_command(op, master: str, py_files: str, manifest: str, run_id: str) -> list[str]:
@@ -85,8 +93,14 @@ def _dag_command(op, master: str, py_files: str, manifest: str, run_id: str) -> 
 
     os.environ["AIRFLOW_CONN_SPARK_DEFAULT"] = json.dumps({"conn_type": "spark", "host": master})
     try:
-        hook = SparkSubmitHook(conf=op.conf, conn_id=op._conn_id, jars=op.jars, py_files=py_files, name=op.name,
-                               application_args=["--manifest", manifest, "--run-id", run_id])
+        hook = SparkSubmitHook(
+            conf=op.conf,
+            conn_id=op._conn_id,
+            jars=op.jars,
+            py_files=py_files,
+            name=op.name,
+            application_args=["--manifest", manifest, "--run-id", run_id],
+        )
         return hook._build_spark_submit_command(op.application)
     finally:
         del os.environ["AIRFLOW_CONN_SPARK_DEFAULT"]
@@ -95,19 +109,27 @@ def _dag_command(op, master: str, py_files: str, manifest: str, run_id: str) -> 
 def _submit(op, master: str, py_files, manifest, run_id, wh, lake) -> float:
     venv_bin = str(Path(sys.executable).parent)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRYPTOFLOW_")}
-    env.update({
-        # What CandleEtlSubmitOperator.submit_env adds, and the settings the job reads itself. No
-        # CRYPTOFLOW_SPARK_MASTER: the master is the one spark-submit is given (the connection's).
-        "PATH": venv_bin + os.pathsep + os.environ.get("PATH", ""), "PYSPARK_PYTHON": worker_python(),
-        "CRYPTOFLOW_STATE_DIR": os.environ["CRYPTOFLOW_STATE_DIR"], "CRYPTOFLOW_WAREHOUSE_DSN": wh.writer_dsn,
-        "CRYPTOFLOW_LAKE_URI": lake, "CRYPTOFLOW_SYMBOLS": ",".join(SYMS),
-        "JAVA_HOME": java_home(), "SPARK_LOCAL_IP": "127.0.0.1",  # executors call the driver back on loopback
-    })
+    env.update(
+        {
+            # What CandleEtlSubmitOperator.submit_env adds, and the settings the job reads itself. No
+            # CRYPTOFLOW_SPARK_MASTER: the master is the one spark-submit is given (the connection's).
+            "PATH": venv_bin + os.pathsep + os.environ.get("PATH", ""),
+            "PYSPARK_PYTHON": worker_python(),
+            "CRYPTOFLOW_STATE_DIR": os.environ["CRYPTOFLOW_STATE_DIR"],
+            "CRYPTOFLOW_WAREHOUSE_DSN": wh.writer_dsn,
+            "CRYPTOFLOW_LAKE_URI": lake,
+            "CRYPTOFLOW_SYMBOLS": ",".join(SYMS),
+            "JAVA_HOME": java_home(),
+            "SPARK_LOCAL_IP": "127.0.0.1",  # executors call the driver back on loopback
+        }
+    )
     cmd = _dag_command(op, master, py_files, manifest, run_id)
     assert cmd[0] == "spark-submit"
     cmd[0] = os.path.join(venv_bin, "spark-submit")  # as the operator's PATH finds it
     t0 = time.monotonic()
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=PROJECT_ROOT)
+    res = subprocess.run(
+        cmd, env=env, capture_output=True, text=True, timeout=300, cwd=PROJECT_ROOT
+    )
     assert res.returncode == 0, f"{master}: {res.stdout[-2000:]}\n{res.stderr[-4000:]}"
     took = time.monotonic() - t0
     result = [json.loads(line) for line in res.stdout.splitlines() if line.startswith('{"run_id"')]
@@ -118,8 +140,10 @@ def _submit(op, master: str, py_files, manifest, run_id, wh, lake) -> float:
 
 def _tables(dsn: str) -> dict[str, list[tuple]]:
     with psycopg.connect(dsn) as conn:
-        return {t: conn.execute(f"SELECT {cols} FROM {t} ORDER BY 1, 2, 3, 4, 5, 6").fetchall()
-                for t, cols in TABLES.items()}
+        return {
+            t: conn.execute(f"SELECT {cols} FROM {t} ORDER BY 1, 2, 3, 4, 5, 6").fetchall()
+            for t, cols in TABLES.items()
+        }
 
 
 def _lake(lake_dir: Path):
@@ -135,8 +159,9 @@ def _lake(lake_dir: Path):
     return df, parts
 
 
-def test_cluster_and_local_runs_write_the_same_warehouse_and_lake(pg_cluster, manifest, etl_task, tmp_path,
-                                                                  scratch_dir):
+def test_cluster_and_local_runs_write_the_same_warehouse_and_lake(
+    pg_cluster, manifest, etl_task, tmp_path, scratch_dir
+):
     import pandas as pd
 
     from cryptoflow.etl.plan import package_zip
@@ -147,14 +172,27 @@ def test_cluster_and_local_runs_write_the_same_warehouse_and_lake(pg_cluster, ma
     seconds = {}
 
     # The workers (and so the executors they fork) 5:30 off UTC; the driver is on this machine's zone.
-    with StandaloneCluster(workers=2, cores_per_worker=1, memory="1g", env={"TZ": "Asia/Kolkata"}) as cluster:
-        seconds["cluster"] = _submit(etl_task, cluster.master_url, py_files, manifest, RUN_ID, wh["cluster"],
-                                     f"file://{lakes['cluster']}")
+    with StandaloneCluster(
+        workers=2, cores_per_worker=1, memory="1g", env={"TZ": "Asia/Kolkata"}
+    ) as cluster:
+        seconds["cluster"] = _submit(
+            etl_task,
+            cluster.master_url,
+            py_files,
+            manifest,
+            RUN_ID,
+            wh["cluster"],
+            f"file://{lakes['cluster']}",
+        )
         apps = cluster.state().get("completedapps", [])
     # The run really ran on the cluster's two executors, not silently in the driver.
     assert [(a["state"], a["cores"]) for a in apps] == [("FINISHED", 2)], apps
-    seconds["local"] = _submit(etl_task, "local[*]", py_files, manifest, RUN_ID, wh["local"], f"file://{lakes['local']}")
-    print(f"\nspark_etl run: cluster (2 workers x 1 core) {seconds['cluster']:.1f} s, local[*] {seconds['local']:.1f} s")
+    seconds["local"] = _submit(
+        etl_task, "local[*]", py_files, manifest, RUN_ID, wh["local"], f"file://{lakes['local']}"
+    )
+    print(
+        f"\nspark_etl run: cluster (2 workers x 1 core) {seconds['cluster']:.1f} s, local[*] {seconds['local']:.1f} s"
+    )
 
     got = {mode: _tables(w.reader_dsn) for mode, w in wh.items()}
     for table in TABLES:
@@ -166,7 +204,10 @@ def test_cluster_and_local_runs_write_the_same_warehouse_and_lake(pg_cluster, ma
     # BTC 05:00 of the bad file.
     assert len([r for r in cands if r[1] == "1m"]) == 2 * 4 * 60 - 1 + 1 and len(hours) == 2 * 4 + 1
     assert hours[("BTCUSDT", datetime(2024, 1, 1, 0, tzinfo=timezone.utc))] == (59, False)
-    assert hours[("BTCUSDT", datetime(2024, 1, 1, 1, tzinfo=timezone.utc))] == (60, True)  # stored + new minutes
+    assert hours[("BTCUSDT", datetime(2024, 1, 1, 1, tzinfo=timezone.utc))] == (
+        60,
+        True,
+    )  # stored + new minutes
     reasons = sorted(r[1] for r in got["local"]["ops.quarantine"])
     assert reasons == sorted(reason for _, reason in _bad_rows(START_MS))
     assert all(got["local"][t] for t in TABLES)

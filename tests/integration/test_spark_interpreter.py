@@ -42,7 +42,9 @@ def test_workers_ignore_a_python3_on_path_without_the_packages(scratch_dir):
     bare = scratch_dir / "bin"
     bare.mkdir()
     marker = scratch_dir / "bare-python-ran"
-    (bare / "python3").write_text(f"#!/bin/sh\ntouch {marker}\necho 'bare python3 has no pyarrow' >&2\nexit 1\n")
+    (bare / "python3").write_text(
+        f"#!/bin/sh\ntouch {marker}\necho 'bare python3 has no pyarrow' >&2\nexit 1\n"
+    )
     (bare / "python3").chmod(0o755)
     script = textwrap.dedent("""
         import sys
@@ -54,8 +56,14 @@ def test_workers_ignore_a_python3_on_path_without_the_packages(scratch_dir):
     """)
     env = {**os.environ, "PATH": f"{bare}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("PYSPARK_PYTHON", None)
-    res = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300,
-                         cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    res = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+    )
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     assert f"WORKERS {[sys.executable]}" in res.stdout
     assert not marker.exists()

@@ -40,17 +40,27 @@ STAGES = [
 @pytest.fixture(scope="module")
 def env(tmp_path_factory, shared_data):
     # `up --demo` replays the shared data: without it the demo refuses to start (and these skip).
-    env = stack_env(tmp_path_factory.mktemp("interrupt-state"), ports=("PG", "AIRFLOW", "SUPERSET", "REPLAY"),
-                    CRYPTOFLOW_SHARED_DATA=str(shared_data), CRYPTOFLOW_BINANCE_MODE="replay",
-                    CRYPTOFLOW_SYMBOLS="BTCUSDT")
+    env = stack_env(
+        tmp_path_factory.mktemp("interrupt-state"),
+        ports=("PG", "AIRFLOW", "SUPERSET", "REPLAY"),
+        CRYPTOFLOW_SHARED_DATA=str(shared_data),
+        CRYPTOFLOW_BINANCE_MODE="replay",
+        CRYPTOFLOW_SYMBOLS="BTCUSDT",
+    )
     yield env
     subprocess.run([CLI, "down"], env=env, capture_output=True, text=True, timeout=300)
 
 
 def _up_until(args, env, marker, after, sig, timeout=600):
     """Run `cryptoflow <args>` in its own session; send `sig` to its group `after` s past `marker`."""
-    proc = subprocess.Popen([CLI, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [CLI, *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     seen = []
     deadline = time.monotonic() + timeout
     for line in proc.stdout:
@@ -62,8 +72,11 @@ def _up_until(args, env, marker, after, sig, timeout=600):
         assert time.monotonic() < deadline, f"no {marker!r} in time:\n" + "\n".join(seen)
     else:
         proc.wait()
-        pytest.fail(f"`cryptoflow {' '.join(args)}` ended (rc {proc.returncode}) before {marker!r}:\n"
-                    + "\n".join(seen) + proc.stderr.read()[-3000:])
+        pytest.fail(
+            f"`cryptoflow {' '.join(args)}` ended (rc {proc.returncode}) before {marker!r}:\n"
+            + "\n".join(seen)
+            + proc.stderr.read()[-3000:]
+        )
     out, err = proc.communicate(timeout=300)
     return proc.returncode, seen + out.splitlines(), err.strip().splitlines()
 
@@ -71,15 +84,26 @@ def _up_until(args, env, marker, after, sig, timeout=600):
 def _cluster(env) -> LocalPostgres:
     state = Path(env["CRYPTOFLOW_STATE_DIR"])
     creds = read_credentials(state / "credentials.env")
-    return LocalPostgres(state / "postgres", int(env["CRYPTOFLOW_PG_PORT"]), superuser_password=creds["CF_ADMIN_PASSWORD"])
+    return LocalPostgres(
+        state / "postgres",
+        int(env["CRYPTOFLOW_PG_PORT"]),
+        superuser_password=creds["CF_ADMIN_PASSWORD"],
+    )
 
 
 def _assert_nothing_runs(env, when):
     state = Path(env["CRYPTOFLOW_STATE_DIR"])
     left = process.stack_processes(state)
-    assert left == [], f"{when}: still running: " + "; ".join(f"{p.service}: {p.describe()}" for p in left)
+    assert left == [], f"{when}: still running: " + "; ".join(
+        f"{p.service}: {p.describe()}" for p in left
+    )
     assert not _cluster(env).is_running(), f"{when}: PostgreSQL still runs"
-    for name in ("CRYPTOFLOW_PG_PORT", "CRYPTOFLOW_AIRFLOW_PORT", "CRYPTOFLOW_SUPERSET_PORT", "CRYPTOFLOW_REPLAY_PORT"):
+    for name in (
+        "CRYPTOFLOW_PG_PORT",
+        "CRYPTOFLOW_AIRFLOW_PORT",
+        "CRYPTOFLOW_SUPERSET_PORT",
+        "CRYPTOFLOW_REPLAY_PORT",
+    ):
         assert not process.port_in_use("127.0.0.1", int(env[name])), f"{when}: {name} still taken"
 
 
@@ -104,7 +128,11 @@ def test_down_stops_a_killed_up_s_services_without_their_pid_files(env):
     assert rc == -signal.SIGKILL
     state = Path(env["CRYPTOFLOW_STATE_DIR"])
     running = process.stack_processes(state)
-    assert {p.service for p in running} >= {"airflow-scheduler", "airflow-api-server", "superset"}, running
+    assert {p.service for p in running} >= {
+        "airflow-scheduler",
+        "airflow-api-server",
+        "superset",
+    }, running
     for pid_file in (state / "run").glob("*.pid"):
         pid_file.unlink()  # as if `up` had died between a spawn and its pid file
     said = _down(env)

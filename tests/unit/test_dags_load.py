@@ -4,7 +4,13 @@ import pytest
 
 from tests.conftest import PROJECT_ROOT
 
-EXPECTED_DAGS = {"warehouse_health", "binance_ingest", "spark_etl", "forecast_hourly", "forecast_backtest"}
+EXPECTED_DAGS = {
+    "warehouse_health",
+    "binance_ingest",
+    "spark_etl",
+    "forecast_hourly",
+    "forecast_backtest",
+}
 
 
 @pytest.mark.quick

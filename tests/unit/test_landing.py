@@ -12,19 +12,40 @@ import pytest
 from cryptoflow.candles import LANDING_COLUMNS
 from cryptoflow.sources.binance.wire import from_kline_payload
 from cryptoflow.landing import (
-    WINDOW_MS, list_snapshots, parse_snapshot_name, read_snapshot, snapshot_relpath, window_of, write_snapshot,
+    WINDOW_MS,
+    list_snapshots,
+    parse_snapshot_name,
+    read_snapshot,
+    snapshot_relpath,
+    window_of,
+    write_snapshot,
 )
 
 pytestmark = pytest.mark.quick
 
 W0 = 1726221600000  # 2024-09-13T10:00:00Z (POL's first minute)
-K = {"t": W0, "T": W0 + 59_999, "s": "BTCUSDT", "i": "1m", "o": "58000.10000000", "c": "58010.00000000",
-     "h": "58020.00000000", "l": "57990.00000000", "v": "12.50000000", "n": 321, "x": True,
-     "q": "725001.25000000", "V": "6.1", "Q": "353800.5"}
+K = {
+    "t": W0,
+    "T": W0 + 59_999,
+    "s": "BTCUSDT",
+    "i": "1m",
+    "o": "58000.10000000",
+    "c": "58010.00000000",
+    "h": "58020.00000000",
+    "l": "57990.00000000",
+    "v": "12.50000000",
+    "n": 321,
+    "x": True,
+    "q": "725001.25000000",
+    "V": "6.1",
+    "Q": "353800.5",
+}
 
 
 def minute(symbol: str, i: int, **over):
-    c = from_kline_payload({**K, "s": symbol, "t": W0 + i * 60_000, "T": W0 + i * 60_000 + 59_999}, "websocket")
+    c = from_kline_payload(
+        {**K, "s": symbol, "t": W0 + i * 60_000, "T": W0 + i * 60_000 + 59_999}, "websocket"
+    )
     return dataclasses.replace(c, **over)
 
 
@@ -48,7 +69,9 @@ def test_write_read_deterministic(tmp_path):
     data = path.read_bytes()
     lines = data.decode().splitlines()
     assert lines[0] == ",".join(LANDING_COLUMNS)
-    assert lines[1].startswith(f"BTCUSDT,1m,{W0},{W0 + 59_999},58000.10000000,")  # sorted by symbol, open_time
+    assert lines[1].startswith(
+        f"BTCUSDT,1m,{W0},{W0 + 59_999},58000.10000000,"
+    )  # sorted by symbol, open_time
     assert data.endswith(b"\n") and b"\r" not in data
     # Any arrival order, plus exact duplicates: the same bytes.
     shuffled = candles + random.Random(1).sample(candles, 10)
@@ -76,20 +99,28 @@ def test_equal_values_spelled_differently_are_deterministic(tmp_path):
 def test_conflicting_duplicates_are_returned_not_resolved(tmp_path):
     good = minute("BTCUSDT", 1)
     other = dataclasses.replace(good, close=Decimal("58011"), source="rest")
-    res = write_snapshot(f"file://{tmp_path}", "1m", W0, W0 + WINDOW_MS, [minute("BTCUSDT", 0), good, other])
+    res = write_snapshot(
+        f"file://{tmp_path}", "1m", W0, W0 + WINDOW_MS, [minute("BTCUSDT", 0), good, other]
+    )
     assert res.rows == 1
     assert [r.reason for r in res.rejections] == ["conflicting_duplicate"] * 2
     assert {r.source for r in res.rejections} == {"rest", "websocket"}
-    assert all(r.open_time == good.open_time and r.symbol == "BTCUSDT" and r.raw.startswith("BTCUSDT,1m,")
-               for r in res.rejections)
+    assert all(
+        r.open_time == good.open_time and r.symbol == "BTCUSDT" and r.raw.startswith("BTCUSDT,1m,")
+        for r in res.rejections
+    )
     assert [c.open_time for c in read_snapshot(res.uri)] == [W0]
 
 
 def test_open_candles_and_foreign_candles(tmp_path):
-    res = write_snapshot(str(tmp_path), "1m", W0, W0 + WINDOW_MS, [minute("BTCUSDT", 0, closed=False)])
+    res = write_snapshot(
+        str(tmp_path), "1m", W0, W0 + WINDOW_MS, [minute("BTCUSDT", 0, closed=False)]
+    )
     assert res.rows == 0 and [r.reason for r in res.rejections] == ["not_closed"]
     with pytest.raises(ValueError):
-        write_snapshot(str(tmp_path), "1m", W0, W0 + WINDOW_MS, [minute("BTCUSDT", 10)])  # next window
+        write_snapshot(
+            str(tmp_path), "1m", W0, W0 + WINDOW_MS, [minute("BTCUSDT", 10)]
+        )  # next window
     with pytest.raises(ValueError):
         write_snapshot(str(tmp_path), "5m", W0, W0 + WINDOW_MS, [minute("BTCUSDT", 0)])
 
@@ -103,9 +134,20 @@ def test_list_snapshots(tmp_path):
     root = f"file://{tmp_path}"
     for w in range(3):
         start = W0 + w * WINDOW_MS
-        write_snapshot(root, "1m", start, start + WINDOW_MS,
-                       [dataclasses.replace(c, open_time=c.open_time + w * WINDOW_MS,
-                                            close_time=c.close_time + w * WINDOW_MS) for c in window_candles()])
+        write_snapshot(
+            root,
+            "1m",
+            start,
+            start + WINDOW_MS,
+            [
+                dataclasses.replace(
+                    c,
+                    open_time=c.open_time + w * WINDOW_MS,
+                    close_time=c.close_time + w * WINDOW_MS,
+                )
+                for c in window_candles()
+            ],
+        )
     # A temp file of a writer in progress is not a snapshot.
     day = tmp_path / "interval=1m" / "date=2024-09-13"
     (day / ".20240913T103000Z_20240913T104000Z.csv.1.0.tmp").write_text("partial")

@@ -27,8 +27,11 @@ def _python_files():
 
 
 def test_no_python_file_is_over_600_lines():
-    long = {str(p.relative_to(PROJECT_ROOT)): n for p in _python_files()
-            if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    long = {
+        str(p.relative_to(PROJECT_ROOT)): n
+        for p in _python_files()
+        if (n := len(p.read_text().splitlines())) > MAX_LINES
+    }
     assert not long, f"split these by concern: {long}"
 
 
@@ -64,7 +67,9 @@ def import_graph() -> dict[str, set[str]]:
                     deps.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base)
             elif isinstance(node, ast.Import):
                 deps.update(a.name for a in node.names)
-        graph[name] = {d for d in deps if d in modules and d != name and not name.startswith(d + ".")}
+        graph[name] = {
+            d for d in deps if d in modules and d != name and not name.startswith(d + ".")
+        }
     return graph
 
 
@@ -76,7 +81,7 @@ def test_no_import_cycle_between_modules():
         state[node] = "open"
         for dep in sorted(graph[node]):
             if state.get(dep) == "open":
-                cycles.append(stack[stack.index(dep):] + [dep])
+                cycles.append(stack[stack.index(dep) :] + [dep])
             elif dep not in state:
                 visit(dep, stack + [dep])
         state[node] = "done"
@@ -105,8 +110,13 @@ def test_no_import_cycle_between_packages():
 
 
 def test_runtime_imports_no_tooling():
-    leaks = sorted(f"{module} -> {dep}" for module, deps in import_graph().items() if module.split(".")[0] == "cryptoflow"
-                   for dep in deps if dep.split(".")[0] in TOOLING)
+    leaks = sorted(
+        f"{module} -> {dep}"
+        for module, deps in import_graph().items()
+        if module.split(".")[0] == "cryptoflow"
+        for dep in deps
+        if dep.split(".")[0] in TOOLING
+    )
     assert not leaks, f"the runtime package imports tooling: {leaks}"
 
 

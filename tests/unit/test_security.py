@@ -31,19 +31,33 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # name = "literal" where the name says secret (JSON, YAML, Python keyword or assignment forms).
 SECRET_ASSIGNMENT = re.compile(
-    r"""(?i)\b(\w*(?:password|passwd|secret|api_?key|token|access_?key)\w*)["']?\s*[:=]\s*["']([^"'\s]{4,})["']""")
-KEY_MATERIAL = re.compile(r"AKIA[0-9A-Z]{16}|-----BEGIN [A-Z ]*PRIVATE KEY-----|ghp_[A-Za-z0-9]{36}|xox[baprs]-[0-9A-Za-z-]{10,}")
+    r"""(?i)\b(\w*(?:password|passwd|secret|api_?key|token|access_?key)\w*)["']?\s*[:=]\s*["']([^"'\s]{4,})["']"""
+)
+KEY_MATERIAL = re.compile(
+    r"AKIA[0-9A-Z]{16}|-----BEGIN [A-Z ]*PRIVATE KEY-----|ghp_[A-Za-z0-9]{36}|xox[baprs]-[0-9A-Za-z-]{10,}"
+)
 # Literal passwords of throwaway clusters created and destroyed by a test or benchmark run (they
 # guard nothing that outlives the run), moto's documented dummy keys, and the admin/admin the
 # stack test proves is refused; "s3cret" / "s%40cret" are dummies masking tests look for.
-THROWAWAY = {"test-admin", "test-writer", "test-reader", "bench", "bench-admin", "testing", "admin", "s3cret",
-             "s%40cret"}
+THROWAWAY = {
+    "test-admin",
+    "test-writer",
+    "test-reader",
+    "bench",
+    "bench-admin",
+    "testing",
+    "admin",
+    "s3cret",
+    "s%40cret",
+}
 DSN_PASSWORD = re.compile(r"\b[a-z][a-z0-9+]*://[^:/@\s\"']+:([^@/\s\"']{4,})@")
 SECRET_FILES = re.compile(r"(^|/)(\.env|credentials\.env|.*\.pem|id_rsa.*|.*\.key|\.htpasswd)$")
 
 
 def tracked_files() -> list[str]:
-    out = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
     return [f for f in out.splitlines() if f]
 
 
@@ -75,8 +89,9 @@ def test_compose_takes_every_secret_from_the_environment():
     text = (ROOT / "docker-compose.yaml").read_text()
     for line in text.splitlines():
         # a key whose name ends in PASSWORD / SECRET(_KEY) / ACCESS_KEY(_ID), whatever the case
-        if re.search(r"(?i)(password|secret|secret_key|access_key|access_key_id)[\"']?\s*[:=]", line) \
-                and not line.strip().startswith("#"):
+        if re.search(
+            r"(?i)(password|secret|secret_key|access_key|access_key_id)[\"']?\s*[:=]", line
+        ) and not line.strip().startswith("#"):
             value = re.split(r"[:=]", line, maxsplit=1)[1].strip().strip("'\"")
             assert value == "" or "$" in value or value.isupper(), line
 
@@ -102,9 +117,14 @@ def test_every_service_defaults_to_loopback():
     assert s.bind_host == "127.0.0.1"
     assert "@127.0.0.1:" in s.warehouse_dsn and "@127.0.0.1:" in s.warehouse_reader_dsn
     # The local stack passes bind_host to Airflow's api-server and to Superset's gunicorn.
-    assert '"AIRFLOW__API__HOST": settings.bind_host' in (ROOT / "include/cryptoflow_stack/airflow.py").read_text()
-    assert '"-b", f"{settings.bind_host}:{settings.superset_port}"' in (
-        ROOT / "include/cryptoflow_stack/superset.py").read_text()
+    assert (
+        '"AIRFLOW__API__HOST": settings.bind_host'
+        in (ROOT / "include/cryptoflow_stack/airflow.py").read_text()
+    )
+    assert (
+        '"-b", f"{settings.bind_host}:{settings.superset_port}"'
+        in (ROOT / "include/cryptoflow_stack/superset.py").read_text()
+    )
 
 
 def _outward_address() -> str | None:
@@ -132,8 +152,23 @@ def test_replay_server_binds_loopback_unless_told_otherwise():
     assert inspect.signature(ReplayServer).parameters["host"].default == "127.0.0.1"
     # `cryptoflow replay-server` without --host: settings.bind_host, loopback by default.
     assert "host=host or settings.bind_host" in inspect.getsource(replay.serve)
-    one = Candle("BTCUSDT", "1h", 0, 3_599_999, *([Decimal(1)] * 4), Decimal(1), Decimal(1), None, None, 1, True, "t")
-    srv = ReplayServer({("BTCUSDT", "1h"): [one]}, port=0, shift_to_present=False, start_ms=0).start()
+    one = Candle(
+        "BTCUSDT",
+        "1h",
+        0,
+        3_599_999,
+        *([Decimal(1)] * 4),
+        Decimal(1),
+        Decimal(1),
+        None,
+        None,
+        1,
+        True,
+        "t",
+    )
+    srv = ReplayServer(
+        {("BTCUSDT", "1h"): [one]}, port=0, shift_to_present=False, start_ms=0
+    ).start()
     try:
         socket.create_connection(("127.0.0.1", srv.port), timeout=2).close()
         outward = _outward_address()
@@ -146,8 +181,10 @@ def test_replay_server_binds_loopback_unless_told_otherwise():
 
 # --- SQL: parameters and quoted identifiers ---------------------------------------------------------
 
-SQL_WORDS = re.compile(r"(?i)\b(SELECT|INSERT|UPDATE|DELETE|CREATE|DROP|ALTER|TRUNCATE|COPY|GRANT)\b[\s\S]*"
-                       r"\b(FROM|INTO|SET|TABLE|WHERE|ROLE|DATABASE|ON|STDIN)\b")
+SQL_WORDS = re.compile(
+    r"(?i)\b(SELECT|INSERT|UPDATE|DELETE|CREATE|DROP|ALTER|TRUNCATE|COPY|GRANT)\b[\s\S]*"
+    r"\b(FROM|INTO|SET|TABLE|WHERE|ROLE|DATABASE|ON|STDIN)\b"
+)
 CODE_DIRS = ("include/cryptoflow", "dags", "spark_jobs", "plugins", "models")
 # (file, enclosing function): SQL text with interpolation that is reviewed and why it is safe.
 REVIEWED = {
@@ -177,13 +214,24 @@ def _sql_fstrings(path: Path):
         return "<module>"
 
     for node in ast.walk(tree):
-        if isinstance(node, ast.JoinedStr) and any(isinstance(v, ast.FormattedValue) for v in node.values):
+        if isinstance(node, ast.JoinedStr) and any(
+            isinstance(v, ast.FormattedValue) for v in node.values
+        ):
             text = "".join(v.value for v in node.values if isinstance(v, ast.Constant))
-        elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mod) and isinstance(node.left, ast.Constant) \
-                and isinstance(node.left.value, str):
+        elif (
+            isinstance(node, ast.BinOp)
+            and isinstance(node.op, ast.Mod)
+            and isinstance(node.left, ast.Constant)
+            and isinstance(node.left.value, str)
+        ):
             text = node.left.value
-        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "format"
-              and isinstance(node.func.value, ast.Constant) and isinstance(node.func.value.value, str)):
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "format"
+            and isinstance(node.func.value, ast.Constant)
+            and isinstance(node.func.value.value, str)
+        ):
             text = node.func.value.value
         else:
             continue
@@ -199,15 +247,33 @@ def test_sql_is_built_with_parameters_and_quoted_identifiers():
             for func, src in _sql_fstrings(path):
                 if (rel, func) not in REVIEWED:
                     offenders.append(f"{rel}:{func}: {src}")
-    assert not offenders, ("SQL built by string interpolation (use parameters, psycopg.sql.Identifier/Literal, "
-                           "or add a reviewed entry with the reason):\n" + "\n".join(offenders))
+    assert not offenders, (
+        "SQL built by string interpolation (use parameters, psycopg.sql.Identifier/Literal, "
+        "or add a reviewed entry with the reason):\n" + "\n".join(offenders)
+    )
 
 
-@pytest.mark.parametrize("symbol", ["BTC'USDT", "BTCUSDT;DROP TABLE x", "btc usdt", "../etc", "BTC/USDT", "BTC\"x"])
+@pytest.mark.parametrize(
+    "symbol", ["BTC'USDT", "BTCUSDT;DROP TABLE x", "btc usdt", "../etc", "BTC/USDT", 'BTC"x']
+)
 def test_hostile_symbol_names_are_refused(symbol):
     with pytest.raises(settings_mod.ConfigError):
         settings_mod.load({"CRYPTOFLOW_SYMBOLS": f"ETHUSDT,{symbol}"})
-    k = {"t": 1627776000000, "T": 1627776059999, "s": symbol, "i": "1m", "o": "1", "c": "1", "h": "1",
-         "l": "1", "v": "1", "n": 1, "x": True, "q": "1", "V": "0", "Q": "0"}
+    k = {
+        "t": 1627776000000,
+        "T": 1627776059999,
+        "s": symbol,
+        "i": "1m",
+        "o": "1",
+        "c": "1",
+        "h": "1",
+        "l": "1",
+        "v": "1",
+        "n": 1,
+        "x": True,
+        "q": "1",
+        "V": "0",
+        "Q": "0",
+    }
     with pytest.raises(CandleFormatError):
         from_kline_payload(k, "ws")

@@ -23,26 +23,42 @@ def test_defaults_run_everything_on_one_machine(tmp_path):
 
 
 def test_replay_mode_points_clients_at_the_local_server(tmp_path):
-    s = settings.load({"CRYPTOFLOW_STATE_DIR": str(tmp_path), "CRYPTOFLOW_BINANCE_MODE": "replay",
-                       "CRYPTOFLOW_REPLAY_PORT": "9555"})
+    s = settings.load(
+        {
+            "CRYPTOFLOW_STATE_DIR": str(tmp_path),
+            "CRYPTOFLOW_BINANCE_MODE": "replay",
+            "CRYPTOFLOW_REPLAY_PORT": "9555",
+        }
+    )
     assert s.binance_ws_url == "ws://127.0.0.1:9555"
     assert s.binance_rest_url == "http://127.0.0.1:9555"
 
 
 def test_distributed_values_pass_through(tmp_path):
-    s = settings.load({"CRYPTOFLOW_STATE_DIR": str(tmp_path), "CRYPTOFLOW_LAKE_URI": "hdfs://namenode:8020/lake",
-                       "CRYPTOFLOW_MODEL_STORE_URI": "s3://models/cryptoflow",
-                       "CRYPTOFLOW_SPARK_MASTER": "spark://spark-master:7077"})
+    s = settings.load(
+        {
+            "CRYPTOFLOW_STATE_DIR": str(tmp_path),
+            "CRYPTOFLOW_LAKE_URI": "hdfs://namenode:8020/lake",
+            "CRYPTOFLOW_MODEL_STORE_URI": "s3://models/cryptoflow",
+            "CRYPTOFLOW_SPARK_MASTER": "spark://spark-master:7077",
+        }
+    )
     assert (s.lake_uri, s.model_store_uri, s.spark_master) == (
-        "hdfs://namenode:8020/lake", "s3://models/cryptoflow", "spark://spark-master:7077")
+        "hdfs://namenode:8020/lake",
+        "s3://models/cryptoflow",
+        "spark://spark-master:7077",
+    )
 
 
-@pytest.mark.parametrize("env, message", [
-    ({"CRYPTOFLOW_BINANCE_MODE": "paper"}, "CRYPTOFLOW_BINANCE_MODE"),
-    ({"CRYPTOFLOW_PG_PORT": "abc"}, "CRYPTOFLOW_PG_PORT"),
-    ({"CRYPTOFLOW_AIRFLOW_PORT": "70000"}, "CRYPTOFLOW_AIRFLOW_PORT"),
-    ({"CRYPTOFLOW_SYMBOLS": "BTC/USDT"}, "CRYPTOFLOW_SYMBOLS"),
-])
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"CRYPTOFLOW_BINANCE_MODE": "paper"}, "CRYPTOFLOW_BINANCE_MODE"),
+        ({"CRYPTOFLOW_PG_PORT": "abc"}, "CRYPTOFLOW_PG_PORT"),
+        ({"CRYPTOFLOW_AIRFLOW_PORT": "70000"}, "CRYPTOFLOW_AIRFLOW_PORT"),
+        ({"CRYPTOFLOW_SYMBOLS": "BTC/USDT"}, "CRYPTOFLOW_SYMBOLS"),
+    ],
+)
 def test_bad_configuration_names_the_variable(tmp_path, env, message):
     with pytest.raises(settings.ConfigError, match=message):
         settings.load({"CRYPTOFLOW_STATE_DIR": str(tmp_path), **env})
@@ -72,24 +88,48 @@ def test_config_shows_every_setting_by_section(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out.splitlines()
     headers = [line for line in out if line.startswith("[")]
     assert headers == [f"[{section}]" for section in settings.SECTIONS]
-    assert {line.split("=", 1)[0] for line in out if "=" in line} == {s.env for s in settings.SETTINGS}
-    assert out.index("CRYPTOFLOW_FORECAST_LOOKBACK=48") > out.index("[forecast]") > out.index("CRYPTOFLOW_SYMBOLS=" +
-                                                                                           ",".join(settings.DEFAULT_SYMBOLS))
+    assert {line.split("=", 1)[0] for line in out if "=" in line} == {
+        s.env for s in settings.SETTINGS
+    }
+    assert (
+        out.index("CRYPTOFLOW_FORECAST_LOOKBACK=48")
+        > out.index("[forecast]")
+        > out.index("CRYPTOFLOW_SYMBOLS=" + ",".join(settings.DEFAULT_SYMBOLS))
+    )
     assert out.index("CRYPTOFLOW_BENCH_ROWS=1000000") > out.index("[bench]")
 
 
 def test_sections_are_read_alone_and_parsed_like_the_rest(tmp_path):
-    assert settings.section_values("bench", {"CRYPTOFLOW_BENCH_FORECAST_SYMBOLS": "BTCUSDT, ETHUSDT",
-                                             "CRYPTOFLOW_BENCH_VERBOSE": "yes"})["forecast_symbols"] == ("BTCUSDT", "ETHUSDT")
+    assert settings.section_values(
+        "bench",
+        {
+            "CRYPTOFLOW_BENCH_FORECAST_SYMBOLS": "BTCUSDT, ETHUSDT",
+            "CRYPTOFLOW_BENCH_VERBOSE": "yes",
+        },
+    )["forecast_symbols"] == ("BTCUSDT", "ETHUSDT")
     s = settings.load({"CRYPTOFLOW_STATE_DIR": str(tmp_path), "CRYPTOFLOW_BENCH_VERBOSE": "yes"})
-    assert s.bench_verbose is True and s.as_env()["CRYPTOFLOW_BENCH_VERBOSE"] == "1" and s.bench_rows == 1000000
-    assert settings.section_values("forecast", {"CRYPTOFLOW_FORECAST_LOOKBACK": "48"}, {"lookback": "12"})["lookback"] == 12
+    assert (
+        s.bench_verbose is True
+        and s.as_env()["CRYPTOFLOW_BENCH_VERBOSE"] == "1"
+        and s.bench_rows == 1000000
+    )
+    assert (
+        settings.section_values(
+            "forecast", {"CRYPTOFLOW_FORECAST_LOOKBACK": "48"}, {"lookback": "12"}
+        )["lookback"]
+        == 12
+    )
     with pytest.raises(settings.ConfigError, match="CRYPTOFLOW_BENCH_OPERATE_MINUTES"):
-        settings.load({"CRYPTOFLOW_STATE_DIR": str(tmp_path), "CRYPTOFLOW_BENCH_OPERATE_MINUTES": "long"})
+        settings.load(
+            {"CRYPTOFLOW_STATE_DIR": str(tmp_path), "CRYPTOFLOW_BENCH_OPERATE_MINUTES": "long"}
+        )
     # Sections other than core stay out of the stack file, as they always have.
-    recorded = settings.stack_file_values(settings.load({"CRYPTOFLOW_STATE_DIR": str(tmp_path),
-                                                         "CRYPTOFLOW_FORECAST_LOOKBACK": "48"}))
-    assert not [key for key in recorded if key.startswith(("CRYPTOFLOW_FORECAST_L", "CRYPTOFLOW_BENCH_"))]
+    recorded = settings.stack_file_values(
+        settings.load({"CRYPTOFLOW_STATE_DIR": str(tmp_path), "CRYPTOFLOW_FORECAST_LOOKBACK": "48"})
+    )
+    assert not [
+        key for key in recorded if key.startswith(("CRYPTOFLOW_FORECAST_L", "CRYPTOFLOW_BENCH_"))
+    ]
 
 
 def test_credentials_are_generated_once_with_mode_600(tmp_path):
@@ -108,7 +148,9 @@ def test_first_run_services_get_the_generated_passwords(tmp_path):
     from cryptoflow_stack.airflow import airflow_env
 
     before = settings.load({"CRYPTOFLOW_STATE_DIR": str(tmp_path)})
-    assert "@" in before.warehouse_dsn and ":" not in before.warehouse_dsn.split("//")[1].split("@")[0]
+    assert (
+        "@" in before.warehouse_dsn and ":" not in before.warehouse_dsn.split("//")[1].split("@")[0]
+    )
     creds, _ = passwords.ensure(before.credentials_file)
     after = settings.with_local_credentials(before, creds)
     env = airflow_env(after, creds)
@@ -116,7 +158,9 @@ def test_first_run_services_get_the_generated_passwords(tmp_path):
     assert creds["CF_WRITER_PASSWORD"] in env["AIRFLOW_CONN_CRYPTOFLOW_WAREHOUSE"]
     assert creds["CF_READER_PASSWORD"] in env["CRYPTOFLOW_WAREHOUSE_READER_DSN"]
     # An explicit DSN is never touched.
-    explicit = settings.load({"CRYPTOFLOW_STATE_DIR": str(tmp_path), "CRYPTOFLOW_WAREHOUSE_DSN": "postgresql://u:p@h/db"})
+    explicit = settings.load(
+        {"CRYPTOFLOW_STATE_DIR": str(tmp_path), "CRYPTOFLOW_WAREHOUSE_DSN": "postgresql://u:p@h/db"}
+    )
     assert settings.with_local_credentials(explicit, creds).warehouse_dsn == "postgresql://u:p@h/db"
 
 

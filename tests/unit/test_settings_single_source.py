@@ -21,13 +21,20 @@ pytestmark = pytest.mark.quick
 
 ROOT = Path(__file__).resolve().parents[2]
 # All of include/ (its packages are listed to prove they are there), and every other folder of code.
-PACKAGES = ("include/cryptoflow", "include/cryptoflow_stack", "include/cryptoflow_bench", "include/binance_emulator")
+PACKAGES = (
+    "include/cryptoflow",
+    "include/cryptoflow_stack",
+    "include/cryptoflow_bench",
+    "include/binance_emulator",
+)
 PRODUCTION_DIRS = ("include", "plugins", "dags", "spark_jobs", "models", "scripts")
 ALLOWED = {
     Path("include/cryptoflow/settings.py"): "the definition itself",
     # Loaded by Superset itself (SUPERSET_CONFIG_PATH) to find the project's configuration; its owner
     # may route it through cryptoflow.settings, which the Superset image installs.
-    Path("include/docker/superset/superset_config.py"): "Superset's configuration in the compose image",
+    Path(
+        "include/docker/superset/superset_config.py"
+    ): "Superset's configuration in the compose image",
 }
 
 _NAME = r"""["'](CRYPTOFLOW_\w+)["']"""
@@ -53,29 +60,37 @@ def _production_files():
                 yield rel, path
 
 
-@pytest.mark.parametrize("line, names", [
-    ('x = os.environ.get("CRYPTOFLOW_A", "1")', ["CRYPTOFLOW_A"]),
-    ("x = os.environ['CRYPTOFLOW_A']", ["CRYPTOFLOW_A"]),
-    ('x = os.getenv("CRYPTOFLOW_A")', ["CRYPTOFLOW_A"]),
-    ('if environ.get("CRYPTOFLOW_A"):', ["CRYPTOFLOW_A"]),
-    ('if env["CRYPTOFLOW_A"] != "replay":', ["CRYPTOFLOW_A"]),
-    ('if env["CRYPTOFLOW_A"] == "replay":', ["CRYPTOFLOW_A"]),
-    ('if "CRYPTOFLOW_A" in os.environ:', ["CRYPTOFLOW_A"]),
-    # Writes for child processes, and mere mentions, are not reads.
-    ('env["CRYPTOFLOW_A"] = "1"', []),
-    ('os.environ["CRYPTOFLOW_A"] = str(x)', []),
-    ('env = {**os.environ, "CRYPTOFLOW_A": "1"}', []),
-    ('"""Set CRYPTOFLOW_A to choose."""', []),
-])
+@pytest.mark.parametrize(
+    "line, names",
+    [
+        ('x = os.environ.get("CRYPTOFLOW_A", "1")', ["CRYPTOFLOW_A"]),
+        ("x = os.environ['CRYPTOFLOW_A']", ["CRYPTOFLOW_A"]),
+        ('x = os.getenv("CRYPTOFLOW_A")', ["CRYPTOFLOW_A"]),
+        ('if environ.get("CRYPTOFLOW_A"):', ["CRYPTOFLOW_A"]),
+        ('if env["CRYPTOFLOW_A"] != "replay":', ["CRYPTOFLOW_A"]),
+        ('if env["CRYPTOFLOW_A"] == "replay":', ["CRYPTOFLOW_A"]),
+        ('if "CRYPTOFLOW_A" in os.environ:', ["CRYPTOFLOW_A"]),
+        # Writes for child processes, and mere mentions, are not reads.
+        ('env["CRYPTOFLOW_A"] = "1"', []),
+        ('os.environ["CRYPTOFLOW_A"] = str(x)', []),
+        ('env = {**os.environ, "CRYPTOFLOW_A": "1"}', []),
+        ('"""Set CRYPTOFLOW_A to choose."""', []),
+    ],
+)
 def test_the_scan_tells_reads_from_writes(line, names):
     assert env_reads(line) == names
 
 
 def test_no_production_module_reads_cryptoflow_variables_itself():
-    offenders = {str(rel): names for rel, path in _production_files() if (names := env_reads(path.read_text()))}
+    offenders = {
+        str(rel): names
+        for rel, path in _production_files()
+        if (names := env_reads(path.read_text()))
+    }
     assert not offenders, (
         f"CRYPTOFLOW_* read outside cryptoflow.settings: {offenders}; declare the variable in settings.Settings "
-        "and read it through settings.load()")
+        "and read it through settings.load()"
+    )
 
 
 def test_no_production_module_builds_variable_names_from_a_prefix():
@@ -113,25 +128,42 @@ def default_reads(source: str) -> list[str]:
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             for default in (*node.args.defaults, *node.args.kw_defaults):
-                calls = [ast.unparse(n.func) for n in ast.walk(default) if isinstance(n, ast.Call)] if default else []
+                calls = (
+                    [ast.unparse(n.func) for n in ast.walk(default) if isinstance(n, ast.Call)]
+                    if default
+                    else []
+                )
                 if any(re.search(r"environ|getenv|settings|\bload$", call) for call in calls):
                     out.append(node.name)
     return out
 
 
-@pytest.mark.parametrize("source, read", [
-    ('def bench(n: int = int(os.environ.get("CRYPTOFLOW_BENCH_ROWS", "1"))) -> dict: ...', True),
-    ('def bench(months=(1, 3),\n          runs: int = int(os.environ.get("CRYPTOFLOW_BENCH_RUNS", "3"))): ...', True),
-    ("def bench(*, master: str = settings.load().bench_spark_master): ...", True),
-    ("def choose_mode(environ=os.environ) -> str: ...", False),
-    ("def bench(n: int | None = None, symbols=tuple(DEFAULT_SYMBOLS)) -> dict: ...", False),
-])
+@pytest.mark.parametrize(
+    "source, read",
+    [
+        (
+            'def bench(n: int = int(os.environ.get("CRYPTOFLOW_BENCH_ROWS", "1"))) -> dict: ...',
+            True,
+        ),
+        (
+            'def bench(months=(1, 3),\n          runs: int = int(os.environ.get("CRYPTOFLOW_BENCH_RUNS", "3"))): ...',
+            True,
+        ),
+        ("def bench(*, master: str = settings.load().bench_spark_master): ...", True),
+        ("def choose_mode(environ=os.environ) -> str: ...", False),
+        ("def bench(n: int | None = None, symbols=tuple(DEFAULT_SYMBOLS)) -> dict: ...", False),
+    ],
+)
 def test_the_scan_finds_switches_read_in_default_arguments(source, read):
     assert bool(default_reads(source)) is read
 
 
 def test_no_switch_is_read_when_a_module_is_imported():
-    offenders = {str(rel): names for rel, path in _production_files() if (names := default_reads(path.read_text()))}
+    offenders = {
+        str(rel): names
+        for rel, path in _production_files()
+        if (names := default_reads(path.read_text()))
+    }
     assert not offenders
 
 
@@ -142,17 +174,28 @@ def test_the_forecast_knobs_and_the_bench_switches_are_declared_in_sections():
     for name in ForecastConfig.__dataclass_fields__:
         assert by_env[f"CRYPTOFLOW_FORECAST_{name.upper()}"].section == "forecast", name
     bench = [s.env for s in settings.SETTINGS if s.section == "bench"]
-    assert "CRYPTOFLOW_BENCH_ROWS" in bench and all(name.startswith("CRYPTOFLOW_BENCH_") for name in bench)
+    assert "CRYPTOFLOW_BENCH_ROWS" in bench and all(
+        name.startswith("CRYPTOFLOW_BENCH_") for name in bench
+    )
     assert set(settings.SECTIONS) == {s.section for s in settings.SETTINGS}
     assert all(s.doc and "\n" not in s.doc for s in settings.SETTINGS)
 
 
 def test_the_shared_data_is_derived_in_one_place(tmp_path):
     home = tmp_path / "checkout"
-    assert settings.shared_data_dir({"CRYPTOFLOW_HOME": str(home)}) == home.resolve().parent / "shared" / "data"
-    assert settings.shared_data_dir({"CRYPTOFLOW_SHARED_DATA": "/data/shared"}) == Path("/data/shared")
-    derivations = {str(rel) for rel, path in _production_files() if '"shared" / "data"' in path.read_text()}
-    assert not derivations, f"the shared data's path derived outside cryptoflow.settings: {derivations}"
+    assert (
+        settings.shared_data_dir({"CRYPTOFLOW_HOME": str(home)})
+        == home.resolve().parent / "shared" / "data"
+    )
+    assert settings.shared_data_dir({"CRYPTOFLOW_SHARED_DATA": "/data/shared"}) == Path(
+        "/data/shared"
+    )
+    derivations = {
+        str(rel) for rel, path in _production_files() if '"shared" / "data"' in path.read_text()
+    }
+    assert not derivations, (
+        f"the shared data's path derived outside cryptoflow.settings: {derivations}"
+    )
 
 
 def test_every_setting_is_declared_once_with_its_own_name():
@@ -163,7 +206,9 @@ def test_every_setting_is_declared_once_with_its_own_name():
 
 
 def test_the_moved_variables_keep_their_defaults(tmp_path):
-    s = settings.load({"CRYPTOFLOW_STATE_DIR": str(tmp_path), "CRYPTOFLOW_HOME": str(tmp_path / "checkout")})
+    s = settings.load(
+        {"CRYPTOFLOW_STATE_DIR": str(tmp_path), "CRYPTOFLOW_HOME": str(tmp_path / "checkout")}
+    )
     home = (tmp_path / "checkout").resolve()
     assert s.s3_endpoint_url == ""
     assert s.postgres_jdbc_jar == "/usr/share/java/postgresql.jar"
@@ -178,20 +223,36 @@ def test_the_moved_variables_keep_their_defaults(tmp_path):
 def test_the_moved_variables_are_read(tmp_path):
     import os
 
-    s = settings.load({
-        "CRYPTOFLOW_STATE_DIR": str(tmp_path), "CRYPTOFLOW_S3_ENDPOINT_URL": "http://minio:9000",
-        "CRYPTOFLOW_POSTGRES_JDBC_JAR": "/opt/pg.jar", "CRYPTOFLOW_SPARK_DRIVER_MEMORY": "1g",
-        "CRYPTOFLOW_MODELS_DIR": str(tmp_path / "m"), "CRYPTOFLOW_FORECAST_TF_THREADS": "3",
-        "CRYPTOFLOW_CODE_VERSION": "abc123", "CRYPTOFLOW_REPLAY_DATA": os.pathsep.join(["/a", "/b"]),
-        "CRYPTOFLOW_SHARED_DATA": "/data/shared"})
-    assert (s.s3_endpoint_url, s.postgres_jdbc_jar, s.spark_driver_memory) == ("http://minio:9000", "/opt/pg.jar", "1g")
+    s = settings.load(
+        {
+            "CRYPTOFLOW_STATE_DIR": str(tmp_path),
+            "CRYPTOFLOW_S3_ENDPOINT_URL": "http://minio:9000",
+            "CRYPTOFLOW_POSTGRES_JDBC_JAR": "/opt/pg.jar",
+            "CRYPTOFLOW_SPARK_DRIVER_MEMORY": "1g",
+            "CRYPTOFLOW_MODELS_DIR": str(tmp_path / "m"),
+            "CRYPTOFLOW_FORECAST_TF_THREADS": "3",
+            "CRYPTOFLOW_CODE_VERSION": "abc123",
+            "CRYPTOFLOW_REPLAY_DATA": os.pathsep.join(["/a", "/b"]),
+            "CRYPTOFLOW_SHARED_DATA": "/data/shared",
+        }
+    )
+    assert (s.s3_endpoint_url, s.postgres_jdbc_jar, s.spark_driver_memory) == (
+        "http://minio:9000",
+        "/opt/pg.jar",
+        "1g",
+    )
     assert (s.models_dir, s.forecast_tf_threads, s.code_version) == (tmp_path / "m", 3, "abc123")
     assert s.replay_data == (Path("/a"), Path("/b")) and s.shared_data == Path("/data/shared")
     # ...and handed to child processes as they were given.
     env = s.as_env()
-    assert env["CRYPTOFLOW_REPLAY_DATA"] == os.pathsep.join(["/a", "/b"]) and env["CRYPTOFLOW_FORECAST_TF_THREADS"] == "3"
+    assert (
+        env["CRYPTOFLOW_REPLAY_DATA"] == os.pathsep.join(["/a", "/b"])
+        and env["CRYPTOFLOW_FORECAST_TF_THREADS"] == "3"
+    )
     with pytest.raises(settings.ConfigError, match="CRYPTOFLOW_FORECAST_TF_THREADS"):
-        settings.load({"CRYPTOFLOW_STATE_DIR": str(tmp_path), "CRYPTOFLOW_FORECAST_TF_THREADS": "many"})
+        settings.load(
+            {"CRYPTOFLOW_STATE_DIR": str(tmp_path), "CRYPTOFLOW_FORECAST_TF_THREADS": "many"}
+        )
 
 
 def test_directories_under_the_checkout_follow_it_in_the_stack_file(tmp_path):
@@ -199,10 +260,13 @@ def test_directories_under_the_checkout_follow_it_in_the_stack_file(tmp_path):
     s = settings.load({"CRYPTOFLOW_STATE_DIR": str(tmp_path)})
     recorded = settings.stack_file_values(s)
     assert "CRYPTOFLOW_MODELS_DIR" not in recorded and "CRYPTOFLOW_SHARED_DATA" not in recorded
-    moved = settings.load({"CRYPTOFLOW_STATE_DIR": str(tmp_path), "CRYPTOFLOW_MODELS_DIR": "/elsewhere"})
+    moved = settings.load(
+        {"CRYPTOFLOW_STATE_DIR": str(tmp_path), "CRYPTOFLOW_MODELS_DIR": "/elsewhere"}
+    )
     assert settings.stack_file_values(moved)["CRYPTOFLOW_MODELS_DIR"] == "/elsewhere"
 
 
 def test_given_names_only_what_is_set():
-    assert settings.given({"CRYPTOFLOW_BINANCE_MODE": "replay", "CRYPTOFLOW_SYMBOLS": "", "OTHER": "x"}) == \
-        {"binance_mode": "replay"}
+    assert settings.given(
+        {"CRYPTOFLOW_BINANCE_MODE": "replay", "CRYPTOFLOW_SYMBOLS": "", "OTHER": "x"}
+    ) == {"binance_mode": "replay"}

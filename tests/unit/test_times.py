@@ -6,8 +6,14 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from cryptoflow.times import (datetime_from_ms, merge_ranges, ms_from_datetime, parse_utc, parse_utc_ms,
-                              utc_ms)
+from cryptoflow.times import (
+    datetime_from_ms,
+    merge_ranges,
+    ms_from_datetime,
+    parse_utc,
+    parse_utc_ms,
+    utc_ms,
+)
 
 pytestmark = pytest.mark.quick
 
@@ -22,8 +28,17 @@ def test_ms_and_datetime_round_trip():
     assert ms_from_datetime(datetime_from_ms(T + 1)) == T + 1
 
 
-@pytest.mark.parametrize("value", ["2024-09-13T10:00", "2024-09-13T10:00:00Z", "2024-09-13T12:00+02:00", T_DT,
-                                   datetime(2024, 9, 13, 10), T])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2024-09-13T10:00",
+        "2024-09-13T10:00:00Z",
+        "2024-09-13T12:00+02:00",
+        T_DT,
+        datetime(2024, 9, 13, 10),
+        T,
+    ],
+)
 def test_parse_utc_reads_iso_datetimes_and_ms(value):
     assert parse_utc(value) == T_DT and parse_utc(value).utcoffset() == timedelta(0)
     assert parse_utc_ms(value) == T
@@ -35,4 +50,8 @@ def test_parse_utc_ms_keeps_none():
 
 def test_merge_ranges_merges_touching_and_overlapping():
     assert merge_ranges([]) == []
-    assert merge_ranges([(5, 6), (0, 2), (2, 3), (1, 2), (7, 9), (8, 8)]) == [(0, 3), (5, 6), (7, 9)]
+    assert merge_ranges([(5, 6), (0, 2), (2, 3), (1, 2), (7, 9), (8, 8)]) == [
+        (0, 3),
+        (5, 6),
+        (7, 9),
+    ]

@@ -23,16 +23,26 @@ def plan(params, run_id: str, triggering_asset_events) -> dict | bool:
     events = [ev for evs in (triggering_asset_events or {}).values() for ev in evs]
     uris = planning.snapshots_from_events(events)
     if not events and params.get("uris"):
-        uris = list(params["uris"])  # explicit snapshots, e.g. history seeded by the demo or an import
+        uris = list(
+            params["uris"]
+        )  # explicit snapshots, e.g. history seeded by the demo or an import
     elif not events:
-        start, end = planning.parse_time(params.get("start")), planning.parse_time(params.get("end"))
+        start, end = (
+            planning.parse_time(params.get("start")),
+            planning.parse_time(params.get("end")),
+        )
         if start is None or end is None:
             raise AirflowFailException("a manual run needs params start and end (ISO times)")
-        uris = planning.snapshots_for_range(cfg.landing_uri, params.get("intervals") or [cfg.interval], start, end)
+        uris = planning.snapshots_for_range(
+            cfg.landing_uri, params.get("intervals") or [cfg.interval], start, end
+        )
     if not uris:
         log.info("no snapshots to process")
         return False  # nothing new, no Asset event
-    return {"manifest": planning.write_manifest(cfg.landing_uri, run_id, uris), "snapshots": len(uris)}
+    return {
+        "manifest": planning.write_manifest(cfg.landing_uri, run_id, uris),
+        "snapshots": len(uris),
+    }
 
 
 def data_quality(check: str, run_id: str, manifest: str) -> str:
@@ -43,7 +53,9 @@ def data_quality(check: str, run_id: str, manifest: str) -> str:
     cfg = settings.load()
     uris = read_manifest(manifest) if check == "gaps" else None
     with WarehouseHook().connect() as conn:
-        failures = dq.run_check(conn, check, run_id, symbols=cfg.symbols, interval=cfg.interval, snapshot_uris=uris)
+        failures = dq.run_check(
+            conn, check, run_id, symbols=cfg.symbols, interval=cfg.interval, snapshot_uris=uris
+        )
     if failures:
         raise AirflowFailException(dq.describe_failures(check, failures))
     return "ok"
@@ -59,5 +71,8 @@ def candles_loaded(run_id: str) -> CandlesLoaded:
     def iso(ms):
         return datetime.fromtimestamp(ms / 1000, timezone.utc).isoformat()
 
-    return CandlesLoaded(run_id, run.get("counts", {}).get("kept", 0),
-                         {key: (iso(lo), iso(hi)) for key, (lo, hi) in run.get("ranges", {}).items()})
+    return CandlesLoaded(
+        run_id,
+        run.get("counts", {}).get("kept", 0),
+        {key: (iso(lo), iso(hi)) for key, (lo, hi) in run.get("ranges", {}).items()},
+    )

@@ -64,12 +64,22 @@ class BinanceHook(BaseHook):
         try:
             conn = self.get_connection(self.binance_conn_id)
         except Exception as exc:  # not defined (the usual case), or no metadata DB outside a task
-            self.log.debug("no Airflow connection %r (%s): using cryptoflow settings", self.binance_conn_id, exc)
+            self.log.debug(
+                "no Airflow connection %r (%s): using cryptoflow settings",
+                self.binance_conn_id,
+                exc,
+            )
             conn = None
         if conn is not None:
-            extra = conn.extra_dejson if hasattr(conn, "extra_dejson") else json.loads(conn.extra or "{}")
+            extra = (
+                conn.extra_dejson
+                if hasattr(conn, "extra_dejson")
+                else json.loads(conn.extra or "{}")
+            )
             if conn.host:
-                host = conn.host if "://" in conn.host else f"{conn.schema or 'https'}://{conn.host}"
+                host = (
+                    conn.host if "://" in conn.host else f"{conn.schema or 'https'}://{conn.host}"
+                )
                 out["rest_url"] = f"{host}:{conn.port}" if conn.port else host
             for key in ("rest_url", "ws_url"):
                 if extra.get(key):
@@ -101,14 +111,24 @@ class BinanceHook(BaseHook):
         if self._client is None:
             from cryptoflow import sources
 
-            options = {k: v for k, v in self._overrides().items() if k in ("weight_budget", "weight_margin")}
+            options = {
+                k: v
+                for k, v in self._overrides().items()
+                if k in ("weight_budget", "weight_margin")
+            }
             options.update(self.client_options)
-            self._client = sources.get("binance").history(self.settings, rest_url=self.rest_url, **options)
+            self._client = sources.get("binance").history(
+                self.settings, rest_url=self.rest_url, **options
+            )
         return self._client
 
-    def fetch_klines(self, symbol: str, start_ms: int, end_ms: int, interval: str | None = None, **kwargs):
+    def fetch_klines(
+        self, symbol: str, start_ms: int, end_ms: int, interval: str | None = None, **kwargs
+    ):
         """Closed candles of `symbol` with open time in [start_ms, end_ms] (see BinanceRestClient.fetch_klines)."""
-        return self.get_conn().fetch_klines(symbol, interval or self.interval, start_ms, end_ms, **kwargs)
+        return self.get_conn().fetch_klines(
+            symbol, interval or self.interval, start_ms, end_ms, **kwargs
+        )
 
     def tick_sizes(self, symbols=None) -> dict:
         """{symbol: Decimal tickSize} from exchangeInfo, for `symbols` (default: the configured ones;
@@ -119,8 +139,12 @@ class BinanceHook(BaseHook):
         """What a collector needs to open the stream: ws_url, symbols, interval, the combined URL."""
         from cryptoflow.sources.binance.stream import combined_url, stream_names
 
-        return {"ws_url": self.ws_url, "symbols": list(self.symbols), "interval": self.interval,
-                "url": combined_url(self.ws_url, stream_names(self.symbols, self.interval))}
+        return {
+            "ws_url": self.ws_url,
+            "symbols": list(self.symbols),
+            "interval": self.interval,
+            "url": combined_url(self.ws_url, stream_names(self.symbols, self.interval)),
+        }
 
     def test_connection(self) -> tuple[bool, str]:
         """Airflow UI's "Test": one cheap request (weight 1) to the REST endpoint."""
@@ -151,13 +175,21 @@ class WarehouseHook(PostgresHook):
         conn = self.get_conn()  # the provider's own path: IAM tokens, extras, options
         if not isinstance(conn, psycopg.Connection):  # psycopg2 would come with SQLAlchemy 1.x
             conn.close()
-            raise RuntimeError("the warehouse code needs psycopg 3: PostgresHook returned "
-                               f"{type(conn).__module__}.{type(conn).__name__} (is SQLAlchemy 2 installed?)")
+            raise RuntimeError(
+                "the warehouse code needs psycopg 3: PostgresHook returned "
+                f"{type(conn).__module__}.{type(conn).__name__} (is SQLAlchemy 2 installed?)"
+            )
         return conn
 
     def dsn(self) -> str:
         """The connection as a libpq conninfo string: what a process outside Airflow (spark-submit) takes."""
         c = self.connection
         extra = {k: v for k, v in c.extra_dejson.items() if k not in self.ignored_extra_options}
-        return make_conninfo(host=c.host, port=c.port, user=c.login, password=c.password,
-                             dbname=self.database or c.schema, **extra)
+        return make_conninfo(
+            host=c.host,
+            port=c.port,
+            user=c.login,
+            password=c.password,
+            dbname=self.database or c.schema,
+            **extra,
+        )

@@ -34,7 +34,8 @@ class CandleEtlSubmitOperator(SparkSubmitOperator):
             # The provider would fall back to master=yarn without a word.
             raise AirflowFailException(
                 f"Spark connection {self._conn_id!r} is not defined (set AIRFLOW_CONN_SPARK_DEFAULT, "
-                f"e.g. {{\"conn_type\": \"spark\", \"host\": \"{cfg.spark_master}\"}})") from exc
+                f'e.g. {{"conn_type": "spark", "host": "{cfg.spark_master}"}})'
+            ) from exc
         from cryptoflow.etl.plan import package_zip
 
         self.py_files = package_zip(cfg.state_dir / "spark")
@@ -46,9 +47,11 @@ class CandleEtlSubmitOperator(SparkSubmitOperator):
         reads as its warehouse_dsn setting."""
         dsn = WarehouseHook().dsn()
         mask_secret(dsn)  # redacted wherever a log line would show it
-        return {"PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
-                "PYSPARK_PYTHON": worker_python(),
-                settings.env_name("warehouse_dsn"): dsn}
+        return {
+            "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
+            "PYSPARK_PYTHON": worker_python(),
+            settings.env_name("warehouse_dsn"): dsn,
+        }
 
     def _get_hook(self) -> SparkSubmitHook:
         # The DSN has a password, so it reaches spark-submit through the hook's env_vars, which in
@@ -66,5 +69,6 @@ class CandleEtlSubmitOperator(SparkSubmitOperator):
             # There the provider puts env_vars on the spark-submit command line (--conf), or rejects them.
             raise AirflowFailException(
                 f"the ETL job runs its driver in client mode only (master {master!r}, deploy mode "
-                f"{deploy_mode!r}): the warehouse DSN would otherwise be passed on the command line")
+                f"{deploy_mode!r}): the warehouse DSN would otherwise be passed on the command line"
+            )
         return hook

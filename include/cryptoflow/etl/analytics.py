@@ -31,10 +31,29 @@ CORRELATION_DAYS = 30
 METRIC_REACH_MS = (max(VOLATILITY_HOURS, MA_SHORT_HOURS, MA_LONG_HOURS) - 1) * HOUR_MS
 CORRELATION_REACH_MS = (CORRELATION_DAYS - 1) * DAY_MS
 
-METRICS_COLUMNS = ("symbol", "open_time", "close", "return_pct", "log_return", "volatility_24h",
-                   "ma_24h", "ma_168h", "quote_volume", "is_complete")
-PROFILE_COLUMNS = ("symbol", "interval", "day", "bucket", "price_low", "price_high", "base_volume",
-                   "quote_volume", "candles")
+METRICS_COLUMNS = (
+    "symbol",
+    "open_time",
+    "close",
+    "return_pct",
+    "log_return",
+    "volatility_24h",
+    "ma_24h",
+    "ma_168h",
+    "quote_volume",
+    "is_complete",
+)
+PROFILE_COLUMNS = (
+    "symbol",
+    "interval",
+    "day",
+    "bucket",
+    "price_low",
+    "price_high",
+    "base_volume",
+    "quote_volume",
+    "candles",
+)
 CORRELATION_COLUMNS = ("day", "symbol_a", "symbol_b", "window_days", "correlation", "hours")
 
 
@@ -48,15 +67,27 @@ def hourly_metrics(hourly: DataFrame) -> DataFrame:
     close = F.col("close").cast("double")
     prev_close = F.lag("close").over(by_symbol).cast("double")
     adjacent = F.lag("open_time").over(by_symbol) == F.col("open_time") - HOUR_MS
-    df = (hourly.where(F.col("interval") == "1h")
-          .withColumn("return_pct", F.when(adjacent & (prev_close > 0), (close / prev_close - 1) * 100))
-          .withColumn("log_return", F.when(adjacent & (prev_close > 0) & (close > 0), F.log(close / prev_close))))
+    df = (
+        hourly.where(F.col("interval") == "1h")
+        .withColumn(
+            "return_pct", F.when(adjacent & (prev_close > 0), (close / prev_close - 1) * 100)
+        )
+        .withColumn(
+            "log_return",
+            F.when(adjacent & (prev_close > 0) & (close > 0), F.log(close / prev_close)),
+        )
+    )
     return df.select(
-        "symbol", "open_time", "close", "return_pct", "log_return",
+        "symbol",
+        "open_time",
+        "close",
+        "return_pct",
+        "log_return",
         F.stddev_samp("log_return").over(trailing(VOLATILITY_HOURS)).alias("volatility_24h"),
         F.avg(close).over(trailing(MA_SHORT_HOURS)).alias("ma_24h"),
         F.avg(close).over(trailing(MA_LONG_HOURS)).alias("ma_168h"),
-        "quote_volume", "is_complete",
+        "quote_volume",
+        "is_complete",
     )
 
 
@@ -65,24 +96,44 @@ def volume_profile(candles: DataFrame) -> DataFrame:
     day = F.to_date(F.timestamp_millis("open_time"))
     part = Window.partitionBy("symbol", "interval", "day")
     tp = (F.col("high") + F.col("low") + F.col("close")).cast("double") / 3
-    df = (candles.withColumn("day", day)
-          .withColumn("_lo", F.min(F.col("low").cast("double")).over(part))
-          .withColumn("_hi", F.max(F.col("high").cast("double")).over(part))
-          .withColumn("_w", (F.col("_hi") - F.col("_lo")) / PROFILE_BUCKETS))
+    df = (
+        candles.withColumn("day", day)
+        .withColumn("_lo", F.min(F.col("low").cast("double")).over(part))
+        .withColumn("_hi", F.max(F.col("high").cast("double")).over(part))
+        .withColumn("_w", (F.col("_hi") - F.col("_lo")) / PROFILE_BUCKETS)
+    )
     # Clamped both ways: (h + l + c) / 3 in floating point can land a hair outside [lo, hi]
     # (e.g. h = l = c = the day's low gives 25.879549999999998 < 25.87955).
     raw_bucket = F.floor((tp - F.col("_lo")) / F.col("_w"))
-    bucket = F.when(F.col("_w") > 0, F.greatest(F.lit(0), F.least(raw_bucket, F.lit(PROFILE_BUCKETS - 1)))) \
-              .otherwise(F.lit(0)).cast("int")
-    return (df.withColumn("bucket", bucket)
-            .groupBy("symbol", "interval", "day", "bucket")
-            .agg(F.first("_lo").alias("_lo"), F.first("_w").alias("_w"),
-                 F.sum("base_volume").alias("base_volume"), F.sum("quote_volume").alias("quote_volume"),
-                 F.count(F.lit(1)).alias("candles"))
-            .select("symbol", "interval", "day", "bucket",
-                    (F.col("_lo") + F.col("bucket") * F.col("_w")).alias("price_low"),
-                    (F.col("_lo") + (F.col("bucket") + 1) * F.col("_w")).alias("price_high"),
-                    "base_volume", "quote_volume", "candles"))
+    bucket = (
+        F.when(
+            F.col("_w") > 0, F.greatest(F.lit(0), F.least(raw_bucket, F.lit(PROFILE_BUCKETS - 1)))
+        )
+        .otherwise(F.lit(0))
+        .cast("int")
+    )
+    return (
+        df.withColumn("bucket", bucket)
+        .groupBy("symbol", "interval", "day", "bucket")
+        .agg(
+            F.first("_lo").alias("_lo"),
+            F.first("_w").alias("_w"),
+            F.sum("base_volume").alias("base_volume"),
+            F.sum("quote_volume").alias("quote_volume"),
+            F.count(F.lit(1)).alias("candles"),
+        )
+        .select(
+            "symbol",
+            "interval",
+            "day",
+            "bucket",
+            (F.col("_lo") + F.col("bucket") * F.col("_w")).alias("price_low"),
+            (F.col("_lo") + (F.col("bucket") + 1) * F.col("_w")).alias("price_high"),
+            "base_volume",
+            "quote_volume",
+            "candles",
+        )
+    )
 
 
 # Relative to the sum of squares, the variance of hourly log returns is ~1 (their mean is ~0); a
@@ -94,19 +145,39 @@ def return_correlation(metrics: DataFrame, days: int = CORRELATION_DAYS) -> Data
     """`metrics`: hourly_metrics output. Per day and symbol pair (a < b): correlation over `days` days."""
     r = metrics.where(F.col("log_return").isNotNull()).select("symbol", "open_time", "log_return")
     a, b = r.alias("a"), r.alias("b")
-    pairs = a.join(b, (F.col("a.open_time") == F.col("b.open_time")) & (F.col("a.symbol") < F.col("b.symbol")))
+    pairs = a.join(
+        b, (F.col("a.open_time") == F.col("b.open_time")) & (F.col("a.symbol") < F.col("b.symbol"))
+    )
     x, y = F.col("a.log_return"), F.col("b.log_return")
-    daily = (pairs.select(F.col("a.symbol").alias("symbol_a"), F.col("b.symbol").alias("symbol_b"),
-                          F.to_date(F.timestamp_millis(F.col("a.open_time"))).alias("day"),
-                          x.alias("x"), y.alias("y"))
-             .groupBy("symbol_a", "symbol_b", "day")
-             .agg(F.count(F.lit(1)).alias("n"), F.sum("x").alias("sx"), F.sum("y").alias("sy"),
-                  F.sum(F.col("x") * F.col("x")).alias("sxx"), F.sum(F.col("y") * F.col("y")).alias("syy"),
-                  F.sum(F.col("x") * F.col("y")).alias("sxy")))
-    w = (Window.partitionBy("symbol_a", "symbol_b").orderBy(F.unix_date("day"))
-         .rangeBetween(-(days - 1), 0))
-    s = daily.select("symbol_a", "symbol_b", "day",
-                     *[F.sum(c).over(w).alias(c) for c in ("n", "sx", "sy", "sxx", "syy", "sxy")])
+    daily = (
+        pairs.select(
+            F.col("a.symbol").alias("symbol_a"),
+            F.col("b.symbol").alias("symbol_b"),
+            F.to_date(F.timestamp_millis(F.col("a.open_time"))).alias("day"),
+            x.alias("x"),
+            y.alias("y"),
+        )
+        .groupBy("symbol_a", "symbol_b", "day")
+        .agg(
+            F.count(F.lit(1)).alias("n"),
+            F.sum("x").alias("sx"),
+            F.sum("y").alias("sy"),
+            F.sum(F.col("x") * F.col("x")).alias("sxx"),
+            F.sum(F.col("y") * F.col("y")).alias("syy"),
+            F.sum(F.col("x") * F.col("y")).alias("sxy"),
+        )
+    )
+    w = (
+        Window.partitionBy("symbol_a", "symbol_b")
+        .orderBy(F.unix_date("day"))
+        .rangeBetween(-(days - 1), 0)
+    )
+    s = daily.select(
+        "symbol_a",
+        "symbol_b",
+        "day",
+        *[F.sum(c).over(w).alias(c) for c in ("n", "sx", "sy", "sxx", "syy", "sxy")],
+    )
     n = F.col("n").cast("double")
     cov = F.col("sxy") - F.col("sx") * F.col("sy") / n
     vx = F.col("sxx") - F.col("sx") * F.col("sx") / n
@@ -118,10 +189,24 @@ def return_correlation(metrics: DataFrame, days: int = CORRELATION_DAYS) -> Data
     # Clamp the rounding overshoot (|r| a hair above 1), but only where there is a correlation:
     # greatest() skips NULLs, so clamping NULL would store -1.0, a perfect anti-correlation.
     clamped = F.when(corr.isNotNull(), F.least(F.greatest(corr, F.lit(-1.0)), F.lit(1.0)))
-    return s.select("day", "symbol_a", "symbol_b", F.lit(days).alias("window_days"),
-                    clamped.alias("correlation"),
-                    F.col("n").cast("int").alias("hours"))
+    return s.select(
+        "day",
+        "symbol_a",
+        "symbol_b",
+        F.lit(days).alias("window_days"),
+        clamped.alias("correlation"),
+        F.col("n").cast("int").alias("hours"),
+    )
 
 
-__all__ = ["hourly_metrics", "volume_profile", "return_correlation", "METRICS_COLUMNS", "PROFILE_COLUMNS",
-           "CORRELATION_COLUMNS", "METRIC_REACH_MS", "CORRELATION_REACH_MS", "CORRELATION_DAYS"]
+__all__ = [
+    "hourly_metrics",
+    "volume_profile",
+    "return_correlation",
+    "METRICS_COLUMNS",
+    "PROFILE_COLUMNS",
+    "CORRELATION_COLUMNS",
+    "METRIC_REACH_MS",
+    "CORRELATION_REACH_MS",
+    "CORRELATION_DAYS",
+]

@@ -16,8 +16,17 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import DecimalType
 
 from cryptoflow import quarantine
-from cryptoflow.candles import (CANDLE_COLUMNS, DECIMAL_FIELDS, DECIMAL_PATTERN, INTEGER_PATTERN, KEY_COLUMNS,
-                                LANDING_COLUMNS, MAX_FRACTION_DIGITS, VALUE_COLUMNS, spark_violations)
+from cryptoflow.candles import (
+    CANDLE_COLUMNS,
+    DECIMAL_FIELDS,
+    DECIMAL_PATTERN,
+    INTEGER_PATTERN,
+    KEY_COLUMNS,
+    LANDING_COLUMNS,
+    MAX_FRACTION_DIGITS,
+    VALUE_COLUMNS,
+    spark_violations,
+)
 
 HOUR_MS = 3_600_000
 MINUTE_MS = 60_000
@@ -50,7 +59,8 @@ def typed_landing(raw: DataFrame) -> DataFrame:
     parsed = [("bad_number", c) for c in DECIMAL_FIELDS] + [("bad_type", c) for c in _INT_FIELDS]
     # Rebuild with the raw values alongside, so "present but unparseable" can be told from "empty".
     df = raw.withColumn("raw_record", raw_line).select(
-        *[F.col(c) for c in cols if c not in DECIMAL_FIELDS + _INT_FIELDS], "raw_record",
+        *[F.col(c) for c in cols if c not in DECIMAL_FIELDS + _INT_FIELDS],
+        "raw_record",
         *[F.col(c).alias(f"_raw_{c}") for c in DECIMAL_FIELDS + _INT_FIELDS],
     )
     # try_cast alone is more lenient than the parsers (it trims spaces, reads '+5' and non-ASCII
@@ -59,18 +69,34 @@ def typed_landing(raw: DataFrame) -> DataFrame:
     for c in DECIMAL_FIELDS:
         df = df.withColumn(c, _parsed_decimal(F.col(f"_raw_{c}")))
     for c in _INT_FIELDS:
-        df = df.withColumn(c, F.when(F.col(f"_raw_{c}").rlike(f"^{INTEGER_PATTERN}$"),
-                                     F.col(f"_raw_{c}").try_cast("bigint")))
+        df = df.withColumn(
+            c,
+            F.when(
+                F.col(f"_raw_{c}").rlike(f"^{INTEGER_PATTERN}$"),
+                F.col(f"_raw_{c}").try_cast("bigint"),
+            ),
+        )
     conditions = []
     if "_corrupt_record" in cols:
-        conditions.append((F.col("_corrupt_record").isNotNull(), F.lit("malformed_row"),
-                           F.lit(f"expected {len(LANDING_COLUMNS)} columns")))
+        conditions.append(
+            (
+                F.col("_corrupt_record").isNotNull(),
+                F.lit("malformed_row"),
+                F.lit(f"expected {len(LANDING_COLUMNS)} columns"),
+            )
+        )
     for parse_reason, c in parsed:
         # Only an empty field is missing; "  " is present and does not parse (as in Python).
         present = F.col(f"_raw_{c}").isNotNull() & (F.length(F.col(f"_raw_{c}")) > 0)
-        conditions.append((present & F.col(c).isNull(), F.lit(parse_reason),
-                           F.concat(F.lit(f"{c}="), F.substring(F.col(f"_raw_{c}"), 1, 40),
-                                    F.lit(" does not parse"))))
+        conditions.append(
+            (
+                present & F.col(c).isNull(),
+                F.lit(parse_reason),
+                F.concat(
+                    F.lit(f"{c}="), F.substring(F.col(f"_raw_{c}"), 1, 40), F.lit(" does not parse")
+                ),
+            )
+        )
     reason = F.lit(None).cast("string")
     detail = F.lit(None).cast("string")
     for cond, r, d in reversed(conditions):  # the first failing check wins
@@ -94,14 +120,20 @@ def _parsed_decimal(raw: Column) -> Column:
     Branches of a CASE, not an OR: Spark evaluates the expressions an OR's right side shares
     (the exponent's regex) for every row, a CASE's later branches only where they are reached.
     Costs half the time of `fast | general` on Binance's plain decimals."""
-    return F.when(raw.rlike(_PLAIN_FAST), raw.try_cast(DEC)).when(_plain_decimal_general(raw), raw.try_cast(DEC))
+    return F.when(raw.rlike(_PLAIN_FAST), raw.try_cast(DEC)).when(
+        _plain_decimal_general(raw), raw.try_cast(DEC)
+    )
 
 
 def _plain_decimal_general(raw: Column) -> Column:
     fraction = F.length(F.regexp_extract(raw, r"\.([0-9]*)", 1))
     exponent_text = F.regexp_extract(raw, r"[eE]([+-]?[0-9]+)$", 1)
     exponent = F.when(exponent_text == "", F.lit(0)).otherwise(exponent_text.try_cast("bigint"))
-    return raw.rlike(f"^{DECIMAL_PATTERN}$") & exponent.isNotNull() & (fraction - exponent <= MAX_FRACTION_DIGITS)
+    return (
+        raw.rlike(f"^{DECIMAL_PATTERN}$")
+        & exponent.isNotNull()
+        & (fraction - exponent <= MAX_FRACTION_DIGITS)
+    )
 
 
 def resolve_duplicates(df: DataFrame) -> DataFrame:
@@ -115,23 +147,40 @@ def resolve_duplicates(df: DataFrame) -> DataFrame:
     key = [F.col(k) for k in KEY]
     has_key = _has_key()
     values = F.struct(*[F.col(c) for c in VALUE_COLUMNS if c in df.columns])
-    ordered = Window.partitionBy(*key).orderBy(F.col("source").asc_nulls_first(), F.col("raw_record"))
+    ordered = Window.partitionBy(*key).orderBy(
+        F.col("source").asc_nulls_first(), F.col("raw_record")
+    )
     # The same partitioning and order for the whole-key aggregates: Spark then computes all three
     # in one sort of the rows instead of two (the larger part of validating a backfill).
     whole = ordered.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
-    df = (df.withColumn("_variants", F.size(F.collect_set(values).over(whole)))
-            .withColumn("_copies", F.count(F.lit(1)).over(whole))
-            .withColumn("_nth", F.row_number().over(ordered)))
-    status = (F.when(~has_key, F.lit("kept"))
-               .when(F.col("_variants") > 1, F.lit("conflict"))
-               .when(F.col("_nth") > 1, F.lit("collapsed"))
-               .otherwise(F.lit("kept")))
-    detail = F.concat(F.col("_copies").cast("string"), F.lit(" copies of "), F.col("symbol"), F.lit(" "),
-                      F.col("interval"), F.lit(" open_time="), F.col("open_time").cast("string"),
-                      F.lit(" with "), F.col("_variants").cast("string"), F.lit(" different sets of values"))
-    return (df.withColumn("dup_status", status)
-              .withColumn("dup_detail", F.when(has_key & (F.col("_variants") > 1), detail))
-              .drop("_variants", "_copies", "_nth"))
+    df = (
+        df.withColumn("_variants", F.size(F.collect_set(values).over(whole)))
+        .withColumn("_copies", F.count(F.lit(1)).over(whole))
+        .withColumn("_nth", F.row_number().over(ordered))
+    )
+    status = (
+        F.when(~has_key, F.lit("kept"))
+        .when(F.col("_variants") > 1, F.lit("conflict"))
+        .when(F.col("_nth") > 1, F.lit("collapsed"))
+        .otherwise(F.lit("kept"))
+    )
+    detail = F.concat(
+        F.col("_copies").cast("string"),
+        F.lit(" copies of "),
+        F.col("symbol"),
+        F.lit(" "),
+        F.col("interval"),
+        F.lit(" open_time="),
+        F.col("open_time").cast("string"),
+        F.lit(" with "),
+        F.col("_variants").cast("string"),
+        F.lit(" different sets of values"),
+    )
+    return (
+        df.withColumn("dup_status", status)
+        .withColumn("dup_detail", F.when(has_key & (F.col("_variants") > 1), detail))
+        .drop("_variants", "_copies", "_nth")
+    )
 
 
 def _has_key() -> Column:
@@ -141,7 +190,9 @@ def _has_key() -> Column:
 
 def _sole_copies(df: DataFrame) -> DataFrame:
     """`df` with resolve_duplicates' columns for rows that are their key's only copy."""
-    return df.withColumn("dup_status", F.lit("kept")).withColumn("dup_detail", F.lit(None).cast("string"))
+    return df.withColumn("dup_status", F.lit("kept")).withColumn(
+        "dup_detail", F.lit(None).cast("string")
+    )
 
 
 def duplicate_keys(typed: DataFrame) -> DataFrame:
@@ -160,28 +211,49 @@ def validate(typed: DataFrame, symbols, *, duplicates: bool = True) -> DataFrame
     """
     if duplicates:
         readable = F.col("format_reason").isNull()
-        deduped = resolve_duplicates(typed.where(readable)).unionByName(_sole_copies(typed.where(~readable)))
+        deduped = resolve_duplicates(typed.where(readable)).unionByName(
+            _sole_copies(typed.where(~readable))
+        )
     else:
         deduped = _sole_copies(typed)
     checked = spark_violations(deduped, symbols)
-    reason = F.coalesce(F.col("format_reason"),
-                        F.when(F.col("dup_status") == "conflict", F.lit("conflicting_duplicate")),
-                        F.when(F.col("dup_status") == "kept", F.col("reason")))
+    reason = F.coalesce(
+        F.col("format_reason"),
+        F.when(F.col("dup_status") == "conflict", F.lit("conflicting_duplicate")),
+        F.when(F.col("dup_status") == "kept", F.col("reason")),
+    )
     detail = F.coalesce(F.col("format_detail"), F.col("dup_detail"), F.col("detail"))
-    status = (F.when(reason.isNotNull(), F.lit("rejected"))
-               .when(F.col("dup_status") == "collapsed", F.lit("collapsed"))
-               .otherwise(F.lit("kept")))
-    return (checked.withColumn("_reason", reason).withColumn("_detail", detail).withColumn("status", status)
-                   .drop("reason", "detail", "reasons", "format_reason", "format_detail", "dup_status", "dup_detail")
-                   .withColumnRenamed("_reason", "reason").withColumnRenamed("_detail", "detail"))
+    status = (
+        F.when(reason.isNotNull(), F.lit("rejected"))
+        .when(F.col("dup_status") == "collapsed", F.lit("collapsed"))
+        .otherwise(F.lit("kept"))
+    )
+    return (
+        checked.withColumn("_reason", reason)
+        .withColumn("_detail", detail)
+        .withColumn("status", status)
+        .drop(
+            "reason",
+            "detail",
+            "reasons",
+            "format_reason",
+            "format_detail",
+            "dup_status",
+            "dup_detail",
+        )
+        .withColumnRenamed("_reason", "reason")
+        .withColumnRenamed("_detail", "detail")
+    )
 
 
 def source_candles(verdicts: DataFrame) -> DataFrame:
     """The rows that passed, as a candle frame (Binance's own candles: no minute_count, complete)."""
-    return (verdicts.where(F.col("status") == "kept")
-            .withColumn("minute_count", F.lit(None).cast("int"))
-            .withColumn("is_complete", F.lit(True))
-            .select(*CANDLE_FRAME))
+    return (
+        verdicts.where(F.col("status") == "kept")
+        .withColumn("minute_count", F.lit(None).cast("int"))
+        .withColumn("is_complete", F.lit(True))
+        .select(*CANDLE_FRAME)
+    )
 
 
 def quarantine_rows(verdicts: DataFrame) -> DataFrame:
@@ -214,8 +286,13 @@ def resolve_against_stored(new: DataFrame, stored: DataFrame, *, derived: bool) 
     stored_is_source = has_stored & F.col("s.minute_count").isNull()
     take_new = has_new & ~stored_is_source
     refused = has_new & stored_is_source & (F.lit(True) if derived else ~_same_values("n", "s"))
-    return joined.select(*[F.when(take_new, F.col(f"n.{c}")).otherwise(F.col(f"s.{c}")).alias(c)
-                           for c in CANDLE_FRAME], refused.alias("refused_new"))
+    return joined.select(
+        *[
+            F.when(take_new, F.col(f"n.{c}")).otherwise(F.col(f"s.{c}")).alias(c)
+            for c in CANDLE_FRAME
+        ],
+        refused.alias("refused_new"),
+    )
 
 
 def rollup_hours(minutes: DataFrame) -> DataFrame:
@@ -225,7 +302,9 @@ def rollup_hours(minutes: DataFrame) -> DataFrame:
     60, so an hour built from incomplete minutes never passes for a complete one. Trades and taker
     volumes are summed only when every minute has them (a partial sum would understate them).
     """
-    m = minutes.where(F.col("interval") == "1m").withColumn("_hour", F.col("open_time") - F.col("open_time") % HOUR_MS)
+    m = minutes.where(F.col("interval") == "1m").withColumn(
+        "_hour", F.col("open_time") - F.col("open_time") % HOUR_MS
+    )
 
     def full_sum(c: str) -> Column:
         return F.when(F.count(F.col(c)) == F.count(F.lit(1)), F.sum(F.col(c)))
@@ -243,12 +322,26 @@ def rollup_hours(minutes: DataFrame) -> DataFrame:
         F.count(F.lit(1)).cast("int").alias("minute_count"),
     )
     return agg.select(
-        "symbol", F.lit("1h").alias("interval"), F.col("_hour").alias("open_time"),
+        "symbol",
+        F.lit("1h").alias("interval"),
+        F.col("_hour").alias("open_time"),
         (F.col("_hour") + HOUR_MS - 1).alias("close_time"),
-        *[F.col(c).cast(DEC).alias(c) for c in ("open", "high", "low", "close", "base_volume", "quote_volume",
-                                                 "taker_buy_base_volume", "taker_buy_quote_volume")],
+        *[
+            F.col(c).cast(DEC).alias(c)
+            for c in (
+                "open",
+                "high",
+                "low",
+                "close",
+                "base_volume",
+                "quote_volume",
+                "taker_buy_base_volume",
+                "taker_buy_quote_volume",
+            )
+        ],
         F.col("trades").cast("bigint").alias("trades"),
-        "minute_count", (F.col("minute_count") == 60).alias("is_complete"),
+        "minute_count",
+        (F.col("minute_count") == 60).alias("is_complete"),
         F.lit(ROLLUP_SOURCE).alias("source"),
     )
 
@@ -264,17 +357,41 @@ def with_partition(df: DataFrame) -> DataFrame:
 
 def to_lake(df: DataFrame) -> DataFrame:
     """A candle frame as the lake stores it: timestamps as timestamps, partition column `date`."""
-    return (df.withColumn("date", day_of(F.col("open_time")))
-              .withColumn("open_time", F.timestamp_millis("open_time"))
-              .withColumn("close_time", F.timestamp_millis("close_time")))
+    return (
+        df.withColumn("date", day_of(F.col("open_time")))
+        .withColumn("open_time", F.timestamp_millis("open_time"))
+        .withColumn("close_time", F.timestamp_millis("close_time"))
+    )
 
 
 def to_warehouse(df: DataFrame, columns=CANDLE_FRAME) -> DataFrame:
     """A candle frame with ms times as timestamps, in market.candles' column order (for COPY)."""
-    return df.select(*[F.timestamp_millis(c).alias(c) if c in ("open_time", "close_time") else F.col(c)
-                       for c in columns])
+    return df.select(
+        *[
+            F.timestamp_millis(c).alias(c) if c in ("open_time", "close_time") else F.col(c)
+            for c in columns
+        ]
+    )
 
 
-__all__ = ["typed_landing", "duplicate_keys", "resolve_duplicates", "validate", "source_candles", "quarantine_rows",
-           "resolve_against_stored", "rollup_hours", "to_lake", "to_warehouse", "with_partition", "day_of",
-           "CANDLE_FRAME", "VALUE_COLUMNS", "KEY", "HOUR_MS", "DAY_MS", "MINUTE_MS", "ROLLUP_SOURCE"]
+__all__ = [
+    "typed_landing",
+    "duplicate_keys",
+    "resolve_duplicates",
+    "validate",
+    "source_candles",
+    "quarantine_rows",
+    "resolve_against_stored",
+    "rollup_hours",
+    "to_lake",
+    "to_warehouse",
+    "with_partition",
+    "day_of",
+    "CANDLE_FRAME",
+    "VALUE_COLUMNS",
+    "KEY",
+    "HOUR_MS",
+    "DAY_MS",
+    "MINUTE_MS",
+    "ROLLUP_SOURCE",
+]

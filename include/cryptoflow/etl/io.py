@@ -23,14 +23,22 @@ from psycopg.conninfo import conninfo_to_dict
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import (
-    BooleanType, DateType, DecimalType, StringType, StructField, StructType, TimestampType,
+    BooleanType,
+    DateType,
+    DecimalType,
+    StringType,
+    StructField,
+    StructType,
+    TimestampType,
 )
 
 from cryptoflow.candles import LANDING_COLUMNS
 from cryptoflow.spark import POSTGRES_JDBC_JAR
 
-LANDING_RAW_SCHEMA = StructType([StructField(c, StringType()) for c in LANDING_COLUMNS]
-                                + [StructField("_corrupt_record", StringType())])
+LANDING_RAW_SCHEMA = StructType(
+    [StructField(c, StringType()) for c in LANDING_COLUMNS]
+    + [StructField("_corrupt_record", StringType())]
+)
 
 
 def read_landing(spark: SparkSession, uris: list[str]) -> DataFrame:
@@ -41,29 +49,48 @@ def read_landing(spark: SparkSession, uris: list[str]) -> DataFrame:
     """
     if not uris:
         return spark.createDataFrame([], LANDING_RAW_SCHEMA)
-    return spark.read.csv(uris, header=True, schema=LANDING_RAW_SCHEMA, mode="PERMISSIVE",
-                          columnNameOfCorruptRecord="_corrupt_record", nullValue="", emptyValue="")
+    return spark.read.csv(
+        uris,
+        header=True,
+        schema=LANDING_RAW_SCHEMA,
+        mode="PERMISSIVE",
+        columnNameOfCorruptRecord="_corrupt_record",
+        nullValue="",
+        emptyValue="",
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # PostgreSQL
 
+
 def jdbc_options(dsn: str) -> dict[str, str]:
     """Spark JDBC options for a libpq DSN/URI (the driver jar is Debian's, see cryptoflow.spark)."""
-    p = cast("dict[str, str]", conninfo_to_dict(dsn))  # parsed from a string alone: every value a str
+    p = cast(
+        "dict[str, str]", conninfo_to_dict(dsn)
+    )  # parsed from a string alone: every value a str
     host = p.get("host") or "127.0.0.1"
     url = f"jdbc:postgresql://{host}:{p.get('port') or 5432}/{p.get('dbname') or ''}"
     # Timeouts and keepalives: a PostgreSQL that restarts or vanishes mid-read fails the task
     # (and so the run, which Airflow retries) instead of leaving it waiting forever.
-    opts = {"url": url, "driver": "org.postgresql.Driver", "user": p.get("user") or "",
-            "password": p.get("password") or "", "fetchsize": "10000",
-            "connectTimeout": "30", "socketTimeout": "900", "tcpKeepAlive": "true"}
+    opts = {
+        "url": url,
+        "driver": "org.postgresql.Driver",
+        "user": p.get("user") or "",
+        "password": p.get("password") or "",
+        "fetchsize": "10000",
+        "connectTimeout": "30",
+        "socketTimeout": "900",
+        "tcpKeepAlive": "true",
+    }
     if p.get("sslmode"):
         opts["url"] += f"?sslmode={p['sslmode']}"
     return opts
 
 
-def read_query(spark: SparkSession, dsn: str, query: str, predicates: list[str] | None = None) -> DataFrame:
+def read_query(
+    spark: SparkSession, dsn: str, query: str, predicates: list[str] | None = None
+) -> DataFrame:
     """A SELECT run through JDBC; `predicates` split it into parallel partitions (one connection each)."""
     opts = jdbc_options(dsn)
     table = f"({query}) q"
@@ -123,7 +150,9 @@ class StageTarget:
     columns: tuple[str, ...] = ()
 
 
-def _stage_partition(dsn: str, statements: list[str | None], clears: list[str | None], lock_class: int):
+def _stage_partition(
+    dsn: str, statements: list[str | None], clears: list[str | None], lock_class: int
+):
     """The function each Spark task runs: its rows (target index, line) into the targets' COPYs.
 
     One connection per task, opened only when it has rows for a table; one COPY per run of equal
@@ -136,8 +165,14 @@ def _stage_partition(dsn: str, statements: list[str | None], clears: list[str | 
     need not have the package installed: every piece is a closure made by the factories below
     (cloudpickle ships a closure by value, a module-level function by reference).
     """
-    return _copy_task(statements, clears, _task_connector(dsn, lock_class), _arrow_lines_reader(),
-                      _task_closer(), _counts_batcher())
+    return _copy_task(
+        statements,
+        clears,
+        _task_connector(dsn, lock_class),
+        _arrow_lines_reader(),
+        _task_closer(),
+        _counts_batcher(),
+    )
 
 
 def _arrow_lines_reader():
@@ -156,11 +191,13 @@ def _arrow_lines_reader():
         if arr.null_count:  # copy_text never yields null; be correct rather than fast if it does
             return "".join(v for v in arr.to_pylist() if v is not None).encode()
         wide = pa.types.is_large_string(arr.type)
-        offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64 if wide else np.int32)[arr.offset:arr.offset + len(arr) + 1]
+        offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64 if wide else np.int32)[
+            arr.offset : arr.offset + len(arr) + 1
+        ]
         data = arr.buffers()[2]
         if data is None:
             return b""
-        return memoryview(data)[int(offsets[0]):int(offsets[-1])]
+        return memoryview(data)[int(offsets[0]) : int(offsets[-1])]
 
     return _lines_bytes
 
@@ -173,8 +210,14 @@ def _task_connector(dsn: str, lock_class: int):
         import psycopg
 
         # keepalives: a vanished server fails the task, never hangs it
-        conn = psycopg.connect(dsn, connect_timeout=30, keepalives=1, keepalives_idle=30,
-                               keepalives_interval=10, keepalives_count=3)
+        conn = psycopg.connect(
+            dsn,
+            connect_timeout=30,
+            keepalives=1,
+            keepalives_idle=30,
+            keepalives_interval=10,
+            keepalives_count=3,
+        )
         conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (lock_class, part))
         conn.execute("SELECT set_config('cryptoflow.stage_part', %s, true)", (str(part),))
         return conn
@@ -205,14 +248,22 @@ def _counts_batcher():
         import pyarrow as pa
 
         keys = sorted(counts)
-        return pa.RecordBatch.from_pydict({"target": keys, "rows": [counts[k] for k in keys]},
-                                          schema=pa.schema([("target", pa.int32()), ("rows", pa.int64())]))
+        return pa.RecordBatch.from_pydict(
+            {"target": keys, "rows": [counts[k] for k in keys]},
+            schema=pa.schema([("target", pa.int32()), ("rows", pa.int64())]),
+        )
 
     return counts_batch
 
 
-def _copy_task(statements: list[str | None], clears: list[str | None], connect, lines_bytes, close,
-               counts_batch):
+def _copy_task(
+    statements: list[str | None],
+    clears: list[str | None],
+    connect,
+    lines_bytes,
+    close,
+    counts_batch,
+):
     """The task function of _stage_partition (a closure, shipped by value): its Arrow batches of
     (target index, line), each run of equal targets one COPY; yields the rows per target."""
 
@@ -263,7 +314,9 @@ def _copy_task(statements: list[str | None], clears: list[str | None], connect, 
     return run
 
 
-def stage(targets: list[StageTarget], dsn: str, conn, run_id: str, parallelism: int | None = None) -> dict[str, int]:
+def stage(
+    targets: list[StageTarget], dsn: str, conn, run_id: str, parallelism: int | None = None
+) -> dict[str, int]:
     """COPY every target's rows into its staging table in ONE Spark job; returns rows per target.
 
     The targets' rows are formatted as COPY text by Spark (copy_text), tagged with their target
@@ -282,10 +335,16 @@ def stage(targets: list[StageTarget], dsn: str, conn, run_id: str, parallelism: 
             clears.append(None)
             lines = t.df.select(F.lit("").alias("line"))
         else:
-            statements.append(sql.SQL("COPY {} ({}) FROM STDIN").format(
-                t.table, sql.SQL(", ").join(map(sql.Identifier, t.columns))).as_string(conn))
-            clears.append(sql.SQL("DELETE FROM {} WHERE {} = %s").format(
-                t.table, sql.Identifier(STAGE_PART_COLUMN)).as_string(conn))
+            statements.append(
+                sql.SQL("COPY {} ({}) FROM STDIN")
+                .format(t.table, sql.SQL(", ").join(map(sql.Identifier, t.columns)))
+                .as_string(conn)
+            )
+            clears.append(
+                sql.SQL("DELETE FROM {} WHERE {} = %s")
+                .format(t.table, sql.Identifier(STAGE_PART_COLUMN))
+                .as_string(conn)
+            )
             lines = copy_text(t.df.select(*t.columns))
         parts.append(lines.select(F.lit(i).cast("int").alias("target"), "line"))
     union = parts[0]
@@ -295,9 +354,15 @@ def stage(targets: list[StageTarget], dsn: str, conn, run_id: str, parallelism: 
     # keeps one task per core instead of one connection per small input partition.
     spark = union.sparkSession
     union = union.coalesce(parallelism or spark.sparkContext.defaultParallelism)
-    rows = union.mapInArrow(_stage_partition(dsn, statements, clears, _partition_lock_class(run_id)),
-                            "target int, rows long") \
-        .groupBy("target").agg(F.sum("rows").alias("rows")).collect()
+    rows = (
+        union.mapInArrow(
+            _stage_partition(dsn, statements, clears, _partition_lock_class(run_id)),
+            "target int, rows long",
+        )
+        .groupBy("target")
+        .agg(F.sum("rows").alias("rows"))
+        .collect()
+    )
     got = {r["target"]: int(r["rows"]) for r in rows}
     return {t.name: got.get(i, 0) for i, t in enumerate(targets)}
 
@@ -352,12 +417,13 @@ def drop_orphaned_staging(conn, keep_run_id: str | None = None) -> list[str]:
     """
     rows = conn.execute(
         "SELECT tablename FROM pg_tables WHERE schemaname = 'staging' AND tablename LIKE %s ORDER BY 1",
-        (STAGING_PREFIX.replace("_", r"\_") + "%",)).fetchall()
+        (STAGING_PREFIX.replace("_", r"\_") + "%",),
+    ).fetchall()
     conn.commit()
     keep = staging_key(keep_run_id) if keep_run_id else None
     by_key: dict[str, list[str]] = {}
     for (name,) in rows:
-        key = name[len(STAGING_PREFIX):len(STAGING_PREFIX) + 16]
+        key = name[len(STAGING_PREFIX) : len(STAGING_PREFIX) + 16]
         if _is_key(key) and key != keep:
             by_key.setdefault(key, []).append(name)
     dropped = []
@@ -365,7 +431,9 @@ def drop_orphaned_staging(conn, keep_run_id: str | None = None) -> list[str]:
         with _orphan_lock(conn, key) as orphaned:
             if orphaned:
                 for name in names:
-                    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier("staging", name)))
+                    conn.execute(
+                        sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier("staging", name))
+                    )
                 conn.commit()
                 dropped += names
     return dropped
@@ -394,19 +462,26 @@ def create_unlogged_staging(conn, name: str, like: str, columns: tuple[str, ...]
     ident = sql.Identifier("staging", name)
     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(ident))
     schema, table = like.split(".")
-    conn.execute(sql.SQL("CREATE UNLOGGED TABLE {} AS SELECT {} FROM {} WITH NO DATA").format(
-        ident, sql.SQL(", ").join(map(sql.Identifier, columns)), sql.Identifier(schema, table)))
+    conn.execute(
+        sql.SQL("CREATE UNLOGGED TABLE {} AS SELECT {} FROM {} WITH NO DATA").format(
+            ident, sql.SQL(", ").join(map(sql.Identifier, columns)), sql.Identifier(schema, table)
+        )
+    )
     # The Spark partition that staged each row (set by the writing task, see _stage_partition;
     # a writer that did not set it fails on NOT NULL); the merge names its columns, never this one.
-    conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} int NOT NULL"
-                         " DEFAULT current_setting('cryptoflow.stage_part', true)::int").format(
-        ident, sql.Identifier(STAGE_PART_COLUMN)))
+    conn.execute(
+        sql.SQL(
+            "ALTER TABLE {} ADD COLUMN {} int NOT NULL"
+            " DEFAULT current_setting('cryptoflow.stage_part', true)::int"
+        ).format(ident, sql.Identifier(STAGE_PART_COLUMN))
+    )
     conn.commit()
     return ident
 
 
 # ---------------------------------------------------------------------------------------------
 # The lake
+
 
 def lake_candles_path(lake_uri: str) -> str:
     return lake_uri.rstrip("/") + "/candles_by_day"
@@ -435,9 +510,15 @@ def write_lake(df: DataFrame, into: str) -> None:
     # The sort leads with the partition columns: the writer requires that order and would
     # otherwise add its own sort by (interval, date) alone, which does not keep symbol/time order.
     # A static overwrite: the directory is the run's own, so all of it is replaced.
-    (df.repartition("interval", "date").sortWithinPartitions("interval", "date", "symbol", "open_time")
-       .write.mode("overwrite").option("partitionOverwriteMode", "static").partitionBy("interval", "date")
-       .option("compression", "zstd").parquet(f"{into}/candles_by_day"))
+    (
+        df.repartition("interval", "date")
+        .sortWithinPartitions("interval", "date", "symbol", "open_time")
+        .write.mode("overwrite")
+        .option("partitionOverwriteMode", "static")
+        .partitionBy("interval", "date")
+        .option("compression", "zstd")
+        .parquet(f"{into}/candles_by_day")
+    )
 
 
 def _hadoop_fs(spark: SparkSession, uri: str):
@@ -458,7 +539,10 @@ def publish_lake(spark: SparkSession, pending: str, lake_uri: str) -> int:
     (those already moved hold the committed run); the run's rerun writes and publishes them all again.
     """
     fs, path_cls = _hadoop_fs(spark, pending)
-    src_root, dst_root = path_cls(f"{pending}/candles_by_day"), path_cls(lake_candles_path(lake_uri))
+    src_root, dst_root = (
+        path_cls(f"{pending}/candles_by_day"),
+        path_cls(lake_candles_path(lake_uri)),
+    )
     moved = 0
     if fs.exists(src_root):
         for iv in fs.listStatus(src_root):
@@ -479,7 +563,9 @@ def publish_lake(spark: SparkSession, pending: str, lake_uri: str) -> int:
     return moved
 
 
-def drop_orphaned_lake(spark: SparkSession, conn, lake_uri: str, keep_run_id: str | None = None) -> list[str]:
+def drop_orphaned_lake(
+    spark: SparkSession, conn, lake_uri: str, keep_run_id: str | None = None
+) -> list[str]:
     """Remove the pending lake directories of runs that are no longer running (their staging lock is
     free, as in drop_orphaned_staging): a run killed before publishing and never rerun."""
     root = _lake_pending_root(lake_uri)
@@ -499,7 +585,24 @@ def drop_orphaned_lake(spark: SparkSession, conn, lake_uri: str, keep_run_id: st
     return removed
 
 
-__all__ = ["read_landing", "jdbc_options", "read_query", "copy_text", "StageTarget", "stage", "staging_name",
-           "staging_key", "hold_staging_lock", "release_staging_lock", "drop_orphaned_staging", "create_unlogged_staging",
-           "write_lake", "publish_lake", "drop_orphaned_lake", "lake_pending_path", "lake_candles_path",
-           "LANDING_RAW_SCHEMA", "POSTGRES_JDBC_JAR"]
+__all__ = [
+    "read_landing",
+    "jdbc_options",
+    "read_query",
+    "copy_text",
+    "StageTarget",
+    "stage",
+    "staging_name",
+    "staging_key",
+    "hold_staging_lock",
+    "release_staging_lock",
+    "drop_orphaned_staging",
+    "create_unlogged_staging",
+    "write_lake",
+    "publish_lake",
+    "drop_orphaned_lake",
+    "lake_pending_path",
+    "lake_candles_path",
+    "LANDING_RAW_SCHEMA",
+    "POSTGRES_JDBC_JAR",
+]

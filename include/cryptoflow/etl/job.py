@@ -79,7 +79,12 @@ class RunResult:
     seconds: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
-        return {"run_id": self.run_id, "counts": self.counts, "ranges": self.ranges, "seconds": self.seconds}
+        return {
+            "run_id": self.run_id,
+            "counts": self.counts,
+            "ranges": self.ranges,
+            "seconds": self.seconds,
+        }
 
 
 def _ts(ms: int) -> str:
@@ -90,7 +95,9 @@ def _day_ms(d: date) -> int:
     return utc_ms(d.year, d.month, d.day)
 
 
-def _stored(spark: SparkSession, dsn: str, interval: str, ranges: list[tuple[int, int]]) -> DataFrame:
+def _stored(
+    spark: SparkSession, dsn: str, interval: str, ranges: list[tuple[int, int]]
+) -> DataFrame:
     """market.candles rows of `interval` with open_time in any of `ranges`, every coin, as a candle frame.
 
     Every coin, not only the ones the run brought: a lake partition is one (interval, day) holding
@@ -103,19 +110,31 @@ def _stored(spark: SparkSession, dsn: str, interval: str, ranges: list[tuple[int
     for lo, hi in ranges:
         slices = 1 if hi - lo <= 2 * DAY_MS else 2
         step = -(-(hi - lo) // slices)
-        preds += [f"open_time >= '{_ts(lo + i * step)}' AND open_time < '{_ts(min(hi, lo + (i + 1) * step))}'"
-                  for i in range(slices)]
+        preds += [
+            f"open_time >= '{_ts(lo + i * step)}' AND open_time < '{_ts(min(hi, lo + (i + 1) * step))}'"
+            for i in range(slices)
+        ]
     df = io.read_query(spark, dsn, f"SELECT {cols} FROM market.candles WHERE {where}", preds)
-    return df.select(*[F.unix_millis(c).alias(c) if c in ("open_time", "close_time")
-                       else F.col(c).cast("int").alias(c) if c == "minute_count"
-                       else F.col(c).cast(frames.DEC).alias(c) if c in DECIMAL_FIELDS
-                       else F.col(c) for c in CANDLE_FRAME])
+    return df.select(
+        *[
+            F.unix_millis(c).alias(c)
+            if c in ("open_time", "close_time")
+            else F.col(c).cast("int").alias(c)
+            if c == "minute_count"
+            else F.col(c).cast(frames.DEC).alias(c)
+            if c in DECIMAL_FIELDS
+            else F.col(c)
+            for c in CANDLE_FRAME
+        ]
+    )
 
 
 def _any_stored(conn, interval: str, ranges: list[tuple[int, int]]) -> bool:
     """Whether market.candles holds any `interval` row (of any coin) in `ranges`: index probes only."""
-    query = ("SELECT EXISTS (SELECT 1 FROM market.candles WHERE interval = %s AND open_time >= %s"
-             " AND open_time < %s)")
+    query = (
+        "SELECT EXISTS (SELECT 1 FROM market.candles WHERE interval = %s AND open_time >= %s"
+        " AND open_time < %s)"
+    )
     for lo, hi in ranges:
         found = conn.execute(query, (interval, _ts(lo), _ts(hi))).fetchone()[0]
         conn.commit()
@@ -146,10 +165,21 @@ class _Plan:
 
 
 def _plan(verdicts: DataFrame, n_snapshots: int) -> _Plan:
-    groups = (verdicts.groupBy("status", "reason", "symbol", "interval",
-                               frames.day_of(F.col("open_time")).alias("date"))
-              .agg(F.count(F.lit(1)).alias("n"), F.min("open_time").alias("lo"), F.max("open_time").alias("hi"))
-              .collect())
+    groups = (
+        verdicts.groupBy(
+            "status",
+            "reason",
+            "symbol",
+            "interval",
+            frames.day_of(F.col("open_time")).alias("date"),
+        )
+        .agg(
+            F.count(F.lit(1)).alias("n"),
+            F.min("open_time").alias("lo"),
+            F.max("open_time").alias("hi"),
+        )
+        .collect()
+    )
     kept = [g for g in groups if g["status"] == "kept"]
     rejected = [g for g in groups if g["status"] == "rejected"]
     by_reason: dict[str, int] = {}
@@ -169,27 +199,49 @@ def _plan(verdicts: DataFrame, n_snapshots: int) -> _Plan:
         lo, hi = ranges.get(key, [g["lo"], g["hi"]])
         ranges[key] = [min(lo, g["lo"]), max(hi, g["hi"])]
     # The 1h candles that may change: the new 1h ones and the hours of the new minutes (rollups).
-    hours = [(g["lo"] - g["lo"] % HOUR_MS, g["hi"] - g["hi"] % HOUR_MS) for g in kept if g["interval"] in ("1m", "1h")]
-    return _Plan(counts, dict(sorted(ranges.items())), {(g["symbol"], g["interval"], g["date"]) for g in kept},
-                 min((a for a, _ in hours), default=None), max((b for _, b in hours), default=None))
+    hours = [
+        (g["lo"] - g["lo"] % HOUR_MS, g["hi"] - g["hi"] % HOUR_MS)
+        for g in kept
+        if g["interval"] in ("1m", "1h")
+    ]
+    return _Plan(
+        counts,
+        dict(sorted(ranges.items())),
+        {(g["symbol"], g["interval"], g["date"]) for g in kept},
+        min((a for a, _ in hours), default=None),
+        max((b for _, b in hours), default=None),
+    )
 
 
-def run(spark: SparkSession, uris: list[str], run_id: str, *, dsn: str | None = None, lake_uri: str | None = None,
-        symbols=None) -> RunResult:
+def run(
+    spark: SparkSession,
+    uris: list[str],
+    run_id: str,
+    *,
+    dsn: str | None = None,
+    lake_uri: str | None = None,
+    symbols=None,
+) -> RunResult:
     """The run, step by step (the module doc's picture); `seconds` times them under these names."""
     cfg = settings_mod.load()
-    with _Run(spark, uris, run_id, dsn or cfg.warehouse_dsn, lake_uri or cfg.lake_uri,
-              tuple(symbols or cfg.symbols)) as r:
+    with _Run(
+        spark,
+        uris,
+        run_id,
+        dsn or cfg.warehouse_dsn,
+        lake_uri or cfg.lake_uri,
+        tuple(symbols or cfg.symbols),
+    ) as r:
         r.claim_staging()
-        r.validate()                 # action 1
+        r.validate()  # action 1
         r.read_stored()
         r.predict_warehouse()
         r.derive_analytics()
         r.select_lake_partitions()
-        r.stage()                    # action 2
-        r.write_lake_aside()         # action 3, on a second thread while...
-        r.commit()                   # ...the one transaction runs
-        r.publish_lake()             # after the commit
+        r.stage()  # action 2
+        r.write_lake_aside()  # action 3, on a second thread while...
+        r.commit()  # ...the one transaction runs
+        r.publish_lake()  # after the commit
         r.record_timings()
     log.info("spark_etl %s: %s", run_id, r.result.counts)
     return r.result
@@ -199,16 +251,34 @@ class _Run:
     """One run's state, carried from step to step. Opened, it holds the driver's connection (and
     with it the staging lock) and the frames it cached; closed, it lets go of both."""
 
-    def __init__(self, spark: SparkSession, uris: list[str], run_id: str, dsn: str, lake_uri: str,
-                 symbols: tuple[str, ...]):
+    def __init__(
+        self,
+        spark: SparkSession,
+        uris: list[str],
+        run_id: str,
+        dsn: str,
+        lake_uri: str,
+        symbols: tuple[str, ...],
+    ):
         self.spark, self.uris, self.run_id, self.dsn, self.lake_uri, self.symbols = (
-            spark, uris, run_id, dsn, lake_uri, symbols)
+            spark,
+            uris,
+            run_id,
+            dsn,
+            lake_uri,
+            symbols,
+        )
         self.result = RunResult(run_id)
         self.counts = self.result.counts
         self.targets: list[io.StageTarget] = []
         self.lake_rows: DataFrame | None = None
         # analytics replaced: m_lo, m_hi, d_lo, d_hi
-        self.windows: tuple[int | None, int | None, int | None, int | None] = (None, None, None, None)
+        self.windows: tuple[int | None, int | None, int | None, int | None] = (
+            None,
+            None,
+            None,
+            None,
+        )
         self._cached: list[DataFrame] = []
         self._lake_thread: InheritableThread | None = None
         self._lake_error: BaseException | None = None
@@ -218,12 +288,16 @@ class _Run:
 
     def __enter__(self) -> _Run:
         self.spark.sparkContext.setJobGroup(self._job_group, f"spark_etl {self.run_id}")
-        self.conn = db.connect(self.dsn)  # the driver's connection: holds the run's staging lock until the end
+        self.conn = db.connect(
+            self.dsn
+        )  # the driver's connection: holds the run's staging lock until the end
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._lake_thread is not None:  # the commit failed: let the lake write end (its directory
-            self._lake_thread.join()       # is the run's own; the rerun or the next run removes it)
+        if (
+            self._lake_thread is not None
+        ):  # the commit failed: let the lake write end (its directory
+            self._lake_thread.join()  # is the run's own; the rerun or the next run removes it)
         self.conn.close()
         for df in self._cached:
             df.unpersist()
@@ -244,9 +318,13 @@ class _Run:
         if orphans:
             log.warning("dropped staging tables of runs no longer running: %s", orphans)
         self.counts["orphaned_staging_dropped"] = len(orphans)
-        pending = io.drop_orphaned_lake(self.spark, self.conn, self.lake_uri, keep_run_id=self.run_id)
+        pending = io.drop_orphaned_lake(
+            self.spark, self.conn, self.lake_uri, keep_run_id=self.run_id
+        )
         if pending:
-            log.warning("removed unpublished lake directories of runs no longer running: %s", pending)
+            log.warning(
+                "removed unpublished lake directories of runs no longer running: %s", pending
+            )
         self.counts["orphaned_lake_dropped"] = len(pending)
 
     def validate(self) -> None:
@@ -257,7 +335,9 @@ class _Run:
         # copies: a backfill's snapshots rarely repeat a key. The keys are then counted on the
         # materialised verdicts (a narrow aggregation, no second read of the files); only if one
         # repeats are the rows judged again with the sort.
-        self.counts["duplicate_keys_found"] = has_dups = not frames.duplicate_keys(self.verdicts).isEmpty()
+        self.counts["duplicate_keys_found"] = has_dups = not frames.duplicate_keys(
+            self.verdicts
+        ).isEmpty()
         if has_dups:
             self._judge(typed, duplicates=True)
         self.counts.update(self.plan.counts)
@@ -268,8 +348,9 @@ class _Run:
     def _judge(self, typed: DataFrame, *, duplicates: bool) -> None:
         verdicts = frames.validate(typed, self.symbols, duplicates=duplicates)
         # The raw line is only kept for the quarantine: no need to hold it for every valid row.
-        verdicts = (verdicts.withColumn("source", F.coalesce(F.col("source"), F.lit("landing")))
-                    .withColumn("raw_record", F.when(F.col("status") == "rejected", F.col("raw_record"))))
+        verdicts = verdicts.withColumn(
+            "source", F.coalesce(F.col("source"), F.lit("landing"))
+        ).withColumn("raw_record", F.when(F.col("status") == "rejected", F.col("raw_record")))
         # Materialised with its lineage cut, not cache()d: every later plan (staging, rollups,
         # quarantine, lake) starts from a scan of these blocks instead of carrying, and analysing
         # again, the validation's CASE trees: faster for a 10-minute run and a bulk load alike. The
@@ -293,7 +374,9 @@ class _Run:
         wanted = []
         for interval in sorted({iv for _, iv, _ in plan.parts} - {"1h"}):
             days = sorted({d for _, iv, d in plan.parts if iv == interval})
-            wanted.append((interval, merge_ranges([(_day_ms(d), _day_ms(d) + DAY_MS) for d in days])))
+            wanted.append(
+                (interval, merge_ranges([(_day_ms(d), _day_ms(d) + DAY_MS) for d in days]))
+            )
         if plan.changed_lo is not None and plan.changed_hi is not None:  # both set or neither
             lo = plan.changed_lo - plan.changed_lo % DAY_MS
             hi = plan.changed_hi - plan.changed_hi % DAY_MS + DAY_MS
@@ -314,7 +397,9 @@ class _Run:
             stored = self.reads[0]
             for r in self.reads[1:]:
                 stored = stored.unionByName(r)
-            resolved = frames.resolve_against_stored(new.where(~fresh), stored, derived=False).unionByName(resolved)
+            resolved = frames.resolve_against_stored(
+                new.where(~fresh), stored, derived=False
+            ).unionByName(resolved)
             # The join is worth keeping; without stored rows `resolved` is a projection of the
             # cached verdicts, and caching 1M decimal rows again costs more than reading them.
             resolved = self._cache(resolved)
@@ -322,21 +407,36 @@ class _Run:
         minutes = self.effective.where(F.col("interval") == "1m")
         if "1m" not in nothing_stored:
             # Stored minutes of the touched days: only the touched hours' are rolled up again.
-            touched_hours = (new.where(F.col("interval") == "1m")
-                             .select("symbol", (F.col("open_time") - F.col("open_time") % HOUR_MS).alias("_hour"))
-                             .distinct())
-            minutes = (minutes.withColumn("_hour", F.col("open_time") - F.col("open_time") % HOUR_MS)
-                       .join(touched_hours, ["symbol", "_hour"], "left_semi").drop("_hour"))
+            touched_hours = (
+                new.where(F.col("interval") == "1m")
+                .select(
+                    "symbol", (F.col("open_time") - F.col("open_time") % HOUR_MS).alias("_hour")
+                )
+                .distinct()
+            )
+            minutes = (
+                minutes.withColumn("_hour", F.col("open_time") - F.col("open_time") % HOUR_MS)
+                .join(touched_hours, ["symbol", "_hour"], "left_semi")
+                .drop("_hour")
+            )
         rollups = self._cache(frames.rollup_hours(minutes))
-        hourly_resolved = self._cache(frames.resolve_against_stored(
-            rollups, self.effective.where(F.col("interval") == "1h"), derived=True))
+        hourly_resolved = self._cache(
+            frames.resolve_against_stored(
+                rollups, self.effective.where(F.col("interval") == "1h"), derived=True
+            )
+        )
         self.hourly = hourly_resolved.drop("refused_new")
         self.targets += [
             io.StageTarget("src", frames.to_warehouse(new, CANDLE_COLUMNS)),
             io.StageTarget("der", frames.to_warehouse(rollups, CANDLE_COLUMNS)),
-            io.StageTarget("qua", self.verdicts.where(F.col("status") == "rejected").select(
-                *quarantine.COLUMNS[:6], F.timestamp_millis("open_time").alias("open_time"),
-                F.lit(self.run_id).alias("run_id"))),
+            io.StageTarget(
+                "qua",
+                self.verdicts.where(F.col("status") == "rejected").select(
+                    *quarantine.COLUMNS[:6],
+                    F.timestamp_millis("open_time").alias("open_time"),
+                    F.lit(self.run_id).alias("run_id"),
+                ),
+            ),
             io.StageTarget("predicted_conflicts", resolved.where("refused_new")),
             io.StageTarget("predicted_kept_source", hourly_resolved.where("refused_new")),
         ]
@@ -353,9 +453,12 @@ class _Run:
         d_hi = plan.changed_hi - plan.changed_hi % DAY_MS + analytics.CORRELATION_REACH_MS
         corr = analytics.return_correlation(m_all).where(
             (F.col("day") >= F.to_date(F.timestamp_millis(F.lit(d_lo))))
-            & (F.col("day") <= F.to_date(F.timestamp_millis(F.lit(d_hi)))))
-        self.targets += [io.StageTarget("hm", metrics.withColumn("open_time", F.timestamp_millis("open_time"))),
-                         io.StageTarget("rc", corr)]
+            & (F.col("day") <= F.to_date(F.timestamp_millis(F.lit(d_hi))))
+        )
+        self.targets += [
+            io.StageTarget("hm", metrics.withColumn("open_time", F.timestamp_millis("open_time"))),
+            io.StageTarget("rc", corr),
+        ]
         self.windows = (m_lo, m_hi, d_lo, d_hi)
 
     def select_lake_partitions(self) -> None:
@@ -367,25 +470,41 @@ class _Run:
             # Not cached: its inputs are (verdicts or the resolved join, the hourly resolution), and
             # a projection of a cache read twice is cheaper than a second cache of a million rows.
             with_date = frames.with_partition(
-                self.effective.where(F.col("interval") != "1h").unionByName(self.hourly))
+                self.effective.where(F.col("interval") != "1h").unionByName(self.hourly)
+            )
 
             def within(parts: set, schema: str) -> DataFrame:
                 keys = [c.split()[0] for c in schema.split(", ")]
-                return with_date.join(F.broadcast(self.spark.createDataFrame(sorted(parts), schema)), keys,
-                                      "left_semi").drop("date")
+                return with_date.join(
+                    F.broadcast(self.spark.createDataFrame(sorted(parts), schema)),
+                    keys,
+                    "left_semi",
+                ).drop("date")
 
             self.lake_rows = within(plan.lake_parts, "interval string, date date")
-            self.targets.append(io.StageTarget("vp", analytics.volume_profile(
-                within(plan.profile_parts, "symbol string, interval string, date date"))))
+            self.targets.append(
+                io.StageTarget(
+                    "vp",
+                    analytics.volume_profile(
+                        within(plan.profile_parts, "symbol string, interval string, date date")
+                    ),
+                )
+            )
         self._mark("planned")
 
     def stage(self) -> None:
         """Action 2: everything for PostgreSQL COPYed into UNLOGGED staging tables nobody reads."""
-        self.names = {t.name: io.staging_name(self.run_id, t.name) for t in self.targets if t.name in STAGING}
+        self.names = {
+            t.name: io.staging_name(self.run_id, t.name) for t in self.targets if t.name in STAGING
+        }
         for name, table in self.names.items():
             io.create_unlogged_staging(self.conn, table, *STAGING[name])
-        targets = [io.StageTarget(t.name, t.df, self._staging(t.name), STAGING[t.name][1])
-                   if t.name in self.names else t for t in self.targets]
+        targets = [
+            io.StageTarget(t.name, t.df, self._staging(t.name), STAGING[t.name][1])
+            if t.name in self.names
+            else t
+            for t in self.targets
+        ]
         self.staged = io.stage(targets, self.dsn, self.conn, self.run_id)
         self.counts["staged"] = self.staged["src"]
         self.counts["staged_rollups"] = self.staged["der"]
@@ -403,28 +522,46 @@ class _Run:
         """
         conn, counts, staged, stg = self.conn, self.counts, self.staged, self._staging
         # The record spans the whole job (from the driver's start of the run), not only this commit.
-        with db.pipeline_run(conn, PIPELINE, self.run_id, TASK, started_at=self._started_at) as stats:
+        with db.pipeline_run(
+            conn, PIPELINE, self.run_id, TASK, started_at=self._started_at
+        ) as stats:
             with conn.transaction():
                 _insert_staged(conn, "qua", "ops.quarantine", stg("qua"))
-                counts["rollup_incomplete_hours"] = cast(tuple, conn.execute(sql.SQL(  # an aggregate: one row
-                    "SELECT count(*) FROM {} WHERE NOT is_complete").format(stg("der"))).fetchone())[0]
+                counts["rollup_incomplete_hours"] = cast(
+                    tuple,
+                    conn.execute(
+                        sql.SQL(  # an aggregate: one row
+                            "SELECT count(*) FROM {} WHERE NOT is_complete"
+                        ).format(stg("der"))
+                    ).fetchone(),
+                )[0]
                 src = self._merge(stg("src"), {iv for _, iv, _ in self.plan.parts}, derived=False)
                 der = self._merge(stg("der"), {"1h"}, derived=True)
-                if (src.conflicts, der.kept_source) != (staged["predicted_conflicts"], staged["predicted_kept_source"]):
+                if (src.conflicts, der.kept_source) != (
+                    staged["predicted_conflicts"],
+                    staged["predicted_kept_source"],
+                ):
                     raise RuntimeError(
                         f"the merge found {src.conflicts} late updates and refused {der.kept_source} rollups, the run"
                         f" predicted {staged['predicted_conflicts']} and {staged['predicted_kept_source']}:"
-                        " market.candles changed during the run; rerun it")
+                        " market.candles changed during the run; rerun it"
+                    )
                 counts["merge"] = src.as_dict()
                 counts["merge_rollups"] = der.as_dict()
-                counts["analytics"] = _replace_analytics(conn, stg, self.names, staged, *self.windows,
-                                                         self.plan.profile_parts)
+                counts["analytics"] = _replace_analytics(
+                    conn, stg, self.names, staged, *self.windows, self.plan.profile_parts
+                )
                 for name in self.names:
                     conn.execute(sql.SQL("DROP TABLE {}").format(stg(name)))
                 self._mark("merged")
-                stats.update(rows_in=counts["rows_in"], rows_out=src.inserted + src.updated + der.inserted + der.updated,
-                             rows_quarantined=counts["quarantined"] + src.conflicts)
-                stats["details"].update(counts=counts, ranges=self.result.ranges, snapshots=self.uris[:50])
+                stats.update(
+                    rows_in=counts["rows_in"],
+                    rows_out=src.inserted + src.updated + der.inserted + der.updated,
+                    rows_quarantined=counts["quarantined"] + src.conflicts,
+                )
+                stats["details"].update(
+                    counts=counts, ranges=self.result.ranges, snapshots=self.uris[:50]
+                )
 
     def _merge(self, staging: sql.Composable, intervals: set[str], *, derived: bool):
         """merge_staged, or a plain insert where read_stored's probe proved every interval of the
@@ -444,7 +581,9 @@ class _Run:
         def write() -> None:
             try:
                 io.write_lake(lake, io.lake_pending_path(self.lake_uri, self.run_id))
-                self._mark("lake_written_aside")  # beside "merged": which of the two the run waited for
+                self._mark(
+                    "lake_written_aside"
+                )  # beside "merged": which of the two the run waited for
             except BaseException as e:  # re-raised on the driver's thread by publish_lake
                 self._lake_error = e
 
@@ -458,10 +597,13 @@ class _Run:
             self._lake_thread.join()
             self._lake_thread = None
             if self._lake_error is not None:
-                raise RuntimeError("the lake write failed after the warehouse committed; rerun the run"
-                                   " (its merge is then a no-op and the lake is written again)") from self._lake_error
+                raise RuntimeError(
+                    "the lake write failed after the warehouse committed; rerun the run"
+                    " (its merge is then a no-op and the lake is written again)"
+                ) from self._lake_error
             self.counts["lake_partitions_published"] = io.publish_lake(
-                self.spark, io.lake_pending_path(self.lake_uri, self.run_id), self.lake_uri)
+                self.spark, io.lake_pending_path(self.lake_uri, self.run_id), self.lake_uri
+            )
         self._mark("lake_written")
 
     def record_timings(self) -> None:
@@ -470,11 +612,19 @@ class _Run:
         sc = self.spark.sparkContext
         self.counts["spark_jobs"] = len(sc.statusTracker().getJobIdsForGroup(self._job_group))
         # finished_at moves to the end of the lake write: the run's time on the dashboards is the job's.
-        self.conn.execute("UPDATE ops.pipeline_runs SET finished_at = now(), details = details || jsonb_build_object("
-                          "'seconds', %s::jsonb, 'spark_jobs', %s::int, 'lake_partitions_published', %s::int)"
-                          " WHERE pipeline = %s AND task = %s AND run_id = %s",
-                          (json.dumps(self.result.seconds), self.counts["spark_jobs"],
-                           self.counts.get("lake_partitions_published", 0), PIPELINE, TASK, self.run_id))
+        self.conn.execute(
+            "UPDATE ops.pipeline_runs SET finished_at = now(), details = details || jsonb_build_object("
+            "'seconds', %s::jsonb, 'spark_jobs', %s::int, 'lake_partitions_published', %s::int)"
+            " WHERE pipeline = %s AND task = %s AND run_id = %s",
+            (
+                json.dumps(self.result.seconds),
+                self.counts["spark_jobs"],
+                self.counts.get("lake_partitions_published", 0),
+                PIPELINE,
+                TASK,
+                self.run_id,
+            ),
+        )
         self.conn.commit()
         io.release_staging_lock(self.conn, self.run_id)
 
@@ -482,19 +632,28 @@ class _Run:
 def _insert_staged(conn, name: str, table: str, staging: sql.Composable) -> None:
     cols = sql.SQL(", ").join(map(sql.Identifier, STAGING[name][1]))
     schema, tname = table.split(".")
-    conn.execute(sql.SQL("INSERT INTO {} ({c}) SELECT {c} FROM {}").format(sql.Identifier(schema, tname), staging, c=cols))
+    conn.execute(
+        sql.SQL("INSERT INTO {} ({c}) SELECT {c} FROM {}").format(
+            sql.Identifier(schema, tname), staging, c=cols
+        )
+    )
 
 
 def _replace_analytics(conn, stg, names, staged, m_lo, m_hi, d_lo, d_hi, profile_parts) -> dict:
     """Delete the analytics rows this run recomputed, insert the staged ones (caller's transaction)."""
     out = {}
     if "hm" in names:
-        conn.execute("DELETE FROM market.hourly_metrics WHERE open_time >= %s AND open_time <= %s", (_ts(m_lo), _ts(m_hi)))
+        conn.execute(
+            "DELETE FROM market.hourly_metrics WHERE open_time >= %s AND open_time <= %s",
+            (_ts(m_lo), _ts(m_hi)),
+        )
         _insert_staged(conn, "hm", "market.hourly_metrics", stg("hm"))
         out["hourly_metrics"] = staged["hm"]
-        conn.execute("DELETE FROM market.return_correlation WHERE day >= %s::timestamptz::date"
-                     " AND day <= %s::timestamptz::date AND window_days = %s",
-                     (_ts(d_lo), _ts(d_hi), analytics.CORRELATION_DAYS))
+        conn.execute(
+            "DELETE FROM market.return_correlation WHERE day >= %s::timestamptz::date"
+            " AND day <= %s::timestamptz::date AND window_days = %s",
+            (_ts(d_lo), _ts(d_hi), analytics.CORRELATION_DAYS),
+        )
         _insert_staged(conn, "rc", "market.return_correlation", stg("rc"))
         out["return_correlation"] = staged["rc"]
     if "vp" in names:
@@ -502,7 +661,8 @@ def _replace_analytics(conn, stg, names, staged, m_lo, m_hi, d_lo, d_hi, profile
         conn.execute(
             "DELETE FROM market.volume_profile v USING unnest(%s::text[], %s::text[], %s::date[]) k(s, i, d)"
             " WHERE v.symbol = k.s AND v.interval = k.i AND v.day = k.d",
-            ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]))
+            ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]),
+        )
         _insert_staged(conn, "vp", "market.volume_profile", stg("vp"))
         out["volume_profile"] = staged["vp"]
     return out

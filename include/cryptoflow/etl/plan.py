@@ -13,10 +13,12 @@ import hashlib
 import logging
 
 from cryptoflow import landing
+
 # A run's params give its range as ISO text or ms; the DAGs read them through this name.
 from cryptoflow.times import parse_utc_ms as parse_time
 
 log = logging.getLogger(__name__)
+
 
 def snapshots_from_events(events) -> list[str]:
     """Snapshot URIs named by the triggering LANDING_SNAPSHOTS events (events, or their extras).
@@ -35,7 +37,9 @@ def snapshots_from_events(events) -> list[str]:
     return sorted(out)
 
 
-def snapshots_for_range(landing_uri: str, intervals, start_ms: int | None, end_ms: int | None) -> list[str]:
+def snapshots_for_range(
+    landing_uri: str, intervals, start_ms: int | None, end_ms: int | None
+) -> list[str]:
     out = []
     for interval in intervals:
         out += landing.list_snapshots(landing_uri, interval, start_ms, end_ms)
@@ -43,7 +47,10 @@ def snapshots_for_range(landing_uri: str, intervals, start_ms: int | None, end_m
 
 
 def manifest_uri(landing_uri: str, run_id: str) -> str:
-    return landing_uri.rstrip("/") + f"/_manifests/{hashlib.sha256(run_id.encode()).hexdigest()[:24]}.txt"
+    return (
+        landing_uri.rstrip("/")
+        + f"/_manifests/{hashlib.sha256(run_id.encode()).hexdigest()[:24]}.txt"
+    )
 
 
 def write_manifest(landing_uri: str, run_id: str, uris: list[str]) -> str:
@@ -56,8 +63,15 @@ def read_manifest(uri: str) -> list[str]:
     return [line.strip() for line in landing.read_bytes(uri).decode().splitlines() if line.strip()]
 
 
-__all__ = ["snapshots_from_events", "snapshots_for_range", "parse_time", "write_manifest", "read_manifest",
-           "manifest_uri", "package_zip"]
+__all__ = [
+    "snapshots_from_events",
+    "snapshots_for_range",
+    "parse_time",
+    "write_manifest",
+    "read_manifest",
+    "manifest_uri",
+    "package_zip",
+]
 
 
 def package_zip(dest_dir) -> str:
@@ -77,7 +91,9 @@ def package_zip(dest_dir) -> str:
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
         for path in sorted(root.rglob("*")):
             if path.suffix in (".py", ".sql") and "__pycache__" not in path.parts:
-                info = zipfile.ZipInfo(str(Path("cryptoflow") / path.relative_to(root)), (1980, 1, 1, 0, 0, 0))
+                info = zipfile.ZipInfo(
+                    str(Path("cryptoflow") / path.relative_to(root)), (1980, 1, 1, 0, 0, 0)
+                )
                 info.compress_type = zipfile.ZIP_DEFLATED
                 z.writestr(info, path.read_bytes())
     data = buf.getvalue()

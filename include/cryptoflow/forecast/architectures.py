@@ -29,13 +29,17 @@ def available() -> list[str]:
 def load(name: str) -> ModuleType:
     """The module models/<name>.py (imported once per process)."""
     if not _NAME.fullmatch(name):
-        raise ValueError(f"architecture name {name!r} must be a lowercase identifier (a file in models/)")
+        raise ValueError(
+            f"architecture name {name!r} must be a lowercase identifier (a file in models/)"
+        )
     path = (models_dir() / f"{name}.py").resolve()
     if not path.is_file():
         raise ValueError(f"unknown architecture {name!r}: no {path}; available: {available()}")
     if path not in _cache:
         spec = importlib.util.spec_from_file_location(f"cryptoflow_models_{name}", path)
-        assert spec is not None and spec.loader is not None  # a .py path always gets the source loader
+        assert (
+            spec is not None and spec.loader is not None
+        )  # a .py path always gets the source loader
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         if not callable(getattr(module, "build", None)):

@@ -22,7 +22,15 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
-from cryptoflow.forecast import baselines, config as config_mod, data, evidence, hourly, metrics, serving
+from cryptoflow.forecast import (
+    baselines,
+    config as config_mod,
+    data,
+    evidence,
+    hourly,
+    metrics,
+    serving,
+)
 from cryptoflow.forecast.config import ForecastConfig
 from cryptoflow.forecast.data import HOUR, to_utc
 from cryptoflow.forecast.registry import MemoryRegistry
@@ -32,9 +40,18 @@ from cryptoflow.forecast.windows import Samples, feature_frame, input_windows
 log = logging.getLogger(__name__)
 
 
-def backtest(symbol: str, start: datetime, end: datetime, retrain_every_hours: int | None = None, *,
-             cfg: ForecastConfig | None = None, conn=None, frame: pd.DataFrame | None = None,
-             store: bool = True, pool: dict[str, pd.DataFrame] | None = None) -> dict:
+def backtest(
+    symbol: str,
+    start: datetime,
+    end: datetime,
+    retrain_every_hours: int | None = None,
+    *,
+    cfg: ForecastConfig | None = None,
+    conn=None,
+    frame: pd.DataFrame | None = None,
+    store: bool = True,
+    pool: dict[str, pd.DataFrame] | None = None,
+) -> dict:
     """Replay [start, end) for one symbol; `frame` (all candles) or `conn` (read from the warehouse).
 
     Two passes, so the model calls are batched without changing what is served:
@@ -51,34 +68,56 @@ def backtest(symbol: str, start: datetime, end: datetime, retrain_every_hours: i
     start, end = to_utc(start), to_utc(end)
     t0 = time.perf_counter()
     if frame is None:
-        frame = data.load_with_references(conn, symbol, start=start - HOUR * (cfg.train_hours + cfg.lookback + 2),
-                                          before=end)
+        frame = data.load_with_references(
+            conn, symbol, start=start - HOUR * (cfg.train_hours + cfg.lookback + 2), before=end
+        )
     if pool is None and cfg.pool and conn is not None:
-        pool = {s: data.load_with_references(conn, s, start=start - HOUR * (cfg.train_hours + cfg.lookback + 2), before=end)
-                for s in cfg.pool}
+        pool = {
+            s: data.load_with_references(
+                conn, s, start=start - HOUR * (cfg.train_hours + cfg.lookback + 2), before=end
+            )
+            for s in cfg.pool
+        }
     served, raw, skipped, trainings = replay(symbol, frame, start, end, cfg, pool)
     actuals = frame["close"]
     report = _report(symbol, start, end, cfg, served, raw, actuals, frame)
-    report.update({"skipped_hours": dict(skipped), "trainings": [t for t in trainings if "retired" not in t],
-                   "retirements": [t for t in trainings if "retired" in t],
-                   "seconds": round(time.perf_counter() - t0, 1)})
+    report.update(
+        {
+            "skipped_hours": dict(skipped),
+            "trainings": [t for t in trainings if "retired" not in t],
+            "retirements": [t for t in trainings if "retired" in t],
+            "seconds": round(time.perf_counter() - t0, 1),
+        }
+    )
     if store and conn is not None:
-        conn.execute("DELETE FROM forecast.predictions WHERE symbol = %s AND kind = 'backtest'"
-                     " AND target_open_time >= %s AND target_open_time < %s", (symbol, start, end))
-        report["stored"] = hourly.write_predictions(conn, served, kind="backtest",
-                                                    actuals={k: v for k, v in actuals.items()})
+        conn.execute(
+            "DELETE FROM forecast.predictions WHERE symbol = %s AND kind = 'backtest'"
+            " AND target_open_time >= %s AND target_open_time < %s",
+            (symbol, start, end),
+        )
+        report["stored"] = hourly.write_predictions(
+            conn, served, kind="backtest", actuals={k: v for k, v in actuals.items()}
+        )
     return report
 
 
-def replay(symbol: str, frame: pd.DataFrame, start: datetime, end: datetime, cfg: ForecastConfig,
-           pool: dict[str, pd.DataFrame] | None = None):
+def replay(
+    symbol: str,
+    frame: pd.DataFrame,
+    start: datetime,
+    end: datetime,
+    cfg: ForecastConfig,
+    pool: dict[str, pd.DataFrame] | None = None,
+):
     """(served forecasts, latest-trained-model forecasts, skipped hours by reason, trainings and
     live retirements) for the hours in [start, end), as the hourly DAG would have made them."""
     registry = MemoryRegistry()
     skipped: Counter[str] = Counter()
     trainings: list[dict] = []
-    served_plan: list[tuple[pd.Timestamp, str | None, str]] = []  # (hour, model version or None, why)
-    raw_plan: list[tuple[pd.Timestamp, str]] = []                 # (hour, latest trained version)
+    served_plan: list[
+        tuple[pd.Timestamp, str | None, str]
+    ] = []  # (hour, model version or None, why)
+    raw_plan: list[tuple[pd.Timestamp, str]] = []  # (hour, latest trained version)
     # Live retirement needs what each served model served on the hours before: its served closes
     # on every hour, computed once per model (one call), and the hours it served.
     served_closes: dict[str, pd.DataFrame] = {}
@@ -88,16 +127,26 @@ def replay(symbol: str, frame: pd.DataFrame, start: datetime, end: datetime, cfg
     def scored(version: str):
         if version not in served_closes:
             model = registry.load(symbol, version)
-            served_closes[version] = serving.model_served(model, frame, serving.calibration_start(model), end)
+            served_closes[version] = serving.model_served(
+                model, frame, serving.calibration_start(model), end
+            )
         known = [t for t in served_hours.get(version, ()) if t < current and t in closes.index]
-        known = known[-cfg.retire_window_hours:]
+        known = known[-cfg.retire_window_hours :]
         rows = served_closes[version].reindex(known)
-        return rows["predicted_close"].to_numpy(), rows["last_close"].to_numpy(), closes.reindex(known).to_numpy()
+        return (
+            rows["predicted_close"].to_numpy(),
+            rows["last_close"].to_numpy(),
+            closes.reindex(known).to_numpy(),
+        )
 
     def since_cut(model):
         if model.version not in served_closes:
-            served_closes[model.version] = serving.model_served(model, frame, serving.calibration_start(model), end)
-        return hourly.since_cut_record(model, frame, current, cfg, served=served_closes[model.version])
+            served_closes[model.version] = serving.model_served(
+                model, frame, serving.calibration_start(model), end
+            )
+        return hourly.since_cut_record(
+            model, frame, current, cfg, served=served_closes[model.version]
+        )
 
     for target in hourly.hours(start, end):
         current = pd.Timestamp(target)
@@ -115,13 +164,24 @@ def replay(symbol: str, frame: pd.DataFrame, start: datetime, end: datetime, cfg
         if attempt is not None:
             raw_plan.append((current, attempt["version"]))
 
-    served = serving.forecasts(symbol, frame, served_plan, registry, cfg, served_by_version=served_closes)
-    raw = _raw_forecasts(symbol, raw_plan, registry, input_windows(frame, cfg.features, cfg.lookback))
+    served = serving.forecasts(
+        symbol, frame, served_plan, registry, cfg, served_by_version=served_closes
+    )
+    raw = _raw_forecasts(
+        symbol, raw_plan, registry, input_windows(frame, cfg.features, cfg.lookback)
+    )
     return served, raw, skipped, trainings
 
 
-def _retire_and_train(symbol: str, history: pd.DataFrame, target, registry: MemoryRegistry, cfg: ForecastConfig,
-                      scored, pool: dict[str, pd.DataFrame] | None) -> list[dict]:
+def _retire_and_train(
+    symbol: str,
+    history: pd.DataFrame,
+    target,
+    registry: MemoryRegistry,
+    cfg: ForecastConfig,
+    scored,
+    pool: dict[str, pd.DataFrame] | None,
+) -> list[dict]:
     """The hourly DAG's model steps at `target`: retire a losing model, train when due; their records."""
     records: list[dict] = []
     retired = hourly.retire_if_losing(registry, symbol, target, cfg, scored)
@@ -129,12 +189,27 @@ def _retire_and_train(symbol: str, history: pd.DataFrame, target, registry: Memo
         records.append({"retired": f"{target:%Y-%m-%d %H}h", "why": retired})
         log.info("%s %sh retired: %s", symbol, f"{target:%Y-%m-%d %H}", retired)
     # Backtest versions are named by cut so a report can be tied to its models.
-    outcome = hourly.ensure_model(symbol, history, target, registry, cfg,
-                                  version=f"bt-{symbol}-{cfg.architecture}-{target:%Y%m%dT%H}Z", pool=pool)
+    outcome = hourly.ensure_model(
+        symbol,
+        history,
+        target,
+        registry,
+        cfg,
+        version=f"bt-{symbol}-{cfg.architecture}-{target:%Y%m%dT%H}Z",
+        pool=pool,
+    )
     if outcome["trained"]:
-        records.append({k: outcome[k] for k in ("version", "decision", "decision_reason", "train_seconds")})
-        log.info("%s %sh trained %s: %s (%s)", symbol, f"{target:%Y-%m-%d %H}", outcome["version"],
-                 outcome["decision"], outcome["decision_reason"])
+        records.append(
+            {k: outcome[k] for k in ("version", "decision", "decision_reason", "train_seconds")}
+        )
+        log.info(
+            "%s %sh trained %s: %s (%s)",
+            symbol,
+            f"{target:%Y-%m-%d %H}",
+            outcome["version"],
+            outcome["decision"],
+            outcome["decision_reason"],
+        )
     return records
 
 
@@ -149,17 +224,24 @@ def _raw_forecasts(symbol, plan, registry, windows: Samples) -> list[Forecast]:
     out: list[Forecast] = []
     for version, ts in by_version.items():
         rows = [pos[t] for t in ts]
-        out += registry.load(symbol, version).forecast_windows(windows.X[rows], windows.last_close[rows],
-                                                               windows.target_time[rows])
+        out += registry.load(symbol, version).forecast_windows(
+            windows.X[rows], windows.last_close[rows], windows.target_time[rows]
+        )
     return sorted(out, key=lambda f: f.target_time)
 
 
 def _report(symbol, start, end, cfg, served, raw, actuals: pd.Series, frame) -> dict:
     scored = [f for f in served if pd.Timestamp(f.target_time) in actuals.index]
-    out = {"symbol": symbol, "start": start.isoformat(), "end": end.isoformat(),
-           "hours_predicted": len(served), "hours_scored": len(scored),
-           "served_by_model": sum(f.model_version != hourly.PERSISTENCE for f in served),
-           "retrain_every_hours": cfg.retrain_every_hours, "architecture": cfg.architecture}
+    out = {
+        "symbol": symbol,
+        "start": start.isoformat(),
+        "end": end.isoformat(),
+        "hours_predicted": len(served),
+        "hours_scored": len(scored),
+        "served_by_model": sum(f.model_version != hourly.PERSISTENCE for f in served),
+        "retrain_every_hours": cfg.retrain_every_hours,
+        "architecture": cfg.architecture,
+    }
     if not scored:
         out["metrics"] = {}
         return out
@@ -170,8 +252,9 @@ def _report(symbol, start, end, cfg, served, raw, actuals: pd.Series, frame) -> 
     lo = [f.lower_close for f in scored]
     hi = [f.upper_close for f in scored]
     feats = feature_frame(frame, cfg.features)
-    base = baselines.predicted_closes(last, baselines.predicted_returns(feats["log_return"], idx, cfg.drift_hours,
-                                                                        cfg.ewma_span))
+    base = baselines.predicted_closes(
+        last, baselines.predicted_returns(feats["log_return"], idx, cfg.drift_hours, cfg.ewma_span)
+    )
     results = metrics.compare(actual, last, pred, base, lo, hi)
     results = {"served": results.pop("model"), **results}
     # Is the served forecast's difference from persistence more than chance? (one-sided DM, as promotion)
@@ -181,21 +264,34 @@ def _report(symbol, start, end, cfg, served, raw, actuals: pd.Series, frame) -> 
     if raw_scored:
         ridx = pd.DatetimeIndex([f.target_time for f in raw_scored])
         ractual = actuals.reindex(ridx).to_numpy()
-        rpred, rlast = np.array([f.predicted_close for f in raw_scored]), np.array([f.last_close for f in raw_scored])
-        results["model_raw"] = metrics.evaluate(ractual, rpred, rlast, [f.lower_close for f in raw_scored],
-                                                [f.upper_close for f in raw_scored])
+        rpred, rlast = (
+            np.array([f.predicted_close for f in raw_scored]),
+            np.array([f.last_close for f in raw_scored]),
+        )
+        results["model_raw"] = metrics.evaluate(
+            ractual,
+            rpred,
+            rlast,
+            [f.lower_close for f in raw_scored],
+            [f.upper_close for f in raw_scored],
+        )
         dm = evidence.diebold_mariano(np.abs(rpred - ractual), np.abs(rlast - ractual))
         results["model_raw"].update(dm_statistic=dm["statistic"], dm_p_value=dm["p_value"])
         # persistence on the raw model's own hours (may differ from the served hours at the start)
         results["persistence_on_raw_hours"] = metrics.evaluate(
-            actuals.reindex(ridx).to_numpy(), [f.last_close for f in raw_scored], [f.last_close for f in raw_scored])
+            actuals.reindex(ridx).to_numpy(),
+            [f.last_close for f in raw_scored],
+            [f.last_close for f in raw_scored],
+        )
     out["metrics"] = results
     return out
 
 
 def format_report(report: dict) -> str:
-    head = (f"walk-forward backtest {report['symbol']} {report['start']} .. {report['end']}: "
-            f"{report['hours_predicted']} hours predicted ({report['served_by_model']} by a promoted model, "
-            f"the rest by persistence), retrain every {report['retrain_every_hours']} h, "
-            f"skipped {report.get('skipped_hours') or 'none'}")
+    head = (
+        f"walk-forward backtest {report['symbol']} {report['start']} .. {report['end']}: "
+        f"{report['hours_predicted']} hours predicted ({report['served_by_model']} by a promoted model, "
+        f"the rest by persistence), retrain every {report['retrain_every_hours']} h, "
+        f"skipped {report.get('skipped_hours') or 'none'}"
+    )
     return metrics.format_table(report.get("metrics") or {}, head)

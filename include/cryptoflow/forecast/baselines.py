@@ -15,7 +15,9 @@ import pandas as pd
 NAMES = ("persistence", "drift", "ewma")
 
 
-def predicted_returns(returns: pd.Series, target_times, drift_hours: int = 24, ewma_span: int = 12) -> dict[str, np.ndarray]:
+def predicted_returns(
+    returns: pd.Series, target_times, drift_hours: int = 24, ewma_span: int = 12
+) -> dict[str, np.ndarray]:
     """Baseline log returns for each target hour. `returns` is indexed on a complete hourly index.
 
     The shift(1) is what keeps these honest: the value used for hour t is computed from hours <= t-1.
@@ -32,5 +34,7 @@ def predicted_returns(returns: pd.Series, target_times, drift_hours: int = 24, e
     return {k: np.nan_to_num(v, nan=0.0) for k, v in out.items()}
 
 
-def predicted_closes(last_close: np.ndarray, returns_by_name: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def predicted_closes(
+    last_close: np.ndarray, returns_by_name: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
     return {k: np.asarray(last_close) * np.exp(v) for k, v in returns_by_name.items()}

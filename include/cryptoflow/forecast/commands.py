@@ -13,8 +13,15 @@ from cryptoflow.forecast.registry import ObjectRegistry
 log = logging.getLogger(__name__)
 
 
-def backtest(symbols, start: datetime, end: datetime, retrain_every_hours: int | None = None,
-             dsn: str | None = None, store: bool = True, cfg=None) -> list[dict]:
+def backtest(
+    symbols,
+    start: datetime,
+    end: datetime,
+    retrain_every_hours: int | None = None,
+    dsn: str | None = None,
+    store: bool = True,
+    cfg=None,
+) -> list[dict]:
     """Walk-forward backtest of each symbol over [start, end) on warehouse data; logs each report.
 
     `cfg`: another configuration to replay (architecture, features, lookback, pool...; default: the DAG's)."""
@@ -23,7 +30,9 @@ def backtest(symbols, start: datetime, end: datetime, retrain_every_hours: int |
     reports = []
     with db.connect(dsn) as conn:
         for symbol in symbols:
-            rep = backtest_mod.backtest(symbol, start, end, retrain_every_hours, cfg=cfg, conn=conn, store=store)
+            rep = backtest_mod.backtest(
+                symbol, start, end, retrain_every_hours, cfg=cfg, conn=conn, store=store
+            )
             log.info("%s", backtest_mod.format_report(rep))
             reports.append(rep)
     return reports
@@ -43,14 +52,31 @@ def train(symbols=None, at: datetime | None = None, dsn: str | None = None) -> l
             if target is None:
                 log.info("%s: no complete 1h candles in the warehouse; nothing trained", symbol)
                 continue
-            frame = data.load_with_references(conn, symbol, before=target, hours=cfg.train_hours + cfg.lookback + 2)
-            res = hourly.ensure_model(symbol, frame, target, registry, cfg, force=True,
-                                      pool=hourly.load_pool(conn, target, cfg),
-                                      tick=hourly.exchange_tick(market, symbol))
+            frame = data.load_with_references(
+                conn, symbol, before=target, hours=cfg.train_hours + cfg.lookback + 2
+            )
+            res = hourly.ensure_model(
+                symbol,
+                frame,
+                target,
+                registry,
+                cfg,
+                force=True,
+                pool=hourly.load_pool(conn, target, cfg),
+                tick=hourly.exchange_tick(market, symbol),
+            )
             if res["trained"]:
                 m, p = res["metrics"], res["baseline_metrics"]["persistence"]
-                log.info("%s: %s %s (%s); validation MAE %.6g vs persistence %.6g, MASE %.4f", symbol,
-                         res["version"], res["decision"], res["decision_reason"], m["mae"], p["mae"], m["mase"])
+                log.info(
+                    "%s: %s %s (%s); validation MAE %.6g vs persistence %.6g, MASE %.4f",
+                    symbol,
+                    res["version"],
+                    res["decision"],
+                    res["decision_reason"],
+                    m["mae"],
+                    p["mae"],
+                    m["mase"],
+                )
             else:
                 log.info("%s: %s", symbol, res["reason"])
             out.append(res)

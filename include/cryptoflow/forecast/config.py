@@ -57,14 +57,31 @@ class ForecastConfig:
 
     def hyperparameters(self) -> dict[str, Any]:
         """What shapes a trained model (stored with it; differences make a model stale)."""
-        keys = ("architecture", "features", "pool", "lookback", "horizon", "train_hours", "validation_fraction",
-                "epochs", "batch_size", "patience", "learning_rate", "seed", "interval_level")
+        keys = (
+            "architecture",
+            "features",
+            "pool",
+            "lookback",
+            "horizon",
+            "train_hours",
+            "validation_fraction",
+            "epochs",
+            "batch_size",
+            "patience",
+            "learning_rate",
+            "seed",
+            "interval_level",
+        )
         d = asdict(self)
         # An empty pool (one model per coin) is left out: fingerprints of per-coin models stay as they were.
-        return {k: list(d[k]) if isinstance(d[k], tuple) else d[k] for k in keys if k != "pool" or d[k]}
+        return {
+            k: list(d[k]) if isinstance(d[k], tuple) else d[k] for k in keys if k != "pool" or d[k]
+        }
 
     def model_fingerprint(self) -> str:
-        return hashlib.sha256(json.dumps(self.hyperparameters(), sort_keys=True).encode()).hexdigest()[:12]
+        return hashlib.sha256(
+            json.dumps(self.hyperparameters(), sort_keys=True).encode()
+        ).hexdigest()[:12]
 
     def with_(self, **changes: Any) -> ForecastConfig:
         return replace(self, **changes)
@@ -73,7 +90,9 @@ class ForecastConfig:
 FIELDS = frozenset(f.name for f in fields(ForecastConfig))
 
 
-def with_settings(pairs: Iterable[str] | None, environ: Mapping[str, str] | None = None) -> ForecastConfig:
+def with_settings(
+    pairs: Iterable[str] | None, environ: Mapping[str, str] | None = None
+) -> ForecastConfig:
     """The configuration with FIELD=VALUE pairs (CLI `--set lookback=48`) applied over the environment,
     parsed exactly as CRYPTOFLOW_FORECAST_<FIELD> would be."""
     texts = {}
@@ -81,7 +100,9 @@ def with_settings(pairs: Iterable[str] | None, environ: Mapping[str, str] | None
         key, sep, value = pair.partition("=")
         key = key.strip().lower().replace("-", "_")
         if not sep or key not in FIELDS:
-            raise ValueError(f"--set {pair!r}: expected FIELD=VALUE with FIELD one of {sorted(FIELDS)}")
+            raise ValueError(
+                f"--set {pair!r}: expected FIELD=VALUE with FIELD one of {sorted(FIELDS)}"
+            )
         texts[key] = value
     return _config(settings.section_values(SECTION, environ, texts))
 

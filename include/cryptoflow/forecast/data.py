@@ -60,13 +60,19 @@ def with_references(frame: pd.DataFrame, references: dict[str, pd.DataFrame]) ->
     return out
 
 
-def load_with_references(conn, symbol: str, *, before: datetime, hours: int | None = None,
-                         start: datetime | None = None) -> pd.DataFrame:
+def load_with_references(
+    conn, symbol: str, *, before: datetime, hours: int | None = None, start: datetime | None = None
+) -> pd.DataFrame:
     """load_hourly (or load_range from `start`) with every reference coin's closes joined in, whatever
     the configured features: a served model whose features differ from the configuration's (until
     its replacement is promoted) still finds the columns it reads."""
+
     def load(s):
-        return load_range(conn, s, start, before) if start is not None else load_hourly(conn, s, before, hours)
+        return (
+            load_range(conn, s, start, before)
+            if start is not None
+            else load_hourly(conn, s, before, hours)
+        )
 
     return with_references(load(symbol), {col: load(s) for col, s in REFERENCES.values()})
 
@@ -81,8 +87,11 @@ def latest_complete_hour(conn, symbol: str) -> datetime | None:
 
 def frame_from_candles(candles: Iterable) -> pd.DataFrame:
     """The same frame from Candle objects (importer output), for tests and benchmarks without a DB."""
-    rows = [(datetime_from_ms(c.open_time), float(c.close), float(c.quote_volume))
-            for c in candles if c.interval == "1h"]
+    rows = [
+        (datetime_from_ms(c.open_time), float(c.close), float(c.quote_volume))
+        for c in candles
+        if c.interval == "1h"
+    ]
     rows.sort()
     return _frame(rows)
 
@@ -94,12 +103,19 @@ def before(frame: pd.DataFrame, cut: datetime) -> pd.DataFrame:
 
 def _frame(rows) -> pd.DataFrame:
     if not rows:
-        return pd.DataFrame({c: pd.Series(dtype="float64") for c in COLUMNS},
-                            index=pd.DatetimeIndex([], tz="UTC", name="open_time"))
+        return pd.DataFrame(
+            {c: pd.Series(dtype="float64") for c in COLUMNS},
+            index=pd.DatetimeIndex([], tz="UTC", name="open_time"),
+        )
     times, close, vol = zip(*rows)
     idx = pd.DatetimeIndex(pd.to_datetime(list(times), utc=True), name="open_time")
-    return pd.DataFrame({"close": np.asarray(close, dtype="float64"),
-                         "quote_volume": np.asarray(vol, dtype="float64")}, index=idx)
+    return pd.DataFrame(
+        {
+            "close": np.asarray(close, dtype="float64"),
+            "quote_volume": np.asarray(vol, dtype="float64"),
+        },
+        index=idx,
+    )
 
 
 def to_utc(t: datetime | pd.Timestamp) -> datetime:

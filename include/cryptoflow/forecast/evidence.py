@@ -30,9 +30,9 @@ ALPHAS = np.round(np.linspace(0.0, 1.0, 21), 2)  # shrinkage grid: 0, 0.05, ...,
 class Policy:
     """How a model's predicted log return becomes the served close."""
 
-    alpha: float = 1.0            # the served move is alpha x the predicted move
-    tick: float | None = None     # price grid of the coin (inferred from its closes)
-    round_to_tick: bool = False   # snap the served close to the grid (only where validation says so)
+    alpha: float = 1.0  # the served move is alpha x the predicted move
+    tick: float | None = None  # price grid of the coin (inferred from its closes)
+    round_to_tick: bool = False  # snap the served close to the grid (only where validation says so)
 
     def closes(self, last_close, predicted_return) -> np.ndarray:
         last = np.asarray(last_close, dtype="float64")
@@ -62,9 +62,11 @@ def infer_tick(closes, max_decimals: int = 10) -> float | None:
     if len(c) == 0:
         return None
     for k in range(0, max_decimals + 1):
-        scaled = c * 10.0 ** k
-        if np.all(np.abs(scaled - np.round(scaled)) <= 1e-6):  # within a millionth of a tick: float noise
-            return float(10.0 ** -k)
+        scaled = c * 10.0**k
+        if np.all(
+            np.abs(scaled - np.round(scaled)) <= 1e-6
+        ):  # within a millionth of a tick: float noise
+            return float(10.0**-k)
     return None
 
 
@@ -78,11 +80,18 @@ def fit_policy(predicted_return, last_close, actual_close, tick: float | None) -
     r = np.asarray(predicted_return, dtype="float64")
     if len(r) == 0:
         return Policy(0.0, tick, False)
-    candidates = [Policy(float(a), tick, rnd) for a in ALPHAS for rnd in ((False, True) if tick else (False,))]
-    return min(candidates, key=lambda p: (_mae(p.closes(last_close, r), actual_close), p.alpha, p.round_to_tick))
+    candidates = [
+        Policy(float(a), tick, rnd) for a in ALPHAS for rnd in ((False, True) if tick else (False,))
+    ]
+    return min(
+        candidates,
+        key=lambda p: (_mae(p.closes(last_close, r), actual_close), p.alpha, p.round_to_tick),
+    )
 
 
-def cross_fitted_closes(predicted_return, last_close, actual_close, tick: float | None) -> np.ndarray:
+def cross_fitted_closes(
+    predicted_return, last_close, actual_close, tick: float | None
+) -> np.ndarray:
     """Served closes with the policy fitted on the other half of the hours (two folds, in time order).
 
     What the policy would have done on hours it was not fitted on: the errors the promotion test uses.
@@ -113,7 +122,12 @@ def diebold_mariano(loss_model, loss_base) -> dict:
     d = np.asarray(loss_model, dtype="float64") - np.asarray(loss_base, dtype="float64")
     n = len(d)
     if n < 2:
-        return {"n": n, "mean_loss_difference": float(d.mean()) if n else 0.0, "statistic": None, "p_value": 1.0}
+        return {
+            "n": n,
+            "mean_loss_difference": float(d.mean()) if n else 0.0,
+            "statistic": None,
+            "p_value": 1.0,
+        }
     mean = float(d.mean())
     dc = d - mean
     lag = min(newey_west_lag(n), n - 1)
@@ -138,19 +152,36 @@ def promotion_evidence(predicted_return, last_close, actual_close, tick: float |
     served = cross_fitted_closes(predicted_return, last, actual, tick)
     dm = diebold_mariano(np.abs(served - actual), np.abs(last - actual))
     mae_p = _mae(last, actual)
-    return {**dm, "mae_cross_fitted": _mae(served, actual), "mae_persistence": mae_p,
-            "mase_cross_fitted": _mae(served, actual) / mae_p if mae_p > 0 else 1.0, "served": served}
+    return {
+        **dm,
+        "mae_cross_fitted": _mae(served, actual),
+        "mae_persistence": mae_p,
+        "mase_cross_fitted": _mae(served, actual) / mae_p if mae_p > 0 else 1.0,
+        "served": served,
+    }
 
 
 def retirement_rule(cfg) -> dict:
     """live_verdict's settings from a ForecastConfig: live (hourly.retire_if_losing), and on a
     candidate's latest validation hours (registry.decide)."""
-    return {"window": cfg.retire_window_hours, "min_hours": cfg.retire_min_hours, "margin": cfg.retire_margin,
-            "p_value": cfg.retire_p_value}
+    return {
+        "window": cfg.retire_window_hours,
+        "min_hours": cfg.retire_min_hours,
+        "margin": cfg.retire_margin,
+        "p_value": cfg.retire_p_value,
+    }
 
 
-def live_verdict(predicted_close, last_close, actual_close, *, window: int, min_hours: int,
-                 margin: float, p_value: float = 1.0) -> tuple[bool, str]:
+def live_verdict(
+    predicted_close,
+    last_close,
+    actual_close,
+    *,
+    window: int,
+    min_hours: int,
+    margin: float,
+    p_value: float = 1.0,
+) -> tuple[bool, str]:
     """(retire?, why) from the served model's latest scored hours (oldest first).
 
     Retire when, over its last `window` scored hours (at least `min_hours`), its MAE exceeds
@@ -165,16 +196,23 @@ def live_verdict(predicted_close, last_close, actual_close, *, window: int, min_
     if n < min_hours:
         return False, f"{n} scored hours (judged from {min_hours})"
     mae_p = _mae(last, actual)
-    mase = _mae(pred, actual) / mae_p if mae_p > 0 else (1.0 if _mae(pred, actual) == 0 else math.inf)
-    worse = diebold_mariano(np.abs(last - actual), np.abs(pred - actual))["p_value"]  # small: reliably worse
+    mase = (
+        _mae(pred, actual) / mae_p if mae_p > 0 else (1.0 if _mae(pred, actual) == 0 else math.inf)
+    )
+    worse = diebold_mariano(np.abs(last - actual), np.abs(pred - actual))[
+        "p_value"
+    ]  # small: reliably worse
     if mase > 1 + margin and worse < p_value:
-        return True, (f"live MASE {mase:.4f} over its last {n} scored hours (retired above {1 + margin:.4f}"
-                      f" when DM p={worse:.3g} < {p_value:g})")
+        return True, (
+            f"live MASE {mase:.4f} over its last {n} scored hours (retired above {1 + margin:.4f}"
+            f" when DM p={worse:.3g} < {p_value:g})"
+        )
     return False, f"live MASE {mase:.4f} over its last {n} scored hours (DM p of worse {worse:.3g})"
 
 
-def probation_verdict(predicted_close, last_close, actual_close, *, hours: int, window: int,
-                      margin: float) -> str | None:
+def probation_verdict(
+    predicted_close, last_close, actual_close, *, hours: int, window: int, margin: float
+) -> str | None:
     """Why a promoted model may not serve yet (or no more), or None when it may.
 
     Its record is every hour scored since its cut, served or not (oldest first): a model earns the
@@ -194,5 +232,15 @@ def probation_verdict(predicted_close, last_close, actual_close, *, hours: int, 
     return None
 
 
-__all__ = ["Policy", "infer_tick", "fit_policy", "cross_fitted_closes", "diebold_mariano", "promotion_evidence",
-           "live_verdict", "retirement_rule", "probation_verdict", "ALPHAS"]
+__all__ = [
+    "Policy",
+    "infer_tick",
+    "fit_policy",
+    "cross_fitted_closes",
+    "diebold_mariano",
+    "promotion_evidence",
+    "live_verdict",
+    "retirement_rule",
+    "probation_verdict",
+    "ALPHAS",
+]

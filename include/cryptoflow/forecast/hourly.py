@@ -44,9 +44,14 @@ class Readiness:
     latest: datetime | None
 
     def as_dict(self) -> dict:
-        return {"ok": self.ok, "reason": self.reason,
-                "target_time": None if self.target_time is None else to_utc(self.target_time).isoformat(),
-                "latest": None if self.latest is None else to_utc(self.latest).isoformat()}
+        return {
+            "ok": self.ok,
+            "reason": self.reason,
+            "target_time": None
+            if self.target_time is None
+            else to_utc(self.target_time).isoformat(),
+            "latest": None if self.latest is None else to_utc(self.latest).isoformat(),
+        }
 
 
 def readiness(frame: pd.DataFrame, now: datetime, cfg: ForecastConfig) -> Readiness:
@@ -58,27 +63,40 @@ def readiness(frame: pd.DataFrame, now: datetime, cfg: ForecastConfig) -> Readin
     latest = to_utc(frame.index[-1])
     lag = int((expected - latest) / HOUR)
     if lag > cfg.freshness_tolerance_hours:
-        return Readiness(False, f"stale: latest complete hour {latest:%Y-%m-%d %H:%M}Z, expected "
-                                f"{expected:%Y-%m-%d %H:%M}Z ({lag} h behind, tolerance "
-                                f"{cfg.freshness_tolerance_hours} h)", None, latest)
+        return Readiness(
+            False,
+            f"stale: latest complete hour {latest:%Y-%m-%d %H:%M}Z, expected "
+            f"{expected:%Y-%m-%d %H:%M}Z ({lag} h behind, tolerance "
+            f"{cfg.freshness_tolerance_hours} h)",
+            None,
+            latest,
+        )
     target = latest + HOUR
     need = pd.date_range(target - HOUR * (cfg.lookback + 1), target - HOUR, freq="h", tz="UTC")
     missing = need.difference(frame.index)
     if len(missing):
         shown = ", ".join(f"{t:%m-%d %H}h" for t in missing[:5])
-        return Readiness(False, f"incomplete: {len(missing)} of the {len(need)} hours before "
-                                f"{target:%Y-%m-%d %H:%M}Z missing or incomplete ({shown})", None, latest)
+        return Readiness(
+            False,
+            f"incomplete: {len(missing)} of the {len(need)} hours before "
+            f"{target:%Y-%m-%d %H:%M}Z missing or incomplete ({shown})",
+            None,
+            latest,
+        )
     return Readiness(True, "fresh and complete", target, latest)
 
 
 def check_inputs(conn, symbol: str, now: datetime, cfg: ForecastConfig) -> Readiness:
     """`readiness` on the warehouse's complete candles (the DAG's sensor and per-coin check)."""
-    frame = data.load_hourly(conn, symbol, before=floor_hour(now),
-                             hours=cfg.lookback + 2 + cfg.freshness_tolerance_hours)
+    frame = data.load_hourly(
+        conn, symbol, before=floor_hour(now), hours=cfg.lookback + 2 + cfg.freshness_tolerance_hours
+    )
     return readiness(frame, now, cfg)
 
 
-def training_reason(registry: BaseRegistry, symbol: str, target: datetime, cfg: ForecastConfig) -> str | None:
+def training_reason(
+    registry: BaseRegistry, symbol: str, target: datetime, cfg: ForecastConfig
+) -> str | None:
     """Why a model must be trained before predicting `target`, or None. Time is data time (the cut)."""
     try:
         attempt = registry.last_attempt(symbol)
@@ -87,10 +105,17 @@ def training_reason(registry: BaseRegistry, symbol: str, target: datetime, cfg: 
     if attempt is None:
         return "no model trained yet"
     # A live retirement counts like a rejection at the hour it happened (registry.retire).
-    since_attempt = (to_utc(target) - max(to_utc(pd.Timestamp(attempt["cut"])),
-                                          to_utc(pd.Timestamp(attempt.get("retired_at") or attempt["cut"])))) / HOUR
+    since_attempt = (
+        to_utc(target)
+        - max(
+            to_utc(pd.Timestamp(attempt["cut"])),
+            to_utc(pd.Timestamp(attempt.get("retired_at") or attempt["cut"])),
+        )
+    ) / HOUR
     if since_attempt >= cfg.retrain_every_hours:
-        return f"cadence: last training {since_attempt:.0f} h ago (every {cfg.retrain_every_hours} h)"
+        return (
+            f"cadence: last training {since_attempt:.0f} h ago (every {cfg.retrain_every_hours} h)"
+        )
     try:
         current = registry.current_pointer(symbol)
     except ModelUnavailable as exc:
@@ -101,8 +126,10 @@ def training_reason(registry: BaseRegistry, symbol: str, target: datetime, cfg: 
     if since_attempt < wait:
         return None  # a model was just attempted; don't retrain every hour after a rejection
     if current is None:
-        return (f"no promoted model; last attempt {since_attempt:.0f} h ago was {attempt['status']}"
-                f" (retry after {wait} h)")
+        return (
+            f"no promoted model; last attempt {since_attempt:.0f} h ago was {attempt['status']}"
+            f" (retry after {wait} h)"
+        )
     if attempt.get("fingerprint") != cfg.model_fingerprint():
         return "configuration changed since the last training"
     if _age_hours(current, target) >= cfg.max_model_age_hours:
@@ -117,7 +144,9 @@ def retry_wait_hours(attempt: dict, cfg: ForecastConfig) -> int:
     keeps losing to persistence is retried soon once, then less and less often, instead of burning
     a training every retry_hours (a few new hours barely change a 90-day training window).
     """
-    rejections = int(attempt.get("rejections_in_a_row", 1 if attempt.get("status") == "rejected" else 0))
+    rejections = int(
+        attempt.get("rejections_in_a_row", 1 if attempt.get("status") == "rejected" else 0)
+    )
     return min(cfg.retry_hours * 2 ** max(rejections - 1, 0), cfg.retrain_every_hours)
 
 
@@ -131,21 +160,36 @@ def exchange_tick(market, symbol: str) -> float | None:
     try:
         tick = market.tick_sizes([symbol]).get(symbol)
     except Exception as exc:  # the grid only refines the served close: an unreachable exchangeInfo
-        log.warning("%s: no tickSize from the exchange (%s); the grid is inferred from the closes", symbol, exc)
+        log.warning(
+            "%s: no tickSize from the exchange (%s); the grid is inferred from the closes",
+            symbol,
+            exc,
+        )
         return None  # must not cost the hour its forecast
     return float(tick) if tick else None
 
 
 def load_pool(conn, target: datetime, cfg: ForecastConfig) -> dict[str, pd.DataFrame]:
     """Candles of the coins of cfg.pool before `target` (one model across coins); {} without a pool."""
-    return {s: data.load_with_references(conn, s, before=target, hours=cfg.train_hours + cfg.lookback + 2)
-            for s in cfg.pool}
+    return {
+        s: data.load_with_references(
+            conn, s, before=target, hours=cfg.train_hours + cfg.lookback + 2
+        )
+        for s in cfg.pool
+    }
 
 
-def ensure_model(symbol: str, frame: pd.DataFrame, target: datetime, registry: BaseRegistry,
-                 cfg: ForecastConfig, version: str | None = None, force: bool = False,
-                 pool: dict[str, pd.DataFrame] | Callable[[], dict[str, pd.DataFrame]] | None = None,
-                 tick: float | Callable[[], float | None] | None = None) -> dict:
+def ensure_model(
+    symbol: str,
+    frame: pd.DataFrame,
+    target: datetime,
+    registry: BaseRegistry,
+    cfg: ForecastConfig,
+    version: str | None = None,
+    force: bool = False,
+    pool: dict[str, pd.DataFrame] | Callable[[], dict[str, pd.DataFrame]] | None = None,
+    tick: float | Callable[[], float | None] | None = None,
+) -> dict:
     """Train if needed (or `force`) and apply the promotion rule. Returns what happened (for logs and XCom).
 
     `pool`: the other coins' candles when cfg.pool asks for one model across coins (see load_pool).
@@ -155,11 +199,17 @@ def ensure_model(symbol: str, frame: pd.DataFrame, target: datetime, registry: B
     reason = "requested" if force else training_reason(registry, symbol, target, cfg)
     try:
         current = registry.current_pointer(symbol)
-    except ModelUnavailable as exc:  # a damaged pointer serves nothing: dropped, the new model decides
+    except (
+        ModelUnavailable
+    ) as exc:  # a damaged pointer serves nothing: dropped, the new model decides
         registry.clear_current(symbol, f"unavailable: {exc}")
         current = None
-    out = {"symbol": symbol, "trained": False, "reason": reason or "model up to date",
-           "current_version": current and current["version"]}
+    out = {
+        "symbol": symbol,
+        "trained": False,
+        "reason": reason or "model up to date",
+        "current_version": current and current["version"],
+    }
     if reason is None:
         return out
     history = data.before(frame, target)
@@ -177,27 +227,43 @@ def ensure_model(symbol: str, frame: pd.DataFrame, target: datetime, registry: B
     if current and _age_hours(current, target) >= cfg.max_model_age_hours:
         # A stale model is not served any more, so it must not block a fresh one that beats
         # persistence: it is retired, and the new model faces persistence alone.
-        registry.clear_current(symbol, f"stale: {_age_hours(current, target):.0f} h old at the next training")
+        registry.clear_current(
+            symbol, f"stale: {_age_hours(current, target):.0f} h old at the next training"
+        )
     elif current:
         try:
             current_model = registry.load(symbol, current["version"])
-        except ModelUnavailable as exc:  # can't be compared, so it can't stay: retired with the reason
+        except (
+            ModelUnavailable
+        ) as exc:  # can't be compared, so it can't stay: retired with the reason
             registry.clear_current(symbol, f"unavailable: {exc}")
     decision = decide(new, current_model, history, cfg)
     registry.record(new, decision)
     now_current = registry.current_pointer(symbol)
-    out.update({
-        "trained": True, "version": new.version, "decision": decision.action,
-        "decision_reason": decision.reason, "comparison": decision.comparison,
-        "current_version": now_current and now_current["version"],
-        "metrics": new.metadata["metrics"], "baseline_metrics": new.metadata["baseline_metrics"],
-        "train_seconds": new.metadata["train_seconds"], "epochs_run": new.metadata["epochs_run"],
-    })
+    out.update(
+        {
+            "trained": True,
+            "version": new.version,
+            "decision": decision.action,
+            "decision_reason": decision.reason,
+            "comparison": decision.comparison,
+            "current_version": now_current and now_current["version"],
+            "metrics": new.metadata["metrics"],
+            "baseline_metrics": new.metadata["baseline_metrics"],
+            "train_seconds": new.metadata["train_seconds"],
+            "epochs_run": new.metadata["epochs_run"],
+        }
+    )
     return out
 
 
-def served_model(registry: BaseRegistry, symbol: str, target: datetime, cfg: ForecastConfig,
-                 record: Callable | None = None):
+def served_model(
+    registry: BaseRegistry,
+    symbol: str,
+    target: datetime,
+    cfg: ForecastConfig,
+    record: Callable | None = None,
+):
     """(model or None, why): a promoted model younger than max_model_age_hours, and out of probation
     (cfg.probation_hours, evidence.probation_verdict), else None.
 
@@ -223,42 +289,60 @@ def served_model(registry: BaseRegistry, symbol: str, target: datetime, cfg: For
     except ModelUnavailable as exc:
         return None, f"promoted model unavailable: {exc}"
     if cfg.probation_hours and record is not None:
-        held = evidence.probation_verdict(*record(model), hours=cfg.probation_hours,
-                                          window=cfg.retire_window_hours, margin=cfg.probation_margin)
+        held = evidence.probation_verdict(
+            *record(model),
+            hours=cfg.probation_hours,
+            window=cfg.retire_window_hours,
+            margin=cfg.probation_margin,
+        )
         if held:
             return None, f"promoted model {ptr['version']} {held}"
     return model, f"promoted model {ptr['version']}"
 
 
-def since_cut_record(model: TrainedModel, frame: pd.DataFrame, target: datetime, cfg: ForecastConfig,
-                     served: pd.DataFrame | None = None):
+def since_cut_record(
+    model: TrainedModel,
+    frame: pd.DataFrame,
+    target: datetime,
+    cfg: ForecastConfig,
+    served: pd.DataFrame | None = None,
+):
     """(predicted, persistence, actual) closes of `model` on its scored hours since its cut and before
     `target` (the latest max(retire_window_hours, probation_hours) of them), oldest first, from
     `frame`'s candles (the model is fixed, so these are the closes it served or would have served).
     `served`: serving.model_served rows already computed over those hours (the backtest's), instead
     of a model call."""
     target = pd.Timestamp(to_utc(target))
-    since = max(pd.Timestamp(model.metadata["data_window"]["cut"]),
-                target - HOUR * max(cfg.retire_window_hours, cfg.probation_hours))
+    since = max(
+        pd.Timestamp(model.metadata["data_window"]["cut"]),
+        target - HOUR * max(cfg.retire_window_hours, cfg.probation_hours),
+    )
     if served is None:
         served = serving.model_served(model, frame, since, target - HOUR)
     rows = served.loc[(served.index >= since) & (served.index < target)]
     actual = frame["close"].reindex(rows.index)
     known = actual.notna().to_numpy()
-    return (rows["predicted_close"].to_numpy()[known], rows["last_close"].to_numpy()[known],
-            actual.to_numpy()[known])
+    return (
+        rows["predicted_close"].to_numpy()[known],
+        rows["last_close"].to_numpy()[known],
+        actual.to_numpy()[known],
+    )
 
 
-def predict(symbol: str, frame: pd.DataFrame, target: datetime, registry: BaseRegistry,
-            cfg: ForecastConfig) -> tuple[Forecast, str]:
+def predict(
+    symbol: str, frame: pd.DataFrame, target: datetime, registry: BaseRegistry, cfg: ForecastConfig
+) -> tuple[Forecast, str]:
     """The served forecast for `target` from rows before it; persistence (labelled) when no model serves.
 
     `frame` should reach serving.history_hours(cfg) back, or the interval has fewer errors to
     calibrate on (none below cfg.interval_min_scores)."""
     history = data.before(frame, target)
-    model, why = served_model(registry, symbol, target, cfg,
-                              record=lambda m: since_cut_record(m, history, target, cfg))
-    f = serving.forecasts(symbol, history, [(target, model and model.version, why)], registry, cfg)[0]
+    model, why = served_model(
+        registry, symbol, target, cfg, record=lambda m: since_cut_record(m, history, target, cfg)
+    )
+    f = serving.forecasts(symbol, history, [(target, model and model.version, why)], registry, cfg)[
+        0
+    ]
     return f, (why if f.model_version != PERSISTENCE else f.served_reason or why)
 
 
@@ -272,14 +356,16 @@ def live_record(conn, symbol: str, version: str, before: datetime, hours: int):
         " AND c.open_time = p.target_open_time AND c.is_complete"
         " WHERE p.symbol = %s AND p.interval = '1h' AND p.kind = 'live' AND p.model_version = %s"
         " AND p.target_open_time < %s ORDER BY p.target_open_time DESC LIMIT %s",
-        (symbol, version, to_utc(before), hours)).fetchall()
+        (symbol, version, to_utc(before), hours),
+    ).fetchall()
     conn.commit()
     rows.reverse()
     return tuple(np.array([r[i] for r in rows], dtype="float64") for i in range(3))
 
 
-def retire_if_losing(registry: BaseRegistry, symbol: str, target: datetime, cfg: ForecastConfig,
-                     scored) -> str | None:
+def retire_if_losing(
+    registry: BaseRegistry, symbol: str, target: datetime, cfg: ForecastConfig, scored
+) -> str | None:
     """Retire the served model now if it loses live (evidence.live_verdict); returns why, or None.
 
     `scored(version)`: that version's (predicted, persistence, actual) closes on its latest scored
@@ -298,14 +384,28 @@ def retire_if_losing(registry: BaseRegistry, symbol: str, target: datetime, cfg:
     return why
 
 
-def write_predictions(conn, forecasts: list[Forecast], kind: str = "live", actuals: dict | None = None) -> int:
+def write_predictions(
+    conn, forecasts: list[Forecast], kind: str = "live", actuals: dict | None = None
+) -> int:
     """Upsert predictions (one row per symbol, hour, kind, model version); commit."""
     rows = []
     for f in forecasts:
         actual = None if actuals is None else actuals.get(pd.Timestamp(f.target_time))
-        rows.append((f.symbol, to_utc(f.target_time), kind, f.model_version, f.predicted_close, f.lower_close,
-                     f.upper_close, f.last_close, actual, None if actual is None else datetime.now(timezone.utc),
-                     f.served_reason))
+        rows.append(
+            (
+                f.symbol,
+                to_utc(f.target_time),
+                kind,
+                f.model_version,
+                f.predicted_close,
+                f.lower_close,
+                f.upper_close,
+                f.last_close,
+                actual,
+                None if actual is None else datetime.now(timezone.utc),
+                f.served_reason,
+            )
+        )
     with conn.cursor() as cur:
         cur.executemany(
             "INSERT INTO forecast.predictions (symbol, interval, target_open_time, kind, model_version, predicted_close,"
@@ -353,8 +453,12 @@ def score(conn, symbol: str, window_hours: int = 168) -> dict:
         out["persistence"] = metrics.evaluate(actual, last, last)
         out["share_served_by_persistence"] = float(np.mean(versions == PERSISTENCE))
         if has_iv.any():
-            out["coverage"] = float(np.mean((actual[has_iv] >= lo[has_iv].astype(float))
-                                            & (actual[has_iv] <= hi[has_iv].astype(float))))
+            out["coverage"] = float(
+                np.mean(
+                    (actual[has_iv] >= lo[has_iv].astype(float))
+                    & (actual[has_iv] <= hi[has_iv].astype(float))
+                )
+            )
     return out
 
 

@@ -26,11 +26,19 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 def volatility(log_returns: pd.Series, span: int) -> pd.Series:
     """sigma_t from returns of hours before t only (the shift), on the returns' index."""
-    return np.sqrt((log_returns ** 2).ewm(span=span, ignore_na=True).mean().shift(1))
+    return np.sqrt((log_returns**2).ewm(span=span, ignore_na=True).mean().shift(1))
 
 
-def bounds(served_returns: pd.Series, log_returns: pd.Series, targets, *, level: float, window: int, span: int,
-           min_scores: int) -> tuple[np.ndarray, np.ndarray]:
+def bounds(
+    served_returns: pd.Series,
+    log_returns: pd.Series,
+    targets,
+    *,
+    level: float,
+    window: int,
+    span: int,
+    min_scores: int,
+) -> tuple[np.ndarray, np.ndarray]:
     """Lower and upper log-return bounds of the served forecast at each target hour (NaN: no interval).
 
     `log_returns`: realised returns on a complete hourly index that contains every target (NaN where
@@ -46,7 +54,9 @@ def bounds(served_returns: pd.Series, log_returns: pd.Series, targets, *, level:
     pos = idx.get_indexer(targets)
     if (pos < 0).any():
         raise ValueError("every target hour must be on the returns' index")
-    past = sliding_window_view(np.concatenate([np.full(window, np.nan), scores]), window)[pos]  # hours [T-window, T)
+    past = sliding_window_view(np.concatenate([np.full(window, np.nan), scores]), window)[
+        pos
+    ]  # hours [T-window, T)
     past = np.sort(past, axis=1)  # NaN sort last
     m = np.isfinite(past).sum(axis=1)
     a = (1 - level) / 2

@@ -32,29 +32,39 @@ def evaluate(actual, predicted, last_close, lower=None, upper=None) -> dict:
     pred_dir = np.sign(predicted - last_close)
     out = {
         "n": n,
-        "rmse": float(np.sqrt(np.mean(err ** 2))),
+        "rmse": float(np.sqrt(np.mean(err**2))),
         "mae": mae,
         "mape": float(np.mean(np.abs(err) / np.abs(actual)) * 100),
         "mase": mae / naive_mae if naive_mae > 0 else (1.0 if mae == 0 else math.inf),
-        "directional_accuracy": (float(np.mean(pred_dir[moved] == np.sign(actual - last_close)[moved]))
-                                 if moved.any() and np.any(pred_dir != 0) else None),
+        "directional_accuracy": (
+            float(np.mean(pred_dir[moved] == np.sign(actual - last_close)[moved]))
+            if moved.any() and np.any(pred_dir != 0)
+            else None
+        ),
     }
     took_side = moved & (pred_dir != 0)
-    out["direction_when_moved"] = (float(np.mean(pred_dir[took_side] == np.sign(actual - last_close)[took_side]))
-                                   if took_side.any() else None)
+    out["direction_when_moved"] = (
+        float(np.mean(pred_dir[took_side] == np.sign(actual - last_close)[took_side]))
+        if took_side.any()
+        else None
+    )
     out["hours_with_a_move_predicted"] = int(took_side.sum())
     if lower is not None and upper is not None:
         lower = np.asarray([np.nan if v is None else v for v in lower], dtype="float64")
         upper = np.asarray([np.nan if v is None else v for v in upper], dtype="float64")
         has = np.isfinite(lower) & np.isfinite(upper)
         if has.any():
-            out["coverage"] = float(np.mean((actual[has] >= lower[has]) & (actual[has] <= upper[has])))
+            out["coverage"] = float(
+                np.mean((actual[has] >= lower[has]) & (actual[has] <= upper[has]))
+            )
             out["mean_interval_width"] = float(np.mean(upper[has] - lower[has]))
         out["hours_with_interval"] = int(has.sum())
     return out
 
 
-def compare(actual, last_close, model_pred=None, baselines: dict | None = None, lower=None, upper=None) -> dict:
+def compare(
+    actual, last_close, model_pred=None, baselines: dict | None = None, lower=None, upper=None
+) -> dict:
     """{"model": ..., "persistence": ..., <other baselines>: ...} on the same hours."""
     out = {}
     if model_pred is not None:
@@ -75,10 +85,14 @@ def format_table(results: dict, title: str = "") -> str:
         cells = []
         for c in cols:
             v = m.get(c)
-            cells.append(f"{'-':>22}" if v is None else f"{v:>22}" if isinstance(v, int) else f"{v:>22.6g}")
+            cells.append(
+                f"{'-':>22}" if v is None else f"{v:>22}" if isinstance(v, int) else f"{v:>22.6g}"
+            )
         lines.append(f"{name:<26}" + "".join(cells))
-    lines.append("MASE < 1 means better than persistence (next close = last close) on the same hours; dm_p_value:"
-                 " one-sided Diebold-Mariano p of beating it (small: more than chance); direction_when_moved: right"
-                 " sign among the hours the price moved and the forecast predicted a move; coverage: of the 90 %"
-                 " interval.")
+    lines.append(
+        "MASE < 1 means better than persistence (next close = last close) on the same hours; dm_p_value:"
+        " one-sided Diebold-Mariano p of beating it (small: more than chance); direction_when_moved: right"
+        " sign among the hours the price moved and the forecast predicted a move; coverage: of the 90 %"
+        " interval."
+    )
     return "\n".join(lines)

@@ -50,7 +50,7 @@ class ModelUnavailable(Exception):
 
 @dataclass
 class Decision:
-    action: str                # promote | keep_current | none_served
+    action: str  # promote | keep_current | none_served
     reason: str
     comparison: dict = field(default_factory=dict)
 
@@ -59,8 +59,12 @@ class Decision:
         return self.action == "promote"
 
 
-def decide(new: TrainedModel, current: TrainedModel | None, frame: pd.DataFrame,
-           cfg: ForecastConfig | None = None) -> Decision:
+def decide(
+    new: TrainedModel,
+    current: TrainedModel | None,
+    frame: pd.DataFrame,
+    cfg: ForecastConfig | None = None,
+) -> Decision:
     """Compare new, current and persistence on the new model's validation hours.
 
     The new model must beat persistence on evidence (cross-fitted policy, DM p < promotion_p_value)
@@ -80,18 +84,29 @@ def decide(new: TrainedModel, current: TrainedModel | None, frame: pd.DataFrame,
         cur_f = current.forecast_hours(frame, hours)
         idx = idx.intersection(cur_f.index)  # the same hours for everyone
     if len(idx) == 0:
-        return Decision("none_served" if current is None else "keep_current",
-                        "no validation hours to compare on", {})
+        return Decision(
+            "none_served" if current is None else "keep_current",
+            "no validation hours to compare on",
+            {},
+        )
     actual = new_f.loc[idx, "actual_close"].to_numpy()
     last = new_f.loc[idx, "last_close"].to_numpy()
     mae = lambda p: float(np.mean(np.abs(np.asarray(p) - actual)))  # noqa: E731
-    ev = evidence.promotion_evidence(np.log(new_f.loc[idx, "predicted_close"].to_numpy() / last), last, actual,
-                                     new.policy.tick)
-    comp = {"n": len(idx), "window": [str(idx[0]), str(idx[-1])],
-            "mae_new": ev["mae_cross_fitted"], "mae_persistence": mae(last),
-            "mae_new_raw": mae(new_f.loc[idx, "predicted_close"]), "alpha": new.policy.alpha,
-            "round_to_tick": new.policy.round_to_tick, "dm_statistic": ev["statistic"],
-            "dm_p_value": ev["p_value"], "p_value_required": p_value}
+    ev = evidence.promotion_evidence(
+        np.log(new_f.loc[idx, "predicted_close"].to_numpy() / last), last, actual, new.policy.tick
+    )
+    comp = {
+        "n": len(idx),
+        "window": [str(idx[0]), str(idx[-1])],
+        "mae_new": ev["mae_cross_fitted"],
+        "mae_persistence": mae(last),
+        "mae_new_raw": mae(new_f.loc[idx, "predicted_close"]),
+        "alpha": new.policy.alpha,
+        "round_to_tick": new.policy.round_to_tick,
+        "dm_statistic": ev["statistic"],
+        "dm_p_value": ev["p_value"],
+        "p_value_required": p_value,
+    }
     new_ok, verdict = _judge_new(new, ev, last, actual, cfg, comp)
     if current is None:
         if new_ok:
@@ -102,31 +117,49 @@ def decide(new: TrainedModel, current: TrainedModel | None, frame: pd.DataFrame,
     comp["current_version"] = current.version
     cur_ok = comp["mae_current"] <= comp["mae_persistence"]
     if new_ok and comp["mae_new"] <= comp["mae_current"]:
-        return Decision("promote", f"new model {verdict}, at least as good as the current one", comp)
+        return Decision(
+            "promote", f"new model {verdict}, at least as good as the current one", comp
+        )
     if cur_ok:
         why = verdict if not new_ok else "worse than the current model"
         return Decision("keep_current", f"new model {why}; current model kept", comp)
-    return Decision("none_served", f"new model {verdict}; the current one now worse than persistence, retired",
-                    comp)
+    return Decision(
+        "none_served",
+        f"new model {verdict}; the current one now worse than persistence, retired",
+        comp,
+    )
 
 
-def _judge_new(new: TrainedModel, ev: dict, last: np.ndarray, actual: np.ndarray, cfg: ForecastConfig,
-               comp: dict) -> tuple[bool, str]:
+def _judge_new(
+    new: TrainedModel,
+    ev: dict,
+    last: np.ndarray,
+    actual: np.ndarray,
+    cfg: ForecastConfig,
+    comp: dict,
+) -> tuple[bool, str]:
     """(whether the new model may serve, why): it beats persistence beyond chance and the
     live-retirement rule would keep it on the latest validation hours (their verdict into `comp`)."""
     p_value = cfg.promotion_p_value
     new_ok = ev["p_value"] < p_value
-    verdict = (f"beats persistence beyond chance (DM p={ev['p_value']:.3g} < {p_value:g}, "
-               f"cross-fitted MASE {ev['mase_cross_fitted']:.4f})" if new_ok else
-               f"not better than persistence beyond chance (DM p={ev['p_value']:.3g}, needs < {p_value:g}; "
-               f"cross-fitted MASE {ev['mase_cross_fitted']:.4f}, shrinkage {new.policy.alpha:g})")
+    verdict = (
+        f"beats persistence beyond chance (DM p={ev['p_value']:.3g} < {p_value:g}, "
+        f"cross-fitted MASE {ev['mase_cross_fitted']:.4f})"
+        if new_ok
+        else f"not better than persistence beyond chance (DM p={ev['p_value']:.3g}, needs < {p_value:g}; "
+        f"cross-fitted MASE {ev['mase_cross_fitted']:.4f}, shrinkage {new.policy.alpha:g})"
+    )
     if new_ok:
-        retire, why = evidence.live_verdict(ev["served"], last, actual, **evidence.retirement_rule(cfg))
+        retire, why = evidence.live_verdict(
+            ev["served"], last, actual, **evidence.retirement_rule(cfg)
+        )
         comp["latest_hours"] = why
         if retire:
             new_ok = False
-            verdict = (f"beats persistence over its validation (DM p={ev['p_value']:.3g}) but would be retired on "
-                       f"the latest of those hours: {why}")
+            verdict = (
+                f"beats persistence over its validation (DM p={ev['p_value']:.3g}) but would be retired on "
+                f"the latest of those hours: {why}"
+            )
     return new_ok, verdict
 
 
@@ -153,8 +186,15 @@ class BaseRegistry(ABC):
         attempt = _or_none(self.last_attempt, symbol) or {}
         self.clear_current(symbol, reason)
         if attempt:
-            self.put_attempt(symbol, {**attempt, "retired_at": to_utc(at).isoformat(), "retired_reason": reason,
-                                      "rejections_in_a_row": int(attempt.get("rejections_in_a_row", 0)) + 1})
+            self.put_attempt(
+                symbol,
+                {
+                    **attempt,
+                    "retired_at": to_utc(at).isoformat(),
+                    "retired_reason": reason,
+                    "rejections_in_a_row": int(attempt.get("rejections_in_a_row", 0)) + 1,
+                },
+            )
 
     def current(self, symbol: str) -> TrainedModel | None:
         ptr = self.current_pointer(symbol)
@@ -174,8 +214,12 @@ class BaseRegistry(ABC):
         previous = _or_none(self.last_attempt, trained.symbol) or {}
         # Drives the retry back-off (hourly.retry_wait_hours) while nothing better than persistence is found.
         in_a_row = 0 if decision.promote else int(previous.get("rejections_in_a_row", 0)) + 1
-        trained.metadata["promotion"] = {"action": decision.action, "reason": decision.reason,
-                                         "rejections_in_a_row": in_a_row, **decision.comparison}
+        trained.metadata["promotion"] = {
+            "action": decision.action,
+            "reason": decision.reason,
+            "rejections_in_a_row": in_a_row,
+            **decision.comparison,
+        }
         self.save(trained, status, decision.reason)
         if decision.promote:
             self.set_current(trained, decision.reason)
@@ -192,17 +236,27 @@ def _or_none(read, symbol):
 
 
 def _pointer(trained: TrainedModel, reason: str) -> dict:
-    return {"version": trained.version, "cut": trained.metadata["data_window"]["cut"],
-            "fingerprint": trained.metadata.get("fingerprint"), "reason": reason,
-            "promoted_at": datetime.now(timezone.utc).isoformat()}
+    return {
+        "version": trained.version,
+        "cut": trained.metadata["data_window"]["cut"],
+        "fingerprint": trained.metadata.get("fingerprint"),
+        "reason": reason,
+        "promoted_at": datetime.now(timezone.utc).isoformat(),
+    }
 
 
 def _attempt(trained: TrainedModel, status: str, reason: str) -> dict:
-    return {"version": trained.version, "cut": trained.metadata["data_window"]["cut"], "status": status,
-            "reason": reason, "fingerprint": trained.metadata.get("fingerprint"),
-            "rejections_in_a_row": (trained.metadata.get("promotion") or {}).get(
-                "rejections_in_a_row", 0 if status == "promoted" else 1),
-            "at": datetime.now(timezone.utc).isoformat()}
+    return {
+        "version": trained.version,
+        "cut": trained.metadata["data_window"]["cut"],
+        "status": status,
+        "reason": reason,
+        "fingerprint": trained.metadata.get("fingerprint"),
+        "rejections_in_a_row": (trained.metadata.get("promotion") or {}).get(
+            "rejections_in_a_row", 0 if status == "promoted" else 1
+        ),
+        "at": datetime.now(timezone.utc).isoformat(),
+    }
 
 
 class MemoryRegistry(BaseRegistry):
@@ -253,7 +307,9 @@ class ObjectRegistry(BaseRegistry):
         if "://" not in self.uri:
             self.uri = "file://" + os.path.abspath(self.uri)
         # file:// needs no connection; asking for one would fail where none is defined.
-        self.root = ObjectStoragePath(self.uri) if local else ObjectStoragePath(self.uri, conn_id=conn_id)
+        self.root = (
+            ObjectStoragePath(self.uri) if local else ObjectStoragePath(self.uri, conn_id=conn_id)
+        )
         self.conn = conn
         self._loaded: dict[str, TrainedModel] = {}
 
@@ -274,7 +330,9 @@ class ObjectRegistry(BaseRegistry):
         except FileNotFoundError:
             return None
         except (ValueError, UnicodeDecodeError) as exc:
-            raise ModelUnavailable(f"unreadable {path.parent.name}/{path.name} in {self.uri}: {exc}") from exc
+            raise ModelUnavailable(
+                f"unreadable {path.parent.name}/{path.name} in {self.uri}: {exc}"
+            ) from exc
 
     def _write_json(self, path, obj) -> None:
         text = json.dumps(obj, indent=2, default=str)
@@ -323,8 +381,10 @@ class ObjectRegistry(BaseRegistry):
             data = (self._dir(symbol, version) / "model.keras").read_bytes()
             digest = hashlib.sha256(data).hexdigest()
             if meta.get("artifact_sha256", digest) != digest:
-                raise ValueError(f"model.keras sha256 {digest[:12]}... differs from its metadata's "
-                                 f"{meta['artifact_sha256'][:12]}... (replaced or damaged)")
+                raise ValueError(
+                    f"model.keras sha256 {digest[:12]}... differs from its metadata's "
+                    f"{meta['artifact_sha256'][:12]}... (replaced or damaged)"
+                )
             with tempfile.TemporaryDirectory(prefix="cf-model-") as tmp:
                 path = os.path.join(tmp, "model.keras")
                 with open(path, "wb") as fh:
@@ -333,8 +393,12 @@ class ObjectRegistry(BaseRegistry):
             scaler = Scaler.from_dict(meta["scaler"])
         except FileNotFoundError as exc:
             raise ModelUnavailable(f"model {version} missing from {where}: {exc}") from exc
-        except Exception as exc:  # Keras/zip/JSON errors of a damaged file: all mean "can't serve this"
-            raise ModelUnavailable(f"model {version} unreadable at {where}: {type(exc).__name__}: {exc}") from exc
+        except (
+            Exception
+        ) as exc:  # Keras/zip/JSON errors of a damaged file: all mean "can't serve this"
+            raise ModelUnavailable(
+                f"model {version} unreadable at {where}: {type(exc).__name__}: {exc}"
+            ) from exc
         trained = TrainedModel(model, scaler, meta)
         self._loaded[version] = trained
         return trained
@@ -355,7 +419,9 @@ class ObjectRegistry(BaseRegistry):
         trained.metadata["artifact_sha256"] = hashlib.sha256(blob).hexdigest()  # checked on load
         trained.metadata["status"] = status
         self._write_json(d / "metadata.json", trained.metadata)
-        self._write_json(self._dir(trained.symbol) / "last_attempt.json", _attempt(trained, status, reason))
+        self._write_json(
+            self._dir(trained.symbol) / "last_attempt.json", _attempt(trained, status, reason)
+        )
         self._loaded[trained.version] = trained
         if self.conn is not None:
             self._index(trained, status, reason, artifact)
@@ -367,8 +433,11 @@ class ObjectRegistry(BaseRegistry):
         if self.conn is not None:
             if previous and previous["version"] != trained.version:
                 self._status(previous["version"], "retired", f"replaced by {trained.version}")
-            self.conn.execute("UPDATE forecast.model_versions SET status = 'promoted', status_reason = %s,"
-                              " promoted_at = now() WHERE version = %s", (reason, trained.version))
+            self.conn.execute(
+                "UPDATE forecast.model_versions SET status = 'promoted', status_reason = %s,"
+                " promoted_at = now() WHERE version = %s",
+                (reason, trained.version),
+            )
             self.conn.commit()
 
     def clear_current(self, symbol, reason):
@@ -382,8 +451,10 @@ class ObjectRegistry(BaseRegistry):
         self._write_json(self._dir(symbol) / "last_attempt.json", attempt)
 
     def _status(self, version, status, reason):
-        self.conn.execute("UPDATE forecast.model_versions SET status = %s, status_reason = %s WHERE version = %s",
-                          (status, reason, version))
+        self.conn.execute(
+            "UPDATE forecast.model_versions SET status = %s, status_reason = %s WHERE version = %s",
+            (status, reason, version),
+        )
 
     def _index(self, trained, status, reason, artifact):
         m = trained.metadata
@@ -394,8 +465,20 @@ class ObjectRegistry(BaseRegistry):
             " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
             " ON CONFLICT (version) DO UPDATE SET artifact_uri = EXCLUDED.artifact_uri, metrics = EXCLUDED.metrics,"
             " baseline_metrics = EXCLUDED.baseline_metrics, status = EXCLUDED.status, status_reason = EXCLUDED.status_reason",
-            (m["version"], m["symbol"], m["architecture"], artifact, m["trained_at"], dw["train_start"], dw["cut"],
-             json.dumps(m["hyperparameters"]), json.dumps(m["metrics"]), json.dumps(m["baseline_metrics"]),
-             m.get("code_version"), "candidate" if status == "promoted" else status, reason),
+            (
+                m["version"],
+                m["symbol"],
+                m["architecture"],
+                artifact,
+                m["trained_at"],
+                dw["train_start"],
+                dw["cut"],
+                json.dumps(m["hyperparameters"]),
+                json.dumps(m["metrics"]),
+                json.dumps(m["baseline_metrics"]),
+                m.get("code_version"),
+                "candidate" if status == "promoted" else status,
+                reason,
+            ),
         )
         self.conn.commit()

@@ -34,12 +34,19 @@ def model_served(model: TrainedModel, frame: pd.DataFrame, since, until) -> pd.D
     Columns predicted_close, last_close, predicted_return (of the served close); one model call.
     """
     w = input_windows(frame, model.features, model.lookback)
-    keep = (w.target_time >= pd.Timestamp(to_utc(since))) & (w.target_time <= pd.Timestamp(to_utc(until)))
+    keep = (w.target_time >= pd.Timestamp(to_utc(since))) & (
+        w.target_time <= pd.Timestamp(to_utc(until))
+    )
     w = w.subset(keep)
     pred = model.served_closes(w.X, w.last_close) if len(w) else np.empty(0)
-    return pd.DataFrame({"predicted_close": pred, "last_close": w.last_close,
-                         "predicted_return": np.log(pred / w.last_close) if len(w) else np.empty(0)},
-                        index=w.target_time)
+    return pd.DataFrame(
+        {
+            "predicted_close": pred,
+            "last_close": w.last_close,
+            "predicted_return": np.log(pred / w.last_close) if len(w) else np.empty(0),
+        },
+        index=w.target_time,
+    )
 
 
 def calibration_start(model: TrainedModel):
@@ -47,8 +54,14 @@ def calibration_start(model: TrainedModel):
     return pd.Timestamp(model.metadata["data_window"]["validation_start"])
 
 
-def forecasts(symbol: str, frame: pd.DataFrame, plan, registry, cfg: ForecastConfig,
-              served_by_version: dict[str, pd.DataFrame] | None = None) -> list[Forecast]:
+def forecasts(
+    symbol: str,
+    frame: pd.DataFrame,
+    plan,
+    registry,
+    cfg: ForecastConfig,
+    served_by_version: dict[str, pd.DataFrame] | None = None,
+) -> list[Forecast]:
     """The Forecast of each plan entry, from `frame`'s candles before each entry's hour only.
 
     `served_by_version`: model_served frames already computed (the backtest's live retirement
@@ -62,9 +75,15 @@ def forecasts(symbol: str, frame: pd.DataFrame, plan, registry, cfg: ForecastCon
     realised = np.log(full["close"]).diff()
 
     def bounds(served_returns: pd.Series, hours: pd.DatetimeIndex):
-        return intervals.bounds(served_returns, realised, hours, level=cfg.interval_level,
-                                window=cfg.interval_window_hours, span=cfg.volatility_span_hours,
-                                min_scores=cfg.interval_min_scores)
+        return intervals.bounds(
+            served_returns,
+            realised,
+            hours,
+            level=cfg.interval_level,
+            window=cfg.interval_window_hours,
+            span=cfg.volatility_span_hours,
+            min_scores=cfg.interval_min_scores,
+        )
 
     out: list[Forecast | None] = [None] * len(plan)
 
@@ -77,7 +96,9 @@ def forecasts(symbol: str, frame: pd.DataFrame, plan, registry, cfg: ForecastCon
         ts = targets[ks]
         since = max(calibration_start(model), ts.min() - HOUR * cfg.interval_window_hours)
         known = (served_by_version or {}).get(version)
-        if known is not None and len(known) and known.index.max() >= ts.max():  # starts at calibration
+        if (
+            known is not None and len(known) and known.index.max() >= ts.max()
+        ):  # starts at calibration
             served = known.loc[(known.index >= since) & (known.index <= ts.max())]
         else:
             served = model_served(model, frame, since, ts.max())
@@ -88,8 +109,16 @@ def forecasts(symbol: str, frame: pd.DataFrame, plan, registry, cfg: ForecastCon
             rows = served.loc[th]
             for j, k in enumerate(have):
                 last = float(rows["last_close"].iloc[j])
-                out[k] = Forecast(symbol, to_utc(th[j]), float(rows["predicted_close"].iloc[j]),
-                                  _close(last, lo[j]), _close(last, hi[j]), last, version, plan[k][2])
+                out[k] = Forecast(
+                    symbol,
+                    to_utc(th[j]),
+                    float(rows["predicted_close"].iloc[j]),
+                    _close(last, lo[j]),
+                    _close(last, hi[j]),
+                    last,
+                    version,
+                    plan[k][2],
+                )
 
     rest = [k for k in range(len(plan)) if out[k] is None]
     if rest:
@@ -99,8 +128,16 @@ def forecasts(symbol: str, frame: pd.DataFrame, plan, registry, cfg: ForecastCon
         for j, k in enumerate(rest):
             why = plan[k][2] if plan[k][1] is None else f"{plan[k][2]} could not build its window"
             last = float(frame["close"].iloc[pos[j]])
-            out[k] = Forecast(symbol, to_utc(tr[j]), last, _close(last, lo[j]), _close(last, hi[j]), last,
-                              PERSISTENCE, f"persistence: {why}")
+            out[k] = Forecast(
+                symbol,
+                to_utc(tr[j]),
+                last,
+                _close(last, lo[j]),
+                _close(last, hi[j]),
+                last,
+                PERSISTENCE,
+                f"persistence: {why}",
+            )
     return out  # type: ignore[return-value]
 
 

@@ -36,13 +36,15 @@ class NotEnoughData(ValueError):
 @dataclass
 class Forecast:
     symbol: str
-    target_time: datetime      # open time of the predicted hour
+    target_time: datetime  # open time of the predicted hour
     predicted_close: float
     lower_close: float | None
     upper_close: float | None
-    last_close: float          # the persistence forecast
+    last_close: float  # the persistence forecast
     model_version: str
-    served_reason: str | None = None  # why this model (or persistence) served the hour; stored with the row
+    served_reason: str | None = (
+        None  # why this model (or persistence) served the hour; stored with the row
+    )
 
     def as_dict(self) -> dict:
         d = dict(self.__dict__)
@@ -80,7 +82,7 @@ class TrainedModel:
         """
         out = []
         for i in range(0, len(X), 4096):
-            out.append(np.asarray(self.model.predict_on_batch(self.scaler.x(X[i:i + 4096]))))
+            out.append(np.asarray(self.model.predict_on_batch(self.scaler.x(X[i : i + 4096]))))
         scaled = np.concatenate(out) if out else np.empty((0, 1))
         return self.scaler.inverse_y(scaled)
 
@@ -99,8 +101,10 @@ class TrainedModel:
         q = self.metadata.get("interval") or {}
         if "q_low" not in q:
             return None, None
-        return (np.asarray(last_close) * np.exp(np.asarray(pred_return) + q["q_low"]),
-                np.asarray(last_close) * np.exp(np.asarray(pred_return) + q["q_high"]))
+        return (
+            np.asarray(last_close) * np.exp(np.asarray(pred_return) + q["q_low"]),
+            np.asarray(last_close) * np.exp(np.asarray(pred_return) + q["q_high"]),
+        )
 
     def forecast(self, history: pd.DataFrame, target_time: datetime) -> Forecast | None:
         """The raw one-hour-ahead forecast of the hour starting at target_time, from rows before it only."""
@@ -110,7 +114,9 @@ class TrainedModel:
         window, last = got
         return self.forecast_windows(window, np.array([last]), [target_time])[0]
 
-    def forecast_windows(self, X: np.ndarray, last_close: np.ndarray, target_times) -> list[Forecast]:
+    def forecast_windows(
+        self, X: np.ndarray, last_close: np.ndarray, target_times
+    ) -> list[Forecast]:
         """Raw forecasts (no shrinkage, validation-quantile interval) from ready-made input windows, one
         model call for all: the backtest's "model_raw" figures."""
         if len(X) == 0:
@@ -118,9 +124,18 @@ class TrainedModel:
         r = self.predict_returns(X)[:, 0]
         pred = np.asarray(last_close) * np.exp(r)
         lo, hi = self.interval(r, last_close)
-        return [Forecast(self.symbol, to_utc(t), float(pred[i]), None if lo is None else float(lo[i]),
-                         None if hi is None else float(hi[i]), float(last_close[i]), self.version)
-                for i, t in enumerate(target_times)]
+        return [
+            Forecast(
+                self.symbol,
+                to_utc(t),
+                float(pred[i]),
+                None if lo is None else float(lo[i]),
+                None if hi is None else float(hi[i]),
+                float(last_close[i]),
+                self.version,
+            )
+            for i, t in enumerate(target_times)
+        ]
 
     def forecast_hours(self, frame: pd.DataFrame, target_times, raw: bool = False) -> pd.DataFrame:
         """Forecasts for many target hours at once (evaluation): each from the hours before it only.
@@ -137,12 +152,18 @@ class TrainedModel:
         s = s.subset(keep)
         r = self.predict_returns(s.X)[:, 0] if len(s) else np.empty(0)
         lo, hi = self.interval(r, s.last_close) if raw else (None, None)
-        return pd.DataFrame({
-            "predicted_close": s.last_close * np.exp(r) if raw else self.policy.closes(s.last_close, r),
-            "lower_close": lo if lo is not None else np.nan,
-            "upper_close": hi if hi is not None else np.nan,
-            "last_close": s.last_close, "actual_close": s.actual_close,
-        }, index=s.target_time)
+        return pd.DataFrame(
+            {
+                "predicted_close": s.last_close * np.exp(r)
+                if raw
+                else self.policy.closes(s.last_close, r),
+                "lower_close": lo if lo is not None else np.nan,
+                "upper_close": hi if hi is not None else np.nan,
+                "last_close": s.last_close,
+                "actual_close": s.actual_close,
+            },
+            index=s.target_time,
+        )
 
 
 def configure_tensorflow(seed: int) -> None:
@@ -171,10 +192,18 @@ def code_version() -> str:
         return cfg.code_version
     try:
         home = str(cfg.home)
-        rev = subprocess.run(["git", "-C", home, "rev-parse", "--short=12", "HEAD"], capture_output=True,
-                             text=True, timeout=5).stdout.strip()
-        dirty = subprocess.run(["git", "-C", home, "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        rev = subprocess.run(
+            ["git", "-C", home, "rev-parse", "--short=12", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", home, "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
         if rev:
             return rev + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
@@ -187,7 +216,9 @@ def code_version() -> str:
         return "unknown"
 
 
-def training_samples(frame: pd.DataFrame, cut: datetime, cfg: ForecastConfig) -> tuple[pd.DataFrame, Samples]:
+def training_samples(
+    frame: pd.DataFrame, cut: datetime, cfg: ForecastConfig
+) -> tuple[pd.DataFrame, Samples]:
     cut_ts = pd.Timestamp(to_utc(cut))
     window = before(frame, cut)
     window = window.loc[window.index >= cut_ts - HOUR * cfg.train_hours]
@@ -201,8 +232,10 @@ def _split(samples: Samples, cfg: ForecastConfig) -> tuple[Samples, Samples]:
     """(training, validation): the latest validation_fraction (at least 24 samples) validates."""
     n_val = max(int(len(samples) * cfg.validation_fraction), 24)
     # Purge: training targets reaching into the validation hours (horizon > 1) would leak them.
-    return (samples.subset(slice(0, len(samples) - n_val - (cfg.horizon - 1))),
-            samples.subset(slice(len(samples) - n_val, None)))
+    return (
+        samples.subset(slice(0, len(samples) - n_val - (cfg.horizon - 1))),
+        samples.subset(slice(len(samples) - n_val, None)),
+    )
 
 
 # One model across coins: the weights fitted on the pooled data at a cut, shared by every coin's
@@ -210,8 +243,14 @@ def _split(samples: Samples, cfg: ForecastConfig) -> tuple[Samples, Samples]:
 _pooled_fits: dict[tuple, tuple[list, dict]] = {}
 
 
-def _pool_parts(symbol: str, own: tuple, cut: datetime, cfg: ForecastConfig, min_samples: int,
-                pool: dict[str, pd.DataFrame] | None) -> dict[str, tuple]:
+def _pool_parts(
+    symbol: str,
+    own: tuple,
+    cut: datetime,
+    cfg: ForecastConfig,
+    min_samples: int,
+    pool: dict[str, pd.DataFrame] | None,
+) -> dict[str, tuple]:
     """{coin: (training, validation, scaler)}: `symbol`'s own `own`, and every coin of `cfg.pool`
     in `pool` with at least `min_samples` windows before the cut."""
     parts = {symbol: own}
@@ -219,7 +258,9 @@ def _pool_parts(symbol: str, own: tuple, cut: datetime, cfg: ForecastConfig, min
         if other == symbol or pool is None or other not in pool:
             continue
         try:
-            _, o_samples = training_samples(pool[other], cut, cfg)  # other coins: before the cut too
+            _, o_samples = training_samples(
+                pool[other], cut, cfg
+            )  # other coins: before the cut too
         except NotEnoughData:
             continue
         if len(o_samples) >= min_samples:
@@ -244,39 +285,55 @@ def _fit(order: list[str], cut: datetime, cfg: ForecastConfig, Xtr, ytr, Xva, yv
     configure_tensorflow(cfg.seed)
     model = architectures.build(cfg.architecture, cfg.lookback, len(cfg.features), cfg.horizon)
     model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss="mse")
-    key = (tuple(order), to_utc(cut).isoformat(), cfg.model_fingerprint()) if len(order) > 1 else None
+    key = (
+        (tuple(order), to_utc(cut).isoformat(), cfg.model_fingerprint()) if len(order) > 1 else None
+    )
     if key in _pooled_fits:
         weights, hist = _pooled_fits[key]
         model.set_weights(weights)
     else:
         hist = model.fit(
-            Xtr, ytr, validation_data=(Xva, yva),
-            epochs=cfg.epochs, batch_size=cfg.batch_size, shuffle=True, verbose=0,
-            callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience,
-                                                     restore_best_weights=True)],
+            Xtr,
+            ytr,
+            validation_data=(Xva, yva),
+            epochs=cfg.epochs,
+            batch_size=cfg.batch_size,
+            shuffle=True,
+            verbose=0,
+            callbacks=[
+                keras.callbacks.EarlyStopping(
+                    monitor="val_loss", patience=cfg.patience, restore_best_weights=True
+                )
+            ],
         ).history
         if key is not None:
             _pooled_fits[key] = (model.get_weights(), hist)
     return model, hist
 
 
-def _fit_interval_and_policy(trained: TrainedModel, feats: pd.DataFrame, va: Samples, cfg: ForecastConfig,
-                             tick: float | None) -> None:
+def _fit_interval_and_policy(
+    trained: TrainedModel, feats: pd.DataFrame, va: Samples, cfg: ForecastConfig, tick: float | None
+) -> None:
     """The metadata's interval and serving policy, both fitted on the validation hours."""
     # Validation: residuals of the next-hour return give the interval; metrics beside the baselines.
     val_r = trained.predict_returns(va.X)[:, 0]
     resid = va.y[:, 0] - val_r
     alpha = (1 - cfg.interval_level) / 2
-    trained.metadata["interval"] = {"level": cfg.interval_level, "q_low": float(np.quantile(resid, alpha)),
-                                    "q_high": float(np.quantile(resid, 1 - alpha)),
-                                    "source": "validation residual quantiles of the log return"}
+    trained.metadata["interval"] = {
+        "level": cfg.interval_level,
+        "q_low": float(np.quantile(resid, alpha)),
+        "q_high": float(np.quantile(resid, 1 - alpha)),
+        "source": "validation residual quantiles of the log return",
+    }
     # How the output is served, fitted on the same hours: the shrinkage toward persistence and
     # the tick grid (evidence.py); the promotion test cross-fits it (registry.decide).
     tick_source = "exchange" if tick else "inferred from the closes"
     if not tick:
-        tick = evidence.infer_tick(feats["close"].to_numpy()[-cfg.interval_window_hours:])
-    trained.metadata["policy"] = {**evidence.fit_policy(val_r, va.last_close, va.actual_close, tick).as_dict(),
-                                  "tick_source": tick_source}
+        tick = evidence.infer_tick(feats["close"].to_numpy()[-cfg.interval_window_hours :])
+    trained.metadata["policy"] = {
+        **evidence.fit_policy(val_r, va.last_close, va.actual_close, tick).as_dict(),
+        "tick_source": tick_source,
+    }
 
 
 def _data_window(tr: Samples, va: Samples, cut_utc: datetime, cfg: ForecastConfig) -> dict:
@@ -287,13 +344,21 @@ def _data_window(tr: Samples, va: Samples, cut_utc: datetime, cfg: ForecastConfi
         "train_end": to_utc(tr.target_time[-1] + HOUR).isoformat(),
         "validation_start": to_utc(va.target_time[0]).isoformat(),
         "validation_end": to_utc(va.target_time[-1] + HOUR).isoformat(),
-        "n_train": len(tr), "n_validation": len(va),
+        "n_train": len(tr),
+        "n_validation": len(va),
     }
 
 
-def train(symbol: str, frame: pd.DataFrame, cut: datetime, cfg: ForecastConfig, version: str | None = None,
-          min_samples: int = 200, pool: dict[str, pd.DataFrame] | None = None,
-          tick: float | None = None) -> TrainedModel:
+def train(
+    symbol: str,
+    frame: pd.DataFrame,
+    cut: datetime,
+    cfg: ForecastConfig,
+    version: str | None = None,
+    min_samples: int = 200,
+    pool: dict[str, pd.DataFrame] | None = None,
+    tick: float | None = None,
+) -> TrainedModel:
     """Fit `symbol`'s model on the hours before `cut`.
 
     With `cfg.pool` (one model across coins) the network is fitted on the pooled training splits of
@@ -311,7 +376,9 @@ def train(symbol: str, frame: pd.DataFrame, cut: datetime, cfg: ForecastConfig, 
     t0 = time.perf_counter()
     feats, samples = training_samples(frame, cut, cfg)
     if len(samples) < min_samples:
-        raise NotEnoughData(f"{symbol}: {len(samples)} complete windows before {to_utc(cut)}; need {min_samples}")
+        raise NotEnoughData(
+            f"{symbol}: {len(samples)} complete windows before {to_utc(cut)}; need {min_samples}"
+        )
     tr, va = _split(samples, cfg)
     scaler = Scaler.fit(tr.X)
 
@@ -321,33 +388,49 @@ def train(symbol: str, frame: pd.DataFrame, cut: datetime, cfg: ForecastConfig, 
     model, hist = _fit(order, cut, cfg, Xtr, ytr, Xva, yva)
     cut_utc = to_utc(cut)
     version = version or f"{symbol}-{cfg.architecture}-{cut_utc:%Y%m%dT%H}Z-{uuid.uuid4().hex[:6]}"
-    trained = TrainedModel(model, scaler, {
-        "version": version, "symbol": symbol, "architecture": cfg.architecture,
-        "hyperparameters": cfg.hyperparameters(), "fingerprint": cfg.model_fingerprint(),
-        "scaler": scaler.to_dict(),
-    })
+    trained = TrainedModel(
+        model,
+        scaler,
+        {
+            "version": version,
+            "symbol": symbol,
+            "architecture": cfg.architecture,
+            "hyperparameters": cfg.hyperparameters(),
+            "fingerprint": cfg.model_fingerprint(),
+            "scaler": scaler.to_dict(),
+        },
+    )
     _fit_interval_and_policy(trained, feats, va, cfg, tick)
     evaluation = evaluate_on(trained, feats, va, cfg)
-    trained.metadata.update({
-        "data_window": _data_window(tr, va, cut_utc, cfg),
-        "metrics": evaluation["model"],
-        "baseline_metrics": {k: v for k, v in evaluation.items() if k != "model"},
-        "epochs_run": len(hist["loss"]),
-        "best_epoch": int(np.argmin(hist["val_loss"])) + 1,
-        "pooled_with": [k for k in order if k != symbol], "n_train_pooled": int(len(ytr)),
-        "train_seconds": round(time.perf_counter() - t0, 2),
-        "trained_at": datetime.now(timezone.utc).isoformat(),
-        "code_version": code_version(),
-        "keras_version": keras.__version__,
-    })
+    trained.metadata.update(
+        {
+            "data_window": _data_window(tr, va, cut_utc, cfg),
+            "metrics": evaluation["model"],
+            "baseline_metrics": {k: v for k, v in evaluation.items() if k != "model"},
+            "epochs_run": len(hist["loss"]),
+            "best_epoch": int(np.argmin(hist["val_loss"])) + 1,
+            "pooled_with": [k for k in order if k != symbol],
+            "n_train_pooled": int(len(ytr)),
+            "train_seconds": round(time.perf_counter() - t0, 2),
+            "trained_at": datetime.now(timezone.utc).isoformat(),
+            "code_version": code_version(),
+            "keras_version": keras.__version__,
+        }
+    )
     return trained
 
 
-def evaluate_on(trained: TrainedModel, feats: pd.DataFrame, samples: Samples, cfg: ForecastConfig) -> dict:
+def evaluate_on(
+    trained: TrainedModel, feats: pd.DataFrame, samples: Samples, cfg: ForecastConfig
+) -> dict:
     """Model vs persistence, drift and EWMA on exactly the hours of `samples`."""
     r = trained.predict_returns(samples.X)[:, 0]
     pred = samples.last_close * np.exp(r)
     lo, hi = trained.interval(r, samples.last_close)
-    base = baselines.predicted_closes(samples.last_close, baselines.predicted_returns(
-        feats["log_return"], samples.target_time, cfg.drift_hours, cfg.ewma_span))
+    base = baselines.predicted_closes(
+        samples.last_close,
+        baselines.predicted_returns(
+            feats["log_return"], samples.target_time, cfg.drift_hours, cfg.ewma_span
+        ),
+    )
     return metrics.compare(samples.actual_close, samples.last_close, pred, base, lo, hi)

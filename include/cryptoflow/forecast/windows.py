@@ -46,8 +46,10 @@ def reference_columns(features) -> dict[str, str]:
 
 def _column(frame: pd.DataFrame, name: str) -> pd.Series:
     if name not in frame.columns:
-        raise ValueError(f"this feature needs the column {name!r}: the other coin's closes joined with "
-                         "data.with_references (the DAG and the backtest do it when the features ask)")
+        raise ValueError(
+            f"this feature needs the column {name!r}: the other coin's closes joined with "
+            "data.with_references (the DAG and the backtest do it when the features ask)"
+        )
     return frame[name]
 
 
@@ -60,7 +62,9 @@ def complete_index(frame: pd.DataFrame, end: datetime | None = None) -> pd.DataF
     return frame.reindex(idx)
 
 
-def feature_frame(frame: pd.DataFrame, features: tuple[str, ...], end: datetime | None = None) -> pd.DataFrame:
+def feature_frame(
+    frame: pd.DataFrame, features: tuple[str, ...], end: datetime | None = None
+) -> pd.DataFrame:
     """Columns: the features, then close; one row per hour, NaN where the data is missing."""
     if not features or features[0] != "log_return":
         raise ValueError("the first feature must be log_return (it is also the target)")
@@ -75,20 +79,24 @@ def feature_frame(frame: pd.DataFrame, features: tuple[str, ...], end: datetime 
 
 @dataclass
 class Samples:
-    X: np.ndarray            # (n, lookback, n_features), unscaled
-    y: np.ndarray            # (n, horizon) log returns, unscaled
+    X: np.ndarray  # (n, lookback, n_features), unscaled
+    y: np.ndarray  # (n, horizon) log returns, unscaled
     target_time: pd.DatetimeIndex  # open time of the first predicted hour
-    last_close: np.ndarray   # close of the hour before the target (the persistence forecast)
+    last_close: np.ndarray  # close of the hour before the target (the persistence forecast)
     actual_close: np.ndarray  # close of the target hour
 
     def __len__(self) -> int:
         return len(self.y)
 
     def subset(self, sl) -> "Samples":
-        return Samples(self.X[sl], self.y[sl], self.target_time[sl], self.last_close[sl], self.actual_close[sl])
+        return Samples(
+            self.X[sl], self.y[sl], self.target_time[sl], self.last_close[sl], self.actual_close[sl]
+        )
 
 
-def make_samples(feats: pd.DataFrame, features: tuple[str, ...], lookback: int, horizon: int) -> Samples:
+def make_samples(
+    feats: pd.DataFrame, features: tuple[str, ...], lookback: int, horizon: int
+) -> Samples:
     """Every complete (window, target) pair of a feature frame, oldest first."""
     values = feats[list(features)].to_numpy(dtype="float64")
     ret = feats["log_return"].to_numpy(dtype="float64")
@@ -96,8 +104,13 @@ def make_samples(feats: pd.DataFrame, features: tuple[str, ...], lookback: int, 
     n = len(values) - lookback - horizon + 1
     nf = len(features)
     if n <= 0:
-        return Samples(np.empty((0, lookback, nf)), np.empty((0, horizon)), pd.DatetimeIndex([], tz="UTC"),
-                       np.empty(0), np.empty(0))
+        return Samples(
+            np.empty((0, lookback, nf)),
+            np.empty((0, horizon)),
+            pd.DatetimeIndex([], tz="UTC"),
+            np.empty(0),
+            np.empty(0),
+        )
     from numpy.lib.stride_tricks import sliding_window_view
 
     # Window i covers rows i .. i+lookback-1; its targets are rows i+lookback .. i+lookback+horizon-1.
@@ -106,12 +119,21 @@ def make_samples(feats: pd.DataFrame, features: tuple[str, ...], lookback: int, 
     t = np.arange(n) + lookback
     last = close[t - 1]
     actual = close[t]
-    ok = ~(np.isnan(X).any(axis=(1, 2)) | np.isnan(y).any(axis=1) | np.isnan(last) | np.isnan(actual))
-    return Samples(np.ascontiguousarray(X[ok]), np.ascontiguousarray(y[ok]), feats.index[t[ok]], last[ok], actual[ok])
+    ok = ~(
+        np.isnan(X).any(axis=(1, 2)) | np.isnan(y).any(axis=1) | np.isnan(last) | np.isnan(actual)
+    )
+    return Samples(
+        np.ascontiguousarray(X[ok]),
+        np.ascontiguousarray(y[ok]),
+        feats.index[t[ok]],
+        last[ok],
+        actual[ok],
+    )
 
 
-def latest_window(history: pd.DataFrame, features: tuple[str, ...], lookback: int,
-                  target_time: datetime) -> tuple[np.ndarray, float] | None:
+def latest_window(
+    history: pd.DataFrame, features: tuple[str, ...], lookback: int, target_time: datetime
+) -> tuple[np.ndarray, float] | None:
     """The input window for predicting the hour starting at `target_time`, and the last close.
 
     Only rows strictly before target_time are used, whatever `history` holds. None when any of the
@@ -138,11 +160,18 @@ def input_windows(frame: pd.DataFrame, features: tuple[str, ...], lookback: int)
     and y is empty). The walk-forward backtest prepares its windows once with this.
     """
     nf = len(features)
-    empty = Samples(np.empty((0, lookback, nf)), np.empty((0, 0)), pd.DatetimeIndex([], tz="UTC"),
-                    np.empty(0), np.empty(0))
+    empty = Samples(
+        np.empty((0, lookback, nf)),
+        np.empty((0, 0)),
+        pd.DatetimeIndex([], tz="UTC"),
+        np.empty(0),
+        np.empty(0),
+    )
     if frame.empty:
         return empty
-    feats = feature_frame(frame, features, end=frame.index[-1] + 2 * HOUR)  # one empty row after the data
+    feats = feature_frame(
+        frame, features, end=frame.index[-1] + 2 * HOUR
+    )  # one empty row after the data
     values = feats[list(features)].to_numpy(dtype="float64")
     close = feats["close"].to_numpy(dtype="float64")
     n = len(values) - lookback  # window i: rows i .. i+lookback-1, target row i+lookback (< len)
@@ -154,8 +183,13 @@ def input_windows(frame: pd.DataFrame, features: tuple[str, ...], lookback: int)
     t = np.arange(n) + lookback
     last = close[t - 1]
     ok = ~(np.isnan(X).any(axis=(1, 2)) | np.isnan(last))
-    return Samples(np.ascontiguousarray(X[ok]), np.empty((int(ok.sum()), 0)), feats.index[t[ok]], last[ok],
-                   close[t[ok]])
+    return Samples(
+        np.ascontiguousarray(X[ok]),
+        np.empty((int(ok.sum()), 0)),
+        feats.index[t[ok]],
+        last[ok],
+        close[t[ok]],
+    )
 
 
 @dataclass

@@ -20,11 +20,15 @@ class ImportRefused(ValueError):
 
 @dataclass
 class ImportResult:
-    candles: list[Candle]                      # valid, deduplicated, oldest first
-    rejections: list[Rejection]                # one per quarantined input row
-    counts: dict[str, int] = field(default_factory=dict)  # read, loaded, quarantined, duplicates_collapsed
-    notes: list[str] = field(default_factory=list)        # what was inferred or not verified, one line each
-    symbol: str | None = None                  # the file's symbol and interval, as read from its content
+    candles: list[Candle]  # valid, deduplicated, oldest first
+    rejections: list[Rejection]  # one per quarantined input row
+    counts: dict[str, int] = field(
+        default_factory=dict
+    )  # read, loaded, quarantined, duplicates_collapsed
+    notes: list[str] = field(
+        default_factory=list
+    )  # what was inferred or not verified, one line each
+    symbol: str | None = None  # the file's symbol and interval, as read from its content
     interval: str | None = None
 
     @property
@@ -37,9 +41,17 @@ class ImportResult:
         return c["read"] == c["loaded"] + c["quarantined"] + c["duplicates_collapsed"]
 
 
-def finish(read: int, parsed: Iterable[tuple[Candle, str]], rejections: list[Rejection],
-           symbols=None, allow_missing_trades: bool = True, *, notes: list[str] | None = None,
-           symbol: str | None = None, interval: str | None = None) -> ImportResult:
+def finish(
+    read: int,
+    parsed: Iterable[tuple[Candle, str]],
+    rejections: list[Rejection],
+    symbols=None,
+    allow_missing_trades: bool = True,
+    *,
+    notes: list[str] | None = None,
+    symbol: str | None = None,
+    interval: str | None = None,
+) -> ImportResult:
     """From parsed rows (candle, raw line) and row-level rejections to an ImportResult.
 
     Duplicates first, because which copy is "the" candle must be settled before judging it:
@@ -63,16 +75,32 @@ def finish(read: int, parsed: Iterable[tuple[Candle, str]], rejections: list[Rej
             variants = {c.values() for c, _ in copies}
             if len(variants) > 1:
                 for c, r in copies:
-                    rejections.append(reject(
-                        "conflicting_duplicate",
-                        f"{len(copies)} rows for {c.symbol} {c.interval} open_time={c.open_time} "
-                        f"with {len(variants)} different sets of values",
-                        r, c.source, c.symbol, c.interval, c.open_time))
+                    rejections.append(
+                        reject(
+                            "conflicting_duplicate",
+                            f"{len(copies)} rows for {c.symbol} {c.interval} open_time={c.open_time} "
+                            f"with {len(variants)} different sets of values",
+                            r,
+                            c.source,
+                            c.symbol,
+                            c.interval,
+                            c.open_time,
+                        )
+                    )
                 continue
             collapsed += len(copies) - 1
         if first.trades is None and not allow_missing_trades:
-            rejections.append(reject("missing_trade_count", "trade count is NULL", raw, first.source,
-                                     first.symbol, first.interval, first.open_time))
+            rejections.append(
+                reject(
+                    "missing_trade_count",
+                    "trade count is NULL",
+                    raw,
+                    first.source,
+                    first.symbol,
+                    first.interval,
+                    first.open_time,
+                )
+            )
             continue
         rejection = check(first, raw, symbols)
         if rejection is not None:
@@ -81,7 +109,12 @@ def finish(read: int, parsed: Iterable[tuple[Candle, str]], rejections: list[Rej
             loaded.append(first)
 
     loaded.sort(key=lambda c: c.key)
-    counts = {"read": read, "loaded": len(loaded), "quarantined": len(rejections), "duplicates_collapsed": collapsed}
+    counts = {
+        "read": read,
+        "loaded": len(loaded),
+        "quarantined": len(rejections),
+        "duplicates_collapsed": collapsed,
+    }
     result = ImportResult(loaded, rejections, counts, list(notes or []), symbol, interval)
     assert result.balanced, counts  # every row is accounted for, or this is a bug
     return result

@@ -40,13 +40,38 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from cryptoflow.candles import Candle, CandleFormatError, INTERVAL_MS, Rejection, parse_decimal, parse_int, reject
+from cryptoflow.candles import (
+    Candle,
+    CandleFormatError,
+    INTERVAL_MS,
+    Rejection,
+    parse_decimal,
+    parse_int,
+    reject,
+)
 from cryptoflow.importers import layout
-from cryptoflow.importers.common import PROGRESS_EVERY, ImportRefused, ImportResult, Progress, finish
+from cryptoflow.importers.common import (
+    PROGRESS_EVERY,
+    ImportRefused,
+    ImportResult,
+    Progress,
+    finish,
+)
 
-_FILE_NAME = re.compile(r"(?:[A-Za-z]+_)?(?P<symbol>[A-Z0-9]+)_(?P<interval>[0-9A-Za-z]+)(?:_[^.]*)?\.csv", re.I)
+_FILE_NAME = re.compile(
+    r"(?:[A-Za-z]+_)?(?P<symbol>[A-Z0-9]+)_(?P<interval>[0-9A-Za-z]+)(?:_[^.]*)?\.csv", re.I
+)
 # CDD's interval spellings -> Binance's. "1m" is left out on purpose: minute or month?
-_INTERVALS = {"1h": "1h", "h": "1h", "d": "1d", "1d": "1d", "minute": "1m", "4h": "4h", "1w": "1w", "w": "1w"}
+_INTERVALS = {
+    "1h": "1h",
+    "h": "1h",
+    "d": "1d",
+    "1d": "1d",
+    "minute": "1m",
+    "4h": "4h",
+    "1w": "1w",
+    "w": "1w",
+}
 _REQUIRED = ("unix", "date", "symbol", "open", "high", "low", "close", "tradecount")
 _ALIASES = {"unix timestamp": "unix"}
 _T = TypeVar("_T")
@@ -60,7 +85,9 @@ def parse_file_name(path: str | Path) -> tuple[str, str]:
         raise ValueError(f"{name}: not a CryptoDataDownload file name like Binance_BTCUSDT_1h.csv")
     interval = _INTERVALS.get(m["interval"].lower())
     if interval is None:
-        raise ValueError(f"{name}: interval {m['interval']!r} is not one this importer can read unambiguously")
+        raise ValueError(
+            f"{name}: interval {m['interval']!r} is not one this importer can read unambiguously"
+        )
     return m["symbol"].upper(), interval
 
 
@@ -68,7 +95,9 @@ def file_name_hint(path: str | Path) -> tuple[str | None, str | None]:
     """What the file name suggests, (symbol, interval), each None where it says nothing usable."""
     m = _FILE_NAME.fullmatch(Path(path).name)
     # `j_ADA.csv` fits the pattern too, but "ADA" is no interval: then the name follows no layout.
-    if not m or not (m["interval"].lower() in _INTERVALS or re.fullmatch(r"\d+[a-z]+", m["interval"], re.I)):
+    if not m or not (
+        m["interval"].lower() in _INTERVALS or re.fullmatch(r"\d+[a-z]+", m["interval"], re.I)
+    ):
         return None, None
     return m["symbol"].upper(), _INTERVALS.get(m["interval"].lower())
 
@@ -88,13 +117,15 @@ def _unix_ms(text: str) -> int:
     (scientific notation) is bad_timestamp here: it can bound a time, never give one."""
     value = layout.read_unix(text)
     if not value.exact:
-        raise CandleFormatError("bad_timestamp", f"unix={text[:40]!r} has lost digits (±{value.tolerance_ms} ms)")
+        raise CandleFormatError(
+            "bad_timestamp", f"unix={text[:40]!r} has lost digits (±{value.tolerance_ms} ms)"
+        )
     return int(value.ms)
 
 
 @dataclass(frozen=True)
 class _Columns:
-    pos: dict[str, int]       # required names (+ "time" when present) -> index
+    pos: dict[str, int]  # required names (+ "time" when present) -> index
     volumes: list[tuple[int, str]]  # (index, asset) of each "Volume <ASSET>" column
     width: int
 
@@ -113,7 +144,11 @@ def _columns(header: list[str]) -> _Columns:
     missing = [n for n in _REQUIRED if n not in pos]
     if missing:
         raise ImportRefused(f"unexpected CryptoDataDownload header {names} (missing {missing})")
-    vols = [(i, n[len("Volume "):].strip().upper()) for i, n in enumerate(names) if n.lower().startswith("volume ")]
+    vols = [
+        (i, n[len("Volume ") :].strip().upper())
+        for i, n in enumerate(names)
+        if n.lower().startswith("volume ")
+    ]
     keep = {n: pos[n] for n in _REQUIRED + ("time",) if n in pos}
     return _Columns(keep, vols, len(names))
 
@@ -137,7 +172,7 @@ class _Row:
 
     raw: str
     fields: list[str] | None = None
-    error: CandleFormatError | None = None      # the first problem, in the order rows are judged
+    error: CandleFormatError | None = None  # the first problem, in the order rows are judged
     unix: layout.UnixValue | None = None
     unix_error: CandleFormatError | None = None
     date: layout.WrittenDate | None = None
@@ -149,12 +184,12 @@ class _Row:
 class _Timed:
     """A row the second pass gave a time: what the later passes need of it."""
 
-    index: int                                  # among the file's data rows
+    index: int  # among the file's data rows
     fields: list[str]
     unix: layout.UnixValue
     date: layout.WrittenDate
     open_time: int
-    from_date: bool                             # the time came from the date alone
+    from_date: bool  # the time came from the date alone
 
 
 def _read(value: _T | None, error: CandleFormatError | None) -> _T:
@@ -177,7 +212,9 @@ def _first_pass(data: list[str], cols: _Columns, progress: Progress | None) -> l
         row = _Row(raw)
         rows.append(row)
         if len(fields) != cols.width:
-            row.error = CandleFormatError("malformed_row", f"expected {cols.width} columns, got {len(fields)}")
+            row.error = CandleFormatError(
+                "malformed_row", f"expected {cols.width} columns, got {len(fields)}"
+            )
             continue
         row.fields = fields
         try:
@@ -185,7 +222,9 @@ def _first_pass(data: list[str], cols: _Columns, progress: Progress | None) -> l
         except CandleFormatError as exc:
             row.unix_error = exc
         try:
-            row.date = layout.read_date(fields[cols.pos["date"]], None if time_col is None else fields[time_col])
+            row.date = layout.read_date(
+                fields[cols.pos["date"]], None if time_col is None else fields[time_col]
+            )
         except CandleFormatError as exc:
             row.date_error = exc
     return rows
@@ -195,7 +234,9 @@ def _hours(ms) -> str:
     return f"{float(ms) / 3_600_000:+g} h"
 
 
-def _time_of(unix: layout.UnixValue, date: layout.WrittenDate, order: str | None) -> tuple[int, bool]:
+def _time_of(
+    unix: layout.UnixValue, date: layout.WrittenDate, order: str | None
+) -> tuple[int, bool]:
     """(open time, whether it came from the date alone) from the exact column; CandleFormatError
     when the columns disagree (the order rows were always judged in: unix, then date, then their
     agreement)."""
@@ -204,23 +245,35 @@ def _time_of(unix: layout.UnixValue, date: layout.WrittenDate, order: str | None
     if unix.exact:
         open_time = int(unix.ms)
         if ms != open_time:
-            raise CandleFormatError("date_unix_mismatch",
-                                    f"date {date_text!r} is {(ms - open_time) / 3_600_000:+g} h from unix {unix.text!r}")
+            raise CandleFormatError(
+                "date_unix_mismatch",
+                f"date {date_text!r} is {(ms - open_time) / 3_600_000:+g} h from unix {unix.text!r}",
+            )
         return open_time, False
     if not unix.agrees(ms):
         raise CandleFormatError(
             "date_unix_mismatch",
             f"date {date_text!r} is {_hours(ms - unix.ms)} from unix {unix.text!r}, more than its precision "
-            f"(±{float(unix.tolerance_ms) / 3_600_000:g} h)")
+            f"(±{float(unix.tolerance_ms) / 3_600_000:g} h)",
+        )
     return ms, True
 
 
-def _candle(fields: list[str], cols: _Columns, volumes: tuple[int, int], symbol: str, interval: str,
-            open_time: int, source: str) -> Candle:
+def _candle(
+    fields: list[str],
+    cols: _Columns,
+    volumes: tuple[int, int],
+    symbol: str,
+    interval: str,
+    open_time: int,
+    source: str,
+) -> Candle:
     trades_text = fields[cols.pos["tradecount"]]
     trades = None if trades_text.upper() in ("NULL", "") else parse_int(trades_text, "tradecount")
     return Candle(
-        symbol=symbol, interval=interval, open_time=open_time,
+        symbol=symbol,
+        interval=interval,
+        open_time=open_time,
         close_time=open_time + INTERVAL_MS[interval] - 1,
         open=parse_decimal(fields[cols.pos["open"]], "open"),
         high=parse_decimal(fields[cols.pos["high"]], "high"),
@@ -228,8 +281,11 @@ def _candle(fields: list[str], cols: _Columns, volumes: tuple[int, int], symbol:
         close=parse_decimal(fields[cols.pos["close"]], "close"),
         base_volume=parse_decimal(fields[volumes[0]], "base_volume"),
         quote_volume=parse_decimal(fields[volumes[1]], "quote_volume"),
-        taker_buy_base_volume=None, taker_buy_quote_volume=None,
-        trades=trades, closed=True, source=source,
+        taker_buy_base_volume=None,
+        taker_buy_quote_volume=None,
+        trades=trades,
+        closed=True,
+        source=source,
     )
 
 
@@ -242,14 +298,22 @@ def _decide_order(rows: list[_Row], notes: list[str]) -> str | None:
         if decision.needed * 2 > dated:
             raise ImportRefused(f"date order ambiguous ({decision.evidence})")
         # A few odd dates among year-first ones don't make the file ambiguous: only those rows are.
-        notes.append(f"{decision.needed} date(s) that read differently day-first and month-first are "
-                     f"quarantined ({decision.evidence})")
+        notes.append(
+            f"{decision.needed} date(s) that read differently day-first and month-first are "
+            f"quarantined ({decision.evidence})"
+        )
     return decision.order
 
 
-def import_cdd_csv(path: str | Path, *, symbols=None, allow_missing_trades: bool = False,
-                   source: str | None = None, symbol: str | None = None,
-                   progress: Progress | None = None) -> ImportResult:
+def import_cdd_csv(
+    path: str | Path,
+    *,
+    symbols=None,
+    allow_missing_trades: bool = False,
+    source: str | None = None,
+    symbol: str | None = None,
+    progress: Progress | None = None,
+) -> ImportResult:
     """Read one CDD file; every data row ends up loaded, quarantined or collapsed as a duplicate.
 
     `symbols`: configured symbols for the unknown_symbol rule (None: any). Blank lines are not rows.
@@ -271,18 +335,32 @@ def import_cdd_csv(path: str | Path, *, symbols=None, allow_missing_trades: bool
         raise ImportRefused(f"no interval: {note}")
     notes += [note] if note else []
     _check_sequence(rows, timed, cols, interval)
-    parsed, rejections = _third_pass(rows, timed, cols, volumes, file_symbol, interval, source, progress)
-    return finish(len(rows), parsed, rejections, symbols=symbols, allow_missing_trades=allow_missing_trades,
-                  notes=notes, symbol=file_symbol, interval=interval)
+    parsed, rejections = _third_pass(
+        rows, timed, cols, volumes, file_symbol, interval, source, progress
+    )
+    return finish(
+        len(rows),
+        parsed,
+        rejections,
+        symbols=symbols,
+        allow_missing_trades=allow_missing_trades,
+        notes=notes,
+        symbol=file_symbol,
+        interval=interval,
+    )
 
 
-def _decide_symbol(rows: list[_Row], cols: _Columns, name_symbol: str | None, symbol: str | None,
-                   notes: list[str]) -> tuple[str, tuple[int, int]]:
+def _decide_symbol(
+    rows: list[_Row], cols: _Columns, name_symbol: str | None, symbol: str | None, notes: list[str]
+) -> tuple[str, tuple[int, int]]:
     """(the file's symbol, its volume columns), from its rows, its name and what the user states."""
     try:
         file_symbol, note = layout.decide_symbol(
-            (r.fields[cols.pos["symbol"]] for r in rows if r.fields), lambda s: cols.volume_columns(s) is not None,
-            name_symbol, symbol)
+            (r.fields[cols.pos["symbol"]] for r in rows if r.fields),
+            lambda s: cols.volume_columns(s) is not None,
+            name_symbol,
+            symbol,
+        )
     except ValueError as exc:
         raise ImportRefused(str(exc)) from None
     notes += [note] if note else []
@@ -292,7 +370,9 @@ def _decide_symbol(rows: list[_Row], cols: _Columns, name_symbol: str | None, sy
     return file_symbol, volumes
 
 
-def _second_pass(rows: list[_Row], cols: _Columns, file_symbol: str, order: str | None) -> dict[int, _Timed]:
+def _second_pass(
+    rows: list[_Row], cols: _Columns, file_symbol: str, order: str | None
+) -> dict[int, _Timed]:
     """Each readable row's symbol checked and open time decided: {row index: _Timed}; the others
     get their error."""
     timed: dict[int, _Timed] = {}  # by row index: the rows without error from here on
@@ -306,8 +386,10 @@ def _second_pass(rows: list[_Row], cols: _Columns, file_symbol: str, order: str 
                 row.open_time = int(unix.ms)  # known before the date is judged, as it always was
             row_symbol = layout.normalise_symbol(fields[cols.pos["symbol"]])
             if row_symbol != file_symbol:
-                raise CandleFormatError("symbol_mismatch",
-                                        f"row symbol {fields[cols.pos['symbol']]!r} in a {file_symbol} file")
+                raise CandleFormatError(
+                    "symbol_mismatch",
+                    f"row symbol {fields[cols.pos['symbol']]!r} in a {file_symbol} file",
+                )
             date = _read(row.date, row.date_error)
             open_time, from_date = _time_of(unix, date, order)
             row.open_time = open_time
@@ -317,9 +399,16 @@ def _second_pass(rows: list[_Row], cols: _Columns, file_symbol: str, order: str 
     return timed
 
 
-def _third_pass(rows: list[_Row], timed: dict[int, _Timed], cols: _Columns, volumes: tuple[int, int],
-                file_symbol: str, interval: str, source: str,
-                progress: Progress | None) -> tuple[list[tuple[Candle, str]], list[Rejection]]:
+def _third_pass(
+    rows: list[_Row],
+    timed: dict[int, _Timed],
+    cols: _Columns,
+    volumes: tuple[int, int],
+    file_symbol: str,
+    interval: str,
+    source: str,
+    progress: Progress | None,
+) -> tuple[list[tuple[Candle, str]], list[Rejection]]:
     """(candles with their raw lines, rejections): every row parsed or quarantined with its error."""
     parsed: list[tuple[Candle, str]] = []
     rejections: list[Rejection] = []
@@ -330,13 +419,24 @@ def _third_pass(rows: list[_Row], timed: dict[int, _Timed], cols: _Columns, volu
             if row.error:
                 raise row.error
             t = timed[i]  # a row still without error was timed by the second pass
-            parsed.append((_candle(t.fields, cols, volumes, file_symbol, interval, t.open_time, source), row.raw))
+            parsed.append(
+                (
+                    _candle(t.fields, cols, volumes, file_symbol, interval, t.open_time, source),
+                    row.raw,
+                )
+            )
         except CandleFormatError as exc:
-            rejections.append(reject(exc.reason, exc.detail, row.raw, source, file_symbol, interval, row.open_time))
+            rejections.append(
+                reject(
+                    exc.reason, exc.detail, row.raw, source, file_symbol, interval, row.open_time
+                )
+            )
     return parsed, rejections
 
 
-def _check_sequence(rows: list[_Row], timed: dict[int, _Timed], cols: _Columns, interval: str) -> None:
+def _check_sequence(
+    rows: list[_Row], timed: dict[int, _Timed], cols: _Columns, interval: str
+) -> None:
     """Quarantines rows whose time rests on the date alone and which their neighbours don't confirm.
 
     `timed`: the rows without error (all the second pass timed), by index in `rows`."""
@@ -345,11 +445,14 @@ def _check_sequence(rows: list[_Row], timed: dict[int, _Timed], cols: _Columns, 
     candidates = [i for i, t in timed.items() if t.from_date and not t.unix.pins(interval_ms)]
     if not candidates:
         return
-    sequence = [layout.Timed(i, t.open_time, tuple(f for j, f in enumerate(t.fields) if j not in time_cols))
-                for i, t in timed.items()]
+    sequence = [
+        layout.Timed(i, t.open_time, tuple(f for j, f in enumerate(t.fields) if j not in time_cols))
+        for i, t in timed.items()
+    ]
     for i in layout.unconfirmed_by_sequence(sequence, candidates, interval_ms):
         t = timed[i]
         rows[i].error = CandleFormatError(
             "unparseable_date",
             f"date {t.date.text!r} is out of step with the neighbouring rows, and unix {t.unix.text!r} "
-            f"(±{float(t.unix.tolerance_ms) / 3_600_000:g} h) is too coarse to confirm it")
+            f"(±{float(t.unix.tolerance_ms) / 3_600_000:g} h) is too coarse to confirm it",
+        )

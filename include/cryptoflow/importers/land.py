@@ -28,8 +28,10 @@ def land(result: ImportResult, landing_uri: str, name: str) -> list[str]:
     for c in result.candles:
         by_window[(c.interval, month_window(c.open_time))].append(c)
     root = landing_uri.rstrip("/") + f"/import={name}"
-    return [landing.write_snapshot(root, interval, start, end, candles).uri
-            for (interval, (start, end)), candles in sorted(by_window.items())]
+    return [
+        landing.write_snapshot(root, interval, start, end, candles).uri
+        for (interval, (start, end)), candles in sorted(by_window.items())
+    ]
 
 
 def import_name(path: str | Path) -> str:

@@ -42,7 +42,9 @@ ORDERS = (DAY_FIRST, MONTH_FIRST)
 _YEAR_FIRST = re.compile(r"(?P<y>\d{4})(?P<sep>[-/.])(?P<a>\d{1,2})(?P=sep)(?P<b>\d{1,2})")
 _YEAR_LAST = re.compile(r"(?P<a>\d{1,2})(?P<sep>[-/.])(?P<b>\d{1,2})(?P=sep)(?P<y>\d{4}|\d\d)")
 # 24-hour `0:00`, `23:00:00`; 12-hour `11:00 PM`; CryptoDataDownload's own `05-PM` (two digits).
-_CLOCK = re.compile(r"(?P<h>\d{1,2}):(?P<mi>\d\d)(?::(?P<s>\d\d))?(?: (?P<ampm>AM|PM))?|(?P<h12>\d\d)-(?P<ampm2>AM|PM)")
+_CLOCK = re.compile(
+    r"(?P<h>\d{1,2}):(?P<mi>\d\d)(?::(?P<s>\d\d))?(?: (?P<ampm>AM|PM))?|(?P<h12>\d\d)-(?P<ampm2>AM|PM)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +53,7 @@ class WrittenDate:
 
     text: str
     year: int
-    a: int              # month when year_first, else day or month: the file's order says which
+    a: int  # month when year_first, else day or month: the file's order says which
     b: int
     year_first: bool
     hour: int
@@ -60,9 +62,13 @@ class WrittenDate:
 
     def instant(self, order: str | None) -> int | None:
         """ms UTC under `order` (ignored when year first); None when no such date exists that way."""
-        month, day = (self.a, self.b) if self.year_first or order == MONTH_FIRST else (self.b, self.a)
+        month, day = (
+            (self.a, self.b) if self.year_first or order == MONTH_FIRST else (self.b, self.a)
+        )
         try:
-            dt = datetime(self.year, month, day, self.hour, self.minute, self.second, tzinfo=timezone.utc)
+            dt = datetime(
+                self.year, month, day, self.hour, self.minute, self.second, tzinfo=timezone.utc
+            )
         except ValueError:
             return None
         return int(dt.timestamp()) * 1000
@@ -138,12 +144,16 @@ def date_instant(written: WrittenDate, order: str | None) -> int:
     if order is None:
         values = set(written.readings().values())
         if len(values) > 1:
-            raise CandleFormatError("unparseable_date",
-                                    f"date {written.text[:40]!r}: day-first or month-first? the file doesn't say")
+            raise CandleFormatError(
+                "unparseable_date",
+                f"date {written.text[:40]!r}: day-first or month-first? the file doesn't say",
+            )
         return values.pop()
     ms = written.instant(order)
     if ms is None:
-        raise CandleFormatError("unparseable_date", f"date {written.text[:40]!r}: no such date read {order}")
+        raise CandleFormatError(
+            "unparseable_date", f"date {written.text[:40]!r}: no such date read {order}"
+        )
     return ms
 
 
@@ -156,8 +166,8 @@ class UnixValue:
     """A unix column value in ms: exact, or (rounded by a spreadsheet) known within tolerance_ms."""
 
     text: str
-    ms: Decimal              # the value as written, in ms (not necessarily whole when inexact)
-    tolerance_ms: Decimal    # 0 when exact, else half a unit of the last significant digit
+    ms: Decimal  # the value as written, in ms (not necessarily whole when inexact)
+    tolerance_ms: Decimal  # 0 when exact, else half a unit of the last significant digit
 
     @property
     def exact(self) -> bool:
@@ -177,7 +187,13 @@ def read_unix(text: str) -> UnixValue:
         value = Decimal(text)
     except InvalidOperation:
         value = None
-    if value is None or not value.is_finite() or "_" in text or not text.isascii() or text != text.strip():
+    if (
+        value is None
+        or not value.is_finite()
+        or "_" in text
+        or not text.isascii()
+        or text != text.strip()
+    ):
         if text == "":
             raise CandleFormatError("missing_field", "unix is empty")
         raise CandleFormatError("bad_timestamp", f"unix={text[:40]!r} is not a number")
@@ -195,7 +211,13 @@ def read_unix(text: str) -> UnixValue:
     # last significant digit (e.g. 1.63875E+12: ms, last digit worth 1e7 ms, so +-5e6 ms).
     whole = int(value)
     as_ms = epoch_to_ms(whole, "unix", floor=True)
-    scale = Decimal(1000) if whole and as_ms == whole * 1000 else Decimal(1) if as_ms == whole else Decimal("0.001")
+    scale = (
+        Decimal(1000)
+        if whole and as_ms == whole * 1000
+        else Decimal(1)
+        if as_ms == whole
+        else Decimal("0.001")
+    )
     return UnixValue(text, value * scale, Decimal(5) * Decimal(10) ** (exponent - 1) * scale)
 
 
@@ -205,9 +227,9 @@ def read_unix(text: str) -> UnixValue:
 
 @dataclass(frozen=True)
 class OrderDecision:
-    order: str | None        # DAY_FIRST, MONTH_FIRST, or None (no date needs one, or undecided)
-    needed: int              # dates whose two readings differ
-    evidence: str            # what decided it (or why nothing did), for notes and refusals
+    order: str | None  # DAY_FIRST, MONTH_FIRST, or None (no date needs one, or undecided)
+    needed: int  # dates whose two readings differ
+    evidence: str  # what decided it (or why nothing did), for notes and refusals
 
     @property
     def ambiguous(self) -> bool:
@@ -227,8 +249,9 @@ def most_common_step(times: Iterable[int]) -> tuple[int | None, Counter[int]]:
     return (steps.most_common(1)[0][0] if steps else None), steps
 
 
-def decide_date_order(dates: Sequence[WrittenDate | None], unix: Sequence[UnixValue | None],
-                      share: float = 0.9) -> OrderDecision:
+def decide_date_order(
+    dates: Sequence[WrittenDate | None], unix: Sequence[UnixValue | None], share: float = 0.9
+) -> OrderDecision:
     """Day-first or month-first for the whole file, from three kinds of evidence:
 
     - a field above 12: rows that name a date one way only;
@@ -253,18 +276,28 @@ def decide_date_order(dates: Sequence[WrittenDate | None], unix: Sequence[UnixVa
             agreeing = [o for o, ms in readings.items() if u.agrees(ms)]
             if len(agreeing) == 1:
                 by_unix[agreeing[0]] += 1
-    seq = {o: _sequence_score(ms for d in dates if d is not None and (ms := d.instant(o)) is not None) for o in ORDERS}
-    votes = {o: only[o] + by_unix[o] + max(0, seq[o] - seq[other]) for o, other in zip(ORDERS, reversed(ORDERS))}
-    evidence = (f"{only[DAY_FIRST]} date(s) exist only day-first, {only[MONTH_FIRST]} only month-first (a field "
-                f"above 12); exact unix agrees with {by_unix[DAY_FIRST]} day-first, {by_unix[MONTH_FIRST]} "
-                f"month-first reading(s); {seq[DAY_FIRST]} vs {seq[MONTH_FIRST]} steps of one interval in sequence")
+    seq = {
+        o: _sequence_score(ms for d in dates if d is not None and (ms := d.instant(o)) is not None)
+        for o in ORDERS
+    }
+    votes = {
+        o: only[o] + by_unix[o] + max(0, seq[o] - seq[other])
+        for o, other in zip(ORDERS, reversed(ORDERS))
+    }
+    evidence = (
+        f"{only[DAY_FIRST]} date(s) exist only day-first, {only[MONTH_FIRST]} only month-first (a field "
+        f"above 12); exact unix agrees with {by_unix[DAY_FIRST]} day-first, {by_unix[MONTH_FIRST]} "
+        f"month-first reading(s); {seq[DAY_FIRST]} vs {seq[MONTH_FIRST]} steps of one interval in sequence"
+    )
     total = sum(votes.values())
     for order in ORDERS:
         if total and votes[order] >= share * total:
             return OrderDecision(order, needed, evidence)
     if not total:
-        evidence = ("no field above 12, no exact unix to compare, and the sequence reads the same either way: "
-                    + evidence)
+        evidence = (
+            "no field above 12, no exact unix to compare, and the sequence reads the same either way: "
+            + evidence
+        )
     else:
         evidence = "the evidence disagrees: " + evidence
     return OrderDecision(None, needed, evidence)
@@ -293,17 +326,30 @@ def decide_interval(times: Iterable[int], hint: str | None) -> tuple[str | None,
     if step in by_ms and n >= 2 and steps[step] * 2 >= n:
         interval = by_ms[step]
         if hint and hint != interval:
-            return interval, f"the file name says {hint} but the times are {interval} apart: read as {interval}"
+            return (
+                interval,
+                f"the file name says {hint} but the times are {interval} apart: read as {interval}",
+            )
         return interval, ""
     # Too few times, or no clear spacing: the hint, if the times fit it (gaps are whole intervals).
     if hint and all(s % INTERVAL_MS[hint] == 0 for s in steps):
-        return hint, (f"interval {hint} from the file name" if not steps else
-                      f"interval {hint} from the file name (the times fit it but have no clear spacing)")
+        return hint, (
+            f"interval {hint} from the file name"
+            if not steps
+            else f"interval {hint} from the file name (the times fit it but have no clear spacing)"
+        )
     if step is None:  # no steps at all
         return None, "fewer than two distinct times and no interval in the file name"
-    spacing = (f"most common step {fmt_ms(step)} in only {steps[step]} of {n} steps" if step in by_ms
-               else f"most common step {fmt_ms(step)}, not a known interval")
-    name = f"; the file name says {hint}, which the times don't fit" if hint else "; the file name gives none"
+    spacing = (
+        f"most common step {fmt_ms(step)} in only {steps[step]} of {n} steps"
+        if step in by_ms
+        else f"most common step {fmt_ms(step)}, not a known interval"
+    )
+    name = (
+        f"; the file name says {hint}, which the times don't fit"
+        if hint
+        else "; the file name gives none"
+    )
     return None, f"no clear spacing of the times ({spacing}){name}"
 
 
@@ -315,12 +361,14 @@ def decide_interval(times: Iterable[int], hint: str | None) -> tuple[str | None,
 class Timed:
     """One row's time as read, for the sequence rule."""
 
-    position: int        # index among the file's data rows
+    position: int  # index among the file's data rows
     ms: int
-    copy_key: tuple      # equal for rows that are copies of one another (same values)
+    copy_key: tuple  # equal for rows that are copies of one another (same values)
 
 
-def unconfirmed_by_sequence(rows: Sequence[Timed], candidates: Iterable[int], interval_ms: int) -> set[int]:
+def unconfirmed_by_sequence(
+    rows: Sequence[Timed], candidates: Iterable[int], interval_ms: int
+) -> set[int]:
     """Positions (among `candidates`) whose time the neighbouring rows don't confirm.
 
     A row is confirmed when nothing around it contradicts it (its neighbours, in file order, are
@@ -350,7 +398,9 @@ def unconfirmed_by_sequence(rows: Sequence[Timed], candidates: Iterable[int], in
     clean = [(k == 0 or fits[k - 1]) and (k == n - 1 or fits[k]) for k in range(n)]
     confirmed: set[int] = set()
     for k in range(n):
-        if clean[k] and ((k > 0 and exact[k - 1] and clean[k - 1]) or (k < n - 1 and exact[k] and clean[k + 1])):
+        if clean[k] and (
+            (k > 0 and exact[k - 1] and clean[k - 1]) or (k < n - 1 and exact[k] and clean[k + 1])
+        ):
             confirmed.update(r.position for r in entries[k])
     return set(candidates) - confirmed
 
@@ -364,7 +414,9 @@ def normalise_symbol(text: str) -> str:
     return text.replace("/", "").strip().upper()
 
 
-def decide_symbol(row_symbols: Iterable[str], fits, hint: str | None, given: str | None) -> tuple[str, str]:
+def decide_symbol(
+    row_symbols: Iterable[str], fits, hint: str | None, given: str | None
+) -> tuple[str, str]:
     """(symbol, note) from the symbol column; `given` (--symbol) must agree with it, `hint` (the
     file name) is used only when the column names none. `fits(symbol)`: the header has its volume
     columns. ValueError with the reason when there is no symbol or `given` disagrees."""
@@ -373,15 +425,22 @@ def decide_symbol(row_symbols: Iterable[str], fits, hint: str | None, given: str
     if given:
         given = given.replace("/", "").upper()
         if data and data != given:
-            raise ValueError(f"--symbol {given} but the symbol column says {data} ({counts[data]} rows)")
+            raise ValueError(
+                f"--symbol {given} but the symbol column says {data} ({counts[data]} rows)"
+            )
         if not fits(given):
             raise ValueError(f"--symbol {given} doesn't match the header's volume columns")
         return given, ""
     if data:
         if hint and hint != data:
-            return data, f"the file name says {hint} but the symbol column says {data}: read as {data}"
+            return (
+                data,
+                f"the file name says {hint} but the symbol column says {data}: read as {data}",
+            )
         return data, ""
     if hint and fits(hint):
         return hint, ""
-    raise ValueError("no symbol: the symbol column names none the header's volume columns fit, and neither "
-                     "does the file name (give --symbol)")
+    raise ValueError(
+        "no symbol: the symbol column names none the header's volume columns fit, and neither "
+        "does the file name (give --symbol)"
+    )

@@ -23,7 +23,9 @@ class StderrProgress:
         if self.tty:
             width = 30
             filled = width * done // max(total, 1)
-            self.stream.write(f"\r{self.name}: {stage:8} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} rows")
+            self.stream.write(
+                f"\r{self.name}: {stage:8} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} rows"
+            )
             self.drawn = True
         elif stage == self.stage and done // LINE_EVERY > self.last // LINE_EVERY:
             self.stream.write(f"{self.name}: {stage} {done}/{total} rows\n")

@@ -30,8 +30,9 @@ if TYPE_CHECKING:
 class CandleHistory(Protocol):
     """Closed candles by time range: Binance's REST klines, or files. What healing and backfills read."""
 
-    def fetch_klines(self, symbol: str, interval: str, start_ms: int, end_ms: int, *,
-                     closed_only: bool = True) -> list[Candle]:
+    def fetch_klines(
+        self, symbol: str, interval: str, start_ms: int, end_ms: int, *, closed_only: bool = True
+    ) -> list[Candle]:
         """Candles of `symbol` with open time in [start_ms, end_ms] (inclusive, ms UTC), oldest first."""
         ...
 
@@ -66,7 +67,9 @@ class Source(Protocol):
         """The client for closed candles by time range, configured from the settings."""
         ...
 
-    def stream(self, settings: Settings, on_message: Callable[[str, float], None], **options: Any) -> CandleStream:
+    def stream(
+        self, settings: Settings, on_message: Callable[[str, float], None], **options: Any
+    ) -> CandleStream:
         """The live feed of settings.symbols at settings.interval (raises for a source without one)."""
         ...
 
@@ -91,7 +94,9 @@ def get(name: str) -> Source:
     from cryptoflow.settings import ConfigError
 
     if name not in names():
-        raise ConfigError(f"CRYPTOFLOW_SOURCE={name!r}: no such source; available: {', '.join(names())}")
+        raise ConfigError(
+            f"CRYPTOFLOW_SOURCE={name!r}: no such source; available: {', '.join(names())}"
+        )
     return importlib.import_module(f"{__name__}.{name}").SOURCE
 
 
@@ -101,8 +106,10 @@ def active(settings: Settings) -> Source:
 
     source = get(settings.source)
     if settings.interval not in source.intervals:
-        raise ConfigError(f"source {source.name!r} has no {settings.interval!r} candles "
-                          f"(CRYPTOFLOW_INTERVAL); it has {', '.join(source.intervals)}")
+        raise ConfigError(
+            f"source {source.name!r} has no {settings.interval!r} candles "
+            f"(CRYPTOFLOW_INTERVAL); it has {', '.join(source.intervals)}"
+        )
     return source
 
 

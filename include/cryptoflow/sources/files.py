@@ -48,7 +48,9 @@ def symbols_with_history(paths: Iterable[str | Path]) -> set[str]:
     return {symbol for _, symbol, _ in history_files(paths)}
 
 
-def load_history(paths: Iterable[str | Path], symbols: Iterable[str] | None = None) -> dict[tuple[str, str], list[Candle]]:
+def load_history(
+    paths: Iterable[str | Path], symbols: Iterable[str] | None = None
+) -> dict[tuple[str, str], list[Candle]]:
     """{(symbol, interval): candles oldest first} from CDD CSVs and data.binance.vision dumps.
 
     Rows the importers quarantine are left out: the replay must never serve a candle the platform
@@ -67,7 +69,11 @@ def load_history(paths: Iterable[str | Path], symbols: Iterable[str] | None = No
         for c in result.candles:
             out.setdefault((c.symbol, c.interval), {})[c.open_time] = c
         if result.rejections:
-            log.info("%s: %d rows quarantined by the importer are holes in the replay", f.name, len(result.rejections))
+            log.info(
+                "%s: %d rows quarantined by the importer are holes in the replay",
+                f.name,
+                len(result.rejections),
+            )
     return {key: [by_time[t] for t in sorted(by_time)] for key, by_time in out.items()}
 
 
@@ -90,14 +96,19 @@ class FileHistory:
     def _series(self, symbol: str, interval: str) -> tuple[list[int], list[Candle]]:
         symbol = symbol.upper()
         if symbol not in self._loaded:
-            self._loaded[symbol] = {iv: ([c.open_time for c in candles], candles)
-                                    for (_, iv), candles in load_history(self.paths, [symbol]).items()}
+            self._loaded[symbol] = {
+                iv: ([c.open_time for c in candles], candles)
+                for (_, iv), candles in load_history(self.paths, [symbol]).items()
+            }
         return self._loaded[symbol].get(interval, ([], []))
 
-    def fetch_klines(self, symbol: str, interval: str, start_ms: int, end_ms: int, *,
-                     closed_only: bool = True) -> list[Candle]:
-        times, series = self._series(symbol, interval)  # files hold closed candles only: closed_only holds
-        return series[bisect.bisect_left(times, start_ms):bisect.bisect_right(times, end_ms)]
+    def fetch_klines(
+        self, symbol: str, interval: str, start_ms: int, end_ms: int, *, closed_only: bool = True
+    ) -> list[Candle]:
+        times, series = self._series(
+            symbol, interval
+        )  # files hold closed candles only: closed_only holds
+        return series[bisect.bisect_left(times, start_ms) : bisect.bisect_right(times, end_ms)]
 
     def tick_sizes(self, symbols: Iterable[str]) -> dict[str, Decimal]:
         return {}  # candle files carry no exchange rules
@@ -109,14 +120,18 @@ class FileHistory:
 @dataclass(frozen=True)
 class FileSource:
     name: str = "files"
-    intervals: tuple[str, ...] = tuple(INTERVAL_MS)  # whatever the files hold; absent ones are holes
+    intervals: tuple[str, ...] = tuple(
+        INTERVAL_MS
+    )  # whatever the files hold; absent ones are holes
     has_stream: bool = False
 
     def history(self, settings, *, paths: list[Path] | None = None, **options: Any) -> FileHistory:
         return FileHistory(paths or default_data_dirs(settings))
 
     def stream(self, settings, on_message, **options: Any):
-        raise RuntimeError("the files source has no live feed: its windows are sealed from the files")
+        raise RuntimeError(
+            "the files source has no live feed: its windows are sealed from the files"
+        )
 
     def parse_message(self, raw: str, label: str) -> Candle:
         raise RuntimeError("the files source has no stream messages to parse")

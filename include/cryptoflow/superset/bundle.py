@@ -24,15 +24,64 @@ from pathlib import Path
 
 # Re-exported: the definitions live in these modules, and callers import them from here.
 from cryptoflow.superset.charts import (  # noqa: F401
-    C_CANDLES, C_CORRELATION, C_DQ, C_ERRORS, C_FRESHNESS, C_HEALED, C_MODELS, C_PERIOD_RETURN, C_PRED_VS_ACTUAL,
-    C_QUARANTINE, C_RETURNS, C_RUNS, C_SCORES, C_VOLATILITY, C_VOLUME, CANDLESTICK_TEMPLATE, CHARTS, LAST_7_DAYS,
-    candlestick, category_bar, pivot, table, timeseries)
+    C_CANDLES,
+    C_CORRELATION,
+    C_DQ,
+    C_ERRORS,
+    C_FRESHNESS,
+    C_HEALED,
+    C_MODELS,
+    C_PERIOD_RETURN,
+    C_PRED_VS_ACTUAL,
+    C_QUARANTINE,
+    C_RETURNS,
+    C_RUNS,
+    C_SCORES,
+    C_VOLATILITY,
+    C_VOLUME,
+    CANDLESTICK_TEMPLATE,
+    CHARTS,
+    LAST_7_DAYS,
+    candlestick,
+    category_bar,
+    pivot,
+    table,
+    timeseries,
+)
 from cryptoflow.superset.dashboards import (  # noqa: F401
-    DASHBOARDS, FORECAST_NOTE, HEALTH_NOTE, MARKDOWN_PREFIX, MARKET_NOTE, coin_filter, time_filter)
+    DASHBOARDS,
+    FORECAST_NOTE,
+    HEALTH_NOTE,
+    MARKDOWN_PREFIX,
+    MARKET_NOTE,
+    coin_filter,
+    time_filter,
+)
 from cryptoflow.superset.datasets import (  # noqa: F401
-    BOOL, CANDLES_1H, CANDLESTICK, CORRELATION, DATASETS, DATE, DOWN_COLOUR, DQ_LATEST, FLOAT, FORECASTS, FRESHNESS,
-    HEALED_GAPS, HOURLY_METRICS, INT, MODEL_IN_USE, PIPELINE_RUNS, QUARANTINE, SQL_DIR, TEXT, TS, UP_COLOUR,
-    coins_by_skip_scan, dataset)
+    BOOL,
+    CANDLES_1H,
+    CANDLESTICK,
+    CORRELATION,
+    DATASETS,
+    DATE,
+    DOWN_COLOUR,
+    DQ_LATEST,
+    FLOAT,
+    FORECASTS,
+    FRESHNESS,
+    HEALED_GAPS,
+    HOURLY_METRICS,
+    INT,
+    MODEL_IN_USE,
+    PIPELINE_RUNS,
+    QUARANTINE,
+    SQL_DIR,
+    TEXT,
+    TS,
+    UP_COLOUR,
+    coins_by_skip_scan,
+    dataset,
+)
 
 NAMESPACE = uuid.UUID("6f2b9f4e-6b8c-5d0e-9a4f-2c1d7e3b5a90")  # cryptoflow's Superset objects
 DATABASE_NAME = "cryptoflow warehouse"  # local/superset.py registers the warehouse under this name
@@ -53,45 +102,108 @@ DATABASE_UUID = uid("database", "warehouse")
 
 # --- YAML documents ------------------------------------------------------------------------------
 
+
 def database_doc() -> dict:
     return {
-        "database_name": DATABASE_NAME, "sqlalchemy_uri": PLACEHOLDER_URI, "cache_timeout": None,
-        "expose_in_sqllab": True, "allow_run_async": False, "allow_ctas": False, "allow_cvas": False,
-        "allow_dml": False, "allow_csv_upload": False, "impersonate_user": False,
-        "extra": {"allows_virtual_table_explore": True, "metadata_params": {}, "engine_params": {},
-                  "schemas_allowed_for_file_upload": []},
-        "uuid": DATABASE_UUID, "version": VERSION,
+        "database_name": DATABASE_NAME,
+        "sqlalchemy_uri": PLACEHOLDER_URI,
+        "cache_timeout": None,
+        "expose_in_sqllab": True,
+        "allow_run_async": False,
+        "allow_ctas": False,
+        "allow_cvas": False,
+        "allow_dml": False,
+        "allow_csv_upload": False,
+        "impersonate_user": False,
+        "extra": {
+            "allows_virtual_table_explore": True,
+            "metadata_params": {},
+            "engine_params": {},
+            "schemas_allowed_for_file_upload": [],
+        },
+        "uuid": DATABASE_UUID,
+        "version": VERSION,
     }
 
 
 def dataset_doc(name: str) -> dict:
     sql, columns, main_dttm, metrics = DATASETS[name]
     return {
-        "table_name": name, "main_dttm_col": main_dttm, "description": None, "default_endpoint": None,
-        "offset": 0, "cache_timeout": None, "schema": None, "catalog": None, "sql": sql, "params": None,
-        "template_params": None, "filter_select_enabled": True, "fetch_values_predicate": None, "extra": None,
-        "normalize_columns": False, "always_filter_main_dttm": False,
+        "table_name": name,
+        "main_dttm_col": main_dttm,
+        "description": None,
+        "default_endpoint": None,
+        "offset": 0,
+        "cache_timeout": None,
+        "schema": None,
+        "catalog": None,
+        "sql": sql,
+        "params": None,
+        "template_params": None,
+        "filter_select_enabled": True,
+        "fetch_values_predicate": None,
+        "extra": None,
+        "normalize_columns": False,
+        "always_filter_main_dttm": False,
         "uuid": uid("dataset", name),
-        "metrics": [{"metric_name": m, "verbose_name": label, "metric_type": None, "expression": expr,
-                     "description": None, "d3format": None, "extra": None, "warning_text": None}
-                    for m, (expr, label) in metrics.items()],
-        "columns": [{"column_name": c, "verbose_name": None, "is_dttm": t == TS, "is_active": True, "type": t,
-                     "advanced_data_type": None, "groupby": True, "filterable": True, "expression": None,
-                     "description": None, "python_date_format": None, "extra": None}
-                    for c, t in columns],
-        "version": VERSION, "database_uuid": DATABASE_UUID,
+        "metrics": [
+            {
+                "metric_name": m,
+                "verbose_name": label,
+                "metric_type": None,
+                "expression": expr,
+                "description": None,
+                "d3format": None,
+                "extra": None,
+                "warning_text": None,
+            }
+            for m, (expr, label) in metrics.items()
+        ],
+        "columns": [
+            {
+                "column_name": c,
+                "verbose_name": None,
+                "is_dttm": t == TS,
+                "is_active": True,
+                "type": t,
+                "advanced_data_type": None,
+                "groupby": True,
+                "filterable": True,
+                "expression": None,
+                "description": None,
+                "python_date_format": None,
+                "extra": None,
+            }
+            for c, t in columns
+        ],
+        "version": VERSION,
+        "database_uuid": DATABASE_UUID,
     }
 
 
 def chart_doc(name: str) -> dict:
     ds, viz, params, query = CHARTS[name]
     form_data = {**params, "datasource": "0__table"}
-    context = {"datasource": {"id": 0, "type": "table"}, "force": False, "queries": [query],
-               "form_data": form_data, "result_format": "json", "result_type": "full"}
+    context = {
+        "datasource": {"id": 0, "type": "table"},
+        "force": False,
+        "queries": [query],
+        "form_data": form_data,
+        "result_format": "json",
+        "result_type": "full",
+    }
     return {
-        "slice_name": name, "description": None, "certified_by": None, "certification_details": None,
-        "viz_type": viz, "params": form_data, "query_context": json.dumps(context, indent=1),
-        "cache_timeout": None, "uuid": uid("chart", name), "version": VERSION, "dataset_uuid": uid("dataset", ds),
+        "slice_name": name,
+        "description": None,
+        "certified_by": None,
+        "certification_details": None,
+        "viz_type": viz,
+        "params": form_data,
+        "query_context": json.dumps(context, indent=1),
+        "cache_timeout": None,
+        "uuid": uid("chart", name),
+        "version": VERSION,
+        "dataset_uuid": uid("dataset", ds),
     }
 
 
@@ -103,15 +215,31 @@ def placeholder_id(chart: str) -> int:
 def dashboard_doc(slug: str) -> dict:
     title, rows, filters = DASHBOARDS[slug]
     return {
-        "dashboard_title": title, "description": None, "css": "", "slug": slug, "certified_by": None,
-        "certification_details": None, "published": True, "uuid": uid("dashboard", slug),
+        "dashboard_title": title,
+        "description": None,
+        "css": "",
+        "slug": slug,
+        "certified_by": None,
+        "certification_details": None,
+        "published": True,
+        "uuid": uid("dashboard", slug),
         "position": _dashboard_position(title, rows),
-        "metadata": {"native_filter_configuration": _native_filters(slug, filters), "color_scheme": "supersetColors",
-                     "refresh_frequency": 0, "expanded_slices": {}, "label_colors": {}, "shared_label_colors": [],
-                     "timed_refresh_immune_slices": [], "cross_filters_enabled": False, "default_filters": "{}",
-                     "chart_configuration": {},
-                     "global_chart_configuration": {"scope": {"rootPath": ["ROOT_ID"], "excluded": []},
-                                                    "chartsInScope": []}},
+        "metadata": {
+            "native_filter_configuration": _native_filters(slug, filters),
+            "color_scheme": "supersetColors",
+            "refresh_frequency": 0,
+            "expanded_slices": {},
+            "label_colors": {},
+            "shared_label_colors": [],
+            "timed_refresh_immune_slices": [],
+            "cross_filters_enabled": False,
+            "default_filters": "{}",
+            "chart_configuration": {},
+            "global_chart_configuration": {
+                "scope": {"rootPath": ["ROOT_ID"], "excluded": []},
+                "chartsInScope": [],
+            },
+        },
         "version": VERSION,
     }
 
@@ -127,20 +255,44 @@ def _dashboard_position(title: str, rows) -> dict:
     for r, row in enumerate(rows):
         row_id = f"ROW-{r}"
         position["GRID_ID"]["children"].append(row_id)
-        position[row_id] = {"type": "ROW", "id": row_id, "children": [], "parents": ["ROOT_ID", "GRID_ID"],
-                            "meta": {"background": "BACKGROUND_TRANSPARENT"}}
+        position[row_id] = {
+            "type": "ROW",
+            "id": row_id,
+            "children": [],
+            "parents": ["ROOT_ID", "GRID_ID"],
+            "meta": {"background": "BACKGROUND_TRANSPARENT"},
+        }
         for c, (item, width, height) in enumerate(row):
             parents = ["ROOT_ID", "GRID_ID", row_id]
             if item.startswith(MARKDOWN_PREFIX):
                 item_id = f"MARKDOWN-{r}-{c}"
-                position[item_id] = {"type": "MARKDOWN", "id": item_id, "children": [], "parents": parents,
-                                     "meta": {"code": item[len(MARKDOWN_PREFIX):], "width": width, "height": height}}
+                position[item_id] = {
+                    "type": "MARKDOWN",
+                    "id": item_id,
+                    "children": [],
+                    "parents": parents,
+                    "meta": {
+                        "code": item[len(MARKDOWN_PREFIX) :],
+                        "width": width,
+                        "height": height,
+                    },
+                }
             else:
                 item_id = f"CHART-{r}-{c}"
                 # chartId is a placeholder the importer maps to the real id through the uuid.
-                position[item_id] = {"type": "CHART", "id": item_id, "children": [], "parents": parents,
-                                     "meta": {"chartId": placeholder_id(item), "uuid": uid("chart", item),
-                                              "sliceName": item, "width": width, "height": height}}
+                position[item_id] = {
+                    "type": "CHART",
+                    "id": item_id,
+                    "children": [],
+                    "parents": parents,
+                    "meta": {
+                        "chartId": placeholder_id(item),
+                        "uuid": uid("chart", item),
+                        "sliceName": item,
+                        "width": width,
+                        "height": height,
+                    },
+                }
             position[row_id]["children"].append(item_id)
     return position
 
@@ -151,23 +303,44 @@ def _native_filters(slug: str, filters) -> list[dict]:
     for f in filters:
         fid = "NATIVE_FILTER-" + uid("filter", f"{slug}/{f['name']}")[:13]
         if f["filterType"] == "filter_time":
-            default = {"extraFormData": {"time_range": f["default"]}, "filterState": {"value": f["default"]},
-                       "ownState": {}}
+            default = {
+                "extraFormData": {"time_range": f["default"]},
+                "filterState": {"value": f["default"]},
+                "ownState": {},
+            }
             targets: list[dict] = [{}]
             control = {}
         else:
             default = {"extraFormData": {}, "filterState": {}, "ownState": {}}
             if f["default"]:
-                default = {"extraFormData": {"filters": [{"col": f["column"], "op": "IN", "val": [f["default"]]}]},
-                           "filterState": {"value": [f["default"]]}, "ownState": {}}
-            targets = [{"column": {"name": f["column"]}, "datasetUuid": uid("dataset", f["dataset"])}]
+                default = {
+                    "extraFormData": {
+                        "filters": [{"col": f["column"], "op": "IN", "val": [f["default"]]}]
+                    },
+                    "filterState": {"value": [f["default"]]},
+                    "ownState": {},
+                }
+            targets = [
+                {"column": {"name": f["column"]}, "datasetUuid": uid("dataset", f["dataset"])}
+            ]
             control = f["controlValues"]
-        native.append({
-            "id": fid, "name": f["name"], "filterType": f["filterType"], "type": "NATIVE_FILTER",
-            "targets": targets, "controlValues": control, "defaultDataMask": default, "cascadeParentIds": [],
-            "scope": {"rootPath": ["ROOT_ID"], "excluded": [placeholder_id(c) for c in f.get("exclude", ())]},
-            "description": "",
-        })
+        native.append(
+            {
+                "id": fid,
+                "name": f["name"],
+                "filterType": f["filterType"],
+                "type": "NATIVE_FILTER",
+                "targets": targets,
+                "controlValues": control,
+                "defaultDataMask": default,
+                "cascadeParentIds": [],
+                "scope": {
+                    "rootPath": ["ROOT_ID"],
+                    "excluded": [placeholder_id(c) for c in f.get("exclude", ())],
+                },
+                "description": "",
+            }
+        )
     return native
 
 
@@ -177,8 +350,14 @@ def file_name(name: str) -> str:
 
 def documents() -> dict[str, dict]:
     """Bundle path (under the root folder) -> YAML document."""
-    docs = {"metadata.yaml": {"version": VERSION, "type": "assets", "timestamp": "2026-11-21T00:00:00+00:00"},
-            DATABASE_FILE: database_doc()}
+    docs = {
+        "metadata.yaml": {
+            "version": VERSION,
+            "type": "assets",
+            "timestamp": "2026-11-21T00:00:00+00:00",
+        },
+        DATABASE_FILE: database_doc(),
+    }
     for name in DATASETS:
         docs[f"datasets/cryptoflow_warehouse/{file_name(name)}"] = dataset_doc(name)
     for name in CHARTS:

@@ -43,9 +43,14 @@ class Target:
 
 def superset_uri(dsn: str) -> tuple[str, str]:
     """(URI with the password masked the way Superset masks it, the password)."""
-    for prefix in ("postgresql+psycopg2://", "postgresql+psycopg://", "postgresql://", "postgres://"):
+    for prefix in (
+        "postgresql+psycopg2://",
+        "postgresql+psycopg://",
+        "postgresql://",
+        "postgres://",
+    ):
         if dsn.startswith(prefix):
-            dsn = "postgresql+psycopg2://" + dsn[len(prefix):]
+            dsn = "postgresql+psycopg2://" + dsn[len(prefix) :]
             break
     else:
         raise BundleImportError(f"the reader DSN is not a PostgreSQL URI: {dsn.split('@')[-1]!r}")
@@ -59,9 +64,13 @@ def superset_uri(dsn: str) -> tuple[str, str]:
 
 
 def read_assets(directory: Path) -> dict[str, str]:
-    files = {str(p.relative_to(directory)): p.read_text() for p in sorted(directory.rglob("*.yaml"))}
+    files = {
+        str(p.relative_to(directory)): p.read_text() for p in sorted(directory.rglob("*.yaml"))
+    }
     if "metadata.yaml" not in files or bundle.DATABASE_FILE not in files:
-        raise BundleImportError(f"{directory} is not a bundle (no metadata.yaml or {bundle.DATABASE_FILE})")
+        raise BundleImportError(
+            f"{directory} is not a bundle (no metadata.yaml or {bundle.DATABASE_FILE})"
+        )
     return files
 
 
@@ -91,26 +100,43 @@ def session(target: Target) -> requests.Session:
     """Logged in (bearer token) with the CSRF token of its session cookie attached."""
     s = requests.Session()
     try:
-        res = s.post(f"{target.url}/api/v1/security/login", timeout=60,
-                     json={"username": target.username, "password": target.password, "provider": "db",
-                           "refresh": False})
+        res = s.post(
+            f"{target.url}/api/v1/security/login",
+            timeout=60,
+            json={
+                "username": target.username,
+                "password": target.password,
+                "provider": "db",
+                "refresh": False,
+            },
+        )
     except requests.ConnectionError as exc:
-        raise BundleImportError(f"Superset does not answer at {target.url} (is it running?): {exc}") from exc
+        raise BundleImportError(
+            f"Superset does not answer at {target.url} (is it running?): {exc}"
+        ) from exc
     if res.status_code != 200:
-        raise BundleImportError(f"Superset login as {target.username} failed: HTTP {res.status_code} {res.text[:300]}")
+        raise BundleImportError(
+            f"Superset login as {target.username} failed: HTTP {res.status_code} {res.text[:300]}"
+        )
     s.headers["Authorization"] = f"Bearer {res.json()['access_token']}"
     csrf = s.get(f"{target.url}/api/v1/security/csrf_token/", timeout=60)
     if csrf.status_code != 200:
-        raise BundleImportError(f"no CSRF token from Superset: HTTP {csrf.status_code} {csrf.text[:300]}")
+        raise BundleImportError(
+            f"no CSRF token from Superset: HTTP {csrf.status_code} {csrf.text[:300]}"
+        )
     s.headers.update({"X-CSRFToken": csrf.json()["result"], "Referer": target.url})
     return s
 
 
 def existing_database_uuid(s: requests.Session, url: str) -> str | None:
-    q = json.dumps({"filters": [{"col": "database_name", "opr": "eq", "value": bundle.DATABASE_NAME}]})
+    q = json.dumps(
+        {"filters": [{"col": "database_name", "opr": "eq", "value": bundle.DATABASE_NAME}]}
+    )
     res = s.get(f"{url}/api/v1/database/", params={"q": q}, timeout=60)
     if res.status_code != 200:
-        raise BundleImportError(f"listing Superset databases failed: HTTP {res.status_code} {res.text[:300]}")
+        raise BundleImportError(
+            f"listing Superset databases failed: HTTP {res.status_code} {res.text[:300]}"
+        )
     rows = res.json()["result"]
     if not rows:
         return None
@@ -125,18 +151,32 @@ def import_bundle(target: Target, reader_dsn: str, assets_dir: Path) -> dict[str
     s = session(target)
     db_uuid = existing_database_uuid(s, target.url) or bundle.DATABASE_UUID
     payload = prepare(files, masked, db_uuid)
-    res = s.post(f"{target.url}/api/v1/assets/import/", timeout=300,
-                 files={"bundle": ("cryptoflow_assets.zip", payload, "application/zip")},
-                 data={"passwords": json.dumps({bundle.DATABASE_FILE: password})})
+    res = s.post(
+        f"{target.url}/api/v1/assets/import/",
+        timeout=300,
+        files={"bundle": ("cryptoflow_assets.zip", payload, "application/zip")},
+        data={"passwords": json.dumps({bundle.DATABASE_FILE: password})},
+    )
     # A missing CSRF token answers 200 with an HTML page: only JSON {"message": "OK"} is success.
-    ok = res.status_code == 200 and res.headers.get("Content-Type", "").startswith("application/json") \
+    ok = (
+        res.status_code == 200
+        and res.headers.get("Content-Type", "").startswith("application/json")
         and res.json().get("message") == "OK"
+    )
     if not ok:
-        raise BundleImportError(f"Superset refused the bundle: HTTP {res.status_code} {res.text[:2000]}")
-    counts = {kind: sum(1 for rel in files if rel.startswith(kind + "/"))
-              for kind in ("databases", "datasets", "charts", "dashboards")}
-    log.info("superset: imported %s from %s (database user %s)",
-             ", ".join(f"{n} {kind}" for kind, n in counts.items()), assets_dir, urlsplit(masked).username)
+        raise BundleImportError(
+            f"Superset refused the bundle: HTTP {res.status_code} {res.text[:2000]}"
+        )
+    counts = {
+        kind: sum(1 for rel in files if rel.startswith(kind + "/"))
+        for kind in ("databases", "datasets", "charts", "dashboards")
+    }
+    log.info(
+        "superset: imported %s from %s (database user %s)",
+        ", ".join(f"{n} {kind}" for kind, n in counts.items()),
+        assets_dir,
+        urlsplit(masked).username,
+    )
     return counts
 
 
@@ -158,6 +198,10 @@ def run(settings, default_url: str) -> dict[str, int]:
         if not password:
             raise BundleImportError(
                 f"no Superset admin password: set SUPERSET_ADMIN_PASSWORD or run `cryptoflow up` first "
-                f"(it generates {settings.credentials_file})")
-    return import_bundle(Target(url.rstrip("/"), "admin", password), settings.warehouse_reader_dsn,
-                         settings.home / bundle.ASSETS_DIR)
+                f"(it generates {settings.credentials_file})"
+            )
+    return import_bundle(
+        Target(url.rstrip("/"), "admin", password),
+        settings.warehouse_reader_dsn,
+        settings.home / bundle.ASSETS_DIR,
+    )

@@ -45,11 +45,19 @@ return {charts: charts.length, rendered: rendered.length, loading: loading, erro
 
 def driver(width: int = 1600, height: int = 1500) -> webdriver.Chrome:
     opts = webdriver.ChromeOptions()
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                f"--window-size={width},{height}", "--hide-scrollbars"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        f"--window-size={width},{height}",
+        "--hide-scrollbars",
+    ):
         opts.add_argument(arg)
     opts.binary_location = os.environ.get("CHROMIUM_BINARY", "/usr/bin/chromium")
-    browser = webdriver.Chrome(service=Service(os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")), options=opts)
+    browser = webdriver.Chrome(
+        service=Service(os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")), options=opts
+    )
     browser.set_page_load_timeout(120)  # a page that never loads is a timeout, not a hang
     return browser
 
@@ -63,7 +71,9 @@ def logged_in(browser: webdriver.Chrome, url: str) -> bool:
     return '"username"' in browser.page_source
 
 
-def login(browser: webdriver.Chrome, url: str, username: str, password: str, budget: float = 300.0) -> None:
+def login(
+    browser: webdriver.Chrome, url: str, username: str, password: str, budget: float = 300.0
+) -> None:
     """Log in through the form, retrying until `budget` seconds have passed.
 
     Under load the first page after the form (the welcome page) can take longer than any single
@@ -78,7 +88,9 @@ def login(browser: webdriver.Chrome, url: str, username: str, password: str, bud
         try:
             browser.get(f"{url}/login/")
             WebDriverWait(browser, 90).until(ec.presence_of_element_located((By.ID, "username")))
-            WebDriverWait(browser, 30).until(lambda b: b.execute_script("return document.readyState") == "complete")
+            WebDriverWait(browser, 30).until(
+                lambda b: b.execute_script("return document.readyState") == "complete"
+            )
             for field, value in (("username", username), ("password", password)):
                 element = browser.find_element(By.ID, field)
                 element.clear()
@@ -94,26 +106,34 @@ def login(browser: webdriver.Chrome, url: str, username: str, password: str, bud
             if logged_in(browser, url):
                 return
         if time.monotonic() > deadline:
-            raise RuntimeError(f"could not log in to {url} as {username} in {attempt} tries; "
-                               f"the login page said: {said!r}")
+            raise RuntimeError(
+                f"could not log in to {url} as {username} in {attempt} tries; "
+                f"the login page said: {said!r}"
+            )
         print(f"login try {attempt} timed out; trying again", file=sys.stderr, flush=True)
 
 
 def shoot(browser: webdriver.Chrome, url: str, slug: str, out: Path, settle: float = 60.0) -> dict:
     browser.get(f"{url}/superset/dashboard/{slug}/?standalone=1")
     WebDriverWait(browser, 60).until(
-        ec.presence_of_element_located((By.CSS_SELECTOR, ".dashboard-component-chart-holder")))
+        ec.presence_of_element_located((By.CSS_SELECTOR, ".dashboard-component-chart-holder"))
+    )
     began = time.monotonic()
     state = browser.execute_script(PROBE)
     # Wait until every chart drew something (or showed its message) and nothing is loading.
     while time.monotonic() - began < settle:
         state = browser.execute_script(PROBE)
-        if state["loading"] == 0 and state["rendered"] + state["empty"] + len(state["errors"]) >= state["charts"]:
+        if (
+            state["loading"] == 0
+            and state["rendered"] + state["empty"] + len(state["errors"]) >= state["charts"]
+        ):
             break
         time.sleep(1)
     time.sleep(2)  # animations (ECharts draws in ~1 s)
     # The page is taller than the window: grow the window to the document before the shot.
-    full = browser.execute_script("return Math.max(document.body.scrollHeight, document.documentElement.scrollHeight)")
+    full = browser.execute_script(
+        "return Math.max(document.body.scrollHeight, document.documentElement.scrollHeight)"
+    )
     browser.set_window_size(browser.get_window_size()["width"], min(max(full, 900), 4000))
     time.sleep(1)
     state = browser.execute_script(PROBE)
@@ -127,7 +147,9 @@ def main(argv: list[str]) -> int:
     out.mkdir(parents=True, exist_ok=True)
     browser = driver()
     try:
-        login(browser, url, os.environ.get("SUPERSET_USER", "admin"), os.environ["SUPERSET_PASSWORD"])
+        login(
+            browser, url, os.environ.get("SUPERSET_USER", "admin"), os.environ["SUPERSET_PASSWORD"]
+        )
         for slug in slugs:
             print(json.dumps(shoot(browser, url, slug, out)), flush=True)
     finally:

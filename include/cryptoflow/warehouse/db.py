@@ -17,8 +17,13 @@ def connect(dsn: str | None = None, **kw) -> psycopg.Connection:
 
 
 @contextmanager
-def pipeline_run(conn: psycopg.Connection, pipeline: str, run_id: str, task: str = "",
-                 started_at: datetime | None = None):
+def pipeline_run(
+    conn: psycopg.Connection,
+    pipeline: str,
+    run_id: str,
+    task: str = "",
+    started_at: datetime | None = None,
+):
     """Record a run in ops.pipeline_runs: 'running' now, then 'success' or 'failed' with its counts.
 
     The yielded dict collects rows_in / rows_out / rows_quarantined and free-form details.
@@ -46,20 +51,44 @@ def pipeline_run(conn: psycopg.Connection, pipeline: str, run_id: str, task: str
         conn.execute(
             "UPDATE ops.pipeline_runs SET finished_at = now(), status = %s, rows_in = %s, rows_out = %s,"
             " rows_quarantined = %s, details = %s WHERE pipeline = %s AND task = %s AND run_id = %s",
-            (status, stats.get("rows_in"), stats.get("rows_out"), stats.get("rows_quarantined"),
-             json.dumps(stats["details"], default=str), pipeline, task, run_id),
+            (
+                status,
+                stats.get("rows_in"),
+                stats.get("rows_out"),
+                stats.get("rows_quarantined"),
+                json.dumps(stats["details"], default=str),
+                pipeline,
+                task,
+                run_id,
+            ),
         )
         conn.commit()
 
 
-def record_check(conn: psycopg.Connection, run_id: str, pipeline: str, check_name: str, passed: bool,
-                 observed=None, expected=None, symbol: str | None = None, details: dict | None = None) -> None:
+def record_check(
+    conn: psycopg.Connection,
+    run_id: str,
+    pipeline: str,
+    check_name: str,
+    passed: bool,
+    observed=None,
+    expected=None,
+    symbol: str | None = None,
+    details: dict | None = None,
+) -> None:
     conn.execute(
         "INSERT INTO ops.data_quality_results (run_id, pipeline, check_name, symbol, passed, observed, expected, details)"
         " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-        (run_id, pipeline, check_name, symbol, passed,
-         None if observed is None else str(observed), None if expected is None else str(expected),
-         json.dumps(details or {}, default=str)),
+        (
+            run_id,
+            pipeline,
+            check_name,
+            symbol,
+            passed,
+            None if observed is None else str(observed),
+            None if expected is None else str(expected),
+            json.dumps(details or {}, default=str),
+        ),
     )
 
 

@@ -57,82 +57,131 @@ class MergeResult:
         return self.__dict__.copy()
 
 
-def create_temp_candle_staging(conn: psycopg.Connection, name: str = "candles_stage") -> sql.Identifier:
+def create_temp_candle_staging(
+    conn: psycopg.Connection, name: str = "candles_stage"
+) -> sql.Identifier:
     """A temporary staging table shaped like market.candles, dropped at commit."""
     ident = sql.Identifier(name)
-    conn.execute(sql.SQL(
-        "CREATE TEMP TABLE {} (LIKE market.candles INCLUDING DEFAULTS) ON COMMIT DROP"
-    ).format(ident))
+    conn.execute(
+        sql.SQL(
+            "CREATE TEMP TABLE {} (LIKE market.candles INCLUDING DEFAULTS) ON COMMIT DROP"
+        ).format(ident)
+    )
     return ident
 
 
-def copy_candles(conn: psycopg.Connection, table: sql.Composable, candles: Iterable[Candle],
-                 minute_counts: dict | None = None) -> int:
+def copy_candles(
+    conn: psycopg.Connection,
+    table: sql.Composable,
+    candles: Iterable[Candle],
+    minute_counts: dict | None = None,
+) -> int:
     n = 0
     cols = _CANDLE_COLS
     with conn.cursor().copy(sql.SQL("COPY {} ({}) FROM STDIN").format(table, cols)) as copy:
         for c in candles:
             mc = None if minute_counts is None else minute_counts.get(c.key)
-            copy.write_row((
-                c.symbol, c.interval, datetime_from_ms(c.open_time), datetime_from_ms(c.close_time),
-                c.open, c.high, c.low, c.close, c.base_volume, c.quote_volume,
-                c.taker_buy_base_volume, c.taker_buy_quote_volume, c.trades,
-                mc, True if mc is None else mc == 60, c.source,
-            ))
+            copy.write_row(
+                (
+                    c.symbol,
+                    c.interval,
+                    datetime_from_ms(c.open_time),
+                    datetime_from_ms(c.close_time),
+                    c.open,
+                    c.high,
+                    c.low,
+                    c.close,
+                    c.base_volume,
+                    c.quote_volume,
+                    c.taker_buy_base_volume,
+                    c.taker_buy_quote_volume,
+                    c.trades,
+                    mc,
+                    True if mc is None else mc == 60,
+                    c.source,
+                )
+            )
             n += 1
     return n
 
 
-def merge_staged(conn: psycopg.Connection, staging: sql.Composable, *, derived: bool = False,
-                 run_id: str | None = None) -> MergeResult:
+def merge_staged(
+    conn: psycopg.Connection,
+    staging: sql.Composable,
+    *,
+    derived: bool = False,
+    run_id: str | None = None,
+) -> MergeResult:
     """Merge a staging table into market.candles inside the caller's transaction.
 
     Duplicate keys inside the staging table itself must have been resolved by the caller (the
     landing writer quarantines conflicting duplicates); a duplicate here is an error, not a choice.
     """
-    dup = conn.execute(sql.SQL(
-        "SELECT symbol, interval, open_time FROM {} GROUP BY 1, 2, 3 HAVING count(*) > 1 LIMIT 1"
-    ).format(staging)).fetchone()
+    dup = conn.execute(
+        sql.SQL(
+            "SELECT symbol, interval, open_time FROM {} GROUP BY 1, 2, 3 HAVING count(*) > 1 LIMIT 1"
+        ).format(staging)
+    ).fetchone()
     if dup:
-        raise ValueError(f"staging table holds duplicate key {dup}; resolve duplicates before merging")
+        raise ValueError(
+            f"staging table holds duplicate key {dup}; resolve duplicates before merging"
+        )
 
     # Fresh statistics: without them the planner may join a small staging table to market.candles
     # by scanning the whole history, and the cost of a small load would grow with the table.
     conn.execute(sql.SQL("ANALYZE {}").format(staging))
-    staged = cast(tuple, conn.execute(sql.SQL("SELECT count(*) FROM {}").format(staging)).fetchone())[0]
+    staged = cast(
+        tuple, conn.execute(sql.SQL("SELECT count(*) FROM {}").format(staging)).fetchone()
+    )[0]
     conflicts, kept_source = _set_aside_stored(conn, staging, derived, run_id)
     inserted, changed = _upsert_staged(conn, staging)
     updated = changed - inserted
-    return MergeResult(staged=staged, inserted=inserted, updated=updated,
-                       unchanged=staged - conflicts - kept_source - inserted - updated, conflicts=conflicts,
-                       kept_source=kept_source)
+    return MergeResult(
+        staged=staged,
+        inserted=inserted,
+        updated=updated,
+        unchanged=staged - conflicts - kept_source - inserted - updated,
+        conflicts=conflicts,
+        kept_source=kept_source,
+    )
 
 
-def _set_aside_stored(conn: psycopg.Connection, staging: sql.Composable, derived: bool,
-                      run_id: str | None) -> tuple[int, int]:
+def _set_aside_stored(
+    conn: psycopg.Connection, staging: sql.Composable, derived: bool, run_id: str | None
+) -> tuple[int, int]:
     """(conflicts, kept_source): staged rows that must not replace a stored candle, out of the batch."""
     differs = sql.SQL(" OR ").join(
         sql.SQL("t.{c} IS DISTINCT FROM s.{c}").format(c=sql.Identifier(c)) for c in _VALUE_COLUMNS
     )
-    same_key = sql.SQL("t.symbol = s.symbol AND t.interval = s.interval AND t.open_time = s.open_time")
+    same_key = sql.SQL(
+        "t.symbol = s.symbol AND t.interval = s.interval AND t.open_time = s.open_time"
+    )
     conflicts = kept_source = 0
     if derived:
         # A rollup never replaces a candle Binance delivered: drop it from the batch, count it.
-        kept_source = conn.execute(sql.SQL(
-            "DELETE FROM {} s USING market.candles t WHERE {} AND {}"
-        ).format(staging, same_key, STORED_IS_SOURCE)).rowcount
+        kept_source = conn.execute(
+            sql.SQL("DELETE FROM {} s USING market.candles t WHERE {} AND {}").format(
+                staging, same_key, STORED_IS_SOURCE
+            )
+        ).rowcount
     else:
         # Late updates of closed candles: quarantine the newcomer with both versions, keep the stored one.
-        conflicts = conn.execute(sql.SQL(
-            "INSERT INTO ops.quarantine ({})"
-            " SELECT s.source, 'late_update_conflict',"
-            "  'stored candle differs: ' || row_to_json(t)::text, row_to_json(s)::text,"
-            "  s.symbol, s.interval, s.open_time, %s"
-            " FROM {} s JOIN market.candles t USING (symbol, interval, open_time) WHERE {} AND ({})"
-        ).format(quarantine.COLUMN_LIST, staging, STORED_IS_SOURCE, differs), (run_id,)).rowcount
+        conflicts = conn.execute(
+            sql.SQL(
+                "INSERT INTO ops.quarantine ({})"
+                " SELECT s.source, 'late_update_conflict',"
+                "  'stored candle differs: ' || row_to_json(t)::text, row_to_json(s)::text,"
+                "  s.symbol, s.interval, s.open_time, %s"
+                " FROM {} s JOIN market.candles t USING (symbol, interval, open_time) WHERE {} AND ({})"
+            ).format(quarantine.COLUMN_LIST, staging, STORED_IS_SOURCE, differs),
+            (run_id,),
+        ).rowcount
         if conflicts:
-            conn.execute(sql.SQL("DELETE FROM {} s USING market.candles t WHERE {} AND {} AND ({})")
-                         .format(staging, same_key, STORED_IS_SOURCE, differs))
+            conn.execute(
+                sql.SQL("DELETE FROM {} s USING market.candles t WHERE {} AND {} AND ({})").format(
+                    staging, same_key, STORED_IS_SOURCE, differs
+                )
+            )
     return conflicts, kept_source
 
 
@@ -141,20 +190,27 @@ def _upsert_staged(conn: psycopg.Connection, staging: sql.Composable) -> tuple[i
     to the stored one is left untouched."""
     cols = _CANDLE_COLS
     updates = sql.SQL(", ").join(
-        sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in (*_VALUE_COLUMNS, "source")
+        sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c))
+        for c in (*_VALUE_COLUMNS, "source")
     )
     excluded_differs = sql.SQL(" OR ").join(
-        sql.SQL("t.{c} IS DISTINCT FROM EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in _VALUE_COLUMNS
+        sql.SQL("t.{c} IS DISTINCT FROM EXCLUDED.{c}").format(c=sql.Identifier(c))
+        for c in _VALUE_COLUMNS
     )
     # xmax = 0 tells a fresh insert from an update; counted in the server, not fetched row by row.
     # An aggregate without GROUP BY: always one row.
-    inserted, changed = cast(tuple, conn.execute(sql.SQL(
-        "WITH m AS (INSERT INTO market.candles AS t ({cols}) SELECT {cols} FROM {staging}"
-        " ON CONFLICT (symbol, interval, open_time) DO UPDATE SET {updates}, ingested_at = now()"
-        " WHERE {excluded_differs}"
-        " RETURNING (xmax = 0) AS fresh)"
-        " SELECT count(*) FILTER (WHERE fresh), count(*) FROM m"
-    ).format(cols=cols, staging=staging, updates=updates, excluded_differs=excluded_differs)).fetchone())
+    inserted, changed = cast(
+        tuple,
+        conn.execute(
+            sql.SQL(
+                "WITH m AS (INSERT INTO market.candles AS t ({cols}) SELECT {cols} FROM {staging}"
+                " ON CONFLICT (symbol, interval, open_time) DO UPDATE SET {updates}, ingested_at = now()"
+                " WHERE {excluded_differs}"
+                " RETURNING (xmax = 0) AS fresh)"
+                " SELECT count(*) FILTER (WHERE fresh), count(*) FROM m"
+            ).format(cols=cols, staging=staging, updates=updates, excluded_differs=excluded_differs)
+        ).fetchone(),
+    )
     return inserted, changed
 
 
@@ -174,16 +230,29 @@ def insert_staged_fresh(conn: psycopg.Connection, staging: sql.Composable) -> Me
     cols = _CANDLE_COLS
     try:
         with conn.transaction():  # a savepoint inside the caller's: the error names what happened
-            inserted = conn.execute(sql.SQL("INSERT INTO market.candles ({cols}) SELECT {cols} FROM {staging}")
-                                    .format(cols=cols, staging=staging)).rowcount
+            inserted = conn.execute(
+                sql.SQL("INSERT INTO market.candles ({cols}) SELECT {cols} FROM {staging}").format(
+                    cols=cols, staging=staging
+                )
+            ).rowcount
     except psycopg.errors.UniqueViolation as exc:
-        raise StoredMeanwhile(f"a key the run found empty is taken ({exc.diag.message_detail}):"
-                              " market.candles changed during the run, or the batch repeats a key; rerun it") from exc
-    return MergeResult(staged=inserted, inserted=inserted, updated=0, unchanged=0, conflicts=0, kept_source=0)
+        raise StoredMeanwhile(
+            f"a key the run found empty is taken ({exc.diag.message_detail}):"
+            " market.candles changed during the run, or the batch repeats a key; rerun it"
+        ) from exc
+    return MergeResult(
+        staged=inserted, inserted=inserted, updated=0, unchanged=0, conflicts=0, kept_source=0
+    )
 
 
-def upsert_candles(conn: psycopg.Connection, candles: Iterable[Candle], *, derived: bool = False,
-                   run_id: str | None = None, minute_counts: dict | None = None) -> MergeResult:
+def upsert_candles(
+    conn: psycopg.Connection,
+    candles: Iterable[Candle],
+    *,
+    derived: bool = False,
+    run_id: str | None = None,
+    minute_counts: dict | None = None,
+) -> MergeResult:
     """Stage `candles` with COPY and merge them, committing once: all or nothing."""
     with conn.transaction():
         staging = create_temp_candle_staging(conn)

@@ -11,8 +11,12 @@ already there.
 import importlib.util
 import os
 
-_SHARED = os.path.join(os.environ.get("CRYPTOFLOW_HOME", "/opt/cryptoflow"), "include", "superset",
-                       "superset_config.py")
+_SHARED = os.path.join(
+    os.environ.get("CRYPTOFLOW_HOME", "/opt/cryptoflow"),
+    "include",
+    "superset",
+    "superset_config.py",
+)
 _spec = importlib.util.spec_from_file_location("cryptoflow_superset_config", _SHARED)
 _shared = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_shared)

@@ -13,6 +13,7 @@ pytestmark = pytest.mark.quick
 def hook_cls(monkeypatch):
     monkeypatch.delenv("AIRFLOW_CONN_BINANCE_DEFAULT", raising=False)
     from cryptoflow.airflow.hooks import BinanceHook
+
     return BinanceHook
 
 
@@ -28,9 +29,18 @@ def test_settings_without_connection(hook_cls, monkeypatch):
 
 
 def test_connection_overrides_urls_and_budget(hook_cls, monkeypatch):
-    monkeypatch.setenv("AIRFLOW_CONN_BINANCE_DEFAULT", json.dumps({
-        "conn_type": "http", "host": "10.0.0.5", "schema": "http", "port": 8443,
-        "extra": {"ws_url": "ws://10.0.0.5:8443", "weight_budget": 1200}}))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_BINANCE_DEFAULT",
+        json.dumps(
+            {
+                "conn_type": "http",
+                "host": "10.0.0.5",
+                "schema": "http",
+                "port": 8443,
+                "extra": {"ws_url": "ws://10.0.0.5:8443", "weight_budget": 1200},
+            }
+        ),
+    )
     hook = hook_cls()
     assert hook.rest_url == "http://10.0.0.5:8443" and hook.ws_url == "ws://10.0.0.5:8443"
     assert hook.get_conn().weight_budget == 1200

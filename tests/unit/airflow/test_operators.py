@@ -16,16 +16,34 @@ PASSWORD = "s3cret-pw"
 def operator(monkeypatch):
     from cryptoflow.airflow.operators import CandleEtlSubmitOperator
 
-    monkeypatch.setenv("AIRFLOW_CONN_CRYPTOFLOW_WAREHOUSE", json.dumps({
-        "conn_type": "postgres", "host": "db.test", "port": 5432, "login": "cf_writer",
-        "password": PASSWORD, "schema": "cryptoflow"}))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_CRYPTOFLOW_WAREHOUSE",
+        json.dumps(
+            {
+                "conn_type": "postgres",
+                "host": "db.test",
+                "port": 5432,
+                "login": "cf_writer",
+                "password": PASSWORD,
+                "schema": "cryptoflow",
+            }
+        ),
+    )
     monkeypatch.delenv("CRYPTOFLOW_WAREHOUSE_DSN", raising=False)
-    return CandleEtlSubmitOperator(task_id="etl_candles", application="job.py", conn_id="spark_default",
-                                   env_vars={"TZ": "UTC"}, application_args=["--run-id", "r1"])
+    return CandleEtlSubmitOperator(
+        task_id="etl_candles",
+        application="job.py",
+        conn_id="spark_default",
+        env_vars={"TZ": "UTC"},
+        application_args=["--run-id", "r1"],
+    )
 
 
 def _spark(monkeypatch, host: str, **extra):
-    monkeypatch.setenv("AIRFLOW_CONN_SPARK_DEFAULT", json.dumps({"conn_type": "spark", "host": host, "extra": extra}))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SPARK_DEFAULT",
+        json.dumps({"conn_type": "spark", "host": host, "extra": extra}),
+    )
 
 
 def test_dsn_reaches_spark_submit_alone(operator, monkeypatch):
@@ -40,8 +58,12 @@ def test_dsn_reaches_spark_submit_alone(operator, monkeypatch):
 
 
 # k8s:// too, but the provider's hook needs the kubernetes client installed to be built for it.
-@pytest.mark.parametrize("host, extra", [("yarn", {}), ("spark://spark.test:7077", {"deploy-mode": "cluster"})])
-def test_modes_that_would_put_the_dsn_on_the_command_line_are_refused(operator, monkeypatch, host, extra):
+@pytest.mark.parametrize(
+    "host, extra", [("yarn", {}), ("spark://spark.test:7077", {"deploy-mode": "cluster"})]
+)
+def test_modes_that_would_put_the_dsn_on_the_command_line_are_refused(
+    operator, monkeypatch, host, extra
+):
     from airflow.sdk.exceptions import AirflowFailException
 
     _spark(monkeypatch, host, **extra)

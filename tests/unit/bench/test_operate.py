@@ -38,9 +38,9 @@ def _sample(at, newest, **kw):
 def test_freshness_figures_after_warmup_and_target():
     syms = ("A", "B")
     samples = [
-        _sample(T0, {"A": T0 - 60 * M, "B": T0 - 60 * M}),           # in the warm-up: ignored
-        _sample(T0 + 10 * M, {"A": T0 + 5 * M, "B": T0 + 8 * M}),    # 4 and 1 minutes
-        _sample(T0 + 20 * M, {"A": T0 + 9 * M, "B": T0 + 6 * M}),    # 10 and 13 minutes
+        _sample(T0, {"A": T0 - 60 * M, "B": T0 - 60 * M}),  # in the warm-up: ignored
+        _sample(T0 + 10 * M, {"A": T0 + 5 * M, "B": T0 + 8 * M}),  # 4 and 1 minutes
+        _sample(T0 + 20 * M, {"A": T0 + 9 * M, "B": T0 + 6 * M}),  # 10 and 13 minutes
     ]
     f = op.freshness_figures(samples, syms, warmup_until=T0 + 5 * M)
     assert f["samples_after_warmup"] == 2
@@ -51,7 +51,9 @@ def test_freshness_figures_after_warmup_and_target():
     f = op.freshness_figures([_sample(T0, {"A": T0 - 2 * M, "B": None})], syms, warmup_until=T0)
     assert f["freshness_1m_no_data_samples"] == 1 and f["freshness_1m_max_minutes"] is None
     assert f["freshness_1m_max_minutes_met"] is False and f["freshness_1m_p50_minutes"] == 1.0
-    f = op.freshness_figures([_sample(T0, {"A": T0 - 2 * M, "B": T0 - 3 * M})], syms, warmup_until=T0)
+    f = op.freshness_figures(
+        [_sample(T0, {"A": T0 - 2 * M, "B": T0 - 3 * M})], syms, warmup_until=T0
+    )
     assert f["freshness_1m_max_minutes"] == 2.0 and f["freshness_1m_max_minutes_met"] is True
 
 
@@ -60,10 +62,10 @@ def test_snapshot_lag_is_first_sample_with_every_coin_at_the_windows_last_minute
     w = T0  # window [10:00, 10:10): complete once both coins have 10:09
     samples = [
         (T0 + 7 * M, {"A": T0 - 1 * M, "B": T0 - 1 * M}),
-        (T0 + 11 * M, {"A": T0 + 9 * M, "B": T0 + 8 * M}),     # B not there yet
-        (T0 + 13 * M, {"A": T0 + 9 * M, "B": T0 + 9 * M}),     # complete: 3 minutes after 10:10
-        (T0 + 22 * M, {"A": T0 + 19 * M, "B": T0 + 19 * M}),   # next window: 2 minutes
-        (T0 + 31 * M, {"A": T0 + 19 * M, "B": None}),          # 10:20 window still missing at the end
+        (T0 + 11 * M, {"A": T0 + 9 * M, "B": T0 + 8 * M}),  # B not there yet
+        (T0 + 13 * M, {"A": T0 + 9 * M, "B": T0 + 9 * M}),  # complete: 3 minutes after 10:10
+        (T0 + 22 * M, {"A": T0 + 19 * M, "B": T0 + 19 * M}),  # next window: 2 minutes
+        (T0 + 31 * M, {"A": T0 + 19 * M, "B": None}),  # 10:20 window still missing at the end
     ]
     arrived, pending = op.snapshot_lags(samples, syms)
     assert arrived == {w: 3.0, w + 10 * M: 2.0}
@@ -93,11 +95,21 @@ def test_forecast_hours_are_the_whole_hours_inside_the_period():
 
 def test_tally_forecasts_counts_configured_coins_per_hour():
     hours = [T0, T0 + 60 * M, T0 + 120 * M]
-    rows = [("A", T0), ("B", T0), ("A", T0), ("Z", T0),           # duplicates and unknown coins don't count
-            ("A", T0 + 60 * M), ("B", T0 + 120 * M), ("A", T0 + 120 * M), ("A", T0 - 60 * M)]
+    rows = [
+        ("A", T0),
+        ("B", T0),
+        ("A", T0),
+        ("Z", T0),  # duplicates and unknown coins don't count
+        ("A", T0 + 60 * M),
+        ("B", T0 + 120 * M),
+        ("A", T0 + 120 * M),
+        ("A", T0 - 60 * M),
+    ]
     f = op.tally_forecasts(hours, rows, ("A", "B"))
     assert f["forecast_hours_observed"] == 3
-    assert f["forecasts_per_hour_min"] == 1 and f["forecasts_per_hour_mean"] == pytest.approx(5 / 3, abs=0.01)
+    assert f["forecasts_per_hour_min"] == 1 and f["forecasts_per_hour_mean"] == pytest.approx(
+        5 / 3, abs=0.01
+    )
     assert f["hours_with_every_coin_forecast"] == 2
     assert f["forecast_hours_missing_coins"] == {"12-01T11:00Z": ["B"]}
     empty = op.tally_forecasts([], rows, ("A",))
@@ -105,20 +117,26 @@ def test_tally_forecasts_counts_configured_coins_per_hour():
 
 
 def test_parse_stat_survives_odd_command_names():
-    line = "4242 (airflow worker -- (x) y) S 100 4200 4100 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 5 0 0"
+    line = (
+        "4242 (airflow worker -- (x) y) S 100 4200 4100 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 5 0 0"
+    )
     assert op.parse_stat(line) == (100, 4200, 4100)
 
 
 def test_rss_groups_sessions_groups_and_descendants():
     P = op.Proc
     procs = {
-        100: P(1, 100, 100, rss_kb=1000, pss_kb=800),     # scheduler (session leader)
-        101: P(100, 100, 100, rss_kb=500, pss_kb=100),    # LocalExecutor worker
-        150: P(100, 150, 100, rss_kb=300, pss_kb=300),    # task process in its own group, same session
+        100: P(1, 100, 100, rss_kb=1000, pss_kb=800),  # scheduler (session leader)
+        101: P(100, 100, 100, rss_kb=500, pss_kb=100),  # LocalExecutor worker
+        150: P(
+            100, 150, 100, rss_kb=300, pss_kb=300
+        ),  # task process in its own group, same session
         151: P(150, 150, 100, rss_kb=2000, pss_kb=2000),  # Spark JVM of the task
-        200: P(1, 200, 200, rss_kb=400, pss_kb=300),      # postmaster
-        201: P(200, 201, 201, rss_kb=50, pss_kb=20),      # backend: its own session, child of postmaster
-        300: P(1, 300, 300, rss_kb=9999, pss_kb=9999),    # not a service
+        200: P(1, 200, 200, rss_kb=400, pss_kb=300),  # postmaster
+        201: P(
+            200, 201, 201, rss_kb=50, pss_kb=20
+        ),  # backend: its own session, child of postmaster
+        300: P(1, 300, 300, rss_kb=9999, pss_kb=9999),  # not a service
     }
     roots = {"postgres": 200, "airflow-scheduler": 100}
     groups = op.group_processes(procs, roots)
@@ -132,23 +150,47 @@ def test_rss_groups_sessions_groups_and_descendants():
 
 def test_rss_figures_start_peak_end_per_service_and_total():
     samples = [
-        _sample(T0, {}, rss_kb={"postgres": 1024, "airflow-scheduler": 2048}, pss_kb_total=2048, mem_available_kb=8192),
-        _sample(T0 + M, {}, rss_kb={"postgres": 3072, "airflow-scheduler": 2048}, pss_kb_total=4096, mem_available_kb=4096),
-        _sample(T0 + 2 * M, {}, rss_kb={"postgres": 2048, "airflow-scheduler": 1024, "superset": 1024}),
+        _sample(
+            T0,
+            {},
+            rss_kb={"postgres": 1024, "airflow-scheduler": 2048},
+            pss_kb_total=2048,
+            mem_available_kb=8192,
+        ),
+        _sample(
+            T0 + M,
+            {},
+            rss_kb={"postgres": 3072, "airflow-scheduler": 2048},
+            pss_kb_total=4096,
+            mem_available_kb=4096,
+        ),
+        _sample(
+            T0 + 2 * M, {}, rss_kb={"postgres": 2048, "airflow-scheduler": 1024, "superset": 1024}
+        ),
     ]
     f = op.rss_figures(samples)
-    assert (f["rss_mb_postgres_start"], f["rss_mb_postgres_peak"], f["rss_mb_postgres_end"]) == (1.0, 3.0, 2.0)
-    assert (f["rss_mb_total_start"], f["rss_mb_total_peak"], f["rss_mb_total_end"]) == (3.0, 5.0, 4.0)
+    assert (f["rss_mb_postgres_start"], f["rss_mb_postgres_peak"], f["rss_mb_postgres_end"]) == (
+        1.0,
+        3.0,
+        2.0,
+    )
+    assert (f["rss_mb_total_start"], f["rss_mb_total_peak"], f["rss_mb_total_end"]) == (
+        3.0,
+        5.0,
+        4.0,
+    )
     assert f["rss_mb_airflow_scheduler_end"] == 1.0 and f["rss_mb_superset_start"] == 0.0
     assert f["pss_mb_total_peak"] == 4.0 and f["mem_available_mb_min"] == 4.0
     assert op.rss_figures([]) == {}
 
 
 def test_dag_run_figures_count_by_dag_and_state():
-    runs = [{"dag_id": "binance_ingest", "dag_run_id": "r1", "state": "success"},
-            {"dag_id": "binance_ingest", "dag_run_id": "r2", "state": "success"},
-            {"dag_id": "spark_etl", "dag_run_id": "r3", "state": "failed"},
-            {"dag_id": "forecast_hourly", "dag_run_id": "r4", "state": "running"}]
+    runs = [
+        {"dag_id": "binance_ingest", "dag_run_id": "r1", "state": "success"},
+        {"dag_id": "binance_ingest", "dag_run_id": "r2", "state": "success"},
+        {"dag_id": "spark_etl", "dag_run_id": "r3", "state": "failed"},
+        {"dag_id": "forecast_hourly", "dag_run_id": "r4", "state": "running"},
+    ]
     f = op.dag_run_figures(runs)
     assert f["dag_runs_failed_in_period"] == 1 and f["dag_runs_failed_ids"] == ["spark_etl/r3"]
     assert f["dag_runs_binance_ingest_success"] == 2 and f["dag_runs_forecast_hourly_running"] == 1

@@ -9,7 +9,14 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from binance_emulator import (
-    HOUR_MS, Timeline, aggregate, kline_event, load_history, partial, rest_row, synthetic_minutes,
+    HOUR_MS,
+    Timeline,
+    aggregate,
+    kline_event,
+    load_history,
+    partial,
+    rest_row,
+    synthetic_minutes,
 )
 from cryptoflow.candles import Candle, validate
 from cryptoflow.sources.binance.wire import from_kline_payload, from_rest_row
@@ -19,7 +26,23 @@ pytestmark = pytest.mark.quick
 
 def hour(o, h, l, c, v="10", q="1000", n=61, t=1_600_000_000_000 // HOUR_MS * HOUR_MS):
     D = Decimal
-    return Candle("BTCUSDT", "1h", t, t + HOUR_MS - 1, D(o), D(h), D(l), D(c), D(v), D(q), None, None, n, True, "t")
+    return Candle(
+        "BTCUSDT",
+        "1h",
+        t,
+        t + HOUR_MS - 1,
+        D(o),
+        D(h),
+        D(l),
+        D(c),
+        D(v),
+        D(q),
+        None,
+        None,
+        n,
+        True,
+        "t",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -32,23 +55,36 @@ def test_synthetic_minutes_of_real_hours_aggregate_back_exactly(btc):
     for h in hours[:: len(hours) // 200]:
         minutes = synthetic_minutes(h)
         assert len(minutes) == 60
-        assert [m.open_time for m in minutes] == list(range(h.open_time, h.open_time + HOUR_MS, 60_000))
+        assert [m.open_time for m in minutes] == list(
+            range(h.open_time, h.open_time + HOUR_MS, 60_000)
+        )
         assert all(not validate(m) for m in minutes)
         for m in minutes:
             if m.base_volume > 0 and m.high > m.low:
-                assert m.low * Decimal("0.9999") <= m.quote_volume / m.base_volume <= m.high * Decimal("1.0001")
+                assert (
+                    m.low * Decimal("0.9999")
+                    <= m.quote_volume / m.base_volume
+                    <= m.high * Decimal("1.0001")
+                )
         back = aggregate(list(minutes), "1h")
         assert back.values() == h.values()
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.decimals(min_value=Decimal("0.0001"), max_value=Decimal("100000"), places=4), min_size=4, max_size=4),
-       st.decimals(min_value=1, max_value=Decimal("1e6"), places=6), st.integers(0, 10 ** 6),
-       st.floats(0.05, 0.95))  # an average price at the very extreme is out of reach of the path (documented)
+@given(
+    st.lists(
+        st.decimals(min_value=Decimal("0.0001"), max_value=Decimal("100000"), places=4),
+        min_size=4,
+        max_size=4,
+    ),
+    st.decimals(min_value=1, max_value=Decimal("1e6"), places=6),
+    st.integers(0, 10**6),
+    st.floats(0.05, 0.95),
+)  # an average price at the very extreme is out of reach of the path (documented)
 def test_synthetic_minutes_any_hour(prices, volume, trades, where):
     o, c = prices[0], prices[1]
     h, l = max(prices), min(prices)
-    avg = l + (h - l) * Decimal(str(where))          # the hour's average price, anywhere in its range
+    avg = l + (h - l) * Decimal(str(where))  # the hour's average price, anywhere in its range
     src = hour(o, h, l, c, v=volume, q=(volume * avg).quantize(Decimal("0.00000001")), n=trades)
     minutes = synthetic_minutes(src)
     assert all(not validate(m) for m in minutes)
@@ -56,9 +92,15 @@ def test_synthetic_minutes_any_hour(prices, volume, trades, where):
     assert sum(m.trades for m in minutes) == trades
     # each minute's average price lies within its range (quote split by volume x mid price)
     for m in minutes:
-        if m.quote_volume >= Decimal("0.01"):  # below that, 8-decimal rounding dominates the average
+        if m.quote_volume >= Decimal(
+            "0.01"
+        ):  # below that, 8-decimal rounding dominates the average
             vwap = m.quote_volume / m.base_volume
-            assert m.low * Decimal("0.999") - Decimal("1e-6") <= vwap <= m.high * Decimal("1.001") + Decimal("1e-6")
+            assert (
+                m.low * Decimal("0.999") - Decimal("1e-6")
+                <= vwap
+                <= m.high * Decimal("1.001") + Decimal("1e-6")
+            )
 
 
 def test_partial_candles_stay_valid_and_grow():
@@ -123,8 +165,13 @@ def test_a_restarted_replay_serves_the_same_candles_at_the_same_times(btc, tmp_p
     again = anchored_timeline(btc, anchor, play_hours=48, wall_start=wall + 3 * 3600)
     assert again.shift == first.shift and anchor.exists()
     before_restart = int(wall * 1000) // HOUR_MS * HOUR_MS
-    assert [c.values() for c in again.candles("BTCUSDT", "1m", before_restart - HOUR_MS, before_restart - 1)] == \
-           [c.values() for c in first.candles("BTCUSDT", "1m", before_restart - HOUR_MS, before_restart - 1)]
+    assert [
+        c.values()
+        for c in again.candles("BTCUSDT", "1m", before_restart - HOUR_MS, before_restart - 1)
+    ] == [
+        c.values()
+        for c in first.candles("BTCUSDT", "1m", before_restart - HOUR_MS, before_restart - 1)
+    ]
     assert abs(again.now_ms() - time.time() * 1000) < 1000  # still the wall clock, still live
     # Without the anchor, a restart moves the history: the same times would carry other candles.
     fresh = Timeline(btc, speed=1, shift_to_present=True, play_hours=48, wall_start=wall + 3 * 3600)
@@ -135,7 +182,11 @@ def test_an_exhausted_recorded_timeline_is_replaced(btc, tmp_path):
     from binance_emulator import anchored_timeline
 
     anchor = tmp_path / "replay-anchor.json"
-    old = anchored_timeline(btc, anchor, play_hours=48, wall_start=time.time() - 10 * 86400)  # history ran out 8 days ago
+    old = anchored_timeline(
+        btc, anchor, play_hours=48, wall_start=time.time() - 10 * 86400
+    )  # history ran out 8 days ago
     new = anchored_timeline(btc, anchor, play_hours=48)
     assert new.shift != old.shift and new.end_ms > time.time() * 1000
-    assert anchored_timeline(btc, anchor, play_hours=48).shift == new.shift  # and recorded in its place
+    assert (
+        anchored_timeline(btc, anchor, play_hours=48).shift == new.shift
+    )  # and recorded in its place

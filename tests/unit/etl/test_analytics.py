@@ -24,8 +24,18 @@ def approx(v):
 
 def hour(symbol, h, close, *, interval="1h", quote_volume="10", is_complete=True):
     c = str(close)
-    return candle(symbol, interval, T0 + h * HOUR_MS, open=c, high=c, low=c, close=c, quote_volume=quote_volume,
-                  is_complete=is_complete, minute_count=None if is_complete else 59)
+    return candle(
+        symbol,
+        interval,
+        T0 + h * HOUR_MS,
+        open=c,
+        high=c,
+        low=c,
+        close=c,
+        quote_volume=quote_volume,
+        is_complete=is_complete,
+        minute_count=None if is_complete else 59,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -41,15 +51,24 @@ BBB = {0: "10", 1: "0", 2: "5"}
 def metrics(spark):
     rows = [hour("AAA", h, c) for h, c in AAA.items()] + [hour("BBB", h, c) for h, c in BBB.items()]
     rows[-1] = hour("BBB", 2, "5", quote_volume="12.345678901234567891", is_complete=False)
-    rows.append(hour("AAA", 5, "1000", interval="1m"))  # another interval: neither a row nor a neighbour
+    rows.append(
+        hour("AAA", 5, "1000", interval="1m")
+    )  # another interval: neither a row nor a neighbour
     df = analytics.hourly_metrics(candle_frame(spark, rows))
-    return df.columns, dict(schema_of(df)), {(r.symbol, (r.open_time - T0) // HOUR_MS): r for r in df.collect()}
+    return (
+        df.columns,
+        dict(schema_of(df)),
+        {(r.symbol, (r.open_time - T0) // HOUR_MS): r for r in df.collect()},
+    )
 
 
 def test_hourly_metrics_columns_and_one_row_per_hourly_candle(metrics):
     columns, schema, rows = metrics
     assert tuple(columns) == analytics.METRICS_COLUMNS
-    assert schema["close"] == "decimal(38,18)" and schema["return_pct"] == schema["volatility_24h"] == "double"
+    assert (
+        schema["close"] == "decimal(38,18)"
+        and schema["return_pct"] == schema["volatility_24h"] == "double"
+    )
     assert sorted(rows) == sorted([("AAA", h) for h in AAA] + [("BBB", h) for h in BBB])
 
 
@@ -58,8 +77,10 @@ def _returns(closes: dict) -> dict:
     for h, c in closes.items():
         prev = closes.get(h - 1)
         c, prev = float(c), None if prev is None else float(prev)
-        out[h] = (None if prev is None or prev <= 0 else (c / prev - 1) * 100,
-                  None if prev is None or prev <= 0 or c <= 0 else math.log(c / prev))
+        out[h] = (
+            None if prev is None or prev <= 0 else (c / prev - 1) * 100,
+            None if prev is None or prev <= 0 or c <= 0 else math.log(c / prev),
+        )
     return out
 
 
@@ -69,7 +90,9 @@ def test_hourly_metrics_returns_only_against_the_hour_right_before(metrics):
     want = _returns(AAA)
     assert got == {h: (approx(p), approx(lr)) for h, (p, lr) in want.items()}
     # Spelled out: 100 -> 110 is +10 %, 110 -> 99 is -10 %; hour 6 follows a gap: no return.
-    assert got[1][0] == pytest.approx(10) and got[2][0] == pytest.approx(-10) and got[3] == (0.0, 0.0)
+    assert (
+        got[1][0] == pytest.approx(10) and got[2][0] == pytest.approx(-10) and got[3] == (0.0, 0.0)
+    )
     assert got[0] == got[6] == got[40] == (None, None)
 
 
@@ -92,14 +115,20 @@ def test_hourly_metrics_volatility_is_the_sample_stddev_of_log_returns_over_24h(
         assert rows["AAA", h].volatility_24h == approx(want), h
     assert rows["AAA", 2].volatility_24h == approx(statistics.stdev([math.log(1.1), math.log(0.9)]))
     assert rows["AAA", 1].volatility_24h is None  # one return: no sample deviation
-    assert rows["AAA", 40].volatility_24h is None  # no return within its 24 h: never reaches further back
+    assert (
+        rows["AAA", 40].volatility_24h is None
+    )  # no return within its 24 h: never reaches further back
 
 
 def test_hourly_metrics_moving_averages_are_over_time_not_rows(metrics):
     _, _, rows = metrics
     for h in AAA:
-        assert rows["AAA", h].ma_24h == approx(statistics.fmean(float(AAA[k]) for k in _trailing(AAA, h, 24))), h
-        assert rows["AAA", h].ma_168h == approx(statistics.fmean(float(AAA[k]) for k in _trailing(AAA, h, 168))), h
+        assert rows["AAA", h].ma_24h == approx(
+            statistics.fmean(float(AAA[k]) for k in _trailing(AAA, h, 24))
+        ), h
+        assert rows["AAA", h].ma_168h == approx(
+            statistics.fmean(float(AAA[k]) for k in _trailing(AAA, h, 168))
+        ), h
     assert rows["AAA", 6].ma_24h == approx((100 + 110 + 99 + 99 + 108.9 + 120) / 6)
     assert rows["AAA", 40].ma_24h == 90.0
     assert rows["AAA", 40].ma_168h == approx((100 + 110 + 99 + 99 + 108.9 + 120 + 90) / 7)
@@ -117,8 +146,11 @@ def test_hourly_metrics_passes_close_volume_and_completeness_through(metrics):
 # ---------------------------------------------------------------------------------------------
 # volume_profile
 
+
 def bar(symbol, t, h, l, c, base="1", quote="100", interval="1h"):
-    return candle(symbol, interval, t, open=c, high=h, low=l, close=c, base_volume=base, quote_volume=quote)
+    return candle(
+        symbol, interval, t, open=c, high=h, low=l, close=c, base_volume=base, quote_volume=quote
+    )
 
 
 DAY2 = T0 + DAY_MS
@@ -128,11 +160,13 @@ DAY2 = T0 + DAY_MS
 def profile(spark):
     rows = [
         # BTCUSDT 1h on 2024-01-01: low 100, high 120 -> 20 buckets of width 1
-        bar("BTCUSDT", T0, "102", "100", "101", base="1.000000000000000001"),     # tp 101 -> bucket 1
-        bar("BTCUSDT", T0 + HOUR_MS, "101.5", "100.5", "101", base="2.5"),        # tp 101 -> bucket 1
-        bar("BTCUSDT", T0 + 2 * HOUR_MS, "120", "119", "120"),                    # tp 119.67 -> bucket 19
-        bar("BTCUSDT", T0 + 3 * HOUR_MS, "120", "120", "120", quote="0.000000000000000001"),  # tp = high -> 19
-        bar("BTCUSDT", T0 + 4 * HOUR_MS, "100", "100", "100", base="0"),          # tp = low -> bucket 0
+        bar("BTCUSDT", T0, "102", "100", "101", base="1.000000000000000001"),  # tp 101 -> bucket 1
+        bar("BTCUSDT", T0 + HOUR_MS, "101.5", "100.5", "101", base="2.5"),  # tp 101 -> bucket 1
+        bar("BTCUSDT", T0 + 2 * HOUR_MS, "120", "119", "120"),  # tp 119.67 -> bucket 19
+        bar(
+            "BTCUSDT", T0 + 3 * HOUR_MS, "120", "120", "120", quote="0.000000000000000001"
+        ),  # tp = high -> 19
+        bar("BTCUSDT", T0 + 4 * HOUR_MS, "100", "100", "100", base="0"),  # tp = low -> bucket 0
         # the same symbol's 1m candles of that day are a profile of their own
         bar("BTCUSDT", T0, "500", "500", "500", interval="1m"),
         # 2024-01-02: one candle, high == low: everything in bucket 0, zero width
@@ -160,7 +194,14 @@ def test_volume_profile_buckets_by_typical_price_with_exact_volume_sums(profile)
     assert got == [
         (0, approx(100.0), approx(101.0), D("0"), D("100"), 1),
         (1, approx(101.0), approx(102.0), D("3.500000000000000001"), D("200"), 2),
-        (19, approx(119.0), approx(120.0), D("2"), D("100.000000000000000001"), 2),  # the day's high included
+        (
+            19,
+            approx(119.0),
+            approx(120.0),
+            D("2"),
+            D("100.000000000000000001"),
+            2,
+        ),  # the day's high included
     ]
 
 
@@ -171,25 +212,36 @@ def test_volume_profile_omits_buckets_without_candles(profile):
 
 def test_volume_profile_is_per_symbol_interval_and_day(profile):
     _, rows = profile
-    assert sorted({r[:3] for r in rows}) == [("BTCUSDT", "1h", date(2024, 1, 1)), ("BTCUSDT", "1h", date(2024, 1, 2)),
-                                            ("BTCUSDT", "1m", date(2024, 1, 1)), ("ETHUSDT", "1h", date(2024, 1, 1))]
+    assert sorted({r[:3] for r in rows}) == [
+        ("BTCUSDT", "1h", date(2024, 1, 1)),
+        ("BTCUSDT", "1h", date(2024, 1, 2)),
+        ("BTCUSDT", "1m", date(2024, 1, 1)),
+        ("ETHUSDT", "1h", date(2024, 1, 1)),
+    ]
     # The 1m candle at 500 did not stretch the 1h day's range (its buckets are still 1 wide).
     assert [r[3:] for r in rows if r[1] == "1m"] == [(0, 500.0, 500.0, D("1"), D("100"), 1)]
 
 
 def test_volume_profile_a_day_of_one_price_is_one_zero_width_bucket(profile):
     _, rows = profile
-    assert [r[3:] for r in rows if r[2] == date(2024, 1, 2)] == [(0, 50.0, 50.0, D("7"), D("100"), 1)]
+    assert [r[3:] for r in rows if r[2] == date(2024, 1, 2)] == [
+        (0, 50.0, 50.0, D("7"), D("100"), 1)
+    ]
 
 
 def test_volume_profile_clamps_floating_point_overshoot_into_the_range(profile):
     _, rows = profile
-    assert float(D("100.001") * 3) / 3 < 100.001  # the overshoot the clamp is for: bucket -1 unclamped
+    assert (
+        float(D("100.001") * 3) / 3 < 100.001
+    )  # the overshoot the clamp is for: bucket -1 unclamped
     eth = [(r[3], r[4], r[5], r[8]) for r in rows if r[0] == "ETHUSDT"]
     low, width = 100.001, (101 - 100.001) / 20
     tp = float(D("302.001")) / 3
     assert math.floor((tp - low) / width) == 13
-    assert eth == [(0, approx(low), approx(low + width), 1), (13, approx(low + 13 * width), approx(low + 14 * width), 1)]
+    assert eth == [
+        (0, approx(low), approx(low + width), 1),
+        (13, approx(low + 13 * width), approx(low + 14 * width), 1),
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -200,8 +252,8 @@ HOURS = [T0 + (21 + i) * HOUR_MS for i in range(5)]
 X = [0.01, -0.02, 0.015, 0.005, -0.01]
 RETURNS = {
     "AAA": X,
-    "BBB": [2 * x + 0.001 for x in X],          # perfectly correlated with AAA
-    "CCC": [-x for x in X],                      # perfectly anti-correlated
+    "BBB": [2 * x + 0.001 for x in X],  # perfectly correlated with AAA
+    "CCC": [-x for x in X],  # perfectly anti-correlated
     "DDD": [0.003, 0.001, -0.004, 0.002, None],  # its last hour has no return: not paired
 }
 DAY1, DAY2_DATE = date(2024, 1, 1), date(2024, 1, 2)
@@ -232,15 +284,31 @@ def test_return_correlation_columns(correlations):
 def test_return_correlation_every_pair_once_ordered_by_name(correlations):
     _, month, _ = correlations
     pairs = sorted({(r[1], r[2]) for r in month})
-    assert pairs == [("AAA", "BBB"), ("AAA", "CCC"), ("AAA", "DDD"), ("BBB", "CCC"), ("BBB", "DDD"), ("CCC", "DDD")]
+    assert pairs == [
+        ("AAA", "BBB"),
+        ("AAA", "CCC"),
+        ("AAA", "DDD"),
+        ("BBB", "CCC"),
+        ("BBB", "DDD"),
+        ("CCC", "DDD"),
+    ]
 
 
 def test_return_correlation_over_the_window_ending_each_day(correlations):
     _, month, _ = correlations
     want = []
-    for a, b in [("AAA", "BBB"), ("AAA", "CCC"), ("AAA", "DDD"), ("BBB", "CCC"), ("BBB", "DDD"), ("CCC", "DDD")]:
+    for a, b in [
+        ("AAA", "BBB"),
+        ("AAA", "CCC"),
+        ("AAA", "DDD"),
+        ("BBB", "CCC"),
+        ("BBB", "DDD"),
+        ("CCC", "DDD"),
+    ]:
         day1, n1 = _pearson(RETURNS[a][:3], RETURNS[b][:3])
-        day2, n2 = _pearson(RETURNS[a], RETURNS[b])  # 30 days: day 2's window holds day 1's hours too
+        day2, n2 = _pearson(
+            RETURNS[a], RETURNS[b]
+        )  # 30 days: day 2's window holds day 1's hours too
         want += [(DAY1, a, b, 30, approx(day1), n1), (DAY2_DATE, a, b, 30, approx(day2), n2)]
     assert month == sorted(want, key=lambda r: (r[0], r[1], r[2]))
     by_key = {(r[0], r[1], r[2]): r for r in month}
@@ -255,11 +323,18 @@ def test_return_correlation_window_of_one_day_counts_that_day_only(correlations)
     assert {r[3] for r in one_day} == {1}
     # Day 2 alone: 2 common hours (1 with DDD, whose last hour has no return).
     assert sorted((r[1], r[2], r[5]) for r in one_day if r[0] == DAY2_DATE) == [
-        ("AAA", "BBB", 2), ("AAA", "CCC", 2), ("AAA", "DDD", 1), ("BBB", "CCC", 2), ("BBB", "DDD", 1),
-        ("CCC", "DDD", 1)]
+        ("AAA", "BBB", 2),
+        ("AAA", "CCC", 2),
+        ("AAA", "DDD", 1),
+        ("BBB", "CCC", 2),
+        ("BBB", "DDD", 1),
+        ("CCC", "DDD", 1),
+    ]
     # Day 1 is the same as in the 30-day window (nothing before it).
     _, month, _ = correlations
-    assert [r[1:3] + r[4:] for r in one_day if r[0] == DAY1] == [r[1:3] + r[4:] for r in month if r[0] == DAY1]
+    assert [r[1:3] + r[4:] for r in one_day if r[0] == DAY1] == [
+        r[1:3] + r[4:] for r in month if r[0] == DAY1
+    ]
 
 
 # Once a bug (greatest() skips NULLs: a NULL correlation was clamped to -1.0): NULL stays NULL.
@@ -269,9 +344,13 @@ def test_return_correlation_is_null_with_fewer_than_three_hours(correlations):
 
 
 def test_return_correlation_of_a_series_without_variance_is_null(spark):
-    m = _metrics_frame(spark, {"AAA": X, "ZZZ": [0.0] * 5})  # a flat price: every log return exactly 0
+    m = _metrics_frame(
+        spark, {"AAA": X, "ZZZ": [0.0] * 5}
+    )  # a flat price: every log return exactly 0
     assert [(r[0], r[4], r[5]) for r in collect(analytics.return_correlation(m))] == [
-        (DAY1, None, 3), (DAY2_DATE, None, 5)]
+        (DAY1, None, 3),
+        (DAY2_DATE, None, 5),
+    ]
 
 
 # The one-pass variance of a constant series is rounding noise (0.01 x 3: 5.4e-20), not 0.

@@ -19,14 +19,25 @@ def test_snapshots_come_from_the_events_only():
     from cryptoflow.assets import SnapshotsSealed
 
     sealed = SnapshotsSealed(("file:///l/a.csv", "file:///l/b.csv"), "1m", 0, 600_000)
-    events = [_Event({"uris": ["file:///l/b.csv"], "interval": "1m"}), _Event(sealed.as_extra()), sealed.as_extra()]
+    events = [
+        _Event({"uris": ["file:///l/b.csv"], "interval": "1m"}),
+        _Event(sealed.as_extra()),
+        sealed.as_extra(),
+    ]
     assert plan.snapshots_from_events(events) == ["file:///l/a.csv", "file:///l/b.csv"]
-    assert SnapshotsSealed.from_extra(sealed.as_extra()) == sealed  # what binance_ingest emits, spark_etl reads
+    assert (
+        SnapshotsSealed.from_extra(sealed.as_extra()) == sealed
+    )  # what binance_ingest emits, spark_etl reads
 
 
 def test_an_event_of_another_shape_is_reported_and_holds_nothing_back(caplog):
-    events = [_Event({}), _Event(None), _Event({"snapshots": "file:///l/c.csv"}), _Event({"uris": "file:///l/c.csv"}),
-              _Event({"uris": ["file:///l/a.csv"], "interval": "1m"})]
+    events = [
+        _Event({}),
+        _Event(None),
+        _Event({"snapshots": "file:///l/c.csv"}),
+        _Event({"uris": "file:///l/c.csv"}),
+        _Event({"uris": ["file:///l/a.csv"], "interval": "1m"}),
+    ]
     with caplog.at_level(logging.WARNING, logger="cryptoflow.etl.plan"):
         assert plan.snapshots_from_events(events) == ["file:///l/a.csv"]
     warned = [r.getMessage() for r in caplog.records if r.name == "cryptoflow.etl.plan"]
@@ -34,7 +45,11 @@ def test_an_event_of_another_shape_is_reported_and_holds_nothing_back(caplog):
 
 
 def test_manifest_round_trip(tmp_path):
-    uri = plan.write_manifest(f"file://{tmp_path}", "manual__2024-01-01T00:00:00+00:00", ["file:///x/1.csv", "file:///x/2.csv"])
+    uri = plan.write_manifest(
+        f"file://{tmp_path}",
+        "manual__2024-01-01T00:00:00+00:00",
+        ["file:///x/1.csv", "file:///x/2.csv"],
+    )
     assert "/_manifests/" in uri
     assert plan.read_manifest(uri) == ["file:///x/1.csv", "file:///x/2.csv"]
     assert plan.read_manifest(plan.write_manifest(f"file://{tmp_path}", "empty", [])) == []
@@ -44,7 +59,9 @@ def test_range_planning_lists_only_the_window(tmp_path):
     from cryptoflow_bench.etl import MINUTE_MS, START_MS, write_minutes
 
     write_minutes(tmp_path, ["BTCUSDT"], START_MS, START_MS + 60 * MINUTE_MS, 10 * MINUTE_MS)
-    got = plan.snapshots_for_range(f"file://{tmp_path}", ["1m"], START_MS + 20 * MINUTE_MS, START_MS + 40 * MINUTE_MS)
+    got = plan.snapshots_for_range(
+        f"file://{tmp_path}", ["1m"], START_MS + 20 * MINUTE_MS, START_MS + 40 * MINUTE_MS
+    )
     assert len(got) == 2 and got[0].endswith("20240101T002000Z_20240101T003000Z.csv")
     assert plan.parse_time("2024-01-01T00:20:00Z") == START_MS + 20 * MINUTE_MS
 
@@ -77,12 +94,18 @@ def test_dag_is_scheduled_on_landing_and_emits_candles():
     dag = bag.dags["spark_etl"]
     assert LANDING_SNAPSHOTS.uri in str(dag.timetable.asset_condition)
     job = dag.get_task("etl_candles")
-    assert isinstance(job, SparkSubmitOperator) and job.application.endswith("spark_jobs/etl_candles.py")
+    assert isinstance(job, SparkSubmitOperator) and job.application.endswith(
+        "spark_jobs/etl_candles.py"
+    )
     assert job.jars == "/usr/share/java/postgresql.jar"
     # spark-submit names the project's interpreter for the driver and every executor's workers.
     import sys
 
-    assert job.conf["spark.pyspark.python"] == job.conf["spark.pyspark.driver.python"] == sys.executable
+    assert (
+        job.conf["spark.pyspark.python"]
+        == job.conf["spark.pyspark.driver.python"]
+        == sys.executable
+    )
     # The driver's heap goes on the command line (a submitted job's session can't set it any more).
     from cryptoflow import settings
 
@@ -95,4 +118,6 @@ def test_dag_is_scheduled_on_landing_and_emits_candles():
     assert checks.op_kwargs_expand_input.value == {"check": list(CHECKS)}
     assert checks.map_index_template == "{{ dq_check }}"
     assert checks.upstream_task_ids == {"etl_candles"}
-    assert dag.get_task("publish").upstream_task_ids == {"etl_candles"}  # beside the checks, not after
+    assert dag.get_task("publish").upstream_task_ids == {
+        "etl_candles"
+    }  # beside the checks, not after

@@ -39,13 +39,22 @@ class Constant:
 
 
 def model(keras_like, version="m1", cut=T0 + 100 * H, val=(T0 + 60 * H, T0 + 100 * H), lookback=4):
-    return TrainedModel(keras_like, Scaler(np.array([0.0]), np.array([1.0])), {
-        "version": version, "symbol": "BTCUSDT", "fingerprint": CFG.model_fingerprint(),
-        "hyperparameters": {"features": ["log_return"], "lookback": lookback},
-        "data_window": {"cut": cut.isoformat(), "validation_start": val[0].isoformat(),
-                        "validation_end": val[1].isoformat()},
-        "interval": {"q_low": -0.01, "q_high": 0.01},
-    })
+    return TrainedModel(
+        keras_like,
+        Scaler(np.array([0.0]), np.array([1.0])),
+        {
+            "version": version,
+            "symbol": "BTCUSDT",
+            "fingerprint": CFG.model_fingerprint(),
+            "hyperparameters": {"features": ["log_return"], "lookback": lookback},
+            "data_window": {
+                "cut": cut.isoformat(),
+                "validation_start": val[0].isoformat(),
+                "validation_end": val[1].isoformat(),
+            },
+            "interval": {"q_low": -0.01, "q_high": 0.01},
+        },
+    )
 
 
 def series(n=200, r=0.01, noise=0.0, seed=0):
@@ -56,6 +65,7 @@ def series(n=200, r=0.01, noise=0.0, seed=0):
 
 
 # --- look-ahead -------------------------------------------------------------------------------
+
 
 def test_forecast_ignores_the_target_hour_and_everything_after():
     f = series(120, noise=0.01)
@@ -78,9 +88,13 @@ def test_batch_evaluation_uses_the_same_windows_and_no_target_data():
     targets = pd.date_range(T0 + 50 * H, T0 + 60 * H, freq="h", inclusive="left")
     batch = m.forecast_hours(f, targets)
     for t in targets:
-        assert batch.loc[t, "predicted_close"] == pytest.approx(m.forecast(before(f, t), t).predicted_close, rel=1e-12)
+        assert batch.loc[t, "predicted_close"] == pytest.approx(
+            m.forecast(before(f, t), t).predicted_close, rel=1e-12
+        )
     tampered = f.copy()
-    tampered.loc[targets[3], "close"] *= 3  # only the target hour of one sample (and input of later ones)
+    tampered.loc[targets[3], "close"] *= (
+        3  # only the target hour of one sample (and input of later ones)
+    )
     again = m.forecast_hours(tampered, targets[:4])
     assert again.loc[targets[3], "predicted_close"] == batch.loc[targets[3], "predicted_close"]
     assert again.loc[targets[3], "actual_close"] != batch.loc[targets[3], "actual_close"]
@@ -98,7 +112,9 @@ def test_hourly_predict_serves_from_data_before_the_target_only():
     a, why = hourly.predict("BTCUSDT", f, target, reg, CFG)
     b, _ = hourly.predict("BTCUSDT", tampered, target, reg, CFG)
     assert a == b and a.model_version == "m1" and "promoted" in why
-    assert a.last_close == f["close"].iloc[119] and a.lower_close < a.predicted_close < a.upper_close
+    assert (
+        a.last_close == f["close"].iloc[119] and a.lower_close < a.predicted_close < a.upper_close
+    )
 
 
 def test_no_promoted_model_means_labelled_persistence():
@@ -120,7 +136,10 @@ def test_stale_promoted_model_is_not_served():
 def test_a_promoted_model_serves_after_its_probation_and_only_while_it_does_not_lose():
     cfg = CFG.with_(probation_hours=6, retire_window_hours=12)
     f = series(160, r=0.002)  # a steady rise: a model predicting it beats persistence
-    good, bad = model(Constant(0.002), "good", cut=T0 + 100 * H), model(Constant(-0.002), "bad", cut=T0 + 100 * H)
+    good, bad = (
+        model(Constant(0.002), "good", cut=T0 + 100 * H),
+        model(Constant(-0.002), "bad", cut=T0 + 100 * H),
+    )
     for m, serves_at in ((good, T0 + 106 * H), (bad, None)):
         reg = MemoryRegistry()
         reg.models[("BTCUSDT", m.version)] = m
@@ -137,6 +156,7 @@ def test_a_promoted_model_serves_after_its_probation_and_only_while_it_does_not_
 
 
 # --- readiness --------------------------------------------------------------------------------
+
 
 def test_readiness_fresh_stale_and_gappy():
     f = series(48)  # hours 0..47
@@ -155,6 +175,7 @@ def test_readiness_fresh_stale_and_gappy():
 
 # --- retrain cadence --------------------------------------------------------------------------
 
+
 def test_training_reasons_follow_data_time():
     reg = MemoryRegistry()
     assert hourly.training_reason(reg, "BTCUSDT", T0, CFG) == "no model trained yet"
@@ -164,13 +185,18 @@ def test_training_reasons_follow_data_time():
     assert hourly.training_reason(reg, "BTCUSDT", T0 + 5 * H, CFG) is None
     assert hourly.training_reason(reg, "BTCUSDT", T0 + 24 * H, CFG).startswith("cadence")
     reg.clear_current("BTCUSDT", "test")
-    assert hourly.training_reason(reg, "BTCUSDT", T0 + 5 * H, CFG) is None  # just attempted: wait retry_hours
+    assert (
+        hourly.training_reason(reg, "BTCUSDT", T0 + 5 * H, CFG) is None
+    )  # just attempted: wait retry_hours
     assert hourly.training_reason(reg, "BTCUSDT", T0 + 6 * H, CFG).startswith("no promoted model")
     reg.set_current(m, "test")
-    assert hourly.training_reason(reg, "BTCUSDT", T0 + 8 * H, CFG.with_(lookback=8)) == \
-        "configuration changed since the last training"
-    assert hourly.training_reason(reg, "BTCUSDT", T0 + 8 * H, CFG.with_(max_model_age_hours=8,
-                                                                        retrain_every_hours=99)).startswith("stale")
+    assert (
+        hourly.training_reason(reg, "BTCUSDT", T0 + 8 * H, CFG.with_(lookback=8))
+        == "configuration changed since the last training"
+    )
+    assert hourly.training_reason(
+        reg, "BTCUSDT", T0 + 8 * H, CFG.with_(max_model_age_hours=8, retrain_every_hours=99)
+    ).startswith("stale")
 
 
 # --- promotion --------------------------------------------------------------------------------
@@ -178,14 +204,17 @@ def test_training_reasons_follow_data_time():
 TREND = series(120, r=0.01)  # a steady 1 %/h rise: predicting +1 % is perfect, 0 is persistence
 
 
-@pytest.mark.parametrize("new_r, cur_r, action", [
-    (0.01, None, "promote"),           # better than persistence, nothing to beat
-    (-0.01, None, "none_served"),      # worse than persistence: never served
-    (0.005, 0.01, "keep_current"),     # better than persistence but worse than current
-    (0.01, 0.005, "promote"),          # better than both
-    (-0.01, 0.005, "keep_current"),    # worse than persistence, current still fine
-    (-0.01, -0.02, "none_served"),     # both worse than persistence: current retired
-])
+@pytest.mark.parametrize(
+    "new_r, cur_r, action",
+    [
+        (0.01, None, "promote"),  # better than persistence, nothing to beat
+        (-0.01, None, "none_served"),  # worse than persistence: never served
+        (0.005, 0.01, "keep_current"),  # better than persistence but worse than current
+        (0.01, 0.005, "promote"),  # better than both
+        (-0.01, 0.005, "keep_current"),  # worse than persistence, current still fine
+        (-0.01, -0.02, "none_served"),  # both worse than persistence: current retired
+    ],
+)
 def test_promotion_rule(new_r, cur_r, action):
     new = model(Constant(new_r), version="new")
     cur = None if cur_r is None else model(Constant(cur_r), version="cur")
@@ -201,7 +230,9 @@ def test_promotion_rule(new_r, cur_r, action):
     served = reg.current_pointer("BTCUSDT")
     expected = {"promote": "new", "keep_current": "cur", "none_served": None}[action]
     assert (served and served["version"]) == expected
-    assert reg.last_attempt("BTCUSDT")["status"] == ("promoted" if action == "promote" else "rejected")
+    assert reg.last_attempt("BTCUSDT")["status"] == (
+        "promoted" if action == "promote" else "rejected"
+    )
 
 
 def test_rejections_in_a_row_back_off_up_to_the_cadence():
@@ -212,7 +243,9 @@ def test_rejections_in_a_row_back_off_up_to_the_cadence():
         m = model(Constant(-0.01), version=f"r{k}", cut=cut, val=(cut - 40 * H, cut))
         reg.record(m, decide(m, None, before(TREND, cut)))
         assert reg.last_attempt("BTCUSDT")["rejections_in_a_row"] == k + 1
-        wait = next(h for h in range(1, 100) if hourly.training_reason(reg, "BTCUSDT", cut + h * H, cfg))
+        wait = next(
+            h for h in range(1, 100) if hourly.training_reason(reg, "BTCUSDT", cut + h * H, cfg)
+        )
         waits.append(wait)
         cut += wait * H
     assert waits == [6, 12, 24, 48, 48]
@@ -222,6 +255,7 @@ def test_rejections_in_a_row_back_off_up_to_the_cadence():
 
 
 # --- the backtest replays the DAG's steps -----------------------------------------------------
+
 
 def fake_train(symbol, history, cut, cfg, version=None, min_samples=0, pool=None, tick=None):
     """Training stand-in: a model good on a rising series at even cut hours, bad at odd ones."""
@@ -237,19 +271,37 @@ def test_backtest_batches_exactly_what_the_dag_serves_hour_by_hour(monkeypatch, 
     from cryptoflow.forecast import backtest, train as train_mod
 
     monkeypatch.setattr(train_mod, "train", fake_train)
-    f = series(400, r=0.003, noise=0.004, seed=3)  # models that pass the evidence test, and one that then loses live
-    f = f.drop(index=f.index[[250, 251, 300]])  # gaps: skipped hours, then windows rebuilt after them
-    cfg = CFG.with_(retrain_every_hours=29, retry_hours=5, max_model_age_hours=40, probation_hours=probation_hours)
+    f = series(
+        400, r=0.003, noise=0.004, seed=3
+    )  # models that pass the evidence test, and one that then loses live
+    f = f.drop(
+        index=f.index[[250, 251, 300]]
+    )  # gaps: skipped hours, then windows rebuilt after them
+    cfg = CFG.with_(
+        retrain_every_hours=29,
+        retry_hours=5,
+        max_model_age_hours=40,
+        probation_hours=probation_hours,
+    )
     start, end = T0 + 150 * H, T0 + 400 * H
     served, raw, skipped, trainings = backtest.replay("BTCUSDT", f, start, end, cfg)
 
     reg, expected, n_skipped = MemoryRegistry(), [], 0
 
-    def scored(version):  # what the DAG reads back from forecast.predictions: the version's scored live hours
-        rows = [x for x in expected if x.model_version == version and pd.Timestamp(x.target_time) in f.index]
-        rows = rows[-cfg.retire_window_hours:]
-        return (np.array([x.predicted_close for x in rows]), np.array([x.last_close for x in rows]),
-                f["close"].reindex(pd.DatetimeIndex([x.target_time for x in rows])).to_numpy())
+    def scored(
+        version,
+    ):  # what the DAG reads back from forecast.predictions: the version's scored live hours
+        rows = [
+            x
+            for x in expected
+            if x.model_version == version and pd.Timestamp(x.target_time) in f.index
+        ]
+        rows = rows[-cfg.retire_window_hours :]
+        return (
+            np.array([x.predicted_close for x in rows]),
+            np.array([x.last_close for x in rows]),
+            f["close"].reindex(pd.DatetimeIndex([x.target_time for x in rows])).to_numpy(),
+        )
 
     for t in hourly.hours(start, end):
         history = before(f, t)
@@ -258,7 +310,9 @@ def test_backtest_batches_exactly_what_the_dag_serves_hour_by_hour(monkeypatch, 
             n_skipped += 1
             continue
         hourly.retire_if_losing(reg, "BTCUSDT", t, cfg, scored)
-        hourly.ensure_model("BTCUSDT", history, t, reg, cfg, version=f"bt-BTCUSDT-lstm-{t:%Y%m%dT%H}Z")
+        hourly.ensure_model(
+            "BTCUSDT", history, t, reg, cfg, version=f"bt-BTCUSDT-lstm-{t:%Y%m%dT%H}Z"
+        )
         expected.append(hourly.predict("BTCUSDT", history, t, reg, cfg)[0])
     assert sum(skipped.values()) == n_skipped > 0
     if probation_hours:  # the losing model is held back instead of served, then retired
@@ -266,15 +320,20 @@ def test_backtest_batches_exactly_what_the_dag_serves_hour_by_hour(monkeypatch, 
         assert any("held back" in x.served_reason for x in served)
     else:
         assert any("retired" in tr for tr in trainings)  # live retirement replayed too
-    assert [(x.target_time, x.model_version, x.last_close, x.served_reason) for x in served] == \
-        [(x.target_time, x.model_version, x.last_close, x.served_reason) for x in expected]
+    assert [(x.target_time, x.model_version, x.last_close, x.served_reason) for x in served] == [
+        (x.target_time, x.model_version, x.last_close, x.served_reason) for x in expected
+    ]
     for a, b in zip(served, expected):
         assert a.predicted_close == pytest.approx(b.predicted_close, rel=1e-12)
         # The same conformal interval (the hour's own history vs the whole frame: the same hours used)
         assert (a.lower_close is None) == (b.lower_close is None)
         if a.lower_close is not None:
-            assert (a.lower_close, a.upper_close) == pytest.approx((b.lower_close, b.upper_close), rel=1e-9)
-    with_interval = {x.model_version == hourly.PERSISTENCE for x in served if x.lower_close is not None}
+            assert (a.lower_close, a.upper_close) == pytest.approx(
+                (b.lower_close, b.upper_close), rel=1e-9
+            )
+    with_interval = {
+        x.model_version == hourly.PERSISTENCE for x in served if x.lower_close is not None
+    }
     assert with_interval == {True, False}  # persistence and models both carry intervals
     versions = {x.model_version for x in served}
     assert hourly.PERSISTENCE in versions and len(versions) > 2  # both paths exercised
@@ -286,7 +345,9 @@ def test_a_stale_model_does_not_block_a_fresh_one_that_beats_persistence(monkeyp
     from cryptoflow.forecast import train as train_mod
 
     reg = MemoryRegistry()
-    old = model(Constant(0.01), version="old", cut=T0 + 20 * H)  # perfect on TREND, but 80 h old at T0+100h
+    old = model(
+        Constant(0.01), version="old", cut=T0 + 20 * H
+    )  # perfect on TREND, but 80 h old at T0+100h
     reg.save(old, "promoted", "earlier")
     reg.set_current(old, "earlier")
 
@@ -301,9 +362,13 @@ def test_a_stale_model_does_not_block_a_fresh_one_that_beats_persistence(monkeyp
     out = hourly.ensure_model("BTCUSDT", TREND, target, reg, CFG)
     assert out["decision"] == "promote" and reg.current_pointer("BTCUSDT")["version"] == "new"
     fresh = dict(reg.pointers)
-    reg.pointers = {"BTCUSDT": {**fresh["BTCUSDT"], "version": "old", "cut": (T0 + 90 * H).isoformat()}}
+    reg.pointers = {
+        "BTCUSDT": {**fresh["BTCUSDT"], "version": "old", "cut": (T0 + 90 * H).isoformat()}
+    }
     reg.models[("BTCUSDT", "old")] = old
-    out = hourly.ensure_model("BTCUSDT", TREND, target, reg, CFG, force=True)  # a fresh current still counts
+    out = hourly.ensure_model(
+        "BTCUSDT", TREND, target, reg, CFG, force=True
+    )  # a fresh current still counts
     assert out["decision"] == "keep_current"
 
 

@@ -9,7 +9,13 @@ import pytest
 
 from cryptoflow.forecast import baselines, metrics
 from cryptoflow.forecast.data import frame_from_candles
-from cryptoflow.forecast.windows import Scaler, feature_frame, input_windows, latest_window, make_samples
+from cryptoflow.forecast.windows import (
+    Scaler,
+    feature_frame,
+    input_windows,
+    latest_window,
+    make_samples,
+)
 
 pytestmark = pytest.mark.quick
 T0 = datetime(2021, 1, 1, tzinfo=timezone.utc)
@@ -17,13 +23,18 @@ T0 = datetime(2021, 1, 1, tzinfo=timezone.utc)
 
 def frame(closes, start=T0, drop=()):
     idx = pd.date_range(start, periods=len(closes), freq="h", tz="UTC", name="open_time")
-    f = pd.DataFrame({"close": np.asarray(closes, float), "quote_volume": np.arange(1, len(closes) + 1, dtype=float)},
-                     index=idx)
+    f = pd.DataFrame(
+        {
+            "close": np.asarray(closes, float),
+            "quote_volume": np.arange(1, len(closes) + 1, dtype=float),
+        },
+        index=idx,
+    )
     return f.drop(index=[idx[i] for i in drop])
 
 
 def test_sample_is_lookback_returns_then_next_return():
-    closes = [100 * 1.01 ** i for i in range(10)]
+    closes = [100 * 1.01**i for i in range(10)]
     closes[6] = 200.0  # a jump makes the alignment visible
     feats = feature_frame(frame(closes), ("log_return",))
     s = make_samples(feats, ("log_return",), lookback=3, horizon=1)
@@ -39,7 +50,9 @@ def test_sample_is_lookback_returns_then_next_return():
 def test_a_gap_drops_every_window_and_target_touching_it():
     f = frame([100.0 + i for i in range(30)], drop=(10,))
     s = make_samples(feature_frame(f, ("log_return",)), ("log_return",), lookback=4, horizon=1)
-    gone = {T0 + timedelta(hours=h) for h in range(10, 16)}  # targets 10, 11 (return spans gap) .. 15
+    gone = {
+        T0 + timedelta(hours=h) for h in range(10, 16)
+    }  # targets 10, 11 (return spans gap) .. 15
     assert not gone & set(s.target_time)
     assert T0 + timedelta(hours=16) in set(s.target_time)
     assert latest_window(f, ("log_return",), 4, T0 + timedelta(hours=14)) is None
@@ -62,9 +75,14 @@ def test_input_windows_are_the_windows_the_dag_builds_at_each_hour():
     f = frame(100 * np.exp(np.cumsum(rng.normal(0, 0.01, 40))), drop=(20, 30))
     names = ("log_return", "log_volume_change")
     w = input_windows(f, names, 4)
-    built = {T0 + timedelta(hours=h): latest_window(f, names, 4, T0 + timedelta(hours=h)) for h in range(45)}
+    built = {
+        T0 + timedelta(hours=h): latest_window(f, names, 4, T0 + timedelta(hours=h))
+        for h in range(45)
+    }
     assert list(w.target_time) == [t for t, got in built.items() if got is not None]
-    assert w.target_time[-1] == T0 + timedelta(hours=40)  # the hour after the data: predictable, not scorable
+    assert w.target_time[-1] == T0 + timedelta(
+        hours=40
+    )  # the hour after the data: predictable, not scorable
     for i, t in enumerate(w.target_time):
         np.testing.assert_array_equal(w.X[i], built[t][0][0])
         assert w.last_close[i] == built[t][1]
@@ -73,7 +91,9 @@ def test_input_windows_are_the_windows_the_dag_builds_at_each_hour():
 
 def test_horizon_targets_are_consecutive_returns():
     closes = [100, 101, 103, 106, 110, 115, 121]
-    s = make_samples(feature_frame(frame(closes), ("log_return",)), ("log_return",), lookback=2, horizon=3)
+    s = make_samples(
+        feature_frame(frame(closes), ("log_return",)), ("log_return",), lookback=2, horizon=3
+    )
     np.testing.assert_allclose(s.y[0], np.log([106 / 103, 110 / 106, 115 / 110]))
 
 
@@ -92,7 +112,7 @@ def test_first_feature_must_be_the_target():
 
 
 def test_baselines_use_only_earlier_hours():
-    f = frame([100 * 1.01 ** i for i in range(50)])
+    f = frame([100 * 1.01**i for i in range(50)])
     feats = feature_frame(f, ("log_return",))
     targets = feats.index[30:35]
     before = baselines.predicted_returns(feats["log_return"], targets, drift_hours=5, ewma_span=4)
@@ -139,10 +159,20 @@ def test_frame_from_candles_keeps_hourly_only():
 def test_cli_settings_parse_like_the_environment():
     from cryptoflow.forecast import config
 
-    cfg = config.with_settings(["architecture=gru", "lookback=48", "features=log_return,log_volume_change",
-                                "pool=BTCUSDT,ETHUSDT"], environ={"CRYPTOFLOW_FORECAST_EPOCHS": "3"})
+    cfg = config.with_settings(
+        [
+            "architecture=gru",
+            "lookback=48",
+            "features=log_return,log_volume_change",
+            "pool=BTCUSDT,ETHUSDT",
+        ],
+        environ={"CRYPTOFLOW_FORECAST_EPOCHS": "3"},
+    )
     assert (cfg.architecture, cfg.lookback, cfg.epochs) == ("gru", 48, 3)
-    assert cfg.features == ("log_return", "log_volume_change") and cfg.pool == ("BTCUSDT", "ETHUSDT")
+    assert cfg.features == ("log_return", "log_volume_change") and cfg.pool == (
+        "BTCUSDT",
+        "ETHUSDT",
+    )
     assert cfg.model_fingerprint() != config.load({}).model_fingerprint()
     with pytest.raises(ValueError, match="FIELD=VALUE"):
         config.with_settings(["lookbak=48"], environ={})
@@ -156,12 +186,16 @@ def test_cross_coin_feature_reads_the_reference_coins_closes_on_the_same_hours()
 
     idx = pd.date_range("2021-03-01", periods=6, freq="h", tz="UTC", name="open_time")
     alt = pd.DataFrame({"close": [1.0, 1.1, 1.2, 1.1, 1.0, 1.05], "quote_volume": 1.0}, index=idx)
-    btc = pd.DataFrame({"close": [100.0, 101.0, 99.0, 98.0], "quote_volume": 1.0}, index=idx[[0, 1, 2, 4]])
+    btc = pd.DataFrame(
+        {"close": [100.0, 101.0, 99.0, 98.0], "quote_volume": 1.0}, index=idx[[0, 1, 2, 4]]
+    )
     assert reference_columns(("log_return", "btc_log_return")) == {"btc_close": "BTCUSDT"}
     joined = data.with_references(alt, {"btc_close": btc})
     f = feature_frame(joined, ("log_return", "btc_log_return"))
     assert f["btc_log_return"].iloc[1] == pytest.approx(np.log(101 / 100))
-    assert np.isnan(f["btc_log_return"].iloc[3]) and np.isnan(f["btc_log_return"].iloc[4])  # BTC's missing hour
+    assert np.isnan(f["btc_log_return"].iloc[3]) and np.isnan(
+        f["btc_log_return"].iloc[4]
+    )  # BTC's missing hour
     with pytest.raises(ValueError, match="btc_close"):
         feature_frame(alt, ("log_return", "btc_log_return"))
 

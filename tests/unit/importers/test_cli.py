@@ -52,8 +52,10 @@ def test_dry_run_writes_nothing_and_needs_no_database(state, files, capsys):
     good, bad = files
     rc, out, _ = run(capsys, "cdd", "--dry-run", good)
     assert rc == 0
-    assert f"{good}: ADAUSDT 1h: read 500 = loaded 500 + quarantined 0 + duplicates 0 " \
-           f"(dry run, nothing written: would land 1 snapshots); quarantined by reason: {{}}" in out
+    assert (
+        f"{good}: ADAUSDT 1h: read 500 = loaded 500 + quarantined 0 + duplicates 0 "
+        f"(dry run, nothing written: would land 1 snapshots); quarantined by reason: {{}}" in out
+    )
     assert not (state / "landing").exists()
 
 
@@ -74,19 +76,29 @@ def test_bad_file_one_line_others_still_import(state, files, capsys):
 def test_dry_run_counts_by_reason_and_symbol_option(state, files, tmp_path, capsys):
     good, _ = files
     header, rows = clean_rows()
-    broken = [[r[0], "31.08.2021 18h" if i % 5 == 0 else r[1], *r[2:]] for i, r in enumerate(rows[:100])]
+    broken = [
+        [r[0], "31.08.2021 18h" if i % 5 == 0 else r[1], *r[2:]] for i, r in enumerate(rows[:100])
+    ]
     path = write_file(tmp_path / "broken.csv", header, broken)
     rc, out, _ = run(capsys, "cdd", "--dry-run", "--symbol", "ADAUSDT", path)
-    assert rc == 0 and "loaded 80 + quarantined 20" in out[-2] and "{'unparseable_date': 20}" in out[-2]
+    assert (
+        rc == 0
+        and "loaded 80 + quarantined 20" in out[-2]
+        and "{'unparseable_date': 20}" in out[-2]
+    )
     rc, out, _ = run(capsys, "cdd", "--dry-run", "--symbol", "BTCUSDT", good)
     assert rc == 1
-    assert out[0] == f"{good}: refused: --symbol BTCUSDT but the symbol column says ADAUSDT (500 rows)"
+    assert (
+        out[0] == f"{good}: refused: --symbol BTCUSDT but the symbol column says ADAUSDT (500 rows)"
+    )
 
 
 def _vision_zip(tmp_path, name="BTCUSDT-1m-2024-01.zip"):
     t0 = int(datetime(2024, 1, 1, tzinfo=timezone.utc).timestamp() * 1000)
-    rows = [f"{t},100.5,101.0,100.0,100.7,12.5,{t + 59_999},1258.75,42,6.1,614.3,0"
-            for t in range(t0, t0 + 10 * 60_000, 60_000)]
+    rows = [
+        f"{t},100.5,101.0,100.0,100.7,12.5,{t + 59_999},1258.75,42,6.1,614.3,0"
+        for t in range(t0, t0 + 10 * 60_000, 60_000)
+    ]
     path = tmp_path / name
     with zipfile.ZipFile(path, "w") as zf:
         zf.writestr(name.replace(".zip", ".csv"), "\n".join(rows) + "\n")
@@ -96,7 +108,10 @@ def _vision_zip(tmp_path, name="BTCUSDT-1m-2024-01.zip"):
 def test_binance_vision_checksum(state, tmp_path, capsys):
     path = _vision_zip(tmp_path)
     rc, out, _ = run(capsys, "binance-vision", "--dry-run", path)
-    assert rc == 0 and out[0] == f"{path}: note: no {path.name}.CHECKSUM beside it: integrity not verified"
+    assert (
+        rc == 0
+        and out[0] == f"{path}: note: no {path.name}.CHECKSUM beside it: integrity not verified"
+    )
     checksum = tmp_path / f"{path.name}.CHECKSUM"
     checksum.write_text(f"{hashlib.sha256(path.read_bytes()).hexdigest()}  {path.name}\n")
     rc, out, _ = run(capsys, "binance-vision", "--dry-run", path)
@@ -105,9 +120,11 @@ def test_binance_vision_checksum(state, tmp_path, capsys):
     good = _vision_zip(tmp_path, "ETHUSDT-1m-2024-01.zip")
     rc, out, _ = run(capsys, "binance-vision", "--no-quarantine", path, good)
     assert rc == 1
-    assert out[0] == (f"{path}: refused: checksum mismatch: the file's sha256 is "
-                      f"{hashlib.sha256(path.read_bytes()).hexdigest()[:16]}..., {checksum.name} says "
-                      f"0000000000000000...")
+    assert out[0] == (
+        f"{path}: refused: checksum mismatch: the file's sha256 is "
+        f"{hashlib.sha256(path.read_bytes()).hexdigest()[:16]}..., {checksum.name} says "
+        f"0000000000000000..."
+    )
     assert any(ln.startswith(f"{good}: ETHUSDT 1m: read 10 = loaded 10") for ln in out)
     assert not (state / "landing" / "import=BTCUSDT-1m-2024-01").exists()
 
@@ -118,7 +135,9 @@ def test_binance_vision_renamed_needs_symbol(state, tmp_path, capsys):
     rc, out, _ = run(capsys, "binance-vision", "--dry-run", renamed)
     assert rc == 1 and "give --symbol" in out[0]
     rc, out, _ = run(capsys, "binance-vision", "--dry-run", "--symbol", "BTCUSDT", renamed)
-    assert rc == 0 and any(ln.startswith(f"{renamed}: BTCUSDT 1m: read 10 = loaded 10") for ln in out)
+    assert rc == 0 and any(
+        ln.startswith(f"{renamed}: BTCUSDT 1m: read 10 = loaded 10") for ln in out
+    )
 
 
 class _Stream(io.StringIO):
@@ -137,7 +156,9 @@ def test_progress_on_stderr():
         p("reading", done, 200_000)
     p("checking", 10_000, 200_000)
     p.done()
-    assert log.getvalue().splitlines() == [f"big.csv: reading {n}/200000 rows" for n in (50_000, 100_000, 150_000, 200_000)]
+    assert log.getvalue().splitlines() == [
+        f"big.csv: reading {n}/200000 rows" for n in (50_000, 100_000, 150_000, 200_000)
+    ]
     bar = _Stream(tty=True)
     p = StderrProgress("big.csv", bar)
     p("reading", 100, 200)

@@ -45,10 +45,17 @@ def mangled(draw):
     start = draw(st.integers(min_value=0, max_value=len(ROWS) - SLICE))
     fmt = draw(st.sampled_from(sorted(FORMATS)))
     digits = draw(st.sampled_from([None, 3, 4, 5, 6, 7, 8]))  # None: exact ms, as CDD writes it
-    mutations = draw(st.dictionaries(st.integers(min_value=0, max_value=SLICE - 1),
-                                     st.tuples(st.sampled_from(MUTATIONS), st.sampled_from(SHIFTS),
-                                               st.integers(min_value=2, max_value=5)),
-                                     max_size=12))
+    mutations = draw(
+        st.dictionaries(
+            st.integers(min_value=0, max_value=SLICE - 1),
+            st.tuples(
+                st.sampled_from(MUTATIONS),
+                st.sampled_from(SHIFTS),
+                st.integers(min_value=2, max_value=5),
+            ),
+            max_size=12,
+        )
+    )
     # No three consecutive rows with a wrong date (see the module docstring).
     run: list[int] = []
     for i in sorted(i for i, (m, _, _) in mutations.items() if m in WRONG_DATE):
@@ -68,20 +75,32 @@ def _row(r, fmt, digits, mutation):
     if kind in ("drop_seconds", "unpad_hour"):
         stamp = replace(stamp, seconds=kind != "drop_seconds", padded=kind != "unpad_hour")
     unix_ms = ms + (shift * HOUR if kind == "shift_unix" else 0)
-    unix = sci(unix_ms, few) if kind == "coarse_unix" else r[0] if digits is None and kind != "shift_unix" else (
-        str(unix_ms) if digits is None else sci(unix_ms, digits))
+    unix = (
+        sci(unix_ms, few)
+        if kind == "coarse_unix"
+        else r[0]
+        if digits is None and kind != "shift_unix"
+        else (str(unix_ms) if digits is None else sci(unix_ms, digits))
+    )
     date, time = FORMATS[fmt](stamp)
     return [unix, date, *([] if time is None else [time]), *r[2:]]
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                 HealthCheck.too_slow])
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(mangled())
 def test_mangled_files_never_load_a_shifted_candle(tmp_path_factory, case):
     start, fmt, digits, mutations = case
-    part = ROWS[start:start + SLICE]
+    part = ROWS[start : start + SLICE]
     rows = [_row(r, fmt, digits, mutations.get(i)) for i, r in enumerate(part)]
-    header = HEADER[:2] + (["time"] if FORMATS[fmt](Stamp(2021, 1, 1, 0))[1] is not None else []) + HEADER[2:]
+    header = (
+        HEADER[:2]
+        + (["time"] if FORMATS[fmt](Stamp(2021, 1, 1, 0))[1] is not None else [])
+        + HEADER[2:]
+    )
     path = write_file(tmp_path_factory.mktemp("mangled") / "renamed.csv", header, rows)
     try:
         res = import_cdd_csv(path)
@@ -93,6 +112,8 @@ def test_mangled_files_never_load_a_shifted_candle(tmp_path_factory, case):
     assert all(r.reason in REASONS for r in res.rejections)
     for c in res.candles:
         ref = BY_TIME[c.open_time]
-        assert (c.key, c.values()) == (ref.key, ref.values()), "a loaded candle is not the clean one at its hour"
+        assert (c.key, c.values()) == (ref.key, ref.values()), (
+            "a loaded candle is not the clean one at its hour"
+        )
     if not mutations:
         assert res.counts["loaded"] == SLICE, (res.by_reason, res.notes)

@@ -37,8 +37,8 @@ class Stamp:
     h: int
     mi: int = 0
     s: int = 0
-    seconds: bool = True     # write the seconds
-    padded: bool = True      # zero-pad the hour
+    seconds: bool = True  # write the seconds
+    padded: bool = True  # zero-pad the hour
 
     @classmethod
     def of(cls, ms: int, **kw) -> "Stamp":
@@ -58,7 +58,10 @@ class Stamp:
 FORMATS = {
     "iso": lambda p: (f"{p.y:04d}-{p.mo:02d}-{p.d:02d} {p.clock()}", None),
     "iso_slash": lambda p: (f"{p.y:04d}/{p.mo:02d}/{p.d:02d} {p.clock()}", None),
-    "cdd_ampm": lambda p: (f"{p.y:04d}-{p.mo:02d}-{p.d:02d} {(p.h % 12) or 12:02d}-{'PM' if p.h >= 12 else 'AM'}", None),
+    "cdd_ampm": lambda p: (
+        f"{p.y:04d}-{p.mo:02d}-{p.d:02d} {(p.h % 12) or 12:02d}-{'PM' if p.h >= 12 else 'AM'}",
+        None,
+    ),
     "dmy_dash": lambda p: (f"{p.d:02d}-{p.mo:02d}-{p.y:04d} {p.clock()}", None),
     "dmy_slash": lambda p: (f"{p.d:02d}/{p.mo:02d}/{p.y:04d} {p.clock()}", None),
     "dmy_yy_time": lambda p: (f"{p.d:02d}-{p.mo:02d}-{p.y % 100:02d}", p.clock()),
@@ -72,8 +75,10 @@ def need_shared_data() -> None:
     """Skip the calling test (or fixture) when the shared data directory is absent: the clean files
     come from it, and a checkout without it can still run every other test."""
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"shared data directory not found at {SHARED_DATA} (set CRYPTOFLOW_SHARED_DATA to it): "
-                    "this test mangles its clean files")
+        pytest.skip(
+            f"shared data directory not found at {SHARED_DATA} (set CRYPTOFLOW_SHARED_DATA to it): "
+            "this test mangles its clean files"
+        )
 
 
 def clean_rows(path: Path = CLEAN) -> tuple[list[str], list[list[str]]]:
@@ -97,8 +102,14 @@ def write_file(path: Path, header: list[str], rows: list[list[str]], url: bool =
     return path
 
 
-def mangle(path: Path, rows: list[list[str]], header: list[str], fmt: str = "iso", unix=None,
-           stamp=lambda ms: Stamp.of(ms)) -> Path:
+def mangle(
+    path: Path,
+    rows: list[list[str]],
+    header: list[str],
+    fmt: str = "iso",
+    unix=None,
+    stamp=lambda ms: Stamp.of(ms),
+) -> Path:
     """The clean rows re-saved: dates in `fmt` (a separate time column if the format has one),
     `unix(ms) -> text` for the unix column (None: unchanged)."""
     out, has_time = [], False
@@ -137,6 +148,7 @@ def figures(res) -> dict:
 
 # --- one test per shape ---------------------------------------------------------------------------
 
+
 def test_renamed_file_takes_symbol_and_interval_from_its_content(tmp_path, clean):
     header, rows, by_time = clean
     res = import_cdd_csv(write_file(tmp_path / "j_ADA.csv", header, rows))
@@ -151,7 +163,9 @@ def test_renamed_file_with_another_interval_and_a_misleading_name(tmp_path, clea
     res = import_cdd_csv(write_file(tmp_path / "Binance_BTCUSDT_1h.csv", header, four_hourly))
     assert (res.symbol, res.interval) == ("ADAUSDT", "4h")
     assert res.counts["loaded"] == len(four_hourly)
-    assert any("file name says 1h" in n for n in res.notes) and any("file name says BTCUSDT" in n for n in res.notes)
+    assert any("file name says 1h" in n for n in res.notes) and any(
+        "file name says BTCUSDT" in n for n in res.notes
+    )
 
 
 def test_times_without_clear_spacing_refused(tmp_path, clean):
@@ -164,7 +178,9 @@ def test_times_without_clear_spacing_refused(tmp_path, clean):
 @pytest.mark.parametrize("digits", [6, 3])
 def test_scientific_unix_times_come_from_the_date(tmp_path, clean, digits):
     header, rows, by_time = clean
-    res = import_cdd_csv(mangle(tmp_path / "sci.csv", rows, header, unix=lambda ms: sci(ms, digits)))
+    res = import_cdd_csv(
+        mangle(tmp_path / "sci.csv", rows, header, unix=lambda ms: sci(ms, digits))
+    )
     assert_recovered(res, by_time, len(rows))
     assert sci(int(rows[0][0]), digits) in ("1.63045E+12", "1.63E+12")  # as the file shows it
 
@@ -179,7 +195,9 @@ def test_scientific_unix_still_bounds_the_date(tmp_path, clean):
         i = next(i for i, r in enumerate(rows) if int(r[0]) == ms)
         return Stamp.of(ms + shifted.get(i, 0) * 3_600_000)
 
-    res = import_cdd_csv(mangle(tmp_path / "sci.csv", rows, header, unix=lambda ms: sci(ms, 6), stamp=stamp_of))
+    res = import_cdd_csv(
+        mangle(tmp_path / "sci.csv", rows, header, unix=lambda ms: sci(ms, 6), stamp=stamp_of)
+    )
     assert_recovered(res, by_time, len(rows))
     bad = {r.raw.split(",")[0]: r.reason for r in res.rejections}
     assert {sci(int(rows[i][0]), 6) for i in shifted} <= set(bad)
@@ -189,7 +207,9 @@ def test_scientific_unix_still_bounds_the_date(tmp_path, clean):
 
 def test_day_month_two_digit_year_with_a_time_column(tmp_path, clean):
     header, rows, by_time = clean
-    path = mangle(tmp_path / "dmy_yy.csv", rows, header, fmt="dmy_yy_time", unix=lambda ms: sci(ms, 6))
+    path = mangle(
+        tmp_path / "dmy_yy.csv", rows, header, fmt="dmy_yy_time", unix=lambda ms: sci(ms, 6)
+    )
     assert "06-12-20,00:00:00" in path.read_text()  # the shape from the issue
     res = import_cdd_csv(path)
     assert_recovered(res, by_time, len(rows))
@@ -198,15 +218,22 @@ def test_day_month_two_digit_year_with_a_time_column(tmp_path, clean):
 
 def test_day_month_year_unpadded_hour_without_seconds(tmp_path, clean):
     header, rows, by_time = clean
-    path = mangle(tmp_path / "dmy.csv", rows, header, fmt="dmy_dash",
-                  stamp=lambda ms: Stamp.of(ms, seconds=False, padded=False))
+    path = mangle(
+        tmp_path / "dmy.csv",
+        rows,
+        header,
+        fmt="dmy_dash",
+        stamp=lambda ms: Stamp.of(ms, seconds=False, padded=False),
+    )
     assert "01-08-2020 23:00," in path.read_text()
     assert_recovered(import_cdd_csv(path), by_time, len(rows), share=1.0)
 
 
 def test_unpadded_hour_with_exact_unix(tmp_path, clean):
     header, rows, by_time = clean
-    path = mangle(tmp_path / "unpadded.csv", rows, header, stamp=lambda ms: Stamp.of(ms, padded=False))
+    path = mangle(
+        tmp_path / "unpadded.csv", rows, header, stamp=lambda ms: Stamp.of(ms, padded=False)
+    )
     assert "2021-01-01 0:00:00" in path.read_text()
     assert_recovered(import_cdd_csv(path), by_time, len(rows), share=1.0)
 
@@ -214,12 +241,20 @@ def test_unpadded_hour_with_exact_unix(tmp_path, clean):
 @pytest.mark.parametrize("fmt", ["cdd_ampm", "mdy_ampm", "dmy_slash", "mdy_slash", "iso_slash"])
 def test_other_spreadsheet_spellings(tmp_path, clean, fmt):
     header, rows, by_time = clean
-    res = import_cdd_csv(mangle(tmp_path / f"{fmt}.csv", rows, header, fmt=fmt,
-                                stamp=lambda ms: Stamp.of(ms, seconds=fmt != "dmy_slash")))
+    res = import_cdd_csv(
+        mangle(
+            tmp_path / f"{fmt}.csv",
+            rows,
+            header,
+            fmt=fmt,
+            stamp=lambda ms: Stamp.of(ms, seconds=fmt != "dmy_slash"),
+        )
+    )
     assert_recovered(res, by_time, len(rows), share=1.0)
 
 
 # --- day first or month first: decided per file ------------------------------------------------------
+
 
 def _days(rows, first, last):
     """Rows of 2021-03-<first> .. 2021-03-<last> (all days <= 12: no field above 12)."""
@@ -231,7 +266,9 @@ def _days(rows, first, last):
 @pytest.mark.parametrize("fmt,order", [("dmy_dash", DAY_FIRST), ("mdy_ampm", MONTH_FIRST)])
 def test_order_decided_by_a_field_above_12(tmp_path, clean, fmt, order):
     header, rows, by_time = clean
-    res = import_cdd_csv(mangle(tmp_path / "f.csv", rows, header, fmt=fmt, unix=lambda ms: sci(ms, 3)))
+    res = import_cdd_csv(
+        mangle(tmp_path / "f.csv", rows, header, fmt=fmt, unix=lambda ms: sci(ms, 3))
+    )
     assert any(n.startswith(f"dates read {order}") and "only" in n for n in res.notes)
     assert_recovered(res, by_time, len(rows))
 
@@ -241,9 +278,13 @@ def test_order_decided_by_the_hourly_sequence(tmp_path, clean, fmt, order):
     header, rows, by_time = clean
     part = _days(rows, 1, 12)
     # 3 significant digits: +-58 days, so the unix column can't tell 03/05 from 05/03.
-    res = import_cdd_csv(mangle(tmp_path / "seq.csv", part, header, fmt=fmt, unix=lambda ms: sci(ms, 3)))
+    res = import_cdd_csv(
+        mangle(tmp_path / "seq.csv", part, header, fmt=fmt, unix=lambda ms: sci(ms, 3))
+    )
     note = next(n for n in res.notes if n.startswith("dates read"))
-    assert note.startswith(f"dates read {order} (0 date(s) exist only day-first, 0 only month-first")
+    assert note.startswith(
+        f"dates read {order} (0 date(s) exist only day-first, 0 only month-first"
+    )
     assert_recovered(res, by_time, len(part))
 
 
@@ -252,8 +293,11 @@ def test_order_decided_by_an_exact_unix(tmp_path, clean, fmt, order):
     header, rows, by_time = clean
     day = _days(rows, 5, 5)  # one day: the sequence reads the same either way
     res = import_cdd_csv(mangle(tmp_path / "unix.csv", day, header, fmt=fmt))
-    assert any(n.startswith(f"dates read {order}") and f"exact unix agrees with {24 * (order == DAY_FIRST)} day-first"
-               in n for n in res.notes)
+    assert any(
+        n.startswith(f"dates read {order}")
+        and f"exact unix agrees with {24 * (order == DAY_FIRST)} day-first" in n
+        for n in res.notes
+    )
     assert_recovered(res, by_time, len(day), share=1.0)
 
 
@@ -263,7 +307,9 @@ def test_ambiguous_file_refused_whole(tmp_path, clean):
     path = mangle(tmp_path / "j_ADA.csv", day, header, fmt="dmy_dash", unix=lambda ms: sci(ms, 6))
     with pytest.raises(ImportRefused) as e:
         import_cdd_csv(path)
-    assert str(e.value).startswith("date order ambiguous (no field above 12, no exact unix to compare")
+    assert str(e.value).startswith(
+        "date order ambiguous (no field above 12, no exact unix to compare"
+    )
     assert "\n" not in str(e.value)
 
 
@@ -290,16 +336,22 @@ def test_no_symbol_anywhere_refused(tmp_path, clean):
 
 # --- the field readers ----------------------------------------------------------------------------------
 
+
 def ms(*args) -> int:
     return int(datetime(*args, tzinfo=timezone.utc).timestamp() * 1000)
 
 
 def test_read_date_spellings():
     cases = {
-        "2021-01-01 0:00:00": ms(2021, 1, 1), "2021-08-31 23:00": ms(2021, 8, 31, 23),
-        "2021/08/31 23:00:00": ms(2021, 8, 31, 23), "2021-08-31T23:00:00": ms(2021, 8, 31, 23),
-        "31-08-2021 23:00": ms(2021, 8, 31, 23), "31/08/2021 11:00 PM": ms(2021, 8, 31, 23),
-        "08/31/2021 12:00 AM": ms(2021, 8, 31), "1/8/2020 23:00": None, "2017-08-17 04-AM": ms(2017, 8, 17, 4),
+        "2021-01-01 0:00:00": ms(2021, 1, 1),
+        "2021-08-31 23:00": ms(2021, 8, 31, 23),
+        "2021/08/31 23:00:00": ms(2021, 8, 31, 23),
+        "2021-08-31T23:00:00": ms(2021, 8, 31, 23),
+        "31-08-2021 23:00": ms(2021, 8, 31, 23),
+        "31/08/2021 11:00 PM": ms(2021, 8, 31, 23),
+        "08/31/2021 12:00 AM": ms(2021, 8, 31),
+        "1/8/2020 23:00": None,
+        "2017-08-17 04-AM": ms(2017, 8, 17, 4),
     }
     for text, expected in cases.items():
         if expected is None:
@@ -310,7 +362,13 @@ def test_read_date_spellings():
     assert parse_cdd_date("1/8/2020 23:00", DAY_FIRST) == ms(2020, 8, 1, 23)
     assert parse_cdd_date("1/8/2020 23:00", MONTH_FIRST) == ms(2020, 1, 8, 23)
     assert read_date("06-12-21", "00:00:00").instant(DAY_FIRST) == ms(2021, 12, 6)
-    for bad in ("2021-08-31 24:00", "31-08-2021 13:00 PM", "2021-08-31 23:60", "31-13-2021 01:00", "2021-08-31 23"):
+    for bad in (
+        "2021-08-31 24:00",
+        "31-08-2021 13:00 PM",
+        "2021-08-31 23:60",
+        "31-13-2021 01:00",
+        "2021-08-31 23",
+    ):
         with pytest.raises(CandleFormatError):
             parse_cdd_date(bad)
 
@@ -324,7 +382,9 @@ def test_read_unix_precision():
     assert six.agrees(1638750000000 + 5_000_000) and not six.agrees(1638750000000 + 5_000_001)
     three = read_unix("1.60E+12")
     assert three.tolerance_ms == 5_000_000_000 and not three.pins(3_600_000)
-    seconds = read_unix("1.50295E+09")  # seconds: the unit told apart by magnitude, as for exact values
+    seconds = read_unix(
+        "1.50295E+09"
+    )  # seconds: the unit told apart by magnitude, as for exact values
     assert seconds.ms == 1502950000000 and seconds.tolerance_ms == 5_000_000
     assert read_unix("1.6304508E+12").pins(3_600_000)  # +-50 s: agreeing pins the hour
     assert read_unix("1.630450800000E+12").exact  # every digit written: exact
@@ -336,5 +396,7 @@ def test_stamp_helper_swaps_and_formats():
     p = Stamp.of(ms(2020, 12, 6, 0))
     assert FORMATS["dmy_yy_time"](p) == ("06-12-20", "00:00:00")
     assert FORMATS["mdy_ampm"](replace(p, h=23)) == ("12/06/2020 11:00 PM", None)
-    assert sci(1638748800000, 6) == "1.63875E+12" and Decimal(sci(1600000000000, 3)) == Decimal("1.60E+12")
+    assert sci(1638748800000, 6) == "1.63875E+12" and Decimal(sci(1600000000000, 3)) == Decimal(
+        "1.60E+12"
+    )
     assert Stamp.of(ms(2020, 1, 1) + int(timedelta(hours=5).total_seconds() * 1000)).h == 5

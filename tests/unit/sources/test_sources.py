@@ -24,20 +24,31 @@ def write_cdd(directory, symbol: str, hours: list[int]) -> None:
         t = T0 + h * HOUR_MS
         stamp = datetime.fromtimestamp(t / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
         o = 100 + h
-        rows.append(f"{t},{stamp},{symbol[:-4]}/USDT,{o},{o + 2},{o - 1},{o + 1},10.5,{(o + 1) * 10.5},42")
+        rows.append(
+            f"{t},{stamp},{symbol[:-4]}/USDT,{o},{o + 2},{o - 1},{o + 1},10.5,{(o + 1) * 10.5},42"
+        )
     directory.mkdir(parents=True, exist_ok=True)
     (directory / f"Binance_{symbol}_1h.csv").write_text(
         "https://www.CryptoDataDownload.com\n"
-        f"unix,date,symbol,open,high,low,close,Volume {symbol[:-4]},Volume USDT,tradecount\n" + "\n".join(rows) + "\n")
+        f"unix,date,symbol,open,high,low,close,Volume {symbol[:-4]},Volume USDT,tradecount\n"
+        + "\n".join(rows)
+        + "\n"
+    )
 
 
 def files_settings(tmp_path, **over):
-    env = {"CRYPTOFLOW_STATE_DIR": str(tmp_path / "state"), "CRYPTOFLOW_SOURCE": "files",
-           "CRYPTOFLOW_REPLAY_DATA": str(tmp_path / "files"), "CRYPTOFLOW_INTERVAL": "1h",
-           "CRYPTOFLOW_SYMBOLS": "BTCUSDT", "CRYPTOFLOW_LANDING_URI": f"file://{tmp_path}/landing",
-           # Nothing listens here: a request to "Binance" would fail the test.
-           "CRYPTOFLOW_BINANCE_REST_URL": "http://127.0.0.1:9", "CRYPTOFLOW_BINANCE_WS_URL": "ws://127.0.0.1:9",
-           **over}
+    env = {
+        "CRYPTOFLOW_STATE_DIR": str(tmp_path / "state"),
+        "CRYPTOFLOW_SOURCE": "files",
+        "CRYPTOFLOW_REPLAY_DATA": str(tmp_path / "files"),
+        "CRYPTOFLOW_INTERVAL": "1h",
+        "CRYPTOFLOW_SYMBOLS": "BTCUSDT",
+        "CRYPTOFLOW_LANDING_URI": f"file://{tmp_path}/landing",
+        # Nothing listens here: a request to "Binance" would fail the test.
+        "CRYPTOFLOW_BINANCE_REST_URL": "http://127.0.0.1:9",
+        "CRYPTOFLOW_BINANCE_WS_URL": "ws://127.0.0.1:9",
+        **over,
+    }
     return settings.load(env, stack_file=False)
 
 
@@ -54,8 +65,13 @@ def test_an_interval_the_source_lacks_is_refused_by_name(tmp_path):
 
 
 def test_binance_is_the_default_and_its_history_is_the_rest_client_at_the_settings_url(tmp_path):
-    cfg = settings.load({"CRYPTOFLOW_STATE_DIR": str(tmp_path), "CRYPTOFLOW_BINANCE_REST_URL": "http://binance.test"},
-                        stack_file=False)
+    cfg = settings.load(
+        {
+            "CRYPTOFLOW_STATE_DIR": str(tmp_path),
+            "CRYPTOFLOW_BINANCE_REST_URL": "http://binance.test",
+        },
+        stack_file=False,
+    )
     assert cfg.source == "binance"
     client = ingest.rest_client_for(cfg)
     assert isinstance(client, BinanceRestClient) and client.base_url == "http://binance.test"
@@ -68,7 +84,9 @@ def test_file_history_keeps_the_rest_contract_inclusive_bounds_oldest_first(tmp_
     got = history.fetch_klines("BTCUSDT", "1h", T0 + HOUR_MS, T0 + 3 * HOUR_MS)
     assert [c.open_time for c in got] == [T0 + HOUR_MS, T0 + 2 * HOUR_MS, T0 + 3 * HOUR_MS]
     assert str(got[0].close) == "102" and got[0].trades == 42
-    assert history.fetch_klines("BTCUSDT", "1m", T0, T0 + 3 * HOUR_MS) == []  # no such files: nothing
+    assert (
+        history.fetch_klines("BTCUSDT", "1m", T0, T0 + 3 * HOUR_MS) == []
+    )  # no such files: nothing
     assert history.fetch_klines("ETHUSDT", "1h", T0, T0 + 3 * HOUR_MS) == []
 
 

@@ -69,8 +69,11 @@ def _process_running(pid: int, wait: float = 5.0) -> bool:
 
 
 def _start_owner(root: Path, port: int) -> subprocess.Popen:
-    owner = subprocess.Popen([sys.executable, "-c", OWNER_SCRIPT, str(root), str(port)],
-                             stdout=subprocess.PIPE, text=True)
+    owner = subprocess.Popen(
+        [sys.executable, "-c", OWNER_SCRIPT, str(root), str(port)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     line = owner.stdout.readline()  # initdb + start: a few seconds
     assert line.strip() == "ready", f"owner did not start its cluster (exit {owner.poll()})"
     return owner
@@ -105,7 +108,9 @@ def test_owner_file_decides(base_dir):
     live = base_dir / f"{CLUSTER_PREFIX}live"
     reused_pid = base_dir / f"{CLUSTER_PREFIX}reused-pid"
     for d in (user_cluster, live, reused_pid):
-        LocalPostgres(d, port=0)._prepare_dirs()  # as the cluster would have them (owned by the server's user)
+        LocalPostgres(
+            d, port=0
+        )._prepare_dirs()  # as the cluster would have them (owned by the server's user)
     LocalPostgres(live, port=0, throwaway=True)._claim()
     # Our own pid with another start time: the pid was reused, the owner is dead.
     (reused_pid / OWNER_FILE).write_text(f"{os.getpid()} 1\n")

@@ -25,8 +25,14 @@ def state(isolated_state):
 
 def _demo_stack_settings(state: Path) -> settings.Settings:
     """Settings as `cryptoflow up --demo` hands them to stack.up in replay mode, passwords filled in."""
-    cfg = settings.load({"CRYPTOFLOW_STATE_DIR": str(state), "CRYPTOFLOW_BINANCE_MODE": "replay",
-                         "CRYPTOFLOW_SYMBOLS": DEMO_SYMBOLS, "CRYPTOFLOW_REPLAY_PORT": "9555"})
+    cfg = settings.load(
+        {
+            "CRYPTOFLOW_STATE_DIR": str(state),
+            "CRYPTOFLOW_BINANCE_MODE": "replay",
+            "CRYPTOFLOW_SYMBOLS": DEMO_SYMBOLS,
+            "CRYPTOFLOW_REPLAY_PORT": "9555",
+        }
+    )
     creds, _ = passwords.ensure(cfg.credentials_file)
     return settings.with_local_credentials(cfg, creds)
 
@@ -38,14 +44,18 @@ def test_stack_file_round_trip_without_passwords(state, monkeypatch):
     text = path.read_text()
     creds = settings.read_credentials(running.credentials_file)
     assert not [key for key, value in creds.items() if value in text]
-    assert "DSN" not in text and "CRYPTOFLOW_STATE_DIR" not in text and "CRYPTOFLOW_HOME" not in text
+    assert (
+        "DSN" not in text and "CRYPTOFLOW_STATE_DIR" not in text and "CRYPTOFLOW_HOME" not in text
+    )
     assert f"CRYPTOFLOW_SYMBOLS={DEMO_SYMBOLS}\n" in text
 
     # load() of the process environment sees the stack's settings...
     seen = settings.load()
     assert seen.binance_mode == "replay" and seen.symbols == tuple(DEMO_SYMBOLS.split(","))
     assert seen.binance_rest_url == "http://127.0.0.1:9555" and seen.replay_port == 9555
-    assert seen.warehouse_dsn == running.warehouse_dsn  # the password still comes from credentials.env
+    assert (
+        seen.warehouse_dsn == running.warehouse_dsn
+    )  # the password still comes from credentials.env
     assert seen.as_env() == running.as_env()
 
     # ...the environment wins, and the URLs follow an overridden mode (they were derived, not recorded)...
@@ -58,7 +68,10 @@ def test_stack_file_round_trip_without_passwords(state, monkeypatch):
     # ...and an explicit environment (demo_settings, benches) or `cryptoflow up` reads it alone.
     alone = settings.load({"CRYPTOFLOW_STATE_DIR": str(state)})
     assert alone.binance_mode == "live" and len(alone.symbols) == 10
-    assert settings.load({"CRYPTOFLOW_STATE_DIR": str(state)}, stack_file=True).binance_mode == "replay"
+    assert (
+        settings.load({"CRYPTOFLOW_STATE_DIR": str(state)}, stack_file=True).binance_mode
+        == "replay"
+    )
     monkeypatch.delenv("CRYPTOFLOW_BINANCE_MODE")
     assert settings.load(stack_file=False).binance_mode == "live"
 
@@ -67,13 +80,20 @@ def test_explicit_urls_are_recorded_and_missing_file_changes_nothing(state):
     assert settings.load().as_env() == settings.load({"CRYPTOFLOW_STATE_DIR": str(state)}).as_env()
     # Built here, not written out: the security scan rightly refuses a password in a URL in tracked files.
     url_with_userinfo = "http://" + ":".join(("key", "not-a-real-one")) + "@minio:9000"
-    cfg = settings.load({"CRYPTOFLOW_STATE_DIR": str(state), "CRYPTOFLOW_BINANCE_REST_URL": "http://10.0.0.5:9000",
-                         "CRYPTOFLOW_S3_ENDPOINT_URL": url_with_userinfo})
+    cfg = settings.load(
+        {
+            "CRYPTOFLOW_STATE_DIR": str(state),
+            "CRYPTOFLOW_BINANCE_REST_URL": "http://10.0.0.5:9000",
+            "CRYPTOFLOW_S3_ENDPOINT_URL": url_with_userinfo,
+        }
+    )
     settings.write_stack_file(cfg)
     recorded = settings.read_stack_file(state / "stack.env")
     assert recorded["CRYPTOFLOW_BINANCE_REST_URL"] == "http://10.0.0.5:9000"
     assert "CRYPTOFLOW_BINANCE_WS_URL" not in recorded
-    assert "CRYPTOFLOW_S3_ENDPOINT_URL" not in recorded  # a value carrying a password is never written
+    assert (
+        "CRYPTOFLOW_S3_ENDPOINT_URL" not in recorded
+    )  # a value carrying a password is never written
     assert settings.load().binance_rest_url == "http://10.0.0.5:9000"
 
 
@@ -83,7 +103,11 @@ def test_config_says_where_the_values_come_from(state, capsys):
     settings.write_stack_file(_demo_stack_settings(state))
     assert cli.main(["config"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("# ") and str(state / "stack.env") in out[0] and "environment overrides" in out[0]
+    assert (
+        out[0].startswith("# ")
+        and str(state / "stack.env") in out[0]
+        and "environment overrides" in out[0]
+    )
     assert "CRYPTOFLOW_BINANCE_MODE=replay" in out and f"CRYPTOFLOW_SYMBOLS={DEMO_SYMBOLS}" in out
     assert not [line for line in out if "DSN" in line and "***" not in line]
 
@@ -98,7 +122,8 @@ def test_passthrough_environment_is_the_stack_services(state):
     env = stack.stack_airflow_env(settings.load())
     assert env["AIRFLOW_HOME"] == str(state / "airflow")
     assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == (
-        f"postgresql+psycopg2://airflow:{creds['AIRFLOW_DB_PASSWORD']}@127.0.0.1:{running.pg_port}/airflow")
+        f"postgresql+psycopg2://airflow:{creds['AIRFLOW_DB_PASSWORD']}@127.0.0.1:{running.pg_port}/airflow"
+    )
     assert env["AIRFLOW__CORE__DAGS_FOLDER"] == str(PROJECT_ROOT / "dags")
     assert env["AIRFLOW__CORE__FERNET_KEY"] == creds["AIRFLOW_FERNET_KEY"]
     assert env["PATH"].split(":")[0] == str(Path(sys.executable).parent)
@@ -111,33 +136,55 @@ def test_passthrough_environment_is_the_stack_services(state):
 def test_celery_executor_takes_the_stacks_redis_and_metadata_database(state):
     with pytest.raises(settings.ConfigError, match="expected local or celery"):
         settings.load({"CRYPTOFLOW_AIRFLOW_EXECUTOR": "kubernetes"})
-    running = settings.load({"CRYPTOFLOW_STATE_DIR": str(state), "CRYPTOFLOW_AIRFLOW_EXECUTOR": "Celery",
-                             "CRYPTOFLOW_REDIS_PORT": "6499"})
+    running = settings.load(
+        {
+            "CRYPTOFLOW_STATE_DIR": str(state),
+            "CRYPTOFLOW_AIRFLOW_EXECUTOR": "Celery",
+            "CRYPTOFLOW_REDIS_PORT": "6499",
+        }
+    )
     creds, _ = passwords.ensure(running.credentials_file)
     env = stack.stack_airflow_env(running, creds)
     assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
-    assert env["AIRFLOW__CELERY__BROKER_URL"] == f"redis://:{creds['REDIS_PASSWORD']}@127.0.0.1:6499/0"
+    assert (
+        env["AIRFLOW__CELERY__BROKER_URL"] == f"redis://:{creds['REDIS_PASSWORD']}@127.0.0.1:6499/0"
+    )
     assert env["AIRFLOW__CELERY__RESULT_BACKEND"] == (
-        f"db+postgresql://airflow:{creds['AIRFLOW_DB_PASSWORD']}@127.0.0.1:{running.pg_port}/airflow")
+        f"db+postgresql://airflow:{creds['AIRFLOW_DB_PASSWORD']}@127.0.0.1:{running.pg_port}/airflow"
+    )
     assert airflow_svc.services(running)[-1] == "celery-worker"
     # The default stays the LocalExecutor, with no broker.
     local = stack.stack_airflow_env(settings.load({"CRYPTOFLOW_STATE_DIR": str(state)}), creds)
-    assert local["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor" and "AIRFLOW__CELERY__BROKER_URL" not in local
+    assert (
+        local["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+        and "AIRFLOW__CELERY__BROKER_URL" not in local
+    )
 
 
-@pytest.mark.parametrize("args", [
-    ["backfill", "create", "--dag-id", "binance_ingest", "--from-date", "2026-11-20T00:00",
-     "--to-date", "2026-11-20T06:00"],
-    ["dags", "list"],
-    ["dags", "list", "--help"],
-    ["--verbose", "dags", "list", "-o", "json"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        [
+            "backfill",
+            "create",
+            "--dag-id",
+            "binance_ingest",
+            "--from-date",
+            "2026-11-20T00:00",
+            "--to-date",
+            "2026-11-20T06:00",
+        ],
+        ["dags", "list"],
+        ["dags", "list", "--help"],
+        ["--verbose", "dags", "list", "-o", "json"],
+    ],
+)
 def test_cryptoflow_airflow_runs_the_venv_airflow_verbatim(state, monkeypatch, args):
     _demo_stack_settings(state)
     calls = []
     monkeypatch.setattr(os, "execve", lambda path, argv, env: calls.append((path, argv, env)))
     cli.main(["airflow", *args])
-    (path, argv, env), = calls
+    ((path, argv, env),) = calls
     assert path == str(Path(sys.executable).parent / "airflow")
     assert argv == [path, *args]
     assert env["AIRFLOW_HOME"] == str(state / "airflow")
@@ -152,9 +199,20 @@ def test_cryptoflow_airflow_before_setup_says_what_to_do(state, monkeypatch, cap
 
 def test_status_lists_every_service_when_nothing_runs(state, monkeypatch):
     cfg = settings.load()
-    expected = ["postgres", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer", "airflow-api-server",
-                "superset", "replay-server", "collector"]
-    assert list(stack.SERVICES) == expected and stack.FEED_SERVICES == ("replay-server", "collector")
+    expected = [
+        "postgres",
+        "airflow-scheduler",
+        "airflow-dag-processor",
+        "airflow-triggerer",
+        "airflow-api-server",
+        "superset",
+        "replay-server",
+        "collector",
+    ]
+    assert list(stack.SERVICES) == expected and stack.FEED_SERVICES == (
+        "replay-server",
+        "collector",
+    )
     out = stack.status(cfg)
     assert list(out) == expected and all(v.startswith("stopped") for v in out.values())
 
@@ -184,8 +242,13 @@ def test_up_starts_the_feed_before_airflow_and_records_its_settings(state, monke
     monkeypatch.setattr(airflow_svc, "init", lambda s, c, env: events.append("airflow init"))
     monkeypatch.setattr(airflow_svc, "start", lambda s, env: events.append("airflow start"))
     monkeypatch.setattr(stack, "check_ports", lambda s, **kw: events.append("ports"))
-    cfg = settings.load({"CRYPTOFLOW_STATE_DIR": str(state), "CRYPTOFLOW_BINANCE_MODE": "replay",
-                         "CRYPTOFLOW_SYMBOLS": DEMO_SYMBOLS})
+    cfg = settings.load(
+        {
+            "CRYPTOFLOW_STATE_DIR": str(state),
+            "CRYPTOFLOW_BINANCE_MODE": "replay",
+            "CRYPTOFLOW_SYMBOLS": DEMO_SYMBOLS,
+        }
+    )
     fed = []
 
     def feed(s):

@@ -23,9 +23,13 @@ from cryptoflow_stack.postgres import free_port
 pytestmark = pytest.mark.quick
 
 # A parent that forks one child and both sleep: a server and its worker.
-FORKING_SERVICE = "import os, time\nif os.fork() == 0:\n    time.sleep(120)\nelse:\n    time.sleep(120)\n"
-LISTENER = ("import socket, sys, time\ns = socket.socket(); s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen()\n"
-            "print('ready', flush=True)\ntime.sleep(120)\n")
+FORKING_SERVICE = (
+    "import os, time\nif os.fork() == 0:\n    time.sleep(120)\nelse:\n    time.sleep(120)\n"
+)
+LISTENER = (
+    "import socket, sys, time\ns = socket.socket(); s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen()\n"
+    "print('ready', flush=True)\ntime.sleep(120)\n"
+)
 
 
 @pytest.fixture
@@ -43,9 +47,16 @@ def _wait_for(predicate, timeout=10.0):
     return False
 
 
-def test_a_service_and_its_children_are_found_and_stopped_without_their_pid_file(state, capsys, caplog):
-    pid = process.start("forking", [sys.executable, "-c", FORKING_SERVICE], dict(os.environ),
-                        state / "run", state / "logs")
+def test_a_service_and_its_children_are_found_and_stopped_without_their_pid_file(
+    state, capsys, caplog
+):
+    pid = process.start(
+        "forking",
+        [sys.executable, "-c", FORKING_SERVICE],
+        dict(os.environ),
+        state / "run",
+        state / "logs",
+    )
     assert _wait_for(lambda: len(process.stack_processes(state)) == 2)
     found = process.stack_processes(state)
     assert {p.service for p in found} == {"forking"}
@@ -64,8 +75,13 @@ def test_a_service_and_its_children_are_found_and_stopped_without_their_pid_file
 
 def test_another_stack_s_processes_are_not_ours(state, tmp_path_factory):
     other = tmp_path_factory.mktemp("other-stack")
-    process.start("sleeper", [sys.executable, "-c", "import time; time.sleep(120)"], dict(os.environ),
-                  other / "run", other / "logs")
+    process.start(
+        "sleeper",
+        [sys.executable, "-c", "import time; time.sleep(120)"],
+        dict(os.environ),
+        other / "run",
+        other / "logs",
+    )
     try:
         assert _wait_for(lambda: len(process.stack_processes(other)) == 1)
         assert process.stack_processes(state) == []
@@ -74,8 +90,13 @@ def test_another_stack_s_processes_are_not_ours(state, tmp_path_factory):
 
 
 def _listen(port: int, env=None) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-c", LISTENER, str(port)], stdout=subprocess.PIPE, text=True,
-                            env=env, cwd=Path(__file__).parent)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", LISTENER, str(port)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=Path(__file__).parent,
+    )
     assert proc.stdout.readline().strip() == "ready"
     return proc
 
@@ -96,21 +117,32 @@ def test_up_names_a_foreign_listener_and_starts_nothing(state, capsys, monkeypat
     assert len(err) == 1, err
     line = err[0]
     assert f"port {port} (Airflow) is taken by pid {foreign.pid}" in line
-    assert str(Path(__file__).parent) in line           # from which directory
+    assert str(Path(__file__).parent) in line  # from which directory
     assert f"kill {foreign.pid}" in line and "CRYPTOFLOW_AIRFLOW_PORT" in line  # the two ways out
-    assert not (state / "postgres" / "data").exists()   # nothing was started, not even initdb
+    assert not (state / "postgres" / "data").exists()  # nothing was started, not even initdb
     assert not (state / "credentials.env").exists()
 
 
 def test_a_port_held_by_another_checkout_s_stack_says_which(state, tmp_path_factory):
     other = tmp_path_factory.mktemp("other-checkout") / ".state"
     port = free_port()
-    process.start("superset", [sys.executable, "-c", LISTENER, str(port)], dict(os.environ),
-                  other / "run", other / "logs")
+    process.start(
+        "superset",
+        [sys.executable, "-c", LISTENER, str(port)],
+        dict(os.environ),
+        other / "run",
+        other / "logs",
+    )
     assert _wait_for(lambda: process.port_in_use("127.0.0.1", port))
     try:
-        cfg = settings.load({"CRYPTOFLOW_STATE_DIR": str(state), "CRYPTOFLOW_SUPERSET_PORT": str(port),
-                             "CRYPTOFLOW_PG_PORT": str(free_port()), "CRYPTOFLOW_AIRFLOW_PORT": str(free_port())})
+        cfg = settings.load(
+            {
+                "CRYPTOFLOW_STATE_DIR": str(state),
+                "CRYPTOFLOW_SUPERSET_PORT": str(port),
+                "CRYPTOFLOW_PG_PORT": str(free_port()),
+                "CRYPTOFLOW_AIRFLOW_PORT": str(free_port()),
+            }
+        )
         with pytest.raises(stack.PortTaken) as err:
             stack.check_ports(cfg)
         assert f"port {port} (Superset)" in str(err.value)
@@ -122,11 +154,22 @@ def test_a_port_held_by_another_checkout_s_stack_says_which(state, tmp_path_fact
 
 def test_a_port_held_by_this_stack_is_fine(state):
     port = free_port()
-    process.start("superset", [sys.executable, "-c", LISTENER, str(port)], dict(os.environ),
-                  state / "run", state / "logs")
+    process.start(
+        "superset",
+        [sys.executable, "-c", LISTENER, str(port)],
+        dict(os.environ),
+        state / "run",
+        state / "logs",
+    )
     assert _wait_for(lambda: process.port_in_use("127.0.0.1", port))
-    cfg = settings.load({"CRYPTOFLOW_STATE_DIR": str(state), "CRYPTOFLOW_SUPERSET_PORT": str(port),
-                         "CRYPTOFLOW_PG_PORT": str(free_port()), "CRYPTOFLOW_AIRFLOW_PORT": str(free_port())})
+    cfg = settings.load(
+        {
+            "CRYPTOFLOW_STATE_DIR": str(state),
+            "CRYPTOFLOW_SUPERSET_PORT": str(port),
+            "CRYPTOFLOW_PG_PORT": str(free_port()),
+            "CRYPTOFLOW_AIRFLOW_PORT": str(free_port()),
+        }
+    )
     stack.check_ports(cfg)  # no PortTaken: a second `up` of a running stack goes on
 
 

@@ -30,12 +30,23 @@ class BinanceSource:
 
         return BinanceRestClient(rest_url or settings.binance_rest_url, **options)
 
-    def stream(self, settings, on_message: Callable[[str, float], None], *, ws_url: str | None = None,
-               **options: Any):
+    def stream(
+        self,
+        settings,
+        on_message: Callable[[str, float], None],
+        *,
+        ws_url: str | None = None,
+        **options: Any,
+    ):
         from cryptoflow.sources.binance.stream import KlineStream
 
-        return KlineStream(ws_url or settings.binance_ws_url, settings.symbols, settings.interval, on_message,
-                           **options)
+        return KlineStream(
+            ws_url or settings.binance_ws_url,
+            settings.symbols,
+            settings.interval,
+            on_message,
+            **options,
+        )
 
     def parse_message(self, raw: str, label: str):
         return wire.from_stream_message(raw, label)

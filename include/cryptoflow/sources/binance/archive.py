@@ -24,14 +24,28 @@ from collections import Counter
 from pathlib import Path
 
 from cryptoflow.candles import (
-    INTERVAL_MS, MAX_OPEN_TIME_MS, MIN_OPEN_TIME_MS, UNSUPPORTED_INTERVALS, Candle, CandleFormatError, Rejection,
+    INTERVAL_MS,
+    MAX_OPEN_TIME_MS,
+    MIN_OPEN_TIME_MS,
+    UNSUPPORTED_INTERVALS,
+    Candle,
+    CandleFormatError,
+    Rejection,
     reject,
 )
 from cryptoflow.importers import layout
 from cryptoflow.sources.binance.wire import from_rest_row
-from cryptoflow.importers.common import PROGRESS_EVERY, ImportRefused, ImportResult, Progress, finish
+from cryptoflow.importers.common import (
+    PROGRESS_EVERY,
+    ImportRefused,
+    ImportResult,
+    Progress,
+    finish,
+)
 
-_FILE_NAME = re.compile(r"(?P<symbol>[A-Z0-9]+)-(?P<interval>\d+[smhdwM]|1mo)-(?P<date>\d{4}-\d\d(?:-\d\d)?)\.(?P<ext>zip|csv)")
+_FILE_NAME = re.compile(
+    r"(?P<symbol>[A-Z0-9]+)-(?P<interval>\d+[smhdwM]|1mo)-(?P<date>\d{4}-\d\d(?:-\d\d)?)\.(?P<ext>zip|csv)"
+)
 _UNDECIDED = "x"  # the interval rows are parsed with until the spacing of their times decides it
 
 
@@ -39,9 +53,13 @@ def parse_file_name(path: str | Path) -> tuple[str, str]:
     name = Path(path).name
     m = _FILE_NAME.fullmatch(name)
     if not m:
-        raise ValueError(f"{name}: not a data.binance.vision kline file name like BTCUSDT-1m-2024-01.zip")
+        raise ValueError(
+            f"{name}: not a data.binance.vision kline file name like BTCUSDT-1m-2024-01.zip"
+        )
     if m["interval"] not in INTERVAL_MS:
-        raise ValueError(f"{name}: interval {m['interval']!r} has no fixed length / is not supported")
+        raise ValueError(
+            f"{name}: interval {m['interval']!r} has no fixed length / is not supported"
+        )
     return m["symbol"], m["interval"]
 
 
@@ -58,8 +76,10 @@ def verify_checksum(path: Path) -> str:
             digest.update(block)
     actual = digest.hexdigest()
     if actual != expected:
-        raise ImportRefused(f"checksum mismatch: the file's sha256 is {actual[:16]}..., "
-                            f"{checksum.name} says {expected[:16] or '(nothing)'}...")
+        raise ImportRefused(
+            f"checksum mismatch: the file's sha256 is {actual[:16]}..., "
+            f"{checksum.name} says {expected[:16] or '(nothing)'}..."
+        )
     return ""
 
 
@@ -81,14 +101,24 @@ def _identity(path: Path, symbol: str | None) -> tuple[str, str | None, list[str
     m = _FILE_NAME.fullmatch(path.name)
     if m and m["interval"] in UNSUPPORTED_INTERVALS:
         raise ImportRefused(f"interval {m['interval']!r}: {UNSUPPORTED_INTERVALS[m['interval']]}")
-    name_symbol, hint = (m["symbol"], m["interval"] if m["interval"] in INTERVAL_MS else None) if m else (None, None)
+    name_symbol, hint = (
+        (m["symbol"], m["interval"] if m["interval"] in INTERVAL_MS else None)
+        if m
+        else (None, None)
+    )
     if symbol:
         symbol = symbol.replace("/", "").upper()
-        notes = [f"the file name says {name_symbol}, read as {symbol} (--symbol)"] if name_symbol not in (None, symbol) else []
+        notes = (
+            [f"the file name says {name_symbol}, read as {symbol} (--symbol)"]
+            if name_symbol not in (None, symbol)
+            else []
+        )
         return symbol, hint, notes
     if name_symbol is None:
-        raise ImportRefused("the rows don't name their symbol and the file name isn't like BTCUSDT-1m-2024-01.zip: "
-                            "give --symbol")
+        raise ImportRefused(
+            "the rows don't name their symbol and the file name isn't like BTCUSDT-1m-2024-01.zip: "
+            "give --symbol"
+        )
     return name_symbol, hint, []
 
 
@@ -97,22 +127,35 @@ def _interval(parsed, hint: str | None) -> tuple[str | None, str]:
     Else the file name's interval, else the spacing of the open times (layout.decide_interval)."""
     by_ms = {v: k for k, v in INTERVAL_MS.items()}
     # Rows with an impossible open time or length are quarantined anyway: they are no evidence.
-    lengths = Counter(c.close_time - c.open_time + 1 for c, _ in parsed
-                      if MIN_OPEN_TIME_MS <= c.open_time < MAX_OPEN_TIME_MS and c.close_time - c.open_time + 1 in by_ms)
+    lengths = Counter(
+        c.close_time - c.open_time + 1
+        for c, _ in parsed
+        if MIN_OPEN_TIME_MS <= c.open_time < MAX_OPEN_TIME_MS
+        and c.close_time - c.open_time + 1 in by_ms
+    )
     if lengths:
         length, n = lengths.most_common(1)[0]
         if n * 2 > sum(lengths.values()):
             interval = by_ms[length]
             if hint and hint != interval:
-                return interval, f"the file name says {hint} but the rows are {interval} candles: read as {interval}"
+                return (
+                    interval,
+                    f"the file name says {hint} but the rows are {interval} candles: read as {interval}",
+                )
             return interval, ""
     if hint:
         return hint, ""
     return layout.decide_interval((c.open_time for c, _ in parsed), None)
 
 
-def import_binance_vision(path: str | Path, *, symbols=None, source: str | None = None, symbol: str | None = None,
-                          progress: Progress | None = None) -> ImportResult:
+def import_binance_vision(
+    path: str | Path,
+    *,
+    symbols=None,
+    source: str | None = None,
+    symbol: str | None = None,
+    progress: Progress | None = None,
+) -> ImportResult:
     """Read one dump file (ZIP or CSV); every row is loaded, quarantined or collapsed.
 
     Raises ImportRefused (a ValueError) when the file as a whole can't be read safely.
@@ -126,7 +169,9 @@ def import_binance_vision(path: str | Path, *, symbols=None, source: str | None 
     if lines and lines[0].split(",", 1)[0].strip().lower() == "open_time":
         lines = lines[1:]
     parsed: list[tuple[Candle, str]] = []
-    errors: list[tuple[CandleFormatError, str]] = []  # unreadable rows, rejected once the interval is known
+    errors: list[
+        tuple[CandleFormatError, str]
+    ] = []  # unreadable rows, rejected once the interval is known
     for i, raw in enumerate(lines):
         if progress and i % PROGRESS_EVERY == 0 and i:
             progress("reading", i, len(lines))
@@ -145,5 +190,15 @@ def import_binance_vision(path: str | Path, *, symbols=None, source: str | None 
         raise ImportRefused(f"no interval: {note}")
     notes += [note] if note else []
     parsed = [(dataclasses.replace(c, interval=interval), raw) for c, raw in parsed]
-    rejections: list[Rejection] = [reject(exc.reason, exc.detail, raw, source, symbol, interval) for exc, raw in errors]
-    return finish(len(lines), parsed, rejections, symbols=symbols, notes=notes, symbol=symbol, interval=interval)
+    rejections: list[Rejection] = [
+        reject(exc.reason, exc.detail, raw, source, symbol, interval) for exc, raw in errors
+    ]
+    return finish(
+        len(lines),
+        parsed,
+        rejections,
+        symbols=symbols,
+        notes=notes,
+        symbol=symbol,
+        interval=interval,
+    )

@@ -65,28 +65,47 @@ class BinanceUnavailable(BinanceError):
 
 
 class BinanceRestClient:
-    def __init__(self, base_url: str, *, weight_budget: int = 6000, weight_margin: int = 600,
-                 weight_window_s: float = 60.0, request_weight: int = 2, timeout_s: float = 10.0,
-                 max_retries: int = 5, max_429: int = 5, max_418: int = 1, max_ban_wait_s: float = 300.0,
-                 backoff_initial_s: float = 0.5, backoff_max_s: float = 30.0,
-                 session: requests.Session | None = None, sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.time, rng: random.Random | None = None,
-                 source: str = "binance_rest"):
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        weight_budget: int = 6000,
+        weight_margin: int = 600,
+        weight_window_s: float = 60.0,
+        request_weight: int = 2,
+        timeout_s: float = 10.0,
+        max_retries: int = 5,
+        max_429: int = 5,
+        max_418: int = 1,
+        max_ban_wait_s: float = 300.0,
+        backoff_initial_s: float = 0.5,
+        backoff_max_s: float = 30.0,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+        source: str = "binance_rest",
+    ):
         self.base_url = base_url.rstrip("/")
         self.weight_budget, self.weight_margin = weight_budget, weight_margin
         self.weight_window_s, self.request_weight = weight_window_s, request_weight
         self.timeout_s = timeout_s
-        self.max_retries, self.max_429, self.max_418, self.max_ban_wait_s = max_retries, max_429, max_418, max_ban_wait_s
+        self.max_retries, self.max_429, self.max_418, self.max_ban_wait_s = (
+            max_retries,
+            max_429,
+            max_418,
+            max_ban_wait_s,
+        )
         self.backoff_initial_s, self.backoff_max_s = backoff_initial_s, backoff_max_s
         self.session = session or requests.Session()
         self.sleep, self.clock = sleep, clock
         self.rng = rng or random.Random()
         self.source = source
         self._lock = threading.Lock()
-        self._used = 0              # weight reported by the server in window `_window`
+        self._used = 0  # weight reported by the server in window `_window`
         self._window = -1
-        self.requests = 0           # HTTP requests sent (statistics, tests)
-        self.waited_s = 0.0         # time spent waiting for weight, Retry-After and backoff
+        self.requests = 0  # HTTP requests sent (statistics, tests)
+        self.waited_s = 0.0  # time spent waiting for weight, Retry-After and backoff
 
     # -- weight -----------------------------------------------------------------------------------
 
@@ -111,7 +130,10 @@ class BinanceRestClient:
             if used + weight <= limit:
                 return
             # Windows are fixed (Binance resets the counter each minute): sleep to the next one.
-            self._wait((window + 1) * self.weight_window_s - now + 0.05, f"weight {used}/{self.weight_budget}")
+            self._wait(
+                (window + 1) * self.weight_window_s - now + 0.05,
+                f"weight {used}/{self.weight_budget}",
+            )
 
     def _record(self, response: requests.Response) -> None:
         value = response.headers.get(WEIGHT_HEADER)
@@ -127,7 +149,7 @@ class BinanceRestClient:
     # -- requests ---------------------------------------------------------------------------------
 
     def _backoff(self, attempt: int) -> float:
-        ceiling = min(self.backoff_max_s, self.backoff_initial_s * 2 ** attempt)
+        ceiling = min(self.backoff_max_s, self.backoff_initial_s * 2**attempt)
         return ceiling / 2 + self.rng.uniform(0, ceiling / 2)
 
     def get(self, path: str, params: dict | None = None, weight: int | None = None):
@@ -138,11 +160,15 @@ class BinanceRestClient:
             self._reserve(weight)
             self.requests += 1
             try:
-                response = self.session.get(f"{self.base_url}{path}", params=params, timeout=self.timeout_s)
+                response = self.session.get(
+                    f"{self.base_url}{path}", params=params, timeout=self.timeout_s
+                )
             except (requests.ConnectionError, requests.Timeout) as exc:
                 failures += 1
                 if failures > self.max_retries:
-                    raise BinanceUnavailable(f"GET {path}: {type(exc).__name__} after {failures} attempts: {exc}") from exc
+                    raise BinanceUnavailable(
+                        f"GET {path}: {type(exc).__name__} after {failures} attempts: {exc}"
+                    ) from exc
                 self._wait(self._backoff(failures - 1), f"{type(exc).__name__}")
                 continue
             self._record(response)
@@ -153,9 +179,15 @@ class BinanceRestClient:
             if status == 429:
                 n429 += 1
                 if n429 > self.max_429:
-                    raise BinanceRateLimited(f"GET {path}: still 429 after {self.max_429} waits", status, _code(response))
-                window_end = (int(self.clock() // self.weight_window_s) + 1) * self.weight_window_s - self.clock()
-                self._wait(retry_after if retry_after is not None else window_end + 0.05, "429 Retry-After")
+                    raise BinanceRateLimited(
+                        f"GET {path}: still 429 after {self.max_429} waits", status, _code(response)
+                    )
+                window_end = (
+                    int(self.clock() // self.weight_window_s) + 1
+                ) * self.weight_window_s - self.clock()
+                self._wait(
+                    retry_after if retry_after is not None else window_end + 0.05, "429 Retry-After"
+                )
                 continue
             if status == 418:
                 n418 += 1
@@ -163,16 +195,27 @@ class BinanceRestClient:
                 if n418 > self.max_418 or wait > self.max_ban_wait_s:
                     raise BinanceBanned(
                         f"GET {path}: HTTP 418, this IP is banned by Binance for {wait:g} s "
-                        f"(after ignored 429s); not retrying", status, _code(response))
+                        f"(after ignored 429s); not retrying",
+                        status,
+                        _code(response),
+                    )
                 self._wait(wait, "418 ban")
                 continue
             if status >= 500:
                 failures += 1
                 if failures > self.max_retries:
-                    raise BinanceUnavailable(f"GET {path}: HTTP {status} after {failures} attempts", status, _code(response))
+                    raise BinanceUnavailable(
+                        f"GET {path}: HTTP {status} after {failures} attempts",
+                        status,
+                        _code(response),
+                    )
                 self._wait(self._backoff(failures - 1), f"HTTP {status}")
                 continue
-            raise BinanceRequestError(f"GET {path} {params}: HTTP {status}: {response.text[:300]}", status, _code(response))
+            raise BinanceRequestError(
+                f"GET {path} {params}: HTTP {status}: {response.text[:300]}",
+                status,
+                _code(response),
+            )
 
     def server_time(self) -> int:
         """The server's clock in ms (replay time against the replay server)."""
@@ -188,7 +231,9 @@ class BinanceRestClient:
             params = {"symbols": json.dumps([s.upper() for s in symbols], separators=(",", ":"))}
         body = self.get("/api/v3/exchangeInfo", params, weight=EXCHANGE_INFO_WEIGHT)
         if not isinstance(body, dict) or not isinstance(body.get("symbols"), list):
-            raise BinanceError(f"exchangeInfo: expected an object with a symbols list, got {type(body).__name__}")
+            raise BinanceError(
+                f"exchangeInfo: expected an object with a symbols list, got {type(body).__name__}"
+            )
         return body
 
     def tick_sizes(self, symbols: Iterable[str] | None = None) -> dict[str, Decimal]:
@@ -204,24 +249,42 @@ class BinanceRestClient:
             if not isinstance(entry, dict) or not entry.get("symbol"):
                 raise BinanceError(f"exchangeInfo: a symbol entry without a symbol: {entry!r:.200}")
             name = str(entry["symbol"])
-            tick = next((f.get("tickSize") for f in entry.get("filters") or []
-                         if isinstance(f, dict) and f.get("filterType") == "PRICE_FILTER"), None)
+            tick = next(
+                (
+                    f.get("tickSize")
+                    for f in entry.get("filters") or []
+                    if isinstance(f, dict) and f.get("filterType") == "PRICE_FILTER"
+                ),
+                None,
+            )
             try:
                 value = Decimal(str(tick))
             except InvalidOperation:
                 value = None
             if value is None or not value.is_finite() or value <= 0:
-                raise BinanceError(f"exchangeInfo: no valid PRICE_FILTER tickSize for {name} (got {tick!r})")
+                raise BinanceError(
+                    f"exchangeInfo: no valid PRICE_FILTER tickSize for {name} (got {tick!r})"
+                )
             out[name] = value
         missing = [s for s in wanted or () if s not in out]
         if missing:
             raise BinanceError(f"exchangeInfo: no entry for {', '.join(missing)}")
         return out
 
-    def klines_page(self, symbol: str, interval: str, start_ms: int | None = None, end_ms: int | None = None,
-                    limit: int = MAX_LIMIT) -> list[list]:
+    def klines_page(
+        self,
+        symbol: str,
+        interval: str,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        limit: int = MAX_LIMIT,
+    ) -> list[list]:
         """One /api/v3/klines request: raw 12-column rows, oldest first."""
-        params = {"symbol": symbol.upper(), "interval": interval, "limit": min(max(limit, 1), MAX_LIMIT)}
+        params = {
+            "symbol": symbol.upper(),
+            "interval": interval,
+            "limit": min(max(limit, 1), MAX_LIMIT),
+        }
         if start_ms is not None:
             params["startTime"] = int(start_ms)
         if end_ms is not None:
@@ -231,7 +294,9 @@ class BinanceRestClient:
             raise BinanceError(f"klines: expected a list, got {type(rows).__name__}")
         return rows
 
-    def fetch_rows(self, symbol: str, interval: str, start_ms: int, end_ms: int, *, closed_only: bool = True) -> list[list]:
+    def fetch_rows(
+        self, symbol: str, interval: str, start_ms: int, end_ms: int, *, closed_only: bool = True
+    ) -> list[list]:
         """All raw rows with open time in [start_ms, end_ms], paginated; the open candle dropped if closed_only."""
         rows: list[list] = []
         start = int(start_ms)
@@ -249,15 +314,18 @@ class BinanceRestClient:
             rows = [r for r in rows if int(r[6]) < now]
         return rows
 
-    def fetch_klines(self, symbol: str, interval: str, start_ms: int, end_ms: int, *,
-                     closed_only: bool = True) -> list[Candle]:
+    def fetch_klines(
+        self, symbol: str, interval: str, start_ms: int, end_ms: int, *, closed_only: bool = True
+    ) -> list[Candle]:
         """Candles with open time in [start_ms, end_ms] (inclusive, ms UTC), oldest first.
 
         Rows that can't be read raise cryptoflow.candles.CandleFormatError; to quarantine them
         row by row instead, use `fetch_rows` and `from_rest_row` yourself.
         """
-        return [from_rest_row(symbol.upper(), interval, r, self.source)
-                for r in self.fetch_rows(symbol, interval, start_ms, end_ms, closed_only=closed_only)]
+        return [
+            from_rest_row(symbol.upper(), interval, r, self.source)
+            for r in self.fetch_rows(symbol, interval, start_ms, end_ms, closed_only=closed_only)
+        ]
 
     def close(self) -> None:
         self.session.close()
@@ -279,7 +347,9 @@ def _code(response: requests.Response) -> int | None:
         return None
 
 
-def fetch_klines(base_url: str, symbol: str, interval: str, start_ms: int, end_ms: int, **kwargs) -> list[Candle]:
+def fetch_klines(
+    base_url: str, symbol: str, interval: str, start_ms: int, end_ms: int, **kwargs
+) -> list[Candle]:
     """One-shot convenience: a client for `base_url`, the candles, the client closed."""
     client = BinanceRestClient(base_url, **kwargs)
     try:
@@ -288,5 +358,15 @@ def fetch_klines(base_url: str, symbol: str, interval: str, start_ms: int, end_m
         client.close()
 
 
-__all__ = ["BinanceRestClient", "fetch_klines", "BinanceError", "BinanceRequestError", "BinanceRateLimited",
-           "BinanceBanned", "BinanceUnavailable", "MAX_LIMIT", "WEIGHT_HEADER", "EXCHANGE_INFO_WEIGHT"]
+__all__ = [
+    "BinanceRestClient",
+    "fetch_klines",
+    "BinanceError",
+    "BinanceRequestError",
+    "BinanceRateLimited",
+    "BinanceBanned",
+    "BinanceUnavailable",
+    "MAX_LIMIT",
+    "WEIGHT_HEADER",
+    "EXCHANGE_INFO_WEIGHT",
+]

@@ -155,8 +155,8 @@ class _Connection:
         self.opened = time.monotonic()
         self.last_frame = self.opened
         self.got_data = False
-        self.replace = False          # serverShutdown received: open a new one now
-        self.closing = False          # asked to close (rotation, replacement, stop)
+        self.replace = False  # serverShutdown received: open a new one now
+        self.closing = False  # asked to close (rotation, replacement, stop)
         self.reason = ""
         # Per stream: the open time of the first candle this connection spoke of (where it starts),
         # and the open time of the first candle whose closing it has not delivered (how far it got).
@@ -190,7 +190,11 @@ class _Connection:
                     if ws.cont_frame.is_fire(frame):
                         _, whole = ws.cont_frame.extract(frame)
                         data = whole.data
-                        text = data.decode("utf-8", "replace") if isinstance(data, (bytes, bytearray)) else data
+                        text = (
+                            data.decode("utf-8", "replace")
+                            if isinstance(data, (bytes, bytearray))
+                            else data
+                        )
                         self.got_data = True
                         owner._deliver(self, text, now)
                 elif op == ABNF.OPCODE_PING:
@@ -237,19 +241,33 @@ class KlineStream:
     / rotating, for logs and metrics.
     """
 
-    def __init__(self, ws_url: str, symbols: Iterable[str], interval: str,
-                 on_message: Callable[[str, float], None], *,
-                 on_event: Callable[[str, str], None] | None = None,
-                 max_outgoing_per_s: int = 5, max_connects: int = 300, connect_window_s: float = 300.0,
-                 backoff_initial_s: float = 1.0, backoff_max_s: float = 60.0,
-                 rotate_after_s: float = 23 * 3600.0, handover_timeout_s: float = 30.0,
-                 stall_timeout_s: float = 60.0,
-                 connect_timeout_s: float = 10.0, poll_s: float = 0.25, rng: random.Random | None = None):
+    def __init__(
+        self,
+        ws_url: str,
+        symbols: Iterable[str],
+        interval: str,
+        on_message: Callable[[str, float], None],
+        *,
+        on_event: Callable[[str, str], None] | None = None,
+        max_outgoing_per_s: int = 5,
+        max_connects: int = 300,
+        connect_window_s: float = 300.0,
+        backoff_initial_s: float = 1.0,
+        backoff_max_s: float = 60.0,
+        rotate_after_s: float = 23 * 3600.0,
+        handover_timeout_s: float = 30.0,
+        stall_timeout_s: float = 60.0,
+        connect_timeout_s: float = 10.0,
+        poll_s: float = 0.25,
+        rng: random.Random | None = None,
+    ):
         self.names = stream_names(symbols, interval)
         if not self.names:
             raise ValueError("no symbols to stream")
         if len(self.names) > MAX_STREAMS_PER_CONNECTION:
-            raise ValueError(f"{len(self.names)} streams: Binance allows {MAX_STREAMS_PER_CONNECTION} per connection")
+            raise ValueError(
+                f"{len(self.names)} streams: Binance allows {MAX_STREAMS_PER_CONNECTION} per connection"
+            )
         self.url = combined_url(ws_url, self.names)
         self.on_message, self.on_event = on_message, on_event
         self.backoff_initial_s, self.backoff_max_s = backoff_initial_s, backoff_max_s
@@ -298,13 +316,17 @@ class KlineStream:
         """Block until stop(); re-raises the callback's exception if that is what stopped it."""
         attempt = 0
         current: _Connection | None = None
-        retiring: _Connection | None = None  # replaced, still open until `current` took over from it
+        retiring: _Connection | None = (
+            None  # replaced, still open until `current` took over from it
+        )
         retiring_since = 0.0
         try:
             while not self._stop_event.is_set():
                 retiring = self._settle_handover(retiring, retiring_since, current)
                 if current is not None and current.dead.is_set():
-                    current, retiring, attempt, then = self._after_disconnect(current, retiring, attempt)
+                    current, retiring, attempt, then = self._after_disconnect(
+                        current, retiring, attempt
+                    )
                     if then == "break":
                         break
                     if then == "continue":
@@ -312,19 +334,26 @@ class KlineStream:
                 if current is None:
                     current, attempt = self._connect(attempt)
                     continue
-                if retiring is None and (current.replace or time.monotonic() - current.opened > self.rotate_after_s):
-                    current, retiring, retiring_since, attempt = self._replace(current, retiring_since, attempt)
+                if retiring is None and (
+                    current.replace or time.monotonic() - current.opened > self.rotate_after_s
+                ):
+                    current, retiring, retiring_since, attempt = self._replace(
+                        current, retiring_since, attempt
+                    )
                     continue
                 self._wake.wait(self.poll_s)
                 self._wake.clear()
-                self._conns = [c for c in self._conns if not c.dead.is_set() or c is current or c is retiring]
+                self._conns = [
+                    c for c in self._conns if not c.dead.is_set() or c is current or c is retiring
+                ]
         finally:
             self._close_all()
         if self._fatal is not None:
             raise self._fatal
 
-    def _settle_handover(self, retiring: _Connection | None, retiring_since: float,
-                         current: _Connection | None) -> _Connection | None:
+    def _settle_handover(
+        self, retiring: _Connection | None, retiring_since: float, current: _Connection | None
+    ) -> _Connection | None:
         """`retiring`, or None (it is told to close) once the live `current` took over from it, it
         died, or the handover timed out."""
         if retiring is not None and current is not None and not current.dead.is_set():
@@ -333,8 +362,12 @@ class KlineStream:
             if gone or handed or waited > self.handover_timeout_s:
                 if not (gone or handed):
                     self.stats.handover_timeouts += 1
-                    log.warning("binance stream: connection %d closed after %.0f s without handing over "
-                                "every stream (a silent stream?)", retiring.seq, waited)
+                    log.warning(
+                        "binance stream: connection %d closed after %.0f s without handing over "
+                        "every stream (a silent stream?)",
+                        retiring.seq,
+                        waited,
+                    )
                 retiring.closing = True
                 retiring = None
         return retiring
@@ -380,7 +413,9 @@ class KlineStream:
             return new, current, time.monotonic(), attempt
         # Keep the old one as long as it lives; try again after the backoff.
         current.replace = False
-        current.opened = time.monotonic() - self.rotate_after_s + max(self._backoff(attempt), retry_after)
+        current.opened = (
+            time.monotonic() - self.rotate_after_s + max(self._backoff(attempt), retry_after)
+        )
         return current, None, retiring_since, attempt + 1
 
     def _close_all(self) -> None:
@@ -392,8 +427,10 @@ class KlineStream:
 
     def _handed_over(self, old: _Connection, new: _Connection) -> bool:
         """Whether, on every stream, `old` delivered up to the candle `new` started with."""
-        return all(name in new.first_open and old.frontier.get(name, -1) >= new.first_open[name]
-                   for name in self.names)
+        return all(
+            name in new.first_open and old.frontier.get(name, -1) >= new.first_open[name]
+            for name in self.names
+        )
 
     # -- internals -------------------------------------------------------------------------------
 
@@ -471,5 +508,12 @@ class KlineStream:
             self._wake.set()
 
 
-__all__ = ["KlineStream", "RateLimiter", "StreamStats", "stream_names", "combined_url", "is_server_shutdown",
-           "kline_position"]
+__all__ = [
+    "KlineStream",
+    "RateLimiter",
+    "StreamStats",
+    "stream_names",
+    "combined_url",
+    "is_server_shutdown",
+    "kline_position",
+]

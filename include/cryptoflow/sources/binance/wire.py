@@ -9,7 +9,14 @@ from __future__ import annotations
 import json
 from decimal import Decimal, InvalidOperation
 
-from cryptoflow.candles import Candle, CandleFormatError, epoch_to_ms, parse_decimal, parse_int, parse_symbol
+from cryptoflow.candles import (
+    Candle,
+    CandleFormatError,
+    epoch_to_ms,
+    parse_decimal,
+    parse_int,
+    parse_symbol,
+)
 
 try:  # msgspec (pinned with Airflow) decodes a kline message about twice as fast as json
     from msgspec.json import decode as _json_decode
@@ -28,19 +35,46 @@ def from_kline_payload(k: dict, source: str) -> Candle:
     try:
         o, h, l, c, v, q, tb, tq = k["o"], k["h"], k["l"], k["c"], k["v"], k["q"], k["V"], k["Q"]
         t, T, n, x, sym, iv = k["t"], k["T"], k["n"], k["x"], k["s"], k["i"]
-        joined = o + h + l + c + v + q + tb + tq   # TypeError unless all are str
+        joined = o + h + l + c + v + q + tb + tq  # TypeError unless all are str
         # A plain (no exponent) number of at most 19 characters always fits decimal(38,18).
-        if (type(t) is int and type(T) is int and type(n) is int and type(x) is bool
-                and joined.isascii() and joined.isprintable() and " " not in joined and "_" not in joined
-                and "e" not in joined and "E" not in joined
-                and type(sym) is str and type(iv) is str and sym.isascii() and sym.isalnum()
-                and iv.isascii() and iv.isalnum()
-                and len(o) < 20 and len(h) < 20 and len(l) < 20 and len(c) < 20 and len(v) < 20
-                and len(q) < 20 and len(tb) < 20 and len(tq) < 20):
+        if (
+            type(t) is int
+            and type(T) is int
+            and type(n) is int
+            and type(x) is bool
+            and joined.isascii()
+            and joined.isprintable()
+            and " " not in joined
+            and "_" not in joined
+            and "e" not in joined
+            and "E" not in joined
+            and type(sym) is str
+            and type(iv) is str
+            and sym.isascii()
+            and sym.isalnum()
+            and iv.isascii()
+            and iv.isalnum()
+            and len(o) < 20
+            and len(h) < 20
+            and len(l) < 20
+            and len(c) < 20
+            and len(v) < 20
+            and len(q) < 20
+            and len(tb) < 20
+            and len(tq) < 20
+        ):
             do, dh, dl, dc = Decimal(o), Decimal(h), Decimal(l), Decimal(c)
             dv, dq, dtb, dtq = Decimal(v), Decimal(q), Decimal(tb), Decimal(tq)
-            if (do.is_finite() and dh.is_finite() and dl.is_finite() and dc.is_finite() and dv.is_finite()
-                    and dq.is_finite() and dtb.is_finite() and dtq.is_finite()):
+            if (
+                do.is_finite()
+                and dh.is_finite()
+                and dl.is_finite()
+                and dc.is_finite()
+                and dv.is_finite()
+                and dq.is_finite()
+                and dtb.is_finite()
+                and dtq.is_finite()
+            ):
                 return Candle(sym, iv, t, T, do, dh, dl, dc, dv, dq, dtb, dtq, n, x, source)
     except (KeyError, TypeError, InvalidOperation):
         pass
@@ -67,7 +101,9 @@ def from_stream_message(message: str | bytes, source: str) -> Candle:
 
 def _from_kline_payload_strict(k: dict, source: str) -> Candle:
     if not isinstance(k, dict):
-        raise CandleFormatError("bad_type", f"kline payload must be an object, got {type(k).__name__}")
+        raise CandleFormatError(
+            "bad_type", f"kline payload must be an object, got {type(k).__name__}"
+        )
     try:
         closed = k["x"]
         if not isinstance(closed, bool):
@@ -92,10 +128,14 @@ def _from_kline_payload_strict(k: dict, source: str) -> Candle:
             source=source,
         )
     except KeyError as exc:
-        raise CandleFormatError("missing_field", f"kline field {exc.args[0]!r} is missing") from None
+        raise CandleFormatError(
+            "missing_field", f"kline field {exc.args[0]!r} is missing"
+        ) from None
 
 
-def from_rest_row(symbol: str, interval: str, row: list, source: str, *, time_unit: str = "ms") -> Candle:
+def from_rest_row(
+    symbol: str, interval: str, row: list, source: str, *, time_unit: str = "ms"
+) -> Candle:
     """A Candle from a 12-column REST/dump row.
 
     `time_unit`: "ms" for REST (always ms), "auto" for the public dumps (ms before 2025, µs after:
