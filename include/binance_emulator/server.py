@@ -74,6 +74,25 @@ class _Conn:
     incoming: deque = field(default_factory=deque)
 
 
+def _as_timeline(
+    history: dict[tuple[str, str], list[Candle]] | Timeline,
+    speed: float,
+    shift_to_present: bool,
+    play_hours: float,
+    start_ms: int | None,
+) -> Timeline:
+    """`history` if it is a Timeline already, else a Timeline of it with these options."""
+    if isinstance(history, Timeline):
+        return history
+    return Timeline(
+        history,
+        speed=speed,
+        shift_to_present=shift_to_present,
+        play_hours=play_hours,
+        start_ms=start_ms,
+    )
+
+
 class ReplayServer(RestApi):
     """The replay server; `start()` runs it in a background thread, `run_forever()` in this one."""
 
@@ -104,17 +123,7 @@ class ReplayServer(RestApi):
         record_sent: bool = False,
         tick_s: float | None = None,
     ):
-        self.timeline = (
-            history
-            if isinstance(history, Timeline)
-            else Timeline(
-                history,
-                speed=speed,
-                shift_to_present=shift_to_present,
-                play_hours=play_hours,
-                start_ms=start_ms,
-            )
-        )
+        self.timeline = _as_timeline(history, speed, shift_to_present, play_hours, start_ms)
         self.host, self.port = host, port
         self.known_symbols = set(self.timeline.symbols) | {s.upper() for s in (symbols or ())}
         self.update_interval_ms = update_interval_ms
@@ -123,11 +132,8 @@ class ReplayServer(RestApi):
         self.max_connection_age_s = max_connection_age_s
         self.max_incoming_per_s = max_incoming_per_s
         self.max_connects, self.connect_window_s = max_connects, connect_window_s
-        self.weight_budget, self.weight_window_s, self.klines_weight = (
-            weight_budget,
-            weight_window_s,
-            klines_weight,
-        )
+        self.weight_budget, self.weight_window_s = weight_budget, weight_window_s
+        self.klines_weight = klines_weight
         self.exchange_info_weight = exchange_info_weight
         self.ban_after_refusals, self.ban_s = ban_after_refusals, ban_s
         self.record_sent = record_sent
@@ -136,6 +142,11 @@ class ReplayServer(RestApi):
         self.tick_s = tick_s or min(
             0.25, max(0.005, self.timeline.wall_seconds(update_interval_ms) / 4)
         )
+        self._init_state()
+
+    def _init_state(self) -> None:
+        """What the server keeps while it runs: faults, stats, connections, REST weight and bans,
+        the thread and loop it runs on."""
         self.faults = Faults()
         self.faults._server = self
         self.stats = Stats()
@@ -489,21 +500,7 @@ def serve(
 
     `anchor_file` (real time, shifted to present only): keep the timeline across restarts
     (anchored_timeline)."""
-    dirs = list(data_dirs) if data_dirs else default_data_dirs(settings)
-    history = load_history(dirs, settings.symbols)
-    if not history:
-        raise SystemExit(
-            f"no candle files for {', '.join(settings.symbols)} under {', '.join(map(str, dirs))}"
-        )
-    if anchor_file is not None and (speed != 1.0 or not shift_to_present):
-        raise SystemExit(
-            "--anchor-file keeps a real-time (--speed 1), shifted-to-present timeline only"
-        )
-    source = (
-        anchored_timeline(history, anchor_file, play_hours=play_hours)
-        if anchor_file is not None
-        else history
-    )
+    source = _replay_source(settings, data_dirs, speed, shift_to_present, play_hours, anchor_file)
     server = ReplayServer(
         source,
         host=host or settings.bind_host,
@@ -514,7 +511,40 @@ def serve(
         symbols=settings.symbols,
         **server_options,
     )
-    missing = sorted(set(settings.symbols) - set(server.timeline.symbols))
+    _log_replay(server, settings.symbols, port)
+    _run_until_signalled(server)
+
+
+def _replay_source(
+    settings,
+    data_dirs: Iterable[str | Path] | None,
+    speed: float,
+    shift_to_present: bool,
+    play_hours: float,
+    anchor_file: Path | None,
+) -> dict[tuple[str, str], list[Candle]] | Timeline:
+    """What serve() replays: the settings' coins' history, or its anchored timeline (SystemExit
+    without history, or with an anchor file on a timeline it cannot keep)."""
+    dirs = list(data_dirs) if data_dirs else default_data_dirs(settings)
+    history = load_history(dirs, settings.symbols)
+    if not history:
+        raise SystemExit(
+            f"no candle files for {', '.join(settings.symbols)} under {', '.join(map(str, dirs))}"
+        )
+    if anchor_file is not None and (speed != 1.0 or not shift_to_present):
+        raise SystemExit(
+            "--anchor-file keeps a real-time (--speed 1), shifted-to-present timeline only"
+        )
+    return (
+        anchored_timeline(history, anchor_file, play_hours=play_hours)
+        if anchor_file is not None
+        else history
+    )
+
+
+def _log_replay(server: ReplayServer, symbols: Iterable[str], port: int | None) -> None:
+    """One line: what is replayed, where, how fast, and which coins have no history."""
+    missing = sorted(set(symbols) - set(server.timeline.symbols))
     tl = server.timeline
     log.warning(
         "replay: %s on %s and %s; speed %gx; replay time %s .. %s%s",
@@ -526,6 +556,10 @@ def serve(
         _iso(tl.end_ms),
         f"; no history for {', '.join(missing)} (their streams stay silent)" if missing else "",
     )
+
+
+def _run_until_signalled(server: ReplayServer) -> None:
+    """Run `server` in its thread until SIGINT or SIGTERM stops it (the handlers restored after)."""
 
     def stop(signum, frame):
         server.stop(timeout=0)

@@ -3,7 +3,7 @@
 The websocket/REST ingester, the importers and the Spark ETL all validate through `RULES` below:
 each rule is a named predicate written with operators only (`c.low <= c.high`, `&`, `==`, `%`), so
 the very same lambda evaluates on a `Candle` (Python values) and on pyspark Columns
-(`spark_violations`). No rule is written twice.
+(cryptoflow.etl.rules.spark_violations). No rule is written twice.
 
 Values are kept as `Decimal`, parsed from the exact strings Binance sends:
 - exact: `Decimal("37388.05000000")` prints back as `37388.05000000`, so landing files carry the
@@ -551,105 +551,6 @@ def from_landing_row(row: dict | list, *, closed: bool = True) -> Candle:
     )
 
 
-# ---------------------------------------------------------------------------------------------
-# Spark: the same RULES on Columns
-
-
-class _SparkRow:
-    """The Spark side of a rule's `c`: columns of the landing format plus derived lookups."""
-
-    def __init__(self, df_columns, symbols):
-        from itertools import chain
-
-        from pyspark.sql import functions as F
-
-        for name in LANDING_COLUMNS:
-            setattr(self, name, F.col(name) if name in df_columns else F.lit(None))
-        ms = F.create_map(
-            *chain.from_iterable((F.lit(k), F.lit(v)) for k, v in INTERVAL_MS.items())
-        )
-        off = F.create_map(
-            *chain.from_iterable((F.lit(k), F.lit(v)) for k, v in INTERVAL_OFFSET_MS.items())
-        )
-        self.interval_ms = ms[F.col("interval")].cast("bigint")
-        self.interval_offset_ms = off[F.col("interval")].cast("bigint")
-        self.interval_known = self.interval_ms.isNotNull()
-        self.symbol_known = (
-            F.lit(None).cast("boolean") if symbols is None else F.col("symbol").isin(list(symbols))
-        )
-
-
-def spark_violations(
-    df,
-    symbols: Iterable[str] | None = None,
-    *,
-    reason_col: str = "reason",
-    detail_col: str = "detail",
-    reasons_col: str = "reasons",
-):
-    """`df` (landing-format columns) with the same verdicts as `validate`, row by row.
-
-    Adds `reason` (first violated rule, null when valid: the quarantine reason), `reasons` (all
-    violated reasons, in RULES order) and `detail` (the rules' descriptions with the values).
-    A null in a required column (a value that didn't parse) is `missing_field`, as the Python
-    parsers would have raised for it.
-    """
-    from pyspark.sql import functions as F
-    from pyspark.sql.types import NumericType
-
-    # Strings compare lexicographically ("9" > "10"): the rules are only meaningful on numbers.
-    types = {f.name: f.dataType for f in df.schema.fields}
-    wrong = [
-        n
-        for n in DECIMAL_FIELDS + ("open_time", "close_time", "trades")
-        if n in types and not isinstance(types[n], NumericType)
-    ]
-    if wrong:
-        raise TypeError(
-            f"spark_violations needs numeric columns (read with LANDING_SPARK_SCHEMA); not numeric: {wrong}"
-        )
-    c = _SparkRow(set(df.columns), symbols)
-    checks = []  # (reason, violated Column, detail Column)
-    missing = [n for n in REQUIRED_FIELDS if n in df.columns]
-    if missing:
-        cond = F.lit(False)
-        for n in missing:
-            cond = cond | F.col(n).isNull()
-        checks.append(
-            (
-                "missing_field",
-                cond,
-                F.concat(
-                    F.lit("a required field is empty: "),
-                    F.concat_ws(",", *[F.when(F.col(n).isNull(), F.lit(n)) for n in missing]),
-                ),
-            )
-        )
-    for rule in RULES:
-        # Null (a `needs` value absent, or a null input) means "does not apply", as in validate().
-        violated = F.coalesce(~rule.ok(c), F.lit(False))
-        values = F.concat_ws(
-            ", ",
-            *[
-                F.concat(F.lit(f"{f}="), F.coalesce(getattr(c, f).cast("string"), F.lit("None")))
-                for f in rule.fields
-            ],
-        )
-        checks.append(
-            (rule.reason, violated, F.concat(F.lit(f"{rule.description} ("), values, F.lit(")")))
-        )
-
-    reasons = F.filter(
-        F.array(*[F.when(v, F.lit(r)) for r, v, _ in checks]), lambda x: x.isNotNull()
-    )
-    details = F.concat_ws("; ", *[F.when(v, d) for _, v, d in checks])
-    return (
-        df.withColumn(reasons_col, reasons)
-        .withColumn(reason_col, F.when(F.size(F.col(reasons_col)) > 0, F.col(reasons_col)[0]))
-        .withColumn(detail_col, F.when(F.size(F.col(reasons_col)) > 0, details))
-    )
-
-
 __all__ = [
     "INTERVAL_MS",
     "LANDING_COLUMNS",
@@ -667,5 +568,4 @@ __all__ = [
     "parse_int",
     "parse_symbol",
     "epoch_to_ms",
-    "spark_violations",
 ]

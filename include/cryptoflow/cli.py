@@ -109,70 +109,91 @@ def cmd_backfill(args) -> int:
 
 def cmd_import(args) -> int:
     """Import history files into the landing zone; rejected rows go to quarantine with reasons."""
-    import zipfile
-
     from cryptoflow import symbols
-    from cryptoflow.importers import import_cdd_csv
-    from cryptoflow.sources.binance.archive import import_binance_vision
-    from cryptoflow.importers.land import import_name, land, month_window
-    from cryptoflow.importers.progress import StderrProgress
 
     cfg = settings_mod.load()
     accepted = symbols.exchange_symbols(cfg.symbols) if args.configured_only else None
     total = {"read": 0, "loaded": 0, "quarantined": 0, "duplicates_collapsed": 0, "snapshots": 0}
     refused = 0
     for path in args.files:
-        # Progress goes to stderr, so stdout stays one parseable line per file.
-        progress = StderrProgress(Path(path).name)
-        try:
-            if args.format == "cdd":
-                result = import_cdd_csv(
-                    path,
-                    symbols=accepted,
-                    allow_missing_trades=args.allow_missing_trades,
-                    symbol=args.symbol,
-                    progress=progress,
-                )
-            else:
-                result = import_binance_vision(
-                    path, symbols=accepted, symbol=args.symbol, progress=progress
-                )
-        except (ValueError, OSError, zipfile.BadZipFile) as exc:  # ImportRefused is a ValueError
-            progress.done()
-            print(f"{path}: refused: {' '.join(str(exc).split())}")
+        result = _read_import(args, path, accepted)
+        if result is None:
             refused += 1
             continue
-        progress.done()
         for note in result.notes:
             print(f"{path}: note: {note}")
-        c = result.counts
-        if args.dry_run:
-            # Nothing written: no snapshot, no quarantine row, no database needed.
-            snapshots = len({(k.interval, month_window(k.open_time)) for k in result.candles})
-            where = f"(dry run, nothing written: would land {snapshots} snapshots)"
-        else:
-            uris = land(result, cfg.landing_uri, import_name(path))
-            if not args.no_quarantine:
-                from cryptoflow import quarantine
-                from cryptoflow.warehouse import db
-
-                with db.connect() as conn:  # re-importing replaces, never duplicates
-                    quarantine.replace_run(conn, f"import:{import_name(path)}", result.rejections)
-            snapshots, where = len(uris), f"-> {len(uris)} snapshots"
+        snapshots, where = _land_import(args, cfg, path, result)
         for key in ("read", "loaded", "quarantined", "duplicates_collapsed"):
-            total[key] += c[key]
+            total[key] += result.counts[key]
         total["snapshots"] += snapshots
-        print(
-            f"{path}: {result.symbol} {result.interval}: read {c['read']} = loaded {c['loaded']} + quarantined "
-            f"{c['quarantined']} + duplicates {c['duplicates_collapsed']} {where}; "
-            f"quarantined by reason: {result.by_reason}"
-        )
+        print(_import_summary(path, result, where))
     print(
         f"total: {total}"
         + (f"; {refused} file(s) refused" if refused else "")
         + ("; dry run" if args.dry_run else "")
     )
     return 1 if refused else 0
+
+
+def _read_import(args, path, accepted):
+    """One file through the importer of `args.format`: its ImportResult, or None (said on stdout)
+    when the whole file is refused."""
+    import zipfile
+
+    from cryptoflow.importers import import_cdd_csv
+    from cryptoflow.importers.progress import StderrProgress
+    from cryptoflow.sources.binance.archive import import_binance_vision
+
+    # Progress goes to stderr, so stdout stays one parseable line per file.
+    progress = StderrProgress(Path(path).name)
+    try:
+        if args.format == "cdd":
+            result = import_cdd_csv(
+                path,
+                symbols=accepted,
+                allow_missing_trades=args.allow_missing_trades,
+                symbol=args.symbol,
+                progress=progress,
+            )
+        else:
+            result = import_binance_vision(
+                path, symbols=accepted, symbol=args.symbol, progress=progress
+            )
+    except (ValueError, OSError, zipfile.BadZipFile) as exc:  # ImportRefused is a ValueError
+        progress.done()
+        print(f"{path}: refused: {' '.join(str(exc).split())}")
+        return None
+    progress.done()
+    return result
+
+
+def _land_import(args, cfg, path, result) -> tuple[int, str]:
+    """Land one file's candles and quarantine its rejected rows (unless --no-quarantine); a dry run
+    writes nothing. (snapshots landed or that would be, the words saying where they went)."""
+    from cryptoflow.importers.land import import_name, land, month_window
+
+    if args.dry_run:
+        # Nothing written: no snapshot, no quarantine row, no database needed.
+        snapshots = len({(k.interval, month_window(k.open_time)) for k in result.candles})
+        return snapshots, f"(dry run, nothing written: would land {snapshots} snapshots)"
+    uris = land(result, cfg.landing_uri, import_name(path))
+    if not args.no_quarantine:
+        from cryptoflow import quarantine
+        from cryptoflow.warehouse import db
+
+        with db.connect() as conn:  # re-importing replaces, never duplicates
+            quarantine.replace_run(conn, f"import:{import_name(path)}", result.rejections)
+    return len(uris), f"-> {len(uris)} snapshots"
+
+
+def _import_summary(path, result, where: str) -> str:
+    """The one stdout line of an imported file: every row read accounted for."""
+    c = result.counts
+    return (
+        f"{path}: {result.symbol} {result.interval}: read {c['read']} = loaded {c['loaded']} + quarantined "
+        f"{c['quarantined']} + duplicates {c['duplicates_collapsed']} {where}; "
+        f"quarantined by reason: {result.by_reason}"
+    )
 
 
 def cmd_backtest(args) -> int:

@@ -168,8 +168,9 @@ class SegmentWriter:
                 or (window > self._window)
                 or self._size + len(data) > self.max_segment_bytes
             ):
+                current = self._window  # _seal() forgets it
                 self._seal()
-                self._open(max(window, self._window or window))
+                self._open(max(window, current or window))
             assert self._fd is not None  # opened above if it was not
             view = memoryview(data)
             while view:
@@ -235,6 +236,52 @@ class ReadStats:
     pending: int = 0  # unfinished last line of an active segment: not yet readable
 
 
+def _segments_to_read(
+    root: str | Path, start_ms: int, end_ms: int, clock_slack_ms: int
+) -> list[Segment]:
+    """The segments that may hold messages received in [start_ms, end_ms): the last one opened at or
+    before start_ms - clock_slack_ms, and those opened after it, before end_ms + clock_slack_ms."""
+    listed = list_segments(root)
+    first = max(
+        (s.window_ms for s in listed if s.window_ms <= start_ms - clock_slack_ms), default=None
+    )
+    return [
+        s
+        for s in listed
+        if (first is None or s.window_ms >= first) and s.window_ms < end_ms + clock_slack_ms
+    ]
+
+
+def _segment_lines(seg: Segment, stats: ReadStats) -> tuple[Segment, list[bytes]]:
+    """The segment's complete lines, and the segment as read (renamed if sealed meanwhile).
+
+    Counts it in `stats`; an incomplete last line is pending in an active segment, torn in a
+    sealed one (logged), and left out either way.
+    """
+    try:
+        data = seg.path.read_bytes()
+    except FileNotFoundError:  # sealed (renamed) between listing and reading
+        sealed = seg.path.with_name(seg.path.name[: -len(ACTIVE)] + SEALED)
+        data = sealed.read_bytes() if seg.active and sealed.exists() else b""
+        seg = Segment(sealed, seg.window_ms, seg.seq, False)
+    if seg.active:
+        stats.active_segments += 1
+    stats.segments += 1
+    lines = data.split(b"\n")
+    tail = lines.pop()  # b"" when the file ends with a newline
+    if tail:
+        if seg.active:
+            stats.pending += 1
+        else:
+            stats.torn += 1
+            log.warning(
+                "collector segment %s: torn last line (%d bytes) skipped",
+                seg.path.name,
+                len(tail),
+            )
+    return seg, lines
+
+
 def read_window(
     root: str | Path,
     start_ms: int,
@@ -251,37 +298,8 @@ def read_window(
     current, later segment). Lines are then filtered by their own receive time.
     """
     stats = stats if stats is not None else ReadStats()
-    listed = list_segments(root)
-    first = max(
-        (s.window_ms for s in listed if s.window_ms <= start_ms - clock_slack_ms), default=None
-    )
-    segs = [
-        s
-        for s in listed
-        if (first is None or s.window_ms >= first) and s.window_ms < end_ms + clock_slack_ms
-    ]
-    for seg in segs:
-        try:
-            data = seg.path.read_bytes()
-        except FileNotFoundError:  # sealed (renamed) between listing and reading
-            sealed = seg.path.with_name(seg.path.name[: -len(ACTIVE)] + SEALED)
-            data = sealed.read_bytes() if seg.active and sealed.exists() else b""
-            seg = Segment(sealed, seg.window_ms, seg.seq, False)
-        if seg.active:
-            stats.active_segments += 1
-        stats.segments += 1
-        lines = data.split(b"\n")
-        tail = lines.pop()  # b"" when the file ends with a newline
-        if tail:
-            if seg.active:
-                stats.pending += 1
-            else:
-                stats.torn += 1
-                log.warning(
-                    "collector segment %s: torn last line (%d bytes) skipped",
-                    seg.path.name,
-                    len(tail),
-                )
+    for seg in _segments_to_read(root, start_ms, end_ms, clock_slack_ms):
+        seg, lines = _segment_lines(seg, stats)
         for no, line in enumerate(lines, 1):
             stats.lines += 1
             try:

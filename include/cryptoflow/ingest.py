@@ -13,11 +13,14 @@ past windows (with no collected messages, everything comes from REST: the same s
    hole, reported as such (exchange outages exist), never filled in.
 5. The snapshot is written atomically; its URI goes out with the Asset event.
 A REST failure while healing fails the run before anything is written: a later run heals it.
+
+Healing over REST (the window's missing candles, and the warehouse's history beside it) lives in
+cryptoflow.healing, bulk history from REST in cryptoflow.backfill; their names are importable from
+here too, as the DAG tasks, the CLI and the tools use them.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -25,11 +28,61 @@ from pathlib import Path
 
 from cryptoflow import landing, quarantine, sources
 from cryptoflow import symbols as symbols_mod
+from cryptoflow.backfill import backfill_and_land, backfill_from_rest, land_span
+from cryptoflow.candles import Candle, CandleFormatError, Rejection, check, reject
 from cryptoflow.collector import ReadStats, read_window
-from cryptoflow.candles import INTERVAL_MS, Candle, CandleFormatError, Rejection, check, reject
+from cryptoflow.healing import (
+    HEAL_HORIZON_MS,
+    HEAL_MAX_PER_SYMBOL,
+    HOLE_REASON,
+    HealResult,
+    as_configured,
+    expected_keys,
+    explain_holes,
+    find_missing,
+    heal,
+    heal_history,
+    healed_root,
+    hole_ranges,
+    landed_windows,
+    missing_ranges,
+    rest_client_for,
+)
 from cryptoflow.settings import Settings
 from cryptoflow.sources import Source
-from cryptoflow.times import datetime_from_ms, merge_ranges, ms_from_datetime
+from cryptoflow.times import datetime_from_ms
+
+__all__ = [
+    # sealing a window (here)
+    "STREAM_SOURCE",
+    "DEFAULT_GRACE_MS",
+    "CATCH_UP_MS",
+    "SealResult",
+    "parse_messages",
+    "seal_window",
+    "collector_ready",
+    "record",
+    "record_heal",
+    "window_run_id",
+    # healing over REST (cryptoflow.healing)
+    "HEAL_HORIZON_MS",
+    "HEAL_MAX_PER_SYMBOL",
+    "HOLE_REASON",
+    "HealResult",
+    "expected_keys",
+    "heal",
+    "rest_client_for",
+    "missing_ranges",
+    "landed_windows",
+    "healed_root",
+    "find_missing",
+    "heal_history",
+    "hole_ranges",
+    # bulk history from REST (cryptoflow.backfill)
+    "land_span",
+    "backfill_from_rest",
+    "backfill_and_land",
+]
 
 log = logging.getLogger(__name__)
 
@@ -69,25 +122,6 @@ class SealResult:
             "stream": self.stream,
             "sha256": self.sha256,
         }
-
-
-def expected_keys(
-    configured: tuple[str, ...], interval: str, start_ms: int, end_ms: int
-) -> set[tuple[str, int]]:
-    """(configured symbol, open time) of every candle that should exist in [start, end)."""
-    step = INTERVAL_MS[interval]
-    first = -(-start_ms // step) * step
-    return {
-        (name, t)
-        for name in configured
-        for t in range(first, end_ms, step)
-        if symbols_mod.exchange_symbol(name, t) is not None
-    }
-
-
-def _as_configured(c: Candle, configured: tuple[str, ...]) -> Candle:
-    name = symbols_mod.configured_for(c.symbol, configured)
-    return c if name is None or name == c.symbol else dataclasses.replace(c, symbol=name)
 
 
 def parse_messages(
@@ -135,43 +169,91 @@ def parse_messages(
         if bad:
             rejections.append(bad)
             continue
-        candles.append(_as_configured(c, configured))
+        candles.append(as_configured(c, configured))
     return candles, rejections, open_updates
 
 
-def heal(
-    rest_client, configured: tuple[str, ...], interval: str, missing: set[tuple[str, int]]
-) -> tuple[list[Candle], list[Rejection]]:
-    """Fetch the missing candles from REST, one request range per symbol; invalid rows are rejected."""
-    step = INTERVAL_MS[interval]
-    accepted = symbols_mod.exchange_symbols(configured)
-    by_symbol: dict[str, list[int]] = {}
-    for name, t in missing:
-        by_symbol.setdefault(name, []).append(t)
-    found, rejections = [], []
-    for name, times in sorted(by_symbol.items()):
-        lo, hi = min(times), max(times) + step
-        wanted = set(times)
-        for seg in symbols_mod.segments_between(name, lo, hi):
-            assert seg.end_ms is not None  # clipped to [lo, hi)
-            for c in rest_client.fetch_klines(seg.symbol, interval, seg.start_ms, seg.end_ms - 1):
-                if c.open_time not in wanted:
-                    continue
-                bad = check(c, ",".join(c.landing_row()), accepted)
-                if bad:
-                    rejections.append(bad)
-                else:
-                    found.append(_as_configured(c, configured))
-    return found, rejections
+def _collected(
+    settings: Settings,
+    collector_root,
+    received: tuple[int, int],
+    stats: ReadStats,
+    clock_slack_ms: int,
+):
+    """The collector's messages received in `received` (lazily; none without a collector root)."""
+    root = Path(collector_root or settings.state_dir / "collector")
+    r_lo, r_hi = received
+    return (
+        read_window(root, r_lo, r_hi, stats, clock_slack_ms=clock_slack_ms)
+        if root.exists()
+        else iter(())
+    )
 
 
-def rest_client_for(settings: Settings):
-    """The configured source's history client (Binance's REST at the settings' URL, or files): for
-    callers outside Airflow (the CLI, tests). Inside Airflow the ingest tasks pass Binance's from
-    BinanceHook (the binance_default connection)."""
-    from cryptoflow import sources
+def _from_stream(
+    settings: Settings,
+    start_ms: int,
+    end_ms: int,
+    collector_root,
+    received: tuple[int, int],
+    clock_slack_ms: int,
+) -> tuple[list[Candle], list[Rejection], int, dict]:
+    """The window's candles from the collected messages: (kept, rejections, open updates, counts).
 
-    return sources.active(settings).history(settings)
+    Conflicting duplicates leave their key empty: prepare() tells us which, so REST can settle them.
+    """
+    stats = ReadStats()
+    messages = _collected(settings, collector_root, received, stats, clock_slack_ms)
+    ignored: Counter = Counter()
+    candles, rejections, open_updates = parse_messages(
+        messages,
+        tuple(settings.symbols),
+        settings.interval,
+        start_ms,
+        end_ms,
+        ignored=ignored,
+        feed=sources.active(settings),
+    )
+    kept, conflicts, collapsed = landing.prepare(candles)
+    rejections += conflicts
+    # messages == from_stream + duplicates + rejected + open_updates + sum(ignored)
+    counts = {
+        "messages": stats.messages,
+        "from_stream": len(kept),
+        "duplicates": collapsed,
+        "rejected": len(rejections),
+        "open_updates": open_updates,
+        "ignored": dict(ignored),
+        "torn": stats.torn,
+        "corrupt": stats.corrupt,
+        "active_segments": stats.active_segments,
+        "events": len(stats.events),
+    }
+    return kept, rejections, open_updates, counts
+
+
+def _heal_window(
+    settings: Settings, rest_client, missing: set[tuple[str, int]], start_ms: int, end_ms: int
+) -> tuple[list[Candle], list[Rejection], list[tuple[str, int]]]:
+    """The window's missing candles from REST: (healed candles, their rejections, holes left)."""
+    healed_candles: list[Candle] = []
+    rejections: list[Rejection] = []
+    if missing:
+        rest_client = rest_client or rest_client_for(settings)
+        healed_candles, rejections = heal(
+            rest_client, tuple(settings.symbols), settings.interval, missing
+        )
+    healed = sorted((c.symbol, c.open_time) for c in healed_candles)
+    holes = sorted(missing - set(healed))
+    if holes:
+        log.warning(
+            "window %s..%s: %d candles not available from stream or REST (holes kept): %s",
+            start_ms,
+            end_ms,
+            len(holes),
+            holes[:10],
+        )
+    return healed_candles, rejections, holes
 
 
 def seal_window(
@@ -193,48 +275,16 @@ def seal_window(
     (and may narrow `clock_slack_ms`, the allowance for a stepped-back clock, see read_window).
     """
     interval, configured = settings.interval, tuple(settings.symbols)
-    root = Path(collector_root or settings.state_dir / "collector")
-    stats = ReadStats()
-    r_lo, r_hi = received_ms or (start_ms, end_ms + grace_ms)
-    messages = (
-        read_window(root, r_lo, r_hi, stats, clock_slack_ms=clock_slack_ms)
-        if root.exists()
-        else iter(())
+    received = received_ms or (start_ms, end_ms + grace_ms)
+    kept, rejections, open_updates, stream = _from_stream(
+        settings, start_ms, end_ms, collector_root, received, clock_slack_ms
     )
-    ignored: Counter = Counter()
-    candles, rejections, open_updates = parse_messages(
-        messages,
-        configured,
-        interval,
-        start_ms,
-        end_ms,
-        ignored=ignored,
-        feed=sources.active(settings),
-    )
-
-    # Conflicting duplicates leave their key empty: prepare() tells us which, so REST can settle them.
-    kept, conflicts, collapsed = landing.prepare(candles)
-    rejections += conflicts
-    stream_rejected = len(rejections)
     present = {(c.symbol, c.open_time) for c in kept}
     missing = expected_keys(configured, interval, start_ms, end_ms) - present
-
-    healed_candles: list[Candle] = []
-    if missing:
-        rest_client = rest_client or rest_client_for(settings)
-        healed_candles, rest_rejections = heal(rest_client, configured, interval, missing)
-        rejections += rest_rejections
-    healed = sorted((c.symbol, c.open_time) for c in healed_candles)
-    holes = sorted(missing - set(healed))
-    if holes:
-        log.warning(
-            "window %s..%s: %d candles not available from stream or REST (holes kept): %s",
-            start_ms,
-            end_ms,
-            len(holes),
-            holes[:10],
-        )
-
+    healed_candles, rest_rejections, holes = _heal_window(
+        settings, rest_client, missing, start_ms, end_ms
+    )
+    rejections += rest_rejections
     snap = landing.write_snapshot(
         settings.landing_uri, interval, start_ms, end_ms, kept + healed_candles
     )
@@ -245,23 +295,11 @@ def seal_window(
         window_end_ms=end_ms,
         rows=snap.rows,
         from_stream=len(kept),
-        healed=healed,
+        healed=sorted((c.symbol, c.open_time) for c in healed_candles),
         holes=holes,
         rejected=dict(Counter(r.reason for r in rejections)),
         open_updates=open_updates,
-        # messages == from_stream + duplicates + rejected + open_updates + sum(ignored)
-        stream={
-            "messages": stats.messages,
-            "from_stream": len(kept),
-            "duplicates": collapsed,
-            "rejected": stream_rejected,
-            "open_updates": open_updates,
-            "ignored": dict(ignored),
-            "torn": stats.torn,
-            "corrupt": stats.corrupt,
-            "active_segments": stats.active_segments,
-            "events": len(stats.events),
-        },
+        stream=stream,
         sha256=snap.sha256,
         rejections=rejections,
     )
@@ -327,7 +365,7 @@ def record(conn, result: SealResult | HealResult, run_id: str, interval: str) ->
                 " ON CONFLICT (symbol, interval, open_time) DO NOTHING",
                 [(s, interval, datetime_from_ms(t), run_id) for s, t in result.healed],
             )
-            _explain_holes(cur, result.holes, interval)
+            explain_holes(cur, result.holes, interval)
 
 
 def window_run_id(interval: str, start_ms: int) -> str:
@@ -335,291 +373,7 @@ def window_run_id(interval: str, start_ms: int) -> str:
     return f"binance_ingest:{interval}:{datetime_from_ms(start_ms).strftime('%Y-%m-%dT%H:%MZ')}"
 
 
-def land_span(settings: Settings, candles: list[Candle], start_ms: int, end_ms: int) -> list[str]:
-    """Land history of [start, end) as one snapshot per UTC day, each named by the span it holds.
-
-    Like a 10-minute window, only longer: the name says which times the snapshot promises, so the
-    healing (landed_windows) and the gap check (dq.snapshot_windows) judge it like any window.
-    """
-    day_ms = 86_400_000
-    uris = []
-    for day in range(start_ms - start_ms % day_ms, end_ms, day_ms):
-        lo, hi = max(day, start_ms), min(day + day_ms, end_ms)
-        snap = landing.write_snapshot(
-            settings.landing_uri,
-            settings.interval,
-            lo,
-            hi,
-            [c for c in candles if lo <= c.open_time < hi],
-        )
-        uris.append(snap.uri)
-    return uris
-
-
-def backfill_from_rest(settings: Settings, start_ms: int, end_ms: int, rest_client=None):
-    """Bulk history of [start, end) for every configured symbol straight from REST, as an ImportResult.
-
-    For seeding a new platform (the demo, a first deployment) without thousands of 10-minute DAG
-    runs; the candles land through `importers.land` like any other imported history. Candles REST
-    does not have are simply absent (holes), never filled in.
-    """
-    from cryptoflow.importers.common import finish
-
-    rest_client = rest_client or rest_client_for(settings)
-    configured = tuple(settings.symbols)
-    parsed, read = [], 0
-    for name in configured:
-        for seg in symbols_mod.segments_between(name, start_ms, end_ms):
-            assert seg.end_ms is not None  # clipped to [start_ms, end_ms)
-            for c in rest_client.fetch_klines(
-                seg.symbol, settings.interval, seg.start_ms, seg.end_ms - 1
-            ):
-                read += 1
-                parsed.append((_as_configured(c, configured), ",".join(c.landing_row())))
-    return finish(read, parsed, [], symbols=configured)
-
-
-def backfill_and_land(
-    settings: Settings,
-    start_ms: int,
-    end_ms: int,
-    run_id: str,
-    *,
-    quarantine_rejections: bool = True,
-    rest_client=None,
-):
-    """History of [start, end) from REST landed as daily snapshots (`land_span`), its rejections
-    quarantined under `run_id` (replacing that run's earlier rows). Returns (ImportResult, URIs)."""
-    from cryptoflow.warehouse import db
-
-    result = backfill_from_rest(settings, start_ms, end_ms, rest_client)
-    uris = land_span(settings, result.candles, start_ms, end_ms)
-    if result.rejections and quarantine_rejections:
-        with db.connect(settings.warehouse_dsn) as conn:
-            quarantine.replace_run(conn, run_id, result.rejections)
-    return result, uris
-
-
-# --- completeness: closed candles missing from the warehouse, healed over REST -------------------
-
-# How far back the healer looks for missing candles: a laptop asleep for a weekend, or a collector
-# dead for days, comes back whole; older holes are history to import, not to heal every 10 minutes.
-HEAL_HORIZON_MS = 31 * 86_400_000
-# At most this many candles per symbol per run (10 REST requests): a month-long hole heals over a
-# few runs instead of holding one window's sealing for minutes.
-HEAL_MAX_PER_SYMBOL = 10_000
-HOLE_REASON = "not available from the stream or Binance REST"
-
-
-@dataclass
-class HealResult:
-    uris: list[str]
-    wanted: int  # missing candles looked for
-    healed: list[tuple[str, int]] = field(default_factory=list)  # fetched from REST and landed
-    holes: list[tuple[str, int]] = field(default_factory=list)  # REST has none: explained gaps
-    rejections: list[Rejection] = field(default_factory=list, repr=False)
-    deferred: int = 0  # over the per-run cap: next run
-
-    def summary(self) -> dict:
-        return {
-            "uris": self.uris,
-            "wanted": self.wanted,
-            "healed": len(self.healed),
-            "holes": len(self.holes),
-            "rejected": dict(Counter(r.reason for r in self.rejections)),
-            "deferred": self.deferred,
-        }
-
-
-def missing_ranges(
-    conn, symbols, interval: str, lo_ms: int, before_ms: int
-) -> dict[str, list[tuple[int, int]]]:
-    """[start, end) ranges of `interval` open times missing from market.candles, per symbol.
-
-    Between the symbol's first stored candle at or after `lo_ms` and `before_ms`: the holes between
-    stored candles and the tail after the last one. A symbol with nothing stored in that span has
-    no history to be incomplete against yet (its first load, a seed, is still on its way).
-    """
-    step = INTERVAL_MS[interval]
-    rows = conn.execute(
-        """
-        SELECT symbol, open_time, lead(open_time) OVER (PARTITION BY symbol ORDER BY open_time) AS next
-        FROM market.candles
-        WHERE interval = %(iv)s AND symbol = ANY(%(symbols)s) AND open_time >= %(lo)s AND open_time < %(hi)s
-        """,
-        {
-            "iv": interval,
-            "symbols": list(symbols),
-            "lo": datetime_from_ms(lo_ms),
-            "hi": datetime_from_ms(before_ms),
-        },
-    ).fetchall()
-    out: dict[str, list[tuple[int, int]]] = {}
-    for symbol, t, nxt in rows:
-        a = ms_from_datetime(t) + step
-        b = before_ms if nxt is None else ms_from_datetime(nxt)
-        if b > a:
-            out.setdefault(symbol, []).append((a, b))
-    return out
-
-
-def _known_keys(
-    conn, interval: str, ranges: dict[str, list[tuple[int, int]]]
-) -> set[tuple[str, int]]:
-    """Missing keys that healing must not chase again: quarantined rows and explained gaps."""
-    known: set[tuple[str, int]] = set()
-    step = INTERVAL_MS[interval]
-    for symbol, spans in ranges.items():
-        lo, hi = min(a for a, _ in spans), max(b for _, b in spans)
-        for (t,) in conn.execute(
-            "SELECT open_time FROM ops.quarantine WHERE symbol = %s AND interval = %s"
-            " AND open_time >= %s AND open_time < %s",
-            (symbol, interval, datetime_from_ms(lo), datetime_from_ms(hi)),
-        ).fetchall():
-            known.add((symbol, ms_from_datetime(t)))
-        for a, b in conn.execute(
-            "SELECT gap_start, gap_end FROM ops.explained_gaps WHERE symbol = %s AND interval = %s"
-            " AND gap_end > %s AND gap_start < %s",
-            (symbol, interval, datetime_from_ms(lo), datetime_from_ms(hi)),
-        ).fetchall():
-            a_ms, b_ms = ms_from_datetime(a), ms_from_datetime(b)
-            first = -(-a_ms // step) * step
-            known.update((symbol, t) for t in range(max(first, lo), min(b_ms, hi), step))
-    return known
-
-
-def landed_windows(
-    landing_uri: str, interval: str, lo_ms: int, before_ms: int
-) -> list[tuple[int, int]]:
-    """Windows of the snapshots already landed over [lo, before): sealed windows and healed stretches.
-
-    Their candles are on their way to the warehouse (spark_etl follows the landing Asset), or are
-    holes the sealing explained; either way there is nothing to fetch again. (A snapshot that
-    failed to load stays a red spark_etl run to retry, not a reason to fetch it twice.)
-    """
-    out = []
-    for root in (landing_uri, healed_root(landing_uri)):
-        for uri in landing.list_snapshots(root, interval, lo_ms, before_ms):
-            out.append(landing.parse_snapshot_name(uri))
-    return out
-
-
-def healed_root(landing_uri: str) -> str:
-    """Healed stretches land beside the 10-minute windows, never in their place: a stretch that
-    happens to span exactly one window must not replace that window's own snapshot."""
-    return landing_uri.rstrip("/") + "/healed"
-
-
-def find_missing(
-    conn, settings: Settings, before_ms: int, horizon_ms: int = HEAL_HORIZON_MS
-) -> set[tuple[str, int]]:
-    """(symbol, open time) of closed candles that should be in the warehouse before `before_ms` and
-    are not: not stored, not in a snapshot on its way, not quarantined, not an explained gap."""
-    interval, configured = settings.interval, tuple(settings.symbols)
-    lo = before_ms - horizon_ms
-    ranges = missing_ranges(conn, configured, interval, lo, before_ms)
-    if not ranges:
-        return set()
-    missing: set[tuple[str, int]] = set()
-    for symbol, spans in ranges.items():
-        for a, b in spans:
-            missing |= expected_keys((symbol,), interval, a, b)
-    lo_missing = min(t for _, t in missing) if missing else before_ms
-    for s, e in landed_windows(settings.landing_uri, interval, lo_missing, before_ms):
-        missing = {(sym, t) for sym, t in missing if not s <= t < e}
-    return missing - _known_keys(conn, interval, ranges)
-
-
-def heal_history(
-    conn,
-    settings: Settings,
-    before_ms: int,
-    *,
-    rest_client=None,
-    horizon_ms: int = HEAL_HORIZON_MS,
-    max_per_symbol: int = HEAL_MAX_PER_SYMBOL,
-) -> HealResult:
-    """Fetch the closed candles missing from the warehouse before `before_ms` from REST and land them.
-
-    What binance_ingest does beside sealing its window, so the platform heals itself: the demo's
-    seed gap, a laptop asleep, a collector dead for hours, a window whose run never happened. One
-    snapshot per contiguous stretch of healed candles (its name is its range, so the next run sees
-    it as on its way). What REST does not have either is a hole: recorded as an explained gap with
-    its reason (`record_heal`), never chased again, never filled in.
-    """
-    interval, configured = settings.interval, tuple(settings.symbols)
-    missing = find_missing(conn, settings, before_ms, horizon_ms)
-    if not missing:
-        return HealResult(uris=[], wanted=0)
-    by_symbol: dict[str, list[int]] = {}
-    for s, t in sorted(missing):
-        by_symbol.setdefault(s, []).append(t)
-    wanted: set[tuple[str, int]] = set()
-    deferred = 0
-    for s, times in by_symbol.items():
-        wanted.update(
-            (s, t) for t in times[:max_per_symbol]
-        )  # oldest first: the tail follows next run
-        deferred += max(len(times) - max_per_symbol, 0)
-    rest_client = rest_client or rest_client_for(settings)
-    found, rejections = heal(rest_client, configured, interval, wanted)
-    kept, conflicts, _ = landing.prepare(found)
-    rejections += conflicts
-    uris = []
-    step = INTERVAL_MS[interval]
-    for lo, hi in merge_ranges((t, t + step) for t in {c.open_time for c in kept}):
-        snap = landing.write_snapshot(
-            healed_root(settings.landing_uri),
-            interval,
-            lo,
-            hi,
-            [c for c in kept if lo <= c.open_time < hi],
-        )
-        rejections += snap.rejections
-        uris.append(snap.uri)
-    healed = sorted((c.symbol, c.open_time) for c in kept)
-    rejected = {(r.symbol, r.open_time) for r in rejections}
-    holes = sorted(wanted - set(healed) - rejected)
-    if holes:
-        log.warning(
-            "healing: %d candles not available from Binance REST either (kept as holes): %s",
-            len(holes),
-            holes[:10],
-        )
-    return HealResult(
-        uris=uris,
-        wanted=len(wanted),
-        healed=healed,
-        holes=holes,
-        rejections=rejections,
-        deferred=deferred,
-    )
-
-
-def hole_ranges(holes: list[tuple[str, int]], step: int) -> list[tuple[str, int, int]]:
-    """(symbol, start, end) of consecutive holes, for ops.explained_gaps."""
-    out: list[tuple[str, int, int]] = []
-    for s, t in sorted(holes):
-        if out and out[-1][0] == s and out[-1][2] == t:
-            out[-1] = (s, out[-1][1], t + step)
-        else:
-            out.append((s, t, t + step))
-    return out
-
-
 def record_heal(conn, result: HealResult, run_id: str, interval: str) -> None:
     """Quarantine the healing's rejections, note what it healed and explain its holes: `record`, under
     the window's run id + ":heal" (resealing the window replaces its own rows, never the healing's)."""
     record(conn, result, f"{run_id}:heal", interval)
-
-
-def _explain_holes(cur, holes: list[tuple[str, int]], interval: str) -> None:
-    """Candles neither the stream nor REST had: explained gaps with the reason (dq_gaps, the healer)."""
-    cur.executemany(
-        "INSERT INTO ops.explained_gaps (symbol, interval, gap_start, gap_end, reason) VALUES (%s, %s, %s, %s, %s)"
-        " ON CONFLICT (symbol, interval, gap_start) DO NOTHING",
-        [
-            (s, interval, datetime_from_ms(a), datetime_from_ms(b), HOLE_REASON)
-            for s, a, b in hole_ranges(holes, INTERVAL_MS[interval])
-        ],
-    )

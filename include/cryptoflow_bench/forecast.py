@@ -21,7 +21,7 @@ import logging
 import statistics
 import tempfile
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from cryptoflow import settings
 from cryptoflow.forecast import backtest, config
@@ -74,7 +74,14 @@ def bench_forecast(
     if app.bench_forecast_mase_only:  # split long runs: skip the speed figures
         return _mase_per_coin(fig, frames, cfg, days, retrain_hours, log)
 
-    # 1. train + predict every coin, as the hourly DAG does when all models are due.
+    models = _train_predict_all(fig, frames, cfg, log)
+    _inference_latency(fig, models, frames)
+    return _mase_per_coin(fig, frames, cfg, days, retrain_hours, log)
+
+
+def _train_predict_all(fig: dict, frames: dict, cfg, log) -> dict:
+    """1. train + predict every coin, as the hourly DAG does when all models are due (timed as a
+    whole): the trained models."""
     models = {}
     t0 = time.perf_counter()
     for s, f in frames.items():
@@ -89,8 +96,11 @@ def bench_forecast(
     fig["train_predict_all_seconds"] = round(time.perf_counter() - t0, 1)
     fig["train_predict_all_seconds_target"] = 300
     fig["train_predict_all_met"] = fig["train_predict_all_seconds"] < 300
+    return models
 
-    # 2. one-coin inference latency.
+
+def _inference_latency(fig: dict, models: dict, frames: dict) -> None:
+    """2. one-coin inference latency, from a model in memory and loaded from a registry."""
     sym = "BTCUSDT" if "BTCUSDT" in models else next(iter(models))
     m, f = models[sym], frames[sym]
     cut = (f.index[-1] + HOUR).to_pydatetime()
@@ -105,6 +115,11 @@ def bench_forecast(
     fig["inference_ms_p95"] = round(times[int(0.95 * len(times)) - 1], 2)
     fig["inference_ms_target"] = 100
     fig["inference_met"] = fig["inference_ms_p95"] < 100
+    fig["load_and_predict_ms_p50"] = _load_and_predict_ms(m, sym, f, cut)
+
+
+def _load_and_predict_ms(m, sym: str, f, cut) -> float:
+    """Median ms of loading `sym`'s current model from a file:// registry and predicting with it."""
     with tempfile.TemporaryDirectory(prefix="cf-bench-models-") as tmp:
         reg = ObjectRegistry(f"file://{tmp}")
         reg.record(m, Decision("promote", "benchmark"))
@@ -115,9 +130,7 @@ def bench_forecast(
             assert current is not None  # recorded as current above
             current.forecast(f, cut)
             loads.append((time.perf_counter() - t) * 1000)
-        fig["load_and_predict_ms_p50"] = round(statistics.median(loads), 1)
-
-    return _mase_per_coin(fig, frames, cfg, days, retrain_hours, log)
+        return round(statistics.median(loads), 1)
 
 
 def _mase_per_coin(fig: dict, frames: dict, cfg, days: int, retrain_hours: int, log) -> dict:
@@ -151,44 +164,57 @@ def _mase_per_coin(fig: dict, frames: dict, cfg, days: int, retrain_hours: int, 
         log(
             f"backtest {s}: {rep['hours_scored']} h in {rep['seconds']} s, MASE served {ms['served']['mase']:.4f}"
         )
-        short = s.removesuffix("USDT")
-        fig[f"mase_{short}"] = round(ms["served"]["mase"], 4)
-        if "model_raw" in ms:
-            fig[f"mase_raw_{short}"] = round(
-                ms["model_raw"]["mase"] / ms["persistence_on_raw_hours"]["mase"], 4
-            )
-        fig[f"mase_drift_{short}"] = round(ms["drift"]["mase"], 4)
-        fig[f"mase_ewma_{short}"] = round(ms["ewma"]["mase"], 4)
-        fig[f"served_by_model_share_{short}"] = round(
-            rep["served_by_model"] / max(rep["hours_predicted"], 1), 3
-        )
-        fig[f"backtest_hours_{short}"] = rep["hours_scored"]
-        fig[f"trainings_{short}"] = len(rep["trainings"])
-        fig[f"backtest_seconds_{short}"] = rep["seconds"]
-        for name in ("served", "model_raw", "drift", "ewma"):
-            m = ms.get(name) or {}
-            if m.get("directional_accuracy") is not None:
-                fig[f"direction_{name}_{short}"] = round(m["directional_accuracy"], 4)
-            if m.get("coverage") is not None:
-                fig[f"coverage_{name}_{short}"] = round(m["coverage"], 4)
-        # The per-coin report of issue #17: significance against persistence (one-sided DM on absolute
-        # errors: small p = reliably better), direction where a move was predicted, live retirements.
-        for name in ("served", "model_raw"):
-            m = ms.get(name) or {}
-            if m.get("dm_p_value") is not None:
-                fig[f"dm_p_{name}_{short}"] = round(m["dm_p_value"], 4)
-            if m.get("direction_when_moved") is not None:
-                fig[f"direction_when_moved_{name}_{short}"] = round(m["direction_when_moved"], 4)
-        fig[f"retirements_{short}"] = len(rep.get("retirements", []))
+        fig.update(_coin_backtest_figures(s.removesuffix("USDT"), rep))
         log("figures " + json.dumps({k: fig[k] for k in fig if k not in before_keys}))
+    fig.update(_mase_summary(fig))
+    return fig
+
+
+def _coin_backtest_figures(short: str, rep: dict) -> dict:
+    """One coin's backtest report as flat figures (`short`: the coin without USDT)."""
+    ms = rep["metrics"]
+    fig: dict = {f"mase_{short}": round(ms["served"]["mase"], 4)}
+    if "model_raw" in ms:
+        fig[f"mase_raw_{short}"] = round(
+            ms["model_raw"]["mase"] / ms["persistence_on_raw_hours"]["mase"], 4
+        )
+    fig[f"mase_drift_{short}"] = round(ms["drift"]["mase"], 4)
+    fig[f"mase_ewma_{short}"] = round(ms["ewma"]["mase"], 4)
+    fig[f"served_by_model_share_{short}"] = round(
+        rep["served_by_model"] / max(rep["hours_predicted"], 1), 3
+    )
+    fig[f"backtest_hours_{short}"] = rep["hours_scored"]
+    fig[f"trainings_{short}"] = len(rep["trainings"])
+    fig[f"backtest_seconds_{short}"] = rep["seconds"]
+    for name in ("served", "model_raw", "drift", "ewma"):
+        m = ms.get(name) or {}
+        if m.get("directional_accuracy") is not None:
+            fig[f"direction_{name}_{short}"] = round(m["directional_accuracy"], 4)
+        if m.get("coverage") is not None:
+            fig[f"coverage_{name}_{short}"] = round(m["coverage"], 4)
+    # The per-coin report of issue #17: significance against persistence (one-sided DM on absolute
+    # errors: small p = reliably better), direction where a move was predicted, live retirements.
+    for name in ("served", "model_raw"):
+        m = ms.get(name) or {}
+        if m.get("dm_p_value") is not None:
+            fig[f"dm_p_{name}_{short}"] = round(m["dm_p_value"], 4)
+        if m.get("direction_when_moved") is not None:
+            fig[f"direction_when_moved_{name}_{short}"] = round(m["direction_when_moved"], 4)
+    fig[f"retirements_{short}"] = len(rep.get("retirements", []))
+    return fig
+
+
+def _mase_summary(fig: dict) -> dict:
+    """Median and max of the coins' served MASE, min and max of their served coverage."""
     served = [v for k, v in fig.items() if k.startswith("mase_") and k.count("_") == 1]
     covered = [v for k, v in fig.items() if k.startswith("coverage_served_")]
+    out: dict = {}
     if served:
-        fig["mase_served_median"] = round(statistics.median(served), 4)
-        fig["mase_served_max"] = max(served)
+        out["mase_served_median"] = round(statistics.median(served), 4)
+        out["mase_served_max"] = max(served)
     if covered:
-        fig["coverage_served_min"], fig["coverage_served_max"] = min(covered), max(covered)
-    return fig
+        out["coverage_served_min"], out["coverage_served_max"] = min(covered), max(covered)
+    return out
 
 
 # name -> configuration changes from the default (LSTM 2x50 on log returns, configured lookback).
@@ -234,44 +260,63 @@ def bench_forecast_compare(log=_progress) -> dict:
         if "pool" in changes:
             changes["pool"] = tuple(frames)
         cfg = base.with_(**changes)
-        mase, raw = [], []
-        for s, f in frames.items():
-            rep = backtest.backtest(
-                s,
-                start,
-                end.to_pydatetime(),
-                retrain_hours,
-                cfg=cfg,
-                frame=f,
-                store=False,
-                pool=frames if cfg.pool else None,
-            )
-            ms, short = rep["metrics"], s.removesuffix("USDT")
-            fig[f"{name}_mase_{short}"] = round(ms["served"]["mase"], 4)
-            mase.append(ms["served"]["mase"])
-            if "model_raw" in ms:
-                r = ms["model_raw"]["mase"] / ms["persistence_on_raw_hours"]["mase"]
-                fig[f"{name}_mase_raw_{short}"] = round(r, 4)
-                raw.append(r)
-                if ms["model_raw"].get("directional_accuracy") is not None:
-                    fig[f"{name}_direction_raw_{short}"] = round(
-                        ms["model_raw"]["directional_accuracy"], 4
-                    )
-            fig[f"{name}_served_share_{short}"] = round(
-                rep["served_by_model"] / max(rep["hours_predicted"], 1), 3
-            )
-            if name == names[0]:
-                fig[f"drift_mase_{short}"] = round(ms["drift"]["mase"], 4)
-                fig[f"ewma_mase_{short}"] = round(ms["ewma"]["mase"], 4)
-                fig[f"hours_{short}"] = rep["hours_scored"]
-            log(
-                f"{name} {s}: MASE served {ms['served']['mase']:.4f}, raw {fig.get(f'{name}_mase_raw_{short}')}, "
-                f"{len(rep['trainings'])} trainings in {rep['seconds']} s"
-            )
-        fig[f"{name}_mase_mean"] = round(statistics.mean(mase), 4)
-        if raw:
-            fig[f"{name}_mase_raw_mean"] = round(statistics.mean(raw), 4)
+        first = name == names[0]
+        _compare_variant(
+            fig, name, first, cfg, frames, start, end.to_pydatetime(), retrain_hours, log
+        )
     return fig
+
+
+def _compare_variant(
+    fig: dict,
+    name: str,
+    first: bool,
+    cfg,
+    frames: dict,
+    start: datetime,
+    end: datetime,
+    retrain_hours: int,
+    log,
+) -> None:
+    """One variant's walk-forward backtest on every coin over [start, end): its figures per coin
+    and its means (the baselines' figures too when it is the `first` variant)."""
+    mase, raw = [], []
+    for s, f in frames.items():
+        rep = backtest.backtest(
+            s,
+            start,
+            end,
+            retrain_hours,
+            cfg=cfg,
+            frame=f,
+            store=False,
+            pool=frames if cfg.pool else None,
+        )
+        ms, short = rep["metrics"], s.removesuffix("USDT")
+        fig[f"{name}_mase_{short}"] = round(ms["served"]["mase"], 4)
+        mase.append(ms["served"]["mase"])
+        if "model_raw" in ms:
+            r = ms["model_raw"]["mase"] / ms["persistence_on_raw_hours"]["mase"]
+            fig[f"{name}_mase_raw_{short}"] = round(r, 4)
+            raw.append(r)
+            if ms["model_raw"].get("directional_accuracy") is not None:
+                fig[f"{name}_direction_raw_{short}"] = round(
+                    ms["model_raw"]["directional_accuracy"], 4
+                )
+        fig[f"{name}_served_share_{short}"] = round(
+            rep["served_by_model"] / max(rep["hours_predicted"], 1), 3
+        )
+        if first:
+            fig[f"drift_mase_{short}"] = round(ms["drift"]["mase"], 4)
+            fig[f"ewma_mase_{short}"] = round(ms["ewma"]["mase"], 4)
+            fig[f"hours_{short}"] = rep["hours_scored"]
+        log(
+            f"{name} {s}: MASE served {ms['served']['mase']:.4f}, raw {fig.get(f'{name}_mase_raw_{short}')}, "
+            f"{len(rep['trainings'])} trainings in {rep['seconds']} s"
+        )
+    fig[f"{name}_mase_mean"] = round(statistics.mean(mase), 4)
+    if raw:
+        fig[f"{name}_mase_raw_mean"] = round(statistics.mean(raw), 4)
 
 
 if __name__ == "__main__":  # python -m cryptoflow_bench.forecast

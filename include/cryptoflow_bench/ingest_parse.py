@@ -20,21 +20,11 @@ from cryptoflow import settings
 from cryptoflow.candles import check
 from cryptoflow.sources.binance.wire import from_stream_message
 from cryptoflow.landing import WINDOW_MS, prepare, render, write_snapshot
+from cryptoflow.settings import DEFAULT_SYMBOLS
 
 TARGET_MSGS_PER_S = 50_000
 _START_MS = 1_704_067_200_000  # 2024-01-01T00:00:00Z
-_SYMBOLS = (
-    "BTCUSDT",
-    "ETHUSDT",
-    "XRPUSDT",
-    "BNBUSDT",
-    "DOGEUSDT",
-    "ADAUSDT",
-    "POLUSDT",
-    "DOTUSDT",
-    "SOLUSDT",
-    "USDCUSDT",
-)
+_SYMBOLS = DEFAULT_SYMBOLS  # the platform's ten coins
 
 
 def _real_ohlcv(limit: int = 5000) -> list[tuple[str, ...]]:

@@ -27,22 +27,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
+
+from cryptoflow.settings import DEFAULT_SYMBOLS
 
 WINDOW_MS = 600_000
 MINUTE_MS = 60_000
-SOAK_SYMBOLS = (
-    "BTCUSDT",
-    "ETHUSDT",
-    "XRPUSDT",
-    "BNBUSDT",
-    "DOGEUSDT",
-    "ADAUSDT",
-    "POLUSDT",
-    "DOTUSDT",
-    "SOLUSDT",
-    "USDCUSDT",
-)
+SOAK_SYMBOLS = DEFAULT_SYMBOLS  # the platform's ten coins
 
 
 def rss_kb(pid: int) -> int:
@@ -255,7 +246,6 @@ def bench_soak(
     seed_hours: int = 48,
 ) -> dict:
     """The soak benchmark (see module doc). Figures: candles in/out per coin, RSS, durations."""
-    from cryptoflow import settings as settings_mod
     from cryptoflow_stack.postgres import LocalPostgres, free_port
 
     tmp = Path(tempfile.mkdtemp(prefix="cryptoflow-soak-"))
@@ -264,61 +254,99 @@ def bench_soak(
     cluster = LocalPostgres(
         tmp / "pg", free_port(), superuser_password=secrets.token_urlsafe(16), throwaway=True
     )
-    srv = collector = None
-    spark = None
+    started = _Started()
     try:
-        dsn = _start_warehouse(cluster)
-        env = _soak_env(tmp, symbols, dsn)
-        srv = _start_replay(settings_mod.load(env), symbols, hours, speed)
-        cfg = settings_mod.load({**env, "CRYPTOFLOW_BINANCE_REST_URL": srv.rest_url})
-        root = tmp / "state" / "collector"
-        collector = _start_collector(root, srv.ws_url, symbols, tmp / "collector.log")
-        tl = srv.timeline
-        first_ms = tl.now_ms()
-        window_lo = -(-first_ms // WINDOW_MS) * WINDOW_MS
-        seed_uris = _seed_history(cfg, srv.rest_url, window_lo, seed_hours, figures)
-        me = os.getpid()
-        with RssSampler(
-            {"collector": lambda: collector.pid, "driver": lambda: me}, every_s=1.0
-        ) as rss:
-            totals, sealed_until = _seal_windows(cfg, srv.rest_url, tl, root, first_ms, figures)
-            figures["collector_alive_at_end"] = collector.alive()
-            collector.stop()
-            from pyspark.sql import SparkSession  # noqa: F401  (imported here: Spark is slow to import)
-
-            from cryptoflow.etl import job
-            from cryptoflow.spark import local_session
-
-            t2 = time.perf_counter()
-            spark = local_session("cryptoflow-soak", master="local[2]")
-            for i, uris in enumerate(etl_chunks(totals.snapshots, seed_uris, etl_runs)):
-                job.run(
-                    spark,
-                    sorted(uris),
-                    f"soak-{i}",
-                    dsn=dsn,
-                    lake_uri=cfg.lake_uri,
-                    symbols=symbols,
-                )
-            figures["etl_seconds"] = round(time.perf_counter() - t2, 1)
-            figures["etl_runs"] = etl_runs
-            figures.update(_timed_forecast(dsn, symbols, sealed_until))
-        figures.update(rss.figures())
-        figures.update(
-            candle_figures(
-                tl,
-                warehouse_counts(dsn, "1m", window_lo, sealed_until),
-                symbols,
-                window_lo,
-                sealed_until,
-            )
-        )
-        figures.update(seal_figures(totals))
-        figures["stream_messages_received"] = _count_messages(root)
+        _soak(started, cluster, tmp, symbols, hours, speed, etl_runs, seed_hours, figures)
     finally:
-        _tear_down(spark, collector, srv, cluster)
+        _tear_down(started.spark, started.collector, started.srv, cluster)
         figures["total_seconds"] = round(time.perf_counter() - t_all, 1)
         shutil.rmtree(tmp, ignore_errors=True)
+    return figures
+
+
+@dataclass
+class _Started:
+    """What a soak run has started so far: _tear_down stops it, whatever happened."""
+
+    srv: Any = None  # the replay server
+    collector: CollectorProcess | None = None
+    spark: Any = None  # the SparkSession
+
+
+def _soak(
+    started: _Started,
+    cluster,
+    tmp: Path,
+    symbols,
+    hours: float,
+    speed: float,
+    etl_runs: int,
+    seed_hours: int,
+    figures: dict,
+) -> None:
+    """The run on the started `cluster`: replay, collect and seal, then ETL and forecast; its
+    figures added to `figures`, what it starts recorded in `started`."""
+    from cryptoflow import settings as settings_mod
+
+    dsn = _start_warehouse(cluster)
+    env = _soak_env(tmp, symbols, dsn)
+    started.srv = srv = _start_replay(settings_mod.load(env), symbols, hours, speed)
+    cfg = settings_mod.load({**env, "CRYPTOFLOW_BINANCE_REST_URL": srv.rest_url})
+    root = tmp / "state" / "collector"
+    started.collector = collector = _start_collector(
+        root, srv.ws_url, symbols, tmp / "collector.log"
+    )
+    tl = srv.timeline
+    first_ms = tl.now_ms()
+    window_lo = -(-first_ms // WINDOW_MS) * WINDOW_MS
+    seed_uris = _seed_history(cfg, srv.rest_url, window_lo, seed_hours, figures)
+    me = os.getpid()
+    with RssSampler({"collector": lambda: collector.pid, "driver": lambda: me}, every_s=1.0) as rss:
+        totals, sealed_until = _seal_windows(cfg, srv.rest_url, tl, root, first_ms, figures)
+        figures["collector_alive_at_end"] = collector.alive()
+        collector.stop()
+        figures.update(
+            _etl_and_forecast(started, cfg, dsn, symbols, totals, seed_uris, etl_runs, sealed_until)
+        )
+    figures.update(rss.figures())
+    stored = warehouse_counts(dsn, "1m", window_lo, sealed_until)
+    figures.update(candle_figures(tl, stored, symbols, window_lo, sealed_until))
+    figures.update(seal_figures(totals))
+    figures["stream_messages_received"] = _count_messages(root)
+
+
+def _etl_and_forecast(
+    started: _Started,
+    cfg,
+    dsn: str,
+    symbols,
+    totals: SealTotals,
+    seed_uris: list[str],
+    etl_runs: int,
+    sealed_until: int,
+) -> dict:
+    """The sealed windows and the seeded history through `etl_runs` Spark ETL runs (timed with the
+    session's start), then the forecast step at `sealed_until`: their figures."""
+    from pyspark.sql import SparkSession  # noqa: F401  (imported here: Spark is slow to import)
+
+    from cryptoflow.etl import job
+    from cryptoflow.spark import local_session
+
+    figures: dict = {}
+    t2 = time.perf_counter()
+    started.spark = spark = local_session("cryptoflow-soak", master="local[2]")
+    for i, uris in enumerate(etl_chunks(totals.snapshots, seed_uris, etl_runs)):
+        job.run(
+            spark,
+            sorted(uris),
+            f"soak-{i}",
+            dsn=dsn,
+            lake_uri=cfg.lake_uri,
+            symbols=symbols,
+        )
+    figures["etl_seconds"] = round(time.perf_counter() - t2, 1)
+    figures["etl_runs"] = etl_runs
+    figures.update(_timed_forecast(dsn, symbols, sealed_until))
     return figures
 
 

@@ -21,21 +21,12 @@ import time
 from pathlib import Path
 from typing import cast
 
+from cryptoflow.settings import DEFAULT_SYMBOLS
+
 log = logging.getLogger(__name__)
 
 TARGET_MS = 1000
-SYMBOLS = (
-    "BTCUSDT",
-    "ETHUSDT",
-    "XRPUSDT",
-    "BNBUSDT",
-    "DOGEUSDT",
-    "ADAUSDT",
-    "POLUSDT",
-    "DOTUSDT",
-    "SOLUSDT",
-    "USDCUSDT",
-)
+SYMBOLS = DEFAULT_SYMBOLS  # the platform's ten coins
 
 FILL = [
     # 1m candles: one year per coin up to the current minute.

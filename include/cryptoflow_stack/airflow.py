@@ -80,55 +80,61 @@ def airflow_env(
     if metadata_dsn is None:
         pw = quote(creds["AIRFLOW_DB_PASSWORD"], safe="")
         metadata_dsn = f"postgresql+psycopg2://airflow:{pw}@127.0.0.1:{settings.pg_port}/airflow"
-    base_url = f"http://{settings.bind_host}:{settings.airflow_port}"
     env = dict(os.environ)
     env.update(settings.as_env())
     env.update(connections_env(settings))
-    env.update(
-        {
-            "AIRFLOW_HOME": str(home),
-            "PATH": f"{venv_bin(settings)}:{env.get('PATH', '')}",  # standalone/LocalExecutor re-exec `airflow`
-            "AIRFLOW__CORE__DAGS_FOLDER": str(settings.home / "dags"),
-            "AIRFLOW__CORE__PLUGINS_FOLDER": str(settings.home / "plugins"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            # LocalExecutor forks `parallelism` workers up front: 32 by default is too many for 2 cores.
-            "AIRFLOW__CORE__PARALLELISM": os.environ.get("AIRFLOW__CORE__PARALLELISM", "4"),
-            # The Celery worker's task slots, as many as the LocalExecutor's (celery executor only).
-            "AIRFLOW__CELERY__WORKER_CONCURRENCY": os.environ.get(
-                "AIRFLOW__CORE__PARALLELISM", "4"
-            ),
-            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-            "AIRFLOW__CORE__FERNET_KEY": creds["AIRFLOW_FERNET_KEY"],
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",  # user "admin" with role Admin
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{base_url}/execution/",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_dsn,
-            "AIRFLOW__API__HOST": settings.bind_host,
-            "AIRFLOW__API__PORT": str(settings.airflow_port),
-            "AIRFLOW__API__BASE_URL": base_url,
-            "AIRFLOW__API__WORKERS": "1",
-            "AIRFLOW__API__SECRET_KEY": creds["AIRFLOW_SECRET_KEY"],
-            "AIRFLOW__API_AUTH__JWT_SECRET": creds["AIRFLOW_JWT_SECRET"],
-            # New DAG files show up within 30 s instead of the default 5 minutes.
-            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
-            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
+    env.update(_airflow_config(settings, creds, home, metadata_dsn, env.get("PATH", "")))
     if settings.airflow_executor == "celery":
-        from cryptoflow_stack import redis
-
-        env.update(
-            {
-                "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
-                "AIRFLOW__CELERY__BROKER_URL": redis.broker_url(settings, creds["REDIS_PASSWORD"]),
-                # Task states and results in the metadata database, as in docker-compose.
-                "AIRFLOW__CELERY__RESULT_BACKEND": "db+"
-                + metadata_dsn.replace("postgresql+psycopg2://", "postgresql://", 1),
-            }
-        )
+        env.update(_celery_config(settings, creds, metadata_dsn))
     return env
+
+
+def _airflow_config(
+    settings: Settings, creds: dict[str, str], home: Path, metadata_dsn: str, path: str
+) -> dict[str, str]:
+    """Airflow's configuration (AIRFLOW__*) for the LocalExecutor, and the process's PATH and home."""
+    base_url = f"http://{settings.bind_host}:{settings.airflow_port}"
+    return {
+        "AIRFLOW_HOME": str(home),
+        "PATH": f"{venv_bin(settings)}:{path}",  # standalone/LocalExecutor re-exec `airflow`
+        "AIRFLOW__CORE__DAGS_FOLDER": str(settings.home / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(settings.home / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        # LocalExecutor forks `parallelism` workers up front: 32 by default is too many for 2 cores.
+        "AIRFLOW__CORE__PARALLELISM": os.environ.get("AIRFLOW__CORE__PARALLELISM", "4"),
+        # The Celery worker's task slots, as many as the LocalExecutor's (celery executor only).
+        "AIRFLOW__CELERY__WORKER_CONCURRENCY": os.environ.get("AIRFLOW__CORE__PARALLELISM", "4"),
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        "AIRFLOW__CORE__FERNET_KEY": creds["AIRFLOW_FERNET_KEY"],
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",  # user "admin" with role Admin
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{base_url}/execution/",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_dsn,
+        "AIRFLOW__API__HOST": settings.bind_host,
+        "AIRFLOW__API__PORT": str(settings.airflow_port),
+        "AIRFLOW__API__BASE_URL": base_url,
+        "AIRFLOW__API__WORKERS": "1",
+        "AIRFLOW__API__SECRET_KEY": creds["AIRFLOW_SECRET_KEY"],
+        "AIRFLOW__API_AUTH__JWT_SECRET": creds["AIRFLOW_JWT_SECRET"],
+        # New DAG files show up within 30 s instead of the default 5 minutes.
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def _celery_config(settings: Settings, creds: dict[str, str], metadata_dsn: str) -> dict[str, str]:
+    """The CeleryExecutor's overrides: the stack's Redis as broker, results in the metadata DB."""
+    from cryptoflow_stack import redis
+
+    return {
+        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+        "AIRFLOW__CELERY__BROKER_URL": redis.broker_url(settings, creds["REDIS_PASSWORD"]),
+        # Task states and results in the metadata database, as in docker-compose.
+        "AIRFLOW__CELERY__RESULT_BACKEND": "db+"
+        + metadata_dsn.replace("postgresql+psycopg2://", "postgresql://", 1),
+    }
 
 
 def write_passwords_file(home: Path, password: str) -> Path:

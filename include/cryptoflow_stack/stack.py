@@ -124,9 +124,36 @@ def up(
     """
     check_ports(settings, with_superset=with_superset, with_feed=before_airflow is not None)
     stack_file = write_stack_file(settings)
+    settings, creds = _with_credentials(settings)
+    settings.logs_dir.mkdir(parents=True, exist_ok=True)
+
+    start_warehouse(settings, creds)
+    log.info(f"PostgreSQL   postgresql://127.0.0.1:{settings.pg_port}/cryptoflow")
+
+    if before_airflow is not None:
+        before_airflow(settings)
+
+    airflow_url = _start_airflow(settings, creds)
+    superset_url = _start_superset(settings, creds) if with_superset else None
+    log.info(f"credentials  {settings.credentials_file}")
+    log.info(
+        f"settings     {stack_file}  (`cryptoflow config` shows them, `cryptoflow airflow ...` runs Airflow's CLI)"
+    )
+    return Endpoints(
+        settings,
+        f"postgresql://127.0.0.1:{settings.pg_port}/cryptoflow",
+        airflow_url,
+        superset_url,
+        settings.credentials_file,
+    )
+
+
+def _with_credentials(settings: Settings) -> tuple[Settings, dict[str, str]]:
+    """The stack's credentials, generated on the first run (the new ones printed once), and the
+    settings carrying them."""
     creds, new = passwords.ensure(settings.credentials_file)
     # On the first run the settings were read before the passwords existed: every process started
-    # below (Airflow tasks, Superset) must get DSNs that carry them.
+    # by `up` (Airflow tasks, Superset) must get DSNs that carry them.
     settings = with_local_credentials(settings, creds)
     if new:
         # Printed to the user's terminal, never logged: a log handler may write them to a file.
@@ -139,14 +166,11 @@ def up(
         ):
             if key in new:
                 print(f"  {key}={creds[key]}")
-    settings.logs_dir.mkdir(parents=True, exist_ok=True)
+    return settings, creds
 
-    start_warehouse(settings, creds)
-    log.info(f"PostgreSQL   postgresql://127.0.0.1:{settings.pg_port}/cryptoflow")
 
-    if before_airflow is not None:
-        before_airflow(settings)
-
+def _start_airflow(settings: Settings, creds: dict[str, str]) -> str:
+    """Redis first with the celery executor, then Airflow's metadata DB and services: its URL."""
     if settings.airflow_executor == "celery":
         from cryptoflow_stack import redis
 
@@ -160,28 +184,20 @@ def up(
         "CeleryExecutor, one worker" if settings.airflow_executor == "celery" else "LocalExecutor"
     )
     log.info(f"Airflow      {airflow_url}  (user admin; {executor})")
+    return airflow_url
 
-    superset_url = None
-    if with_superset:
-        from cryptoflow_stack import superset as superset_svc
 
-        superset_svc.init(settings, creds)
-        log.info(f"superset: starting on port {settings.superset_port}")
-        superset_svc.start(settings, creds)
-        superset_svc.import_dashboards(settings, creds)
-        superset_url = f"http://{settings.bind_host}:{settings.superset_port}"
-        log.info(f"Superset     {superset_url}  (user admin)")
-    log.info(f"credentials  {settings.credentials_file}")
-    log.info(
-        f"settings     {stack_file}  (`cryptoflow config` shows them, `cryptoflow airflow ...` runs Airflow's CLI)"
-    )
-    return Endpoints(
-        settings,
-        f"postgresql://127.0.0.1:{settings.pg_port}/cryptoflow",
-        airflow_url,
-        superset_url,
-        settings.credentials_file,
-    )
+def _start_superset(settings: Settings, creds: dict[str, str]) -> str:
+    """Superset initialised, started and its dashboards imported: its URL."""
+    from cryptoflow_stack import superset as superset_svc
+
+    superset_svc.init(settings, creds)
+    log.info(f"superset: starting on port {settings.superset_port}")
+    superset_svc.start(settings, creds)
+    superset_svc.import_dashboards(settings, creds)
+    superset_url = f"http://{settings.bind_host}:{settings.superset_port}"
+    log.info(f"Superset     {superset_url}  (user admin)")
+    return superset_url
 
 
 # --- ports ----------------------------------------------------------------------------------------

@@ -8,7 +8,8 @@ from decimal import Decimal
 
 import pytest
 
-from cryptoflow.candles import spark_violations, validate
+from cryptoflow.candles import validate
+from cryptoflow.etl.rules import spark_violations
 from cryptoflow.importers import import_cdd_csv
 from cryptoflow.landing import LANDING_SPARK_SCHEMA, render
 

@@ -4,9 +4,10 @@ A "candle frame" has the columns of CANDLE_FRAME below: times as int millisecond
 cryptoflow.candles), prices and volumes as decimal(38,18) (exact, compared like PostgreSQL numeric),
 `minute_count` null for candles Binance delivered and set for hours rolled up from minutes.
 
-Validation never restates a rule: row rules come from cryptoflow.candles.spark_violations (the
-RULES the ingester and importers apply), and duplicates follow the importers' policy (equal copies
-collapse, differing copies are all quarantined as conflicting_duplicate, see importers/common.py).
+Validation never restates a rule: row rules come from etl.rules.spark_violations (the RULES of
+cryptoflow.candles, which the ingester and importers apply), and duplicates follow the importers'
+policy (equal copies collapse, differing copies are all quarantined as conflicting_duplicate, see
+importers/common.py).
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from cryptoflow.candles import (
     LANDING_COLUMNS,
     MAX_FRACTION_DIGITS,
     VALUE_COLUMNS,
-    spark_violations,
 )
+from cryptoflow.etl.rules import spark_violations
 
 HOUR_MS = 3_600_000
 MINUTE_MS = 60_000

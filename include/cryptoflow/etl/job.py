@@ -2,14 +2,15 @@
 
 Five Spark actions per run, whatever its size (two more when a key occurs twice):
 
-    1. read -> type -> RULES, materialised with the lineage     frames.validate
-       cut (local checkpoint); ONE aggregation over it gives     (symbol, interval, day) groups
-       the counts, ranges and touched partitions the rest of the run is planned from; the keys
-       that occur twice, counted on it (frames.duplicate_keys): only if there are any are the
-       rows judged again with the sort that resolves copies
-    2. stored rows the run needs (JDBC, bounded: the touched     cached, so nothing is re-read
-       days of each interval, +-31 days of 1h for the analytics;  after the commit
-       skipped, with its join, for an interval an index probe
+    1. read -> type -> RULES, materialised with the lineage      frames.validate
+       cut (local checkpoint); ONE aggregation over it gives      (symbol, interval, day) groups,
+       the counts, ranges and touched partitions the rest of      run_plan.plan_run
+       the run is planned from; the keys that occur twice, counted on it
+       (frames.duplicate_keys): only if there are any are the rows judged again with the
+       sort that resolves copies
+    2. stored rows the run needs (JDBC, bounded: the touched      stored.read_stored; cached,
+       days of each interval, +-31 days of 1h for the analytics;  so nothing is re-read after
+       skipped, with its join, for an interval an index probe     the commit
        finds nothing stored for: a backfill into an empty range)
        -> predicted merge (frames.resolve_against_stored)
        -> 1h rollups of the touched hours, analytics of the hours/days whose inputs changed
@@ -17,7 +18,7 @@ Five Spark actions per run, whatever its size (two more when a key occurs twice)
     3. the touched lake partitions, one per (interval, day) with every coin in it, written whole
        into the run's own directory beside the lake, on a second thread WHILE
     -- ONE transaction: quarantine, merge_staged x2 (checked against the prediction), analytics
-       replaced, staging dropped, counts: readers see all of the run or none of it
+       replaced, staging dropped, counts: readers see all of the run or none of it (commit)
     -- then the lake partitions published (moved in) AFTER the commit, so the lake never holds
        what the warehouse does not (a failure here is repaired by the rerun, whose merge is a no-op)
 
@@ -36,8 +37,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
-from typing import cast
+from datetime import datetime, timezone
 
 from psycopg import sql
 from pyspark import InheritableThread
@@ -46,10 +46,10 @@ from pyspark.sql import functions as F
 
 from cryptoflow import quarantine
 from cryptoflow import settings as settings_mod
-from cryptoflow.candles import DECIMAL_FIELDS
-from cryptoflow.etl import analytics, frames, io
-from cryptoflow.etl.frames import CANDLE_FRAME, DAY_MS, HOUR_MS
-from cryptoflow.times import datetime_from_ms, merge_ranges, utc_ms
+from cryptoflow.etl import analytics, commit, frames, io, stored
+from cryptoflow.etl.commit import STAGING
+from cryptoflow.etl.frames import DAY_MS, HOUR_MS
+from cryptoflow.etl.run_plan import plan_run
 from cryptoflow.warehouse import db
 from cryptoflow.warehouse.load import CANDLE_COLUMNS, insert_staged_fresh, merge_staged
 
@@ -57,18 +57,8 @@ log = logging.getLogger(__name__)
 
 PIPELINE = "spark_etl"
 TASK = "load"
-# Hourly context around the changed hours: the correlation window (30 days) plus a day of slack
-# for the previous hour of the first return and for day boundaries.
-HOURLY_CONTEXT_MS = 31 * DAY_MS
-# staging suffix -> (table it is shaped like, columns)
-STAGING = {
-    "src": ("market.candles", CANDLE_COLUMNS),
-    "der": ("market.candles", CANDLE_COLUMNS),
-    "qua": ("ops.quarantine", quarantine.COLUMNS),
-    "hm": ("market.hourly_metrics", analytics.METRICS_COLUMNS),
-    "rc": ("market.return_correlation", analytics.CORRELATION_COLUMNS),
-    "vp": ("market.volume_profile", analytics.PROFILE_COLUMNS),
-}
+# An ms time as the ISO text SQL parameters take (the tests' name for it).
+_ts = stored.ts
 
 
 @dataclass
@@ -85,132 +75,6 @@ class RunResult:
             "ranges": self.ranges,
             "seconds": self.seconds,
         }
-
-
-def _ts(ms: int) -> str:
-    return datetime_from_ms(ms).isoformat()
-
-
-def _day_ms(d: date) -> int:
-    return utc_ms(d.year, d.month, d.day)
-
-
-def _stored(
-    spark: SparkSession, dsn: str, interval: str, ranges: list[tuple[int, int]]
-) -> DataFrame:
-    """market.candles rows of `interval` with open_time in any of `ranges`, every coin, as a candle frame.
-
-    Every coin, not only the ones the run brought: a lake partition is one (interval, day) holding
-    all coins, and it is rewritten whole. One JDBC partition (connection) per range; a range longer
-    than two days is split in two so a big backfill's context is read by both cores.
-    """
-    cols = ", ".join(CANDLE_FRAME)
-    where = f"interval = '{interval}'"
-    preds = []
-    for lo, hi in ranges:
-        slices = 1 if hi - lo <= 2 * DAY_MS else 2
-        step = -(-(hi - lo) // slices)
-        preds += [
-            f"open_time >= '{_ts(lo + i * step)}' AND open_time < '{_ts(min(hi, lo + (i + 1) * step))}'"
-            for i in range(slices)
-        ]
-    df = io.read_query(spark, dsn, f"SELECT {cols} FROM market.candles WHERE {where}", preds)
-    return df.select(
-        *[
-            F.unix_millis(c).alias(c)
-            if c in ("open_time", "close_time")
-            else F.col(c).cast("int").alias(c)
-            if c == "minute_count"
-            else F.col(c).cast(frames.DEC).alias(c)
-            if c in DECIMAL_FIELDS
-            else F.col(c)
-            for c in CANDLE_FRAME
-        ]
-    )
-
-
-def _any_stored(conn, interval: str, ranges: list[tuple[int, int]]) -> bool:
-    """Whether market.candles holds any `interval` row (of any coin) in `ranges`: index probes only."""
-    query = (
-        "SELECT EXISTS (SELECT 1 FROM market.candles WHERE interval = %s AND open_time >= %s"
-        " AND open_time < %s)"
-    )
-    for lo, hi in ranges:
-        found = conn.execute(query, (interval, _ts(lo), _ts(hi))).fetchone()[0]
-        conn.commit()
-        if found:
-            return True
-    return False
-
-
-@dataclass
-class _Plan:
-    """What the run touches, from the one aggregation over its validated rows (no more actions)."""
-
-    counts: dict
-    ranges: dict  # "SYMBOL/interval" -> [lo, hi] of the kept rows
-    parts: set  # (symbol, interval, date) of the kept rows
-    changed_lo: int | None  # first and last 1h open time whose candle may change (ms)
-    changed_hi: int | None
-
-    @property
-    def profile_parts(self) -> set:
-        """The touched (symbol, interval, day)s plus the 1h ones the 1m rollups rewrite: volume profiles."""
-        return self.parts | {(s, "1h", d) for s, iv, d in self.parts if iv == "1m"}
-
-    @property
-    def lake_parts(self) -> set:
-        """The lake partitions (interval, day) the run rewrites, each whole with every coin in it."""
-        return {(iv, d) for _, iv, d in self.profile_parts}
-
-
-def _plan(verdicts: DataFrame, n_snapshots: int) -> _Plan:
-    groups = (
-        verdicts.groupBy(
-            "status",
-            "reason",
-            "symbol",
-            "interval",
-            frames.day_of(F.col("open_time")).alias("date"),
-        )
-        .agg(
-            F.count(F.lit(1)).alias("n"),
-            F.min("open_time").alias("lo"),
-            F.max("open_time").alias("hi"),
-        )
-        .collect()
-    )
-    kept = [g for g in groups if g["status"] == "kept"]
-    rejected = [g for g in groups if g["status"] == "rejected"]
-    by_reason: dict[str, int] = {}
-    for g in rejected:
-        by_reason[g["reason"]] = by_reason.get(g["reason"], 0) + g["n"]
-    counts = {
-        "snapshots": n_snapshots,
-        "rows_in": sum(g["n"] for g in groups),
-        "kept": sum(g["n"] for g in kept),
-        "collapsed_duplicates": sum(g["n"] for g in groups if g["status"] == "collapsed"),
-        "quarantined": sum(by_reason.values()),
-        "quarantined_by_reason": dict(sorted(by_reason.items())),
-    }
-    ranges: dict[str, list[int]] = {}
-    for g in kept:
-        key = f"{g['symbol']}/{g['interval']}"
-        lo, hi = ranges.get(key, [g["lo"], g["hi"]])
-        ranges[key] = [min(lo, g["lo"]), max(hi, g["hi"])]
-    # The 1h candles that may change: the new 1h ones and the hours of the new minutes (rollups).
-    hours = [
-        (g["lo"] - g["lo"] % HOUR_MS, g["hi"] - g["hi"] % HOUR_MS)
-        for g in kept
-        if g["interval"] in ("1m", "1h")
-    ]
-    return _Plan(
-        counts,
-        dict(sorted(ranges.items())),
-        {(g["symbol"], g["interval"], g["date"]) for g in kept},
-        min((a for a, _ in hours), default=None),
-        max((b for _, b in hours), default=None),
-    )
 
 
 def run(
@@ -358,7 +222,7 @@ class _Run:
         # retry reruns it (a run is idempotent). Its blocks are freed when the DataFrame is
         # garbage-collected (Spark's ContextCleaner), not by __exit__ as the cached frames are.
         self.verdicts = verdicts.localCheckpoint(eager=True)
-        self.plan = _plan(self.verdicts, len(self.uris))
+        self.plan = plan_run(self.verdicts, len(self.uris))
 
     def read_stored(self) -> None:
         """The stored rows the run needs, bounded by what it touches (read once, cached later).
@@ -368,22 +232,11 @@ class _Run:
         inserts. One index probe per range decides; a row stored meanwhile by another writer
         makes the merge's counts differ from the prediction, and the run fails (see commit).
         """
-        plan = self.plan
         self.reads: list[DataFrame] = []
         self.nothing_stored: set[str] = set()
-        wanted = []
-        for interval in sorted({iv for _, iv, _ in plan.parts} - {"1h"}):
-            days = sorted({d for _, iv, d in plan.parts if iv == interval})
-            wanted.append(
-                (interval, merge_ranges([(_day_ms(d), _day_ms(d) + DAY_MS) for d in days]))
-            )
-        if plan.changed_lo is not None and plan.changed_hi is not None:  # both set or neither
-            lo = plan.changed_lo - plan.changed_lo % DAY_MS
-            hi = plan.changed_hi - plan.changed_hi % DAY_MS + DAY_MS
-            wanted.append(("1h", [(lo - HOURLY_CONTEXT_MS, hi + HOURLY_CONTEXT_MS)]))
-        for interval, ranges in wanted:
-            if _any_stored(self.conn, interval, ranges):
-                self.reads.append(_stored(self.spark, self.dsn, interval, ranges))
+        for interval, ranges in stored.wanted_ranges(self.plan):
+            if stored.any_stored(self.conn, interval, ranges):
+                self.reads.append(stored.read_stored(self.spark, self.dsn, interval, ranges))
             else:
                 self.nothing_stored.add(interval)
         self.counts["intervals_with_nothing_stored"] = sorted(self.nothing_stored)
@@ -526,29 +379,14 @@ class _Run:
             conn, PIPELINE, self.run_id, TASK, started_at=self._started_at
         ) as stats:
             with conn.transaction():
-                _insert_staged(conn, "qua", "ops.quarantine", stg("qua"))
-                counts["rollup_incomplete_hours"] = cast(
-                    tuple,
-                    conn.execute(
-                        sql.SQL(  # an aggregate: one row
-                            "SELECT count(*) FROM {} WHERE NOT is_complete"
-                        ).format(stg("der"))
-                    ).fetchone(),
-                )[0]
+                commit.insert_staged(conn, "qua", "ops.quarantine", stg("qua"))
+                counts["rollup_incomplete_hours"] = commit.incomplete_hours(conn, stg("der"))
                 src = self._merge(stg("src"), {iv for _, iv, _ in self.plan.parts}, derived=False)
                 der = self._merge(stg("der"), {"1h"}, derived=True)
-                if (src.conflicts, der.kept_source) != (
-                    staged["predicted_conflicts"],
-                    staged["predicted_kept_source"],
-                ):
-                    raise RuntimeError(
-                        f"the merge found {src.conflicts} late updates and refused {der.kept_source} rollups, the run"
-                        f" predicted {staged['predicted_conflicts']} and {staged['predicted_kept_source']}:"
-                        " market.candles changed during the run; rerun it"
-                    )
+                commit.check_prediction(src, der, staged)
                 counts["merge"] = src.as_dict()
                 counts["merge_rollups"] = der.as_dict()
-                counts["analytics"] = _replace_analytics(
+                counts["analytics"] = commit.replace_analytics(
                     conn, stg, self.names, staged, *self.windows, self.plan.profile_parts
                 )
                 for name in self.names:
@@ -627,45 +465,6 @@ class _Run:
         )
         self.conn.commit()
         io.release_staging_lock(self.conn, self.run_id)
-
-
-def _insert_staged(conn, name: str, table: str, staging: sql.Composable) -> None:
-    cols = sql.SQL(", ").join(map(sql.Identifier, STAGING[name][1]))
-    schema, tname = table.split(".")
-    conn.execute(
-        sql.SQL("INSERT INTO {} ({c}) SELECT {c} FROM {}").format(
-            sql.Identifier(schema, tname), staging, c=cols
-        )
-    )
-
-
-def _replace_analytics(conn, stg, names, staged, m_lo, m_hi, d_lo, d_hi, profile_parts) -> dict:
-    """Delete the analytics rows this run recomputed, insert the staged ones (caller's transaction)."""
-    out = {}
-    if "hm" in names:
-        conn.execute(
-            "DELETE FROM market.hourly_metrics WHERE open_time >= %s AND open_time <= %s",
-            (_ts(m_lo), _ts(m_hi)),
-        )
-        _insert_staged(conn, "hm", "market.hourly_metrics", stg("hm"))
-        out["hourly_metrics"] = staged["hm"]
-        conn.execute(
-            "DELETE FROM market.return_correlation WHERE day >= %s::timestamptz::date"
-            " AND day <= %s::timestamptz::date AND window_days = %s",
-            (_ts(d_lo), _ts(d_hi), analytics.CORRELATION_DAYS),
-        )
-        _insert_staged(conn, "rc", "market.return_correlation", stg("rc"))
-        out["return_correlation"] = staged["rc"]
-    if "vp" in names:
-        keys = sorted(profile_parts)
-        conn.execute(
-            "DELETE FROM market.volume_profile v USING unnest(%s::text[], %s::text[], %s::date[]) k(s, i, d)"
-            " WHERE v.symbol = k.s AND v.interval = k.i AND v.day = k.d",
-            ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]),
-        )
-        _insert_staged(conn, "vp", "market.volume_profile", stg("vp"))
-        out["volume_profile"] = staged["vp"]
-    return out
 
 
 __all__ = ["run", "RunResult", "PIPELINE", "TASK"]

@@ -34,7 +34,7 @@ from cryptoflow.forecast import (
 from cryptoflow.forecast.config import ForecastConfig
 from cryptoflow.forecast.data import HOUR, to_utc
 from cryptoflow.forecast.registry import MemoryRegistry
-from cryptoflow.forecast.train import Forecast
+from cryptoflow.forecast.train import Forecast, TrainedModel
 from cryptoflow.forecast.windows import Samples, feature_frame, input_windows
 
 log = logging.getLogger(__name__)
@@ -112,65 +112,104 @@ def replay(
     """(served forecasts, latest-trained-model forecasts, skipped hours by reason, trainings and
     live retirements) for the hours in [start, end), as the hourly DAG would have made them."""
     registry = MemoryRegistry()
-    skipped: Counter[str] = Counter()
-    trainings: list[dict] = []
-    served_plan: list[
-        tuple[pd.Timestamp, str | None, str]
-    ] = []  # (hour, model version or None, why)
-    raw_plan: list[tuple[pd.Timestamp, str]] = []  # (hour, latest trained version)
-    # Live retirement needs what each served model served on the hours before: its served closes
-    # on every hour, computed once per model (one call), and the hours it served.
-    served_closes: dict[str, pd.DataFrame] = {}
-    served_hours: dict[str, list[pd.Timestamp]] = {}
-    closes = frame["close"]
-
-    def scored(version: str):
-        if version not in served_closes:
-            model = registry.load(symbol, version)
-            served_closes[version] = serving.model_served(
-                model, frame, serving.calibration_start(model), end
-            )
-        known = [t for t in served_hours.get(version, ()) if t < current and t in closes.index]
-        known = known[-cfg.retire_window_hours :]
-        rows = served_closes[version].reindex(known)
-        return (
-            rows["predicted_close"].to_numpy(),
-            rows["last_close"].to_numpy(),
-            closes.reindex(known).to_numpy(),
-        )
-
-    def since_cut(model):
-        if model.version not in served_closes:
-            served_closes[model.version] = serving.model_served(
-                model, frame, serving.calibration_start(model), end
-            )
-        return hourly.since_cut_record(
-            model, frame, current, cfg, served=served_closes[model.version]
-        )
-
-    for target in hourly.hours(start, end):
-        current = pd.Timestamp(target)
-        history = data.before(frame, target)  # the DAG running at `target` sees nothing later
-        ready = hourly.readiness(history, target, cfg)
-        if not ready.ok or ready.target_time != target:
-            skipped[ready.reason.split(":")[0]] += 1
-            continue
-        trainings += _retire_and_train(symbol, history, target, registry, cfg, scored, pool)
-        model, why = hourly.served_model(registry, symbol, target, cfg, record=since_cut)
-        served_plan.append((current, model and model.version, why))
-        if model is not None:
-            served_hours.setdefault(model.version, []).append(current)
-        attempt = registry.last_attempt(symbol)
-        if attempt is not None:
-            raw_plan.append((current, attempt["version"]))
-
+    live = _LiveRecord(symbol, frame, end, registry, cfg)
+    served_plan, raw_plan, skipped, trainings = _plan(
+        symbol, frame, start, end, cfg, pool, registry, live
+    )
     served = serving.forecasts(
-        symbol, frame, served_plan, registry, cfg, served_by_version=served_closes
+        symbol, frame, served_plan, registry, cfg, served_by_version=live.served_closes
     )
     raw = _raw_forecasts(
         symbol, raw_plan, registry, input_windows(frame, cfg.features, cfg.lookback)
     )
     return served, raw, skipped, trainings
+
+
+class _LiveRecord:
+    """What live retirement and probation read of each served model at the replayed hour: its
+    served closes on every hour, computed once per model (one call, reused by serving.forecasts),
+    and the hours it served."""
+
+    current: pd.Timestamp  # the hour being replayed, set by _plan before any read
+
+    def __init__(
+        self,
+        symbol: str,
+        frame: pd.DataFrame,
+        end: datetime,
+        registry: MemoryRegistry,
+        cfg: ForecastConfig,
+    ):
+        self.symbol, self.frame, self.end = symbol, frame, end
+        self.registry, self.cfg = registry, cfg
+        self.closes = frame["close"]
+        self.served_closes: dict[str, pd.DataFrame] = {}
+        self.served_hours: dict[str, list[pd.Timestamp]] = {}
+
+    def _compute(self, model: TrainedModel) -> None:
+        self.served_closes[model.version] = serving.model_served(
+            model, self.frame, serving.calibration_start(model), self.end
+        )
+
+    def scored(self, version: str):
+        """The version's (predicted, persistence, actual) closes on its latest served hours."""
+        if version not in self.served_closes:
+            self._compute(self.registry.load(self.symbol, version))
+        known = [
+            t
+            for t in self.served_hours.get(version, ())
+            if t < self.current and t in self.closes.index
+        ]
+        known = known[-self.cfg.retire_window_hours :]
+        rows = self.served_closes[version].reindex(known)
+        return (
+            rows["predicted_close"].to_numpy(),
+            rows["last_close"].to_numpy(),
+            self.closes.reindex(known).to_numpy(),
+        )
+
+    def since_cut(self, model: TrainedModel):
+        """hourly.since_cut_record from the model's served closes computed once."""
+        if model.version not in self.served_closes:
+            self._compute(model)
+        return hourly.since_cut_record(
+            model, self.frame, self.current, self.cfg, served=self.served_closes[model.version]
+        )
+
+
+def _plan(
+    symbol: str,
+    frame: pd.DataFrame,
+    start: datetime,
+    end: datetime,
+    cfg: ForecastConfig,
+    pool: dict[str, pd.DataFrame] | None,
+    registry: MemoryRegistry,
+    live: _LiveRecord,
+):
+    """The first pass, hour by hour: the DAG's decisions from data before the hour. (served plan
+    of (hour, model version or None, why), raw plan of (hour, latest trained version), skipped
+    hours by reason, trainings and live retirements.)"""
+    skipped: Counter[str] = Counter()
+    trainings: list[dict] = []
+    served_plan: list[tuple[pd.Timestamp, str | None, str]] = []
+    raw_plan: list[tuple[pd.Timestamp, str]] = []
+    for target in hourly.hours(start, end):
+        current = live.current = pd.Timestamp(target)
+        history = data.before(frame, target)  # the DAG running at `target` sees nothing later
+        ready = hourly.readiness(history, target, cfg)
+        if not ready.ok or ready.target_time != target:
+            skipped[ready.reason.split(":")[0]] += 1
+            continue
+        trainings += _retire_and_train(symbol, history, target, registry, cfg, live.scored, pool)
+        model, why = hourly.served_model(registry, symbol, target, cfg, record=live.since_cut)
+        served_plan.append((current, model and model.version, why))
+        if model is not None:
+            live.served_hours.setdefault(model.version, []).append(current)
+        attempt = registry.last_attempt(symbol)
+        if attempt is not None:
+            raw_plan.append((current, attempt["version"]))
+    return served_plan, raw_plan, skipped, trainings
 
 
 def _retire_and_train(

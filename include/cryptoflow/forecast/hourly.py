@@ -28,7 +28,7 @@ import pandas as pd
 from cryptoflow.forecast import data, evidence, serving, train as train_mod
 from cryptoflow.forecast.config import ForecastConfig
 from cryptoflow.forecast.data import HOUR, floor_hour, to_utc
-from cryptoflow.forecast.registry import BaseRegistry, ModelUnavailable, decide
+from cryptoflow.forecast.registry import BaseRegistry, Decision, ModelUnavailable, decide
 from cryptoflow.forecast.serving import PERSISTENCE
 from cryptoflow.forecast.train import Forecast, NotEnoughData, TrainedModel
 
@@ -197,13 +197,7 @@ def ensure_model(
     Either may be a callable returning it, called only when a model is trained: the DAG reads
     the pool's candles and asks the exchange only then, not every hour for every coin."""
     reason = "requested" if force else training_reason(registry, symbol, target, cfg)
-    try:
-        current = registry.current_pointer(symbol)
-    except (
-        ModelUnavailable
-    ) as exc:  # a damaged pointer serves nothing: dropped, the new model decides
-        registry.clear_current(symbol, f"unavailable: {exc}")
-        current = None
+    current = _readable_pointer(registry, symbol)
     out = {
         "symbol": symbol,
         "trained": False,
@@ -223,7 +217,26 @@ def ensure_model(
     except NotEnoughData as exc:
         out["reason"] = f"{reason}; not trained: {exc}"
         return out
-    current_model = None
+    current_model = _rival(registry, symbol, current, target, cfg)
+    decision = decide(new, current_model, history, cfg)
+    registry.record(new, decision)
+    out.update(_trained_outcome(new, decision, registry.current_pointer(symbol)))
+    return out
+
+
+def _readable_pointer(registry: BaseRegistry, symbol: str) -> dict | None:
+    """The promoted model's pointer; a damaged one serves nothing: dropped, the new model decides."""
+    try:
+        return registry.current_pointer(symbol)
+    except ModelUnavailable as exc:
+        registry.clear_current(symbol, f"unavailable: {exc}")
+        return None
+
+
+def _rival(
+    registry: BaseRegistry, symbol: str, current: dict | None, target: datetime, cfg: ForecastConfig
+) -> TrainedModel | None:
+    """The promoted model a new one must beat, or None. A stale or unreadable one is retired."""
     if current and _age_hours(current, target) >= cfg.max_model_age_hours:
         # A stale model is not served any more, so it must not block a fresh one that beats
         # persistence: it is retired, and the new model faces persistence alone.
@@ -232,29 +245,27 @@ def ensure_model(
         )
     elif current:
         try:
-            current_model = registry.load(symbol, current["version"])
-        except (
-            ModelUnavailable
-        ) as exc:  # can't be compared, so it can't stay: retired with the reason
+            return registry.load(symbol, current["version"])
+        except ModelUnavailable as exc:
+            # can't be compared, so it can't stay: retired with the reason
             registry.clear_current(symbol, f"unavailable: {exc}")
-    decision = decide(new, current_model, history, cfg)
-    registry.record(new, decision)
-    now_current = registry.current_pointer(symbol)
-    out.update(
-        {
-            "trained": True,
-            "version": new.version,
-            "decision": decision.action,
-            "decision_reason": decision.reason,
-            "comparison": decision.comparison,
-            "current_version": now_current and now_current["version"],
-            "metrics": new.metadata["metrics"],
-            "baseline_metrics": new.metadata["baseline_metrics"],
-            "train_seconds": new.metadata["train_seconds"],
-            "epochs_run": new.metadata["epochs_run"],
-        }
-    )
-    return out
+    return None
+
+
+def _trained_outcome(new: TrainedModel, decision: Decision, now_current: dict | None) -> dict:
+    """ensure_model's record of a training: the new model, the decision, what now serves."""
+    return {
+        "trained": True,
+        "version": new.version,
+        "decision": decision.action,
+        "decision_reason": decision.reason,
+        "comparison": decision.comparison,
+        "current_version": now_current and now_current["version"],
+        "metrics": new.metadata["metrics"],
+        "baseline_metrics": new.metadata["baseline_metrics"],
+        "train_seconds": new.metadata["train_seconds"],
+        "epochs_run": new.metadata["epochs_run"],
+    }
 
 
 def served_model(

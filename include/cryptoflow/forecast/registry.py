@@ -74,15 +74,7 @@ def decide(
     `frame` must hold the hours the new model was trained on (nothing after its cut is needed).
     """
     cfg = cfg or ForecastConfig()
-    p_value = cfg.promotion_p_value
-    dw = new.metadata["data_window"]
-    hours = pd.date_range(dw["validation_start"], dw["validation_end"], freq="h", inclusive="left")
-    new_f = new.forecast_hours(frame, hours, raw=True)
-    idx = new_f.index
-    cur_f = None
-    if current is not None:
-        cur_f = current.forecast_hours(frame, hours)
-        idx = idx.intersection(cur_f.index)  # the same hours for everyone
+    new_f, cur_f, idx = _validation_forecasts(new, current, frame)
     if len(idx) == 0:
         return Decision(
             "none_served" if current is None else "keep_current",
@@ -91,30 +83,68 @@ def decide(
         )
     actual = new_f.loc[idx, "actual_close"].to_numpy()
     last = new_f.loc[idx, "last_close"].to_numpy()
-    mae = lambda p: float(np.mean(np.abs(np.asarray(p) - actual)))  # noqa: E731
     ev = evidence.promotion_evidence(
         np.log(new_f.loc[idx, "predicted_close"].to_numpy() / last), last, actual, new.policy.tick
     )
-    comp = {
-        "n": len(idx),
-        "window": [str(idx[0]), str(idx[-1])],
-        "mae_new": ev["mae_cross_fitted"],
-        "mae_persistence": mae(last),
-        "mae_new_raw": mae(new_f.loc[idx, "predicted_close"]),
-        "alpha": new.policy.alpha,
-        "round_to_tick": new.policy.round_to_tick,
-        "dm_statistic": ev["statistic"],
-        "dm_p_value": ev["p_value"],
-        "p_value_required": p_value,
-    }
+    comp = _comparison(new, new_f.loc[idx, "predicted_close"], idx, ev, last, actual, cfg)
     new_ok, verdict = _judge_new(new, ev, last, actual, cfg, comp)
     if current is None:
         if new_ok:
             return Decision("promote", f"no current model; new model {verdict}", comp)
         return Decision("none_served", f"new model {verdict}; persistence serves", comp)
-    assert cur_f is not None  # forecast above whenever there is a current model
-    comp["mae_current"] = mae(cur_f.loc[idx, "predicted_close"])
+    assert cur_f is not None  # forecast whenever there is a current model
+    comp["mae_current"] = _mae(cur_f.loc[idx, "predicted_close"], actual)
     comp["current_version"] = current.version
+    return _against_current(new_ok, verdict, comp)
+
+
+def _validation_forecasts(
+    new: TrainedModel, current: TrainedModel | None, frame: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame | None, pd.DatetimeIndex]:
+    """(the new model's raw forecasts, the current model's served ones or None, the hours both
+    have) on the new model's validation hours."""
+    dw = new.metadata["data_window"]
+    hours = pd.date_range(dw["validation_start"], dw["validation_end"], freq="h", inclusive="left")
+    new_f = new.forecast_hours(frame, hours, raw=True)
+    idx = new_f.index
+    cur_f = None
+    if current is not None:
+        cur_f = current.forecast_hours(frame, hours)
+        idx = idx.intersection(cur_f.index)  # the same hours for everyone
+    return new_f, cur_f, idx
+
+
+def _mae(predicted, actual: np.ndarray) -> float:
+    return float(np.mean(np.abs(np.asarray(predicted) - actual)))
+
+
+def _comparison(
+    new: TrainedModel,
+    new_raw: pd.Series,
+    idx: pd.DatetimeIndex,
+    ev: dict,
+    last: np.ndarray,
+    actual: np.ndarray,
+    cfg: ForecastConfig,
+) -> dict:
+    """The decision's record: the new model (served policy cross-fitted, and raw) vs persistence."""
+    return {
+        "n": len(idx),
+        "window": [str(idx[0]), str(idx[-1])],
+        "mae_new": ev["mae_cross_fitted"],
+        "mae_persistence": _mae(last, actual),
+        "mae_new_raw": _mae(new_raw, actual),
+        "alpha": new.policy.alpha,
+        "round_to_tick": new.policy.round_to_tick,
+        "dm_statistic": ev["statistic"],
+        "dm_p_value": ev["p_value"],
+        "p_value_required": cfg.promotion_p_value,
+    }
+
+
+def _against_current(new_ok: bool, verdict: str, comp: dict) -> Decision:
+    """The decision when a model is served: the new one replaces it if at least as good, else the
+    current one stays while it still beats persistence; neither serves otherwise."""
     cur_ok = comp["mae_current"] <= comp["mae_persistence"]
     if new_ok and comp["mae_new"] <= comp["mae_current"]:
         return Decision(

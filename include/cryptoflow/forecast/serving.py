@@ -73,72 +73,121 @@ def forecasts(
     # unused: an interval is calibrated on the hours before its target only).
     full = complete_index(frame, end=targets.max() + HOUR)
     realised = np.log(full["close"]).diff()
+    out: dict[int, Forecast] = {}
+    for version, ks in _entries_by_version(plan).items():
+        model = registry.load(symbol, version)
+        known = (served_by_version or {}).get(version)
+        served = _served_for(model, frame, targets[ks], cfg, known)
+        out.update(_model_forecasts(symbol, version, plan, ks, targets, served, realised, cfg))
+    rest = [k for k in range(len(plan)) if k not in out]
+    if rest:
+        out.update(_persistence_forecasts(symbol, frame, plan, rest, targets, realised, cfg))
+    return [out[k] for k in range(len(plan))]
 
-    def bounds(served_returns: pd.Series, hours: pd.DatetimeIndex):
-        return intervals.bounds(
-            served_returns,
-            realised,
-            hours,
-            level=cfg.interval_level,
-            window=cfg.interval_window_hours,
-            span=cfg.volatility_span_hours,
-            min_scores=cfg.interval_min_scores,
-        )
 
-    out: list[Forecast | None] = [None] * len(plan)
-
+def _entries_by_version(plan) -> dict[str, list[int]]:
+    """{model version: the positions of the plan entries it serves}, in order of first entry."""
     by_version: dict[str, list[int]] = {}
     for k, (_t, version, _why) in enumerate(plan):
         if version is not None:
             by_version.setdefault(version, []).append(k)
-    for version, ks in by_version.items():
-        model = registry.load(symbol, version)
-        ts = targets[ks]
-        since = max(calibration_start(model), ts.min() - HOUR * cfg.interval_window_hours)
-        known = (served_by_version or {}).get(version)
-        if (
-            known is not None and len(known) and known.index.max() >= ts.max()
-        ):  # starts at calibration
-            served = known.loc[(known.index >= since) & (known.index <= ts.max())]
-        else:
-            served = model_served(model, frame, since, ts.max())
-        have = [k for k, t in zip(ks, ts) if t in served.index]
-        if have:
-            th = targets[have]
-            lo, hi = bounds(served["predicted_return"], th)
-            rows = served.loc[th]
-            for j, k in enumerate(have):
-                last = float(rows["last_close"].iloc[j])
-                out[k] = Forecast(
-                    symbol,
-                    to_utc(th[j]),
-                    float(rows["predicted_close"].iloc[j]),
-                    _close(last, lo[j]),
-                    _close(last, hi[j]),
-                    last,
-                    version,
-                    plan[k][2],
-                )
+    return by_version
 
-    rest = [k for k in range(len(plan)) if out[k] is None]
-    if rest:
-        tr = targets[rest]
-        lo, hi = bounds(pd.Series(0.0, index=realised.index), tr)
-        pos = frame.index.searchsorted(tr, side="left") - 1  # the last close before each hour
-        for j, k in enumerate(rest):
-            why = plan[k][2] if plan[k][1] is None else f"{plan[k][2]} could not build its window"
-            last = float(frame["close"].iloc[pos[j]])
-            out[k] = Forecast(
-                symbol,
-                to_utc(tr[j]),
-                last,
-                _close(last, lo[j]),
-                _close(last, hi[j]),
-                last,
-                PERSISTENCE,
-                f"persistence: {why}",
-            )
-    return out  # type: ignore[return-value]
+
+def _served_for(
+    model: TrainedModel,
+    frame: pd.DataFrame,
+    ts: pd.DatetimeIndex,
+    cfg: ForecastConfig,
+    known: pd.DataFrame | None,
+) -> pd.DataFrame:
+    """model_served over the hours `ts` and the calibration window before them; `known` (computed
+    from the model's calibration start on) is sliced instead when it reaches the last hour."""
+    since = max(calibration_start(model), ts.min() - HOUR * cfg.interval_window_hours)
+    if known is not None and len(known) and known.index.max() >= ts.max():
+        return known.loc[(known.index >= since) & (known.index <= ts.max())]
+    return model_served(model, frame, since, ts.max())
+
+
+def _bounds(
+    served_returns: pd.Series,
+    realised: pd.Series,
+    hours: pd.DatetimeIndex,
+    cfg: ForecastConfig,
+):
+    """The conformal interval's log-return bounds at `hours` (intervals.bounds with cfg's settings)."""
+    return intervals.bounds(
+        served_returns,
+        realised,
+        hours,
+        level=cfg.interval_level,
+        window=cfg.interval_window_hours,
+        span=cfg.volatility_span_hours,
+        min_scores=cfg.interval_min_scores,
+    )
+
+
+def _model_forecasts(
+    symbol: str,
+    version: str,
+    plan,
+    ks: list[int],
+    targets: pd.DatetimeIndex,
+    served: pd.DataFrame,
+    realised: pd.Series,
+    cfg: ForecastConfig,
+) -> dict[int, Forecast]:
+    """{k: the version's Forecast} for the plan entries `ks` whose input window is complete."""
+    have = [k for k, t in zip(ks, targets[ks]) if t in served.index]
+    if not have:
+        return {}
+    th = targets[have]
+    lo, hi = _bounds(served["predicted_return"], realised, th, cfg)
+    rows = served.loc[th]
+    out = {}
+    for j, k in enumerate(have):
+        last = float(rows["last_close"].iloc[j])
+        out[k] = Forecast(
+            symbol,
+            to_utc(th[j]),
+            float(rows["predicted_close"].iloc[j]),
+            _close(last, lo[j]),
+            _close(last, hi[j]),
+            last,
+            version,
+            plan[k][2],
+        )
+    return out
+
+
+def _persistence_forecasts(
+    symbol: str,
+    frame: pd.DataFrame,
+    plan,
+    rest: list[int],
+    targets: pd.DatetimeIndex,
+    realised: pd.Series,
+    cfg: ForecastConfig,
+) -> dict[int, Forecast]:
+    """{k: persistence's Forecast, labelled with the reason} for the plan entries `rest`."""
+    tr = targets[rest]
+    lo, hi = _bounds(pd.Series(0.0, index=realised.index), realised, tr, cfg)
+    pos = frame.index.searchsorted(tr, side="left") - 1  # the last close before each hour
+    out = {}
+    for j, k in enumerate(rest):
+        why = plan[k][2] if plan[k][1] is None else f"{plan[k][2]} could not build its window"
+        last = float(frame["close"].iloc[pos[j]])
+        out[k] = Forecast(
+            symbol,
+            to_utc(tr[j]),
+            last,
+            _close(last, lo[j]),
+            _close(last, hi[j]),
+            last,
+            PERSISTENCE,
+            f"persistence: {why}",
+        )
+    return out
 
 
 def _close(last: float, log_return: float) -> float | None:

@@ -374,32 +374,14 @@ def train(
     import keras
 
     t0 = time.perf_counter()
-    feats, samples = training_samples(frame, cut, cfg)
-    if len(samples) < min_samples:
-        raise NotEnoughData(
-            f"{symbol}: {len(samples)} complete windows before {to_utc(cut)}; need {min_samples}"
-        )
-    tr, va = _split(samples, cfg)
+    feats, tr, va = _own_splits(symbol, frame, cut, cfg, min_samples)
     scaler = Scaler.fit(tr.X)
-
     parts = _pool_parts(symbol, (tr, va, scaler), cut, cfg, min_samples, pool)
     order = sorted(parts)  # the same order whichever coin trains: the same network for all
     Xtr, ytr, Xva, yva = _stacked(parts, order)
     model, hist = _fit(order, cut, cfg, Xtr, ytr, Xva, yva)
     cut_utc = to_utc(cut)
-    version = version or f"{symbol}-{cfg.architecture}-{cut_utc:%Y%m%dT%H}Z-{uuid.uuid4().hex[:6]}"
-    trained = TrainedModel(
-        model,
-        scaler,
-        {
-            "version": version,
-            "symbol": symbol,
-            "architecture": cfg.architecture,
-            "hyperparameters": cfg.hyperparameters(),
-            "fingerprint": cfg.model_fingerprint(),
-            "scaler": scaler.to_dict(),
-        },
-    )
+    trained = TrainedModel(model, scaler, _identity(symbol, version, cut_utc, scaler, cfg))
     _fit_interval_and_policy(trained, feats, va, cfg, tick)
     evaluation = evaluate_on(trained, feats, va, cfg)
     trained.metadata.update(
@@ -407,10 +389,7 @@ def train(
             "data_window": _data_window(tr, va, cut_utc, cfg),
             "metrics": evaluation["model"],
             "baseline_metrics": {k: v for k, v in evaluation.items() if k != "model"},
-            "epochs_run": len(hist["loss"]),
-            "best_epoch": int(np.argmin(hist["val_loss"])) + 1,
-            "pooled_with": [k for k in order if k != symbol],
-            "n_train_pooled": int(len(ytr)),
+            **_fit_record(hist, order, symbol, ytr),
             "train_seconds": round(time.perf_counter() - t0, 2),
             "trained_at": datetime.now(timezone.utc).isoformat(),
             "code_version": code_version(),
@@ -418,6 +397,46 @@ def train(
         }
     )
     return trained
+
+
+def _own_splits(
+    symbol: str, frame: pd.DataFrame, cut: datetime, cfg: ForecastConfig, min_samples: int
+) -> tuple[pd.DataFrame, Samples, Samples]:
+    """(features, training, validation) of the coin's own hours before `cut`; NotEnoughData below
+    `min_samples` complete windows."""
+    feats, samples = training_samples(frame, cut, cfg)
+    if len(samples) < min_samples:
+        raise NotEnoughData(
+            f"{symbol}: {len(samples)} complete windows before {to_utc(cut)}; need {min_samples}"
+        )
+    tr, va = _split(samples, cfg)
+    return feats, tr, va
+
+
+def _identity(
+    symbol: str, version: str | None, cut_utc: datetime, scaler: Scaler, cfg: ForecastConfig
+) -> dict:
+    """The metadata a model is born with: what it is (its version, named by cut unless given) and
+    how it was configured."""
+    version = version or f"{symbol}-{cfg.architecture}-{cut_utc:%Y%m%dT%H}Z-{uuid.uuid4().hex[:6]}"
+    return {
+        "version": version,
+        "symbol": symbol,
+        "architecture": cfg.architecture,
+        "hyperparameters": cfg.hyperparameters(),
+        "fingerprint": cfg.model_fingerprint(),
+        "scaler": scaler.to_dict(),
+    }
+
+
+def _fit_record(hist: dict, order: list[str], symbol: str, ytr: np.ndarray) -> dict:
+    """The metadata of the network's fit: epochs, the best one, the coins pooled with."""
+    return {
+        "epochs_run": len(hist["loss"]),
+        "best_epoch": int(np.argmin(hist["val_loss"])) + 1,
+        "pooled_with": [k for k in order if k != symbol],
+        "n_train_pooled": int(len(ytr)),
+    }
 
 
 def evaluate_on(

@@ -62,10 +62,7 @@ def finish(
     Then each remaining candle goes through the one set of RULES (cryptoflow.candles.check).
     `allow_missing_trades=False` quarantines candles without a trade count (missing_trade_count).
     """
-    groups: dict[tuple, list[tuple[Candle, str]]] = {}
-    for candle, raw in parsed:
-        groups.setdefault(candle.key, []).append((candle, raw))
-
+    groups = _by_key(parsed)  # first: parsing may still add row-level rejections
     rejections = list(rejections)
     loaded: list[Candle] = []
     collapsed = 0
@@ -74,40 +71,67 @@ def finish(
         if len(copies) > 1:
             variants = {c.values() for c, _ in copies}
             if len(variants) > 1:
-                for c, r in copies:
-                    rejections.append(
-                        reject(
-                            "conflicting_duplicate",
-                            f"{len(copies)} rows for {c.symbol} {c.interval} open_time={c.open_time} "
-                            f"with {len(variants)} different sets of values",
-                            r,
-                            c.source,
-                            c.symbol,
-                            c.interval,
-                            c.open_time,
-                        )
-                    )
+                rejections.extend(_conflicting_duplicates(copies, len(variants)))
                 continue
             collapsed += len(copies) - 1
         if first.trades is None and not allow_missing_trades:
-            rejections.append(
-                reject(
-                    "missing_trade_count",
-                    "trade count is NULL",
-                    raw,
-                    first.source,
-                    first.symbol,
-                    first.interval,
-                    first.open_time,
-                )
-            )
+            rejections.append(_missing_trade_count(first, raw))
             continue
         rejection = check(first, raw, symbols)
         if rejection is not None:
             rejections.append(rejection)
         else:
             loaded.append(first)
+    return _accounted(read, loaded, rejections, collapsed, notes, symbol, interval)
 
+
+def _by_key(parsed: Iterable[tuple[Candle, str]]) -> dict[tuple, list[tuple[Candle, str]]]:
+    """The parsed rows (candle, raw line) grouped by candle key, keys in the order first seen."""
+    groups: dict[tuple, list[tuple[Candle, str]]] = {}
+    for candle, raw in parsed:
+        groups.setdefault(candle.key, []).append((candle, raw))
+    return groups
+
+
+def _conflicting_duplicates(copies: list[tuple[Candle, str]], variants: int) -> list[Rejection]:
+    """Every copy of a key whose copies disagree, each quarantined as conflicting_duplicate."""
+    return [
+        reject(
+            "conflicting_duplicate",
+            f"{len(copies)} rows for {c.symbol} {c.interval} open_time={c.open_time} "
+            f"with {variants} different sets of values",
+            r,
+            c.source,
+            c.symbol,
+            c.interval,
+            c.open_time,
+        )
+        for c, r in copies
+    ]
+
+
+def _missing_trade_count(candle: Candle, raw: str) -> Rejection:
+    return reject(
+        "missing_trade_count",
+        "trade count is NULL",
+        raw,
+        candle.source,
+        candle.symbol,
+        candle.interval,
+        candle.open_time,
+    )
+
+
+def _accounted(
+    read: int,
+    loaded: list[Candle],
+    rejections: list[Rejection],
+    collapsed: int,
+    notes: list[str] | None,
+    symbol: str | None,
+    interval: str | None,
+) -> ImportResult:
+    """The ImportResult of a file, its candles oldest first; every row read must be accounted for."""
     loaded.sort(key=lambda c: c.key)
     counts = {
         "read": read,

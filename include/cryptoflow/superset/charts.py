@@ -81,20 +81,11 @@ def _query(
     }
 
 
-def timeseries(
-    name: str,
-    ds: str,
-    viz: str,
-    x: str,
-    metrics: list[str],
-    *,
-    groupby=None,
-    grain="PT1H",
-    time_range="No filter",
-    extra=None,
-) -> str:
-    groupby = groupby or []
-    params = {
+def _timeseries_params(
+    viz: str, x: str, metrics: list[str], groupby: list, grain: str, time_range: str, extra
+) -> dict:
+    """The form data of a time-series chart: `metrics` over time axis `x`, one series per `groupby`."""
+    return {
         "viz_type": viz,
         "x_axis": x,
         "time_grain_sqla": grain,
@@ -117,6 +108,13 @@ def timeseries(
         "zoomable": True,
         **(extra or {}),
     }
+
+
+def _timeseries_query(
+    x: str, metrics: list[str], groupby: list, grain: str, time_range: str
+) -> dict:
+    """The query of a time-series chart: grouped by the time axis at `grain`, pivoted to one column
+    per metric and series (the mean where several rows share a time)."""
     axis = {
         "timeGrain": grain,
         "columnType": "BASE_AXIS",
@@ -125,7 +123,7 @@ def timeseries(
         "expressionType": "SQL",
     }
     aggregates = {m: {"operator": "mean"} for m in metrics}
-    query = _query(
+    return _query(
         [axis, *groupby],
         metrics,
         time_col=x,
@@ -145,6 +143,23 @@ def timeseries(
             {"operation": "flatten"},
         ],
     )
+
+
+def timeseries(
+    name: str,
+    ds: str,
+    viz: str,
+    x: str,
+    metrics: list[str],
+    *,
+    groupby=None,
+    grain="PT1H",
+    time_range="No filter",
+    extra=None,
+) -> str:
+    groupby = groupby or []
+    params = _timeseries_params(viz, x, metrics, groupby, grain, time_range, extra)
+    query = _timeseries_query(x, metrics, groupby, grain, time_range)
     CHARTS[name] = (ds, viz, params, query)
     return name
 

@@ -9,7 +9,7 @@ import pytest
 
 pytestmark = pytest.mark.quick
 
-PASSWORD = "s3cret-pw"
+PASSWORD = "s3cret"
 
 
 @pytest.fixture

@@ -219,6 +219,20 @@ def test_pagination_uses_last_open_plus_one_and_drops_open_candle():
     assert c.session.calls[0][1]["limit"] == 1000 and c.session.calls[0][1]["symbol"] == "BTCUSDT"
 
 
+def test_a_clock_stepped_back_keeps_the_current_window_when_a_segment_fills(tmp_path):
+    clock = FakeClock(1_700_000_400.0)
+    w = SegmentWriter(tmp_path, window_s=600, max_segment_bytes=200, clock=clock)
+    for i in range(3):
+        w.append(f'{{"n":{i}}}', clock.t)
+    current = list_segments(tmp_path)[-1].window_ms
+    for i in range(3, 20):  # received 10 minutes earlier, enough to fill several segments
+        w.append(f'{{"n":{i}}}', clock.t - 600)
+    w.close()
+    segs = list_segments(tmp_path)
+    assert len(segs) > 1 and {s.window_ms for s in segs} == {current}
+    assert [json.loads(m.raw)["n"] for m in read_window(tmp_path, 0, 2**62)] == list(range(20))
+
+
 def test_segments_rotate_by_window_and_reader_skips_torn_tail(tmp_path):
     clock = FakeClock(1_700_000_000.0)
     w = SegmentWriter(tmp_path, window_s=600, clock=clock)

@@ -27,6 +27,7 @@ import logging
 import random
 import threading
 import time
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Callable, Iterable
 
@@ -62,6 +63,15 @@ class BinanceBanned(BinanceError):
 
 class BinanceUnavailable(BinanceError):
     """5xx or network failures outlasted the retries."""
+
+
+@dataclass
+class _Tries:
+    """One request's retries so far, by kind: each kind has its own limit."""
+
+    failures: int = 0  # 5xx, timeouts, connection errors
+    n429: int = 0
+    n418: int = 0
 
 
 class BinanceRestClient:
@@ -155,7 +165,7 @@ class BinanceRestClient:
     def get(self, path: str, params: dict | None = None, weight: int | None = None):
         """GET a JSON endpoint with all the retry rules above."""
         weight = self.request_weight if weight is None else weight
-        failures = n429 = n418 = 0
+        tries = _Tries()
         while True:
             self._reserve(weight)
             self.requests += 1
@@ -164,58 +174,69 @@ class BinanceRestClient:
                     f"{self.base_url}{path}", params=params, timeout=self.timeout_s
                 )
             except (requests.ConnectionError, requests.Timeout) as exc:
-                failures += 1
-                if failures > self.max_retries:
+                tries.failures += 1
+                if tries.failures > self.max_retries:
                     raise BinanceUnavailable(
-                        f"GET {path}: {type(exc).__name__} after {failures} attempts: {exc}"
+                        f"GET {path}: {type(exc).__name__} after {tries.failures} attempts: {exc}"
                     ) from exc
-                self._wait(self._backoff(failures - 1), f"{type(exc).__name__}")
+                self._wait(self._backoff(tries.failures - 1), f"{type(exc).__name__}")
                 continue
             self._record(response)
-            status = response.status_code
-            if status == 200:
+            if response.status_code == 200:
                 return response.json()
-            retry_after = _retry_after(response)
-            if status == 429:
-                n429 += 1
-                if n429 > self.max_429:
-                    raise BinanceRateLimited(
-                        f"GET {path}: still 429 after {self.max_429} waits", status, _code(response)
-                    )
-                window_end = (
-                    int(self.clock() // self.weight_window_s) + 1
-                ) * self.weight_window_s - self.clock()
-                self._wait(
-                    retry_after if retry_after is not None else window_end + 0.05, "429 Retry-After"
+            self._refused(path, params, response, tries)
+
+    def _refused(
+        self, path: str, params: dict | None, response: requests.Response, tries: _Tries
+    ) -> None:
+        """Wait before retrying a refused request (429, 418, 5xx), or raise when it must not be."""
+        status = response.status_code
+        if status == 429:
+            self._rate_limited(path, response, tries)
+        elif status == 418:
+            self._banned(path, response, tries)
+        elif status >= 500:
+            tries.failures += 1
+            if tries.failures > self.max_retries:
+                raise BinanceUnavailable(
+                    f"GET {path}: HTTP {status} after {tries.failures} attempts",
+                    status,
+                    _code(response),
                 )
-                continue
-            if status == 418:
-                n418 += 1
-                wait = retry_after if retry_after is not None else self.max_ban_wait_s * 2
-                if n418 > self.max_418 or wait > self.max_ban_wait_s:
-                    raise BinanceBanned(
-                        f"GET {path}: HTTP 418, this IP is banned by Binance for {wait:g} s "
-                        f"(after ignored 429s); not retrying",
-                        status,
-                        _code(response),
-                    )
-                self._wait(wait, "418 ban")
-                continue
-            if status >= 500:
-                failures += 1
-                if failures > self.max_retries:
-                    raise BinanceUnavailable(
-                        f"GET {path}: HTTP {status} after {failures} attempts",
-                        status,
-                        _code(response),
-                    )
-                self._wait(self._backoff(failures - 1), f"HTTP {status}")
-                continue
+            self._wait(self._backoff(tries.failures - 1), f"HTTP {status}")
+        else:
             raise BinanceRequestError(
                 f"GET {path} {params}: HTTP {status}: {response.text[:300]}",
                 status,
                 _code(response),
             )
+
+    def _rate_limited(self, path: str, response: requests.Response, tries: _Tries) -> None:
+        """429: wait Retry-After (else until the next weight window), at most max_429 times in a row."""
+        retry_after = _retry_after(response)
+        tries.n429 += 1
+        if tries.n429 > self.max_429:
+            raise BinanceRateLimited(
+                f"GET {path}: still 429 after {self.max_429} waits", 429, _code(response)
+            )
+        window_end = (
+            int(self.clock() // self.weight_window_s) + 1
+        ) * self.weight_window_s - self.clock()
+        self._wait(retry_after if retry_after is not None else window_end + 0.05, "429 Retry-After")
+
+    def _banned(self, path: str, response: requests.Response, tries: _Tries) -> None:
+        """418: wait a short ban out (at most max_418 times); a long one raises BinanceBanned."""
+        retry_after = _retry_after(response)
+        tries.n418 += 1
+        wait = retry_after if retry_after is not None else self.max_ban_wait_s * 2
+        if tries.n418 > self.max_418 or wait > self.max_ban_wait_s:
+            raise BinanceBanned(
+                f"GET {path}: HTTP 418, this IP is banned by Binance for {wait:g} s "
+                f"(after ignored 429s); not retrying",
+                418,
+                _code(response),
+            )
+        self._wait(wait, "418 ban")
 
     def server_time(self) -> int:
         """The server's clock in ms (replay time against the replay server)."""
