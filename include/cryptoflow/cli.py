@@ -10,6 +10,7 @@ commands that need them.
 from __future__ import annotations
 
 import argparse
+import logging
 import json
 import sys
 from importlib.metadata import entry_points
@@ -388,18 +389,47 @@ def _add_forecast_commands(commands: Commands) -> None:
     p.add_argument("--at", help="train on the hours before this UTC ISO time (default: now)")
 
 
+class _StdoutHandler(logging.StreamHandler):
+    """Writes to whatever sys.stdout is when a line is logged (a caller may have replaced it)."""
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+_PROGRESS = _StdoutHandler()
+_PROGRESS.setFormatter(logging.Formatter("%(message)s"))
+_PROGRESS.addFilter(lambda record: record.levelno < logging.WARNING)
+
+# The loggers whose INFO lines are a command's progress: shown on stdout as plain lines, as these
+# commands always printed them. Warnings and errors of every logger go to stderr.
+PROGRESS_LOGGERS = (
+    "cryptoflow_stack",
+    "cryptoflow_bench",
+    "cryptoflow.etl.plan",
+    "cryptoflow.forecast.backtest",
+    "cryptoflow.forecast.commands",
+    "cryptoflow.superset.importer",
+)
+
+
 def configure_console_logging() -> None:
-    """The commands' progress lines (their module loggers at INFO) as plain lines on the console,
-    as they read when printed; other libraries' INFO chatter stays out."""
-    import logging
-
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    for name in CONSOLE_LOGGERS:
-        logging.getLogger(name).setLevel(logging.INFO)
-
-
-# The packages whose INFO lines a command shows: the runtime's and the tooling's beside it.
-CONSOLE_LOGGERS = ("cryptoflow", "cryptoflow_stack", "cryptoflow_bench", "binance_emulator")
+    """Progress on stdout, problems on stderr; other libraries' INFO chatter stays out."""
+    root = logging.getLogger()
+    if not root.handlers:  # a host that configured logging (a test runner, Airflow) keeps it
+        problems = logging.StreamHandler(sys.stderr)
+        problems.setLevel(logging.WARNING)
+        problems.setFormatter(logging.Formatter("%(message)s"))
+        root.addHandler(problems)
+    for name in PROGRESS_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.INFO)
+        if _PROGRESS not in logger.handlers:
+            logger.addHandler(_PROGRESS)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -203,7 +203,14 @@ def _from_stream(
     Conflicting duplicates leave their key empty: prepare() tells us which, so REST can settle them.
     """
     stats = ReadStats()
-    messages = _collected(settings, collector_root, received, stats, clock_slack_ms)
+    feed = sources.active(settings)
+    # A source without a stream seals every window from its history: a collector root left by
+    # another source holds nothing this one can read.
+    messages = (
+        _collected(settings, collector_root, received, stats, clock_slack_ms)
+        if feed.has_stream
+        else iter(())
+    )
     ignored: Counter = Counter()
     candles, rejections, open_updates = parse_messages(
         messages,
@@ -212,7 +219,7 @@ def _from_stream(
         start_ms,
         end_ms,
         ignored=ignored,
-        feed=sources.active(settings),
+        feed=feed,
     )
     kept, conflicts, collapsed = landing.prepare(candles)
     rejections += conflicts
