@@ -21,9 +21,9 @@ log = logging.getLogger(__name__)
 
 
 def _range(params) -> tuple[datetime, datetime]:
-    from cryptoflow.etl.plan import parse_time
+    from cryptoflow.times import parse_utc_ms
 
-    start, end = parse_time(params.get("start")), parse_time(params.get("end"))
+    start, end = parse_utc_ms(params.get("start")), parse_utc_ms(params.get("end"))
     if start is None or end is None or end <= start:
         raise ValueError(
             f"params start and end (ISO times, start < end) are required, got {params}"

@@ -24,6 +24,7 @@ import pytest
 from cryptoflow_bench.etl import MINUTE_MS, START_MS, minute_row, write_minutes
 from cryptoflow.candles import LANDING_COLUMNS
 from cryptoflow.etl import dq, io, job
+from cryptoflow.etl.stored import ts as ts_text
 from cryptoflow.landing import snapshot_relpath
 
 pytestmark = pytest.mark.integration
@@ -221,17 +222,17 @@ def test_synthetic_minutes_incremental_rollups_quarantine_and_late_updates(
             "SELECT symbol, extract(hour from open_time)::int, minute_count, is_complete, source"
             " FROM market.candles WHERE interval = '1h' AND open_time < %s::timestamptz + interval '3 hours'"
             " ORDER BY 1, 2",
-            (job._ts(START_MS),),
+            (ts_text(START_MS),),
         ).fetchall()
         btc1 = conn.execute(
             "SELECT open, high, low, close, base_volume, trades FROM market.candles"
             " WHERE symbol = 'BTCUSDT' AND interval = '1h' AND open_time = %s",
-            (job._ts(START_MS),),
+            (ts_text(START_MS),),
         ).fetchone()
         mins = conn.execute(
             "SELECT min(low), max(high), sum(base_volume), sum(trades) FROM market.candles"
             " WHERE symbol = 'BTCUSDT' AND interval = '1m' AND open_time >= %s AND open_time < %s",
-            (job._ts(START_MS), job._ts(START_MS + HOUR)),
+            (ts_text(START_MS), ts_text(START_MS + HOUR)),
         ).fetchone()
         reasons = dict(
             conn.execute(
@@ -272,7 +273,7 @@ def test_synthetic_minutes_incremental_rollups_quarantine_and_late_updates(
         assert [(f.symbol, f.observed) for f in failed] == [("BTCUSDT", 1)]
         conn.execute(
             "INSERT INTO ops.explained_gaps VALUES ('BTCUSDT', '1m', %s, %s, 'test outage')",
-            (job._ts(missing), job._ts(missing + MINUTE_MS)),
+            (ts_text(missing), ts_text(missing + MINUTE_MS)),
         )
         conn.commit()
         assert dq.gaps(conn, "syn-1", "1m") == []
@@ -300,7 +301,7 @@ def test_synthetic_minutes_incremental_rollups_quarantine_and_late_updates(
     )
     eth_first = "SELECT close FROM market.candles WHERE symbol = 'ETHUSDT' AND interval = '1m' AND open_time = %s"
     with psycopg.connect(wh.reader_dsn) as conn:
-        before = conn.execute(eth_first, (job._ts(START_MS),)).fetchone()
+        before = conn.execute(eth_first, (ts_text(START_MS),)).fetchone()
     r3 = job.run(
         spark, [late, hours_1h] + btc3, "syn-3", dsn=wh.writer_dsn, lake_uri=lake, symbols=syms
     )
@@ -321,19 +322,19 @@ def test_synthetic_minutes_incremental_rollups_quarantine_and_late_updates(
         "kept_source": 1,
     }
     with psycopg.connect(wh.reader_dsn) as conn:
-        assert conn.execute(eth_first, (job._ts(START_MS),)).fetchone() == before
+        assert conn.execute(eth_first, (ts_text(START_MS),)).fetchone() == before
         assert conn.execute(
             "SELECT reason FROM ops.quarantine WHERE run_id = 'syn-3'"
         ).fetchall() == [("late_update_conflict",)]
         got = conn.execute(
             "SELECT symbol, minute_count, source, close FROM market.candles WHERE interval = '1h'"
             " AND (symbol, open_time) IN (('BTCUSDT', %s), ('ETHUSDT', %s)) ORDER BY 1",
-            (job._ts(START_MS + 3 * HOUR), job._ts(START_MS + 2 * HOUR)),
+            (ts_text(START_MS + 3 * HOUR), ts_text(START_MS + 2 * HOUR)),
         ).fetchall()
         metric = conn.execute(
             "SELECT close, is_complete FROM market.hourly_metrics WHERE symbol = 'BTCUSDT'"
             " AND open_time = %s",
-            (job._ts(START_MS + 3 * HOUR),),
+            (ts_text(START_MS + 3 * HOUR),),
         ).fetchone()
     assert [(g[0], g[1], g[2]) for g in got] == [
         ("BTCUSDT", None, "synthetic"),

@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 def plan(params, run_id: str, triggering_asset_events) -> dict | bool:
     """The snapshots this run processes, written to a manifest: {"manifest", "snapshots"}; False
     when there is nothing to process (the short circuit skips the job and the checks)."""
+    from cryptoflow import times
     from cryptoflow.etl import plan as planning
 
     cfg = settings.load()
@@ -28,8 +29,8 @@ def plan(params, run_id: str, triggering_asset_events) -> dict | bool:
         )  # explicit snapshots, e.g. history seeded by the demo or an import
     elif not events:
         start, end = (
-            planning.parse_time(params.get("start")),
-            planning.parse_time(params.get("end")),
+            times.parse_utc_ms(params.get("start")),
+            times.parse_utc_ms(params.get("end")),
         )
         if start is None or end is None:
             raise AirflowFailException("a manual run needs params start and end (ISO times)")

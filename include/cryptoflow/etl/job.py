@@ -57,8 +57,6 @@ log = logging.getLogger(__name__)
 
 PIPELINE = "spark_etl"
 TASK = "load"
-# An ms time as the ISO text SQL parameters take (the tests' name for it).
-_ts = stored.ts
 
 
 @dataclass

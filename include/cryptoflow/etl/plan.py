@@ -15,7 +15,6 @@ import logging
 from cryptoflow import landing
 
 # A run's params give its range as ISO text or ms; the DAGs read them through this name.
-from cryptoflow.times import parse_utc_ms as parse_time
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +65,6 @@ def read_manifest(uri: str) -> list[str]:
 __all__ = [
     "snapshots_from_events",
     "snapshots_for_range",
-    "parse_time",
     "write_manifest",
     "read_manifest",
     "manifest_uri",

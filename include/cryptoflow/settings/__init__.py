@@ -30,7 +30,7 @@ from cryptoflow.settings.core import (
     LIVE_WS_URL,
     STACK_FILE_NAME,
 )
-from cryptoflow.settings.credentials import (
+from cryptoflow.settings.connections import (
     local_admin_dsn,
     read_credentials,
     superset_url,

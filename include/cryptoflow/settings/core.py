@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptoflow.settings.credentials import _local_dsn, read_credentials
+from cryptoflow.settings.connections import _local_dsn, read_credentials
 from cryptoflow.settings.machinery import (
     Getter,
     _absolute_path,

@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from cryptoflow.settings.core import STACK_FILE_NAME
-from cryptoflow.settings.credentials import read_credentials
+from cryptoflow.settings.connections import read_credentials
 from cryptoflow.settings.resolve import _default_text, _locate
 from cryptoflow.settings.table import SETTINGS, Settings
 

@@ -5,6 +5,7 @@ import zipfile
 
 import pytest
 
+from cryptoflow import times
 from cryptoflow.etl import plan
 
 pytestmark = pytest.mark.quick
@@ -63,7 +64,7 @@ def test_range_planning_lists_only_the_window(tmp_path):
         f"file://{tmp_path}", ["1m"], START_MS + 20 * MINUTE_MS, START_MS + 40 * MINUTE_MS
     )
     assert len(got) == 2 and got[0].endswith("20240101T002000Z_20240101T003000Z.csv")
-    assert plan.parse_time("2024-01-01T00:20:00Z") == START_MS + 20 * MINUTE_MS
+    assert times.parse_utc_ms("2024-01-01T00:20:00Z") == START_MS + 20 * MINUTE_MS
 
 
 def test_package_zip_is_deterministic_and_complete(tmp_path):
